@@ -1,0 +1,141 @@
+"""What does having mlcheck installed cost a suite with no ML in it? (not a test)
+
+Generates a 300-test plain-Python suite in a temporary folder and times ``pytest`` on it, as a
+fresh process each time, with the plugin disabled (``-p no:mlcheck``, as if not installed) and
+enabled, alternating runs so that machine noise hits both alike. Reports medians and the ratio.
+Usage::
+
+    python bench/plugin_overhead.py [--repeat 7] [--json bench/out/plugin_overhead.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_OVERHEAD = 0.05  # reported, never asserted
+
+FILES = 10
+TESTS_PER_FILE = 30  # 10 x 30 = 300 tests
+
+TEMPLATE = """\
+import json
+import re
+
+import pytest
+
+
+def slugify(text):
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+@pytest.fixture
+def record():
+    return {{"name": "Ada Lovelace", "tags": ["math", "engines"], "year": 1843}}
+
+
+@pytest.mark.parametrize("n", range({params}))
+def test_roundtrip_{i}(record, n):
+    record["n"] = n
+    assert json.loads(json.dumps(record)) == record
+
+
+@pytest.mark.parametrize("text", ["Hello World", "a  b", "Ünïcode ok", "--x--"] * {slug_reps})
+def test_slugify_{i}(text):
+    assert slugify(text) == slugify(slugify(text))
+
+
+class TestNumbers{i}:
+"""
+
+METHOD = """\
+    def test_sum_{j}(self):
+        assert sum(range({j})) == {j} * ({j} - 1) // 2
+"""
+
+
+def write_suite(root: Path) -> int:
+    """Write the suite; returns how many tests it holds."""
+    params, slug_reps = 10, 3  # 10 + 12 parametrized tests per file
+    methods = TESTS_PER_FILE - params - 4 * slug_reps
+    for i in range(FILES):
+        body = TEMPLATE.format(i=i, params=params, slug_reps=slug_reps)
+        body += "".join(METHOD.format(j=j) for j in range(methods))
+        (root / f"test_plain_{i}.py").write_text(body)
+    # an empty config file pins the rootdir here, away from any surrounding project's settings
+    (root / "pytest.ini").write_text("[pytest]\n")
+    return FILES * TESTS_PER_FILE
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_pytest(root: Path, enabled: bool) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one pytest process; CPU time suffers less from a busy
+    machine than wall time does."""
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root)]
+    if not enabled:
+        args[3:3] = ["-p", "no:mlcheck"]
+    cpu = _children_cpu_s()
+    start = time.perf_counter()
+    out = subprocess.run(args, cwd=root, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start, _children_cpu_s() - cpu
+    if out.returncode != 0 or f"{FILES * TESTS_PER_FILE} passed" not in out.stdout:
+        raise SystemExit(f"pytest failed (plugin enabled={enabled}):\n{out.stdout}\n{out.stderr}")
+    if enabled != ("mlcheck" in out.stdout):  # the plugin prints its tier line when loaded
+        raise SystemExit(f"plugin enabled={enabled} but its output says otherwise:\n{out.stdout}")
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="pytest time with and without mlcheck")
+    parser.add_argument("--repeat", type=int, default=7, help="runs of each (default 7)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="plain-suite-") as tmp:
+        root = Path(tmp)
+        count = write_suite(root)
+        run_pytest(root, True)  # warm the file system cache and bytecode for both variants
+        run_pytest(root, False)
+        without: list[tuple[float, float]] = []
+        with_plugin: list[tuple[float, float]] = []
+        for _ in range(args.repeat):
+            without.append(run_pytest(root, False))
+            with_plugin.append(run_pytest(root, True))
+
+    result: dict[str, object] = {"tests": count, "repeat": args.repeat}
+    print(f"{count} tests, {args.repeat} runs each (medians):")
+    for index, clock in enumerate(("wall", "cpu")):
+        base = statistics.median(t[index] for t in without)
+        plugin = statistics.median(t[index] for t in with_plugin)
+        result[clock] = {
+            "without_s": [t[index] for t in without],
+            "with_s": [t[index] for t in with_plugin],
+            "median_without_s": base,
+            "median_with_s": plugin,
+            "ratio": plugin / base,
+        }
+        print(
+            f"  {clock:4s}: without mlcheck {base:.3f} s, with mlcheck {plugin:.3f} s -> ratio "
+            f"{plugin / base:.3f} ({100 * (plugin / base - 1):+.1f}%, "
+            f"target <= +{100 * TARGET_OVERHEAD:.0f}%)"
+        )
+    result["target_overhead"] = TARGET_OVERHEAD
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

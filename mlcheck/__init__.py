@@ -1,0 +1,51 @@
+"""mlcheck: test ML code for real in CI.
+
+Importing ``mlcheck`` (or its pytest plugin) does not import torch or transformers: the public
+helpers below load on first use, so a suite with no ML pays nothing for having mlcheck installed.
+
+>>> import mlcheck
+>>> mlcheck.shrink  # doctest: +SKIP  (imports transformers on first access)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (loaded lazily, see module docstring)
+_LAZY = {
+    "shrink": "mlcheck.shrink",
+    "ModelFactory": "mlcheck.models",
+    "assert_output_shape": "mlcheck.checks",
+    "assert_device_roundtrip": "mlcheck.checks",
+    "assert_loss_decreases": "mlcheck.checks",
+    "assert_overfits": "mlcheck.checks",
+    "assert_params_update": "mlcheck.checks",
+    "assert_frozen": "mlcheck.checks",
+    "assert_labels": "mlcheck.checks",
+    "assert_predicts": "mlcheck.checks",
+    "assert_save_load_roundtrip": "mlcheck.checks",
+    "assert_batch_invariant": "mlcheck.checks",
+    "assert_finite": "mlcheck.checks",
+    "assert_deterministic": "mlcheck.checks",
+    "assert_serves": "mlcheck.serving",
+    "serve": "mlcheck.serving",
+}
+
+# submodules re-exported as attributes
+_MODULES = {"checks": "mlcheck.checks", "serving": "mlcheck.serving"}
+
+__all__ = ["__version__", *_LAZY, *_MODULES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module 'mlcheck' has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -1,0 +1,15 @@
+"""One module per `mlcheck` subcommand; each has ``register(subparsers)``.
+
+A module's ``register`` adds its parser (with ``--help`` text that lists its exit codes) and sets
+``handler`` to a function ``(argparse.Namespace) -> int``. Keep imports inside handlers cheap and
+lazy: ``mlcheck --help`` must not import torch.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import cache, lock, report, run
+
+# Order is the order in `mlcheck --help`.
+COMMAND_MODULES: list[ModuleType] = [run, lock, cache, report]

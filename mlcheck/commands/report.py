@@ -1,0 +1,176 @@
+"""`mlcheck report DIR...`: merge results from shards, tiers and jobs into one report.
+
+Reads each DIR's (or file's) results.json, merges shards of the same tiers into one section,
+compares with a base digest when given, and writes into ``--out``:
+
+- ``results.json`` — the merged results (same schema; tests tagged with their section)
+- ``report.md`` — the PR-comment sections, within GitHub's comment limit, with digests
+- ``summary.md`` — the job summary (up to 1 MiB); appended to ``$GITHUB_STEP_SUMMARY`` with
+  ``--step-summary``
+- ``digest.txt`` — the digests alone, for the next run's ``--base-digest``
+- ``durations.json`` — recorded durations, for ``mlcheck run --shard`` (pytest-split format)
+
+It prints the terminal summary, and the annotations (``::error``...) with ``--annotations``
+(default on inside GitHub Actions).
+
+Exit codes: 0 every selected test passed; 1 a test failed or errored; 2 unreadable or
+incompatible results, or bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import constants
+
+if TYPE_CHECKING:
+    from ..render import RenderContext
+    from ..results import RunResults
+
+FORMATS = ("terminal", "markdown", "summary", "annotations", "json")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="merge results (shards, tiers, jobs) and write the report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="results dirs or files")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(constants.DEFAULT_RESULTS_DIR),
+        help=f"where to write the merged report (default {constants.DEFAULT_RESULTS_DIR})",
+    )
+    parser.add_argument(
+        "--base-digest",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the base branch's digest.txt, report.md or comment body: failures are then "
+        "classified as new, already failing on base, or flaky",
+    )
+    parser.add_argument(
+        "--format",
+        default="terminal,markdown,summary,json",
+        help=f"comma-separated outputs among {', '.join(FORMATS)} (default: all but annotations)",
+    )
+    parser.add_argument(
+        "--annotations",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="print ::error annotations (default: on when $GITHUB_ACTIONS is true)",
+    )
+    parser.add_argument(
+        "--step-summary",
+        action="store_true",
+        help="also append the job summary to $GITHUB_STEP_SUMMARY",
+    )
+    parser.add_argument("--title", default="mlcheck", help="heading of each section")
+    parser.add_argument(
+        "--section", default=None, help="one section key for everything (e.g. nightly)"
+    )
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="characters for report.md (default 60000, within GitHub's 65536)",
+    )
+    parser.set_defaults(handler=handle)
+
+
+def context_from_env(
+    environ: Mapping[str, str], *, title: str = "mlcheck", base: Path | None = None
+) -> RenderContext:
+    """A :class:`~mlcheck.render.RenderContext` from the GitHub Actions environment."""
+    from ..digest import read as read_digest
+    from ..render import RenderContext
+    from ..safety import Redactor
+
+    server = environ.get(constants.ENV_GITHUB_SERVER_URL) or constants.DEFAULT_GITHUB_SERVER_URL
+    repo = environ.get(constants.ENV_GITHUB_REPOSITORY) or None
+    run_id = environ.get(constants.ENV_GITHUB_RUN_ID)
+    run_url = f"{server.rstrip('/')}/{repo}/actions/runs/{run_id}" if repo and run_id else None
+    return RenderContext(
+        repo=repo,
+        server_url=server,
+        sha=environ.get(constants.ENV_GITHUB_SHA) or None,
+        run_url=run_url,
+        artifact_name=environ.get("MLCHECK_ARTIFACT_NAME") or "mlcheck-results",
+        title=title,
+        base=read_digest(base) if base is not None else {},
+        redactor=Redactor.from_env(environ),
+    )
+
+
+def handle(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
+    from ..merge import merge, merge_sections
+    from ..results import read
+
+    formats = {f.strip() for f in args.format.split(",") if f.strip()}
+    unknown = formats - set(FORMATS)
+    if unknown:
+        raise UsageError(
+            f"--format: unknown {', '.join(sorted(unknown))}; use {', '.join(FORMATS)}"
+        )
+    loaded = [read(d) for d in args.dirs]
+    if args.section:
+        from ..results import with_run
+
+        loaded = [with_run(r, args.section) for r in loaded]
+    sections = merge_sections(loaded)
+    merged = merge(sections.values())
+    ctx = context_from_env(os.environ, title=args.title, base=args.base_digest)
+    if args.annotations is None:
+        args.annotations = os.environ.get(constants.ENV_GITHUB_ACTIONS) == "true"
+    if args.annotations:
+        formats.add("annotations")
+    write_outputs(sections, merged, args.out, ctx, formats=formats, budget=args.budget)
+    if args.step_summary and (path := os.environ.get("GITHUB_STEP_SUMMARY")):
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write((args.out / "summary.md").read_text(encoding="utf-8") + "\n")
+    return merged.exit_code()
+
+
+def write_outputs(
+    sections: Mapping[str, RunResults],
+    merged: RunResults,
+    out: Path,
+    ctx: RenderContext,
+    *,
+    formats: set[str] | frozenset[str] = frozenset(FORMATS) - {"annotations"},
+    budget: int | None = None,
+) -> None:
+    """Write the report files into ``out`` and print what ``formats`` asks for.
+
+    ``mlcheck run`` calls it too, so one run and a merge of many produce the same files.
+    """
+    from .. import render, shard
+    from ..digest import encode
+    from ..results import REPORT_FILE, write
+
+    out.mkdir(parents=True, exist_ok=True)
+    if "json" in formats:
+        write(merged, out)
+        shard.write_durations(shard.durations([merged]), out / shard.DURATIONS_FILE)
+    if "markdown" in formats:
+        report = render.render_report(sections, ctx, budget=budget or render.COMMENT_BUDGET)
+        (out / REPORT_FILE).write_text(report + "\n", encoding="utf-8")
+        digests = [encode(r, section=k, sha=ctx.sha) for k, r in sections.items()]
+        (out / "digest.txt").write_text("\n".join(digests) + "\n", encoding="utf-8")
+    if "summary" in formats:
+        (out / "summary.md").write_text(render.render_summary(sections, ctx) + "\n", "utf-8")
+    if "terminal" in formats:
+        render.terminal_summary(sections, results_dir=out, ctx=ctx)
+    if "annotations" in formats:
+        for line in render.render_annotations(sections, ctx):
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()

@@ -1,0 +1,164 @@
+"""One exception hierarchy. Messages say what happened and the next step.
+
+The CLI maps :class:`MlcheckError` to ``exit_code`` and prints ``str(error)`` on one line, with
+no traceback: these are user errors, not bugs.
+"""
+
+from __future__ import annotations
+
+
+class MlcheckError(Exception):
+    """Base of every error mlcheck raises on purpose."""
+
+    exit_code: int = 2
+
+
+class UsageError(MlcheckError):
+    """Bad command-line input or configuration (exit code 2)."""
+
+
+class EnvironmentProblem(MlcheckError):
+    """The machine lacks something the command needs (exit code 2)."""
+
+
+class NoTestsCollected(EnvironmentProblem):
+    """pytest found no tests under the given paths."""
+
+
+class ManifestError(UsageError):
+    """`[tool.mlcheck]` / `mlcheck.toml` is invalid; the message names the key and the fix."""
+
+
+class RequirementMissing(MlcheckError):
+    """A selected test needs something this machine does not have (weights, accelerator)."""
+
+
+class ModelNotCached(RequirementMissing):
+    """A model (at a revision) is not in the local cache.
+
+    >>> ModelNotCached("org/name", "abc123")  # doctest: +ELLIPSIS
+    ModelNotCached("'org/name'@abc123 is not in the cache ...")
+    """
+
+    def __init__(self, model_id: str, revision: str | None = None, detail: str = "") -> None:
+        self.model_id = model_id
+        self.revision = revision
+        at = f"@{revision}" if revision else ""
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"'{model_id}'{at} is not in the cache{extra}; run `mlcheck cache warm` "
+            f"(or `mlcheck cache add PATH --model {model_id} --revision {revision or 'main'}` "
+            "for a local folder)"
+        )
+
+
+class AcceleratorMissing(RequirementMissing):
+    """The test needs an accelerator (CUDA/ROCm, XPU, MPS) and torch reports none, or too small."""
+
+
+class UnsafeModel(MlcheckError):
+    """Loading would run pickle or remote code that the manifest does not allow."""
+
+
+class ResultsError(MlcheckError):
+    """A results file is missing, malformed, or of an unknown schema version."""
+
+
+class CacheCorrupted(ModelNotCached):
+    """A cached model file does not match the lock (truncated, corrupted); it is never loaded."""
+
+
+class HubError(EnvironmentProblem):
+    """The hub (``HF_ENDPOINT``) is unreachable or refused a request (exit code 2)."""
+
+
+class CheckFailed(AssertionError):
+    """A check (``mlcheck.checks``, ``mlcheck.serving``) found the model or server wrong.
+
+    An ``AssertionError``, so pytest reports it as a test failure. The message says what was
+    expected, what happened, how big the difference is, and the seed to reproduce it.
+
+    >>> print(CheckFailed("assert_labels", "id2label[2] is wrong", expected="entailment",
+    ...                   actual="neutral", seed=0))
+    assert_labels: id2label[2] is wrong
+      expected:   entailment
+      actual:     neutral
+      seed:       0 (reproduce with seed=0 or MLCHECK_SEED=0)
+    """
+
+    def __init__(
+        self,
+        check: str,
+        problem: str,
+        *,
+        expected: object = None,
+        actual: object = None,
+        difference: object = None,
+        seed: int | None = None,
+        details: str = "",
+    ) -> None:
+        self.check = check
+        self.problem = problem
+        self.expected = expected
+        self.actual = actual
+        self.difference = difference
+        self.seed = seed
+        self.details = details
+        lines = [f"{check}: {problem}"]
+        for name, value in (("expected", expected), ("actual", actual), ("difference", difference)):
+            if value is not None:
+                lines.append(f"  {name + ':':<11} {value}")
+        if seed is not None:
+            lines.append(
+                f"  {'seed:':<11} {seed} (reproduce with seed={seed} or MLCHECK_SEED={seed})"
+            )
+        if details:
+            lines.extend("  " + line for line in details.rstrip().splitlines())
+        super().__init__("\n".join(lines))
+
+
+# --- GitHub (mlcheck/github.py) -----------------------------------------------------------------
+
+
+class GitHubError(MlcheckError):
+    """A GitHub API call failed; the message names the call, GitHub's answer and the fix.
+
+    Reporting problems never change a test verdict: the CLI reports them after the results
+    files are written.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, method: str = "", path: str = ""
+    ) -> None:
+        self.status = status
+        self.method = method
+        self.path = path
+        super().__init__(message)
+
+
+class GitHubAuthError(GitHubError):
+    """401: the token is missing, expired or wrong."""
+
+
+class GitHubPermissionError(GitHubError):
+    """403 (not a rate limit): the token lacks a permission; the message says which to add."""
+
+
+class GitHubNotFound(GitHubError):
+    """404: the repository, PR, comment or workflow does not exist (or the token cannot see it)."""
+
+
+class GitHubValidationFailed(GitHubError):
+    """422 (or 400): GitHub refused the request's content."""
+
+
+class GitHubRateLimited(GitHubError):
+    """A rate limit asks for a longer wait than the client is allowed (``max_wait``)."""
+
+
+class GitHubUnavailable(GitHubError):
+    """5xx answers, timeouts or dropped connections persisted through every retry."""
+
+
+class StickyCommentConflict(GitHubError):
+    """Concurrent writers kept overwriting the sticky comment; nothing converged."""

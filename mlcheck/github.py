@@ -1,0 +1,648 @@
+"""The one client that talks to GitHub's REST API, and the sticky-comment update loop.
+
+Why a thin ``httpx`` client rather than PyGithub or githubkit: mlcheck makes about fifteen
+calls, and the properties that matter here are exactly the ones a wrapper hides: how many
+requests a publish costs (PyGithub objects load lazily and re-fetch), what is retried (a
+comment POST is not idempotent; the sticky loop below handles duplicates itself), how long we
+wait for rate limits (capped by ``max_wait`` so a CI job never sleeps for an hour), and that
+the token never reaches a log or an exception. ``httpx`` is already installed with
+``huggingface_hub``, so this adds no dependency; githubkit would add pydantic-generated models
+for 1,000 endpoints we do not call. GraphQL is not used (``GITHUB_GRAPHQL_URL`` is ignored).
+
+Every call pins ``X-GitHub-Api-Version: 2022-11-28``, honours ``GITHUB_API_URL`` (GitHub
+Enterprise Server), follows ``Link: rel="next"`` pagination, and retries 5xx answers, dropped
+connections, timeouts, ``429``/``403`` rate limits (``retry-after``, ``x-ratelimit-reset``,
+secondary limits) with jittered exponential backoff.
+
+>>> client = GitHubClient("ghs_example", api_url="https://ghe.example.com/api/v3")
+>>> client  # the token is never shown
+GitHubClient(api_url='https://ghe.example.com/api/v3', token=***)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from mlcheck import sticky
+from mlcheck.constants import DEFAULT_GITHUB_API_URL, ENV_GITHUB_API_URL, ENV_GITHUB_TOKEN
+from mlcheck.errors import (
+    GitHubAuthError,
+    GitHubError,
+    GitHubNotFound,
+    GitHubPermissionError,
+    GitHubRateLimited,
+    GitHubUnavailable,
+    GitHubValidationFailed,
+    StickyCommentConflict,
+)
+
+API_VERSION = "2022-11-28"
+# The author of comments made with a workflow's GITHUB_TOKEN.
+ACTIONS_BOT = "github-actions[bot]"
+# Workflow permission each kind of write needs (named in 403 errors).
+PERM_PULL_REQUESTS = "pull-requests: write"
+PERM_ISSUES = "issues: write"
+PERM_ACTIONS = "actions: write"
+_RETRY_STATUSES = {500, 502, 503, 504}
+_FORK_HINT = (
+    "; pull_request runs from forks always get a read-only token: publish from a "
+    "`workflow_run` job instead (see README, fork PRs)"
+)
+
+
+# --- what the API returns, reduced to what mlcheck uses
+
+
+@dataclass(frozen=True)
+class Comment:
+    id: int
+    body: str
+    author: str
+    created_at: str
+    html_url: str
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    number: int
+    state: str
+    head_sha: str
+    head_ref: str
+    head_repo: str | None  # None when the fork was deleted
+    base_ref: str
+    base_sha: str
+    base_repo: str
+    author: str
+    html_url: str
+
+    @property
+    def is_fork(self) -> bool:
+        return self.head_repo != self.base_repo
+
+
+@dataclass(frozen=True)
+class Issue:
+    number: int
+    title: str
+    body: str
+    state: str
+    author: str
+    labels: tuple[str, ...]
+    html_url: str
+
+
+@dataclass(frozen=True)
+class Repository:
+    full_name: str
+    default_branch: str
+    private: bool
+    html_url: str
+
+
+@dataclass(frozen=True)
+class Permission:
+    user: str
+    permission: str  # admin, write, read, none (maintain shows as write, triage as read)
+    role_name: str  # admin, maintain, write, triage, read, or a custom role
+
+    @property
+    def can_write(self) -> bool:
+        """Write, maintain or admin (custom roles inherit their base permission)."""
+        return self.permission in ("admin", "write") or self.role_name in ("maintain", "write")
+
+
+def _comment(raw: Mapping[str, Any]) -> Comment:
+    return Comment(
+        id=raw["id"],
+        body=raw.get("body") or "",
+        author=(raw.get("user") or {}).get("login", ""),
+        created_at=raw["created_at"],
+        html_url=raw["html_url"],
+    )
+
+
+def _pull(raw: Mapping[str, Any]) -> PullRequest:
+    head_repo = raw["head"].get("repo")
+    return PullRequest(
+        number=raw["number"],
+        state=raw["state"],
+        head_sha=raw["head"]["sha"],
+        head_ref=raw["head"]["ref"],
+        head_repo=head_repo["full_name"] if head_repo else None,
+        base_ref=raw["base"]["ref"],
+        base_sha=raw["base"]["sha"],
+        base_repo=raw["base"]["repo"]["full_name"],
+        author=(raw.get("user") or {}).get("login", ""),
+        html_url=raw["html_url"],
+    )
+
+
+def _issue(raw: Mapping[str, Any]) -> Issue:
+    labels = tuple(lab if isinstance(lab, str) else lab["name"] for lab in raw.get("labels", []))
+    return Issue(
+        number=raw["number"],
+        title=raw["title"],
+        body=raw.get("body") or "",
+        state=raw["state"],
+        author=(raw.get("user") or {}).get("login", ""),
+        labels=labels,
+        html_url=raw["html_url"],
+    )
+
+
+# --- the client
+
+
+class GitHubClient:
+    """A small GitHub REST client. Thread-safe (one ``httpx.Client``); close it or use ``with``.
+
+    ``max_wait`` caps any single wait (rate-limit reset, ``retry-after``): a longer one raises
+    :class:`GitHubRateLimited` instead of stalling the job. ``backoff`` is the first retry
+    delay for errors that give no wait (doubled per attempt, with jitter).
+
+    >>> with GitHubClient(None, api_url="http://127.0.0.1:1", max_attempts=1) as gh:
+    ...     gh.api_url
+    'http://127.0.0.1:1'
+    """
+
+    def __init__(
+        self,
+        token: str | None,
+        *,
+        api_url: str | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 6,
+        max_wait: float = 60.0,
+        backoff: float = 1.0,
+        user_agent: str = "mlcheck",
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.api_url = (api_url or DEFAULT_GITHUB_API_URL).rstrip("/")
+        self._token = token or None
+        self.max_attempts = max(1, max_attempts)
+        self.max_wait = max_wait
+        self.backoff = backoff
+        self._sleep = sleep
+        self._viewer: str | None = None
+        headers = {
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": API_VERSION,
+            "User-Agent": user_agent,
+        }
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        self._http = httpx.Client(headers=headers, timeout=timeout, follow_redirects=False)
+
+    @classmethod
+    def from_env(
+        cls, token: str | None = None, environ: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> GitHubClient:
+        """A client for ``GITHUB_API_URL`` with ``token`` (default: ``GITHUB_TOKEN``)."""
+        env = os.environ if environ is None else environ
+        return cls(
+            token if token is not None else env.get(ENV_GITHUB_TOKEN),
+            api_url=env.get(ENV_GITHUB_API_URL) or None,
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return f"GitHubClient(api_url={self.api_url!r}, token={'***' if self._token else None})"
+
+    def __enter__(self) -> GitHubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def redact(self, text: str) -> str:
+        """``text`` with the token replaced by ``***`` (for messages and anything we post)."""
+        return text.replace(self._token, "***") if self._token else text
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _url(self, path_or_url: str) -> str:
+        if not path_or_url.startswith(("http://", "https://")):
+            return self.api_url + path_or_url
+        # Only follow links (pagination) to the API host: the token must not travel elsewhere.
+        if urlsplit(path_or_url)[:2] != urlsplit(self.api_url)[:2]:
+            raise GitHubError(f"refusing to follow a link off the API host: {path_or_url}")
+        return path_or_url
+
+    def _retry_wait(self, response: httpx.Response, attempt: int) -> float | None:
+        """Seconds to wait before retrying ``response``, or None if it is final."""
+        status = response.status_code
+        headers = response.headers
+        limited = status == 429 or (
+            status == 403
+            and (
+                "retry-after" in headers
+                or headers.get("x-ratelimit-remaining") == "0"
+                or "rate limit" in _message(response).lower()
+            )
+        )
+        if not limited and status not in _RETRY_STATUSES:
+            return None
+        if retry_after := headers.get("retry-after"):
+            try:
+                return max(0.0, float(retry_after))
+            except ValueError:
+                pass
+        if limited and headers.get("x-ratelimit-remaining") == "0":
+            reset = headers.get("x-ratelimit-reset")
+            if reset and reset.isdigit():
+                return max(0.0, int(reset) - time.time())
+        if limited and "secondary rate limit" in _message(response).lower():
+            return 60.0  # GitHub's advice when a secondary limit gives no retry-after
+        return self._backoff(attempt)
+
+    def _backoff(self, attempt: int) -> float:
+        base = self.backoff * 2 ** (attempt - 1)
+        return base + random.uniform(0, self.backoff)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        permission: str | None = None,
+        missing_ok: bool = False,
+    ) -> httpx.Response | None:
+        """Send one API request with retries; raise a typed :class:`GitHubError` on failure.
+
+        ``permission`` names the workflow permission a 403 means is missing; with
+        ``missing_ok`` a 404 returns None instead of raising.
+        """
+        url = self._url(path)
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = self._http.request(method, url, params=params, json=json)
+            except httpx.TransportError as exc:  # timeouts, resets, refused connections
+                if attempt == self.max_attempts:
+                    raise GitHubUnavailable(
+                        self.redact(
+                            f"{method} {path}: {type(exc).__name__}: {exc} "
+                            f"(after {attempt} attempts); GitHub may be down, retry the job"
+                        ),
+                        method=method,
+                        path=path,
+                    ) from None
+                self._sleep(self._backoff(attempt))
+                continue
+            if response.status_code < 400:
+                return response
+            if response.status_code == 404 and missing_ok:
+                return None
+            wait = self._retry_wait(response, attempt)
+            if wait is None:
+                raise self._error(response, method, path, permission)
+            if wait > self.max_wait:
+                raise GitHubRateLimited(
+                    f"{method} {path}: GitHub asks to wait {wait:.0f}s (rate limit, "
+                    f"HTTP {response.status_code}), more than max_wait={self.max_wait:.0f}s; "
+                    "rerun the job later",
+                    status=response.status_code,
+                    method=method,
+                    path=path,
+                )
+            if attempt == self.max_attempts:
+                raise GitHubUnavailable(
+                    self.redact(
+                        f"{method} {path}: HTTP {response.status_code} "
+                        f"{_message(response)!r} after {attempt} attempts; retry the job"
+                    ),
+                    status=response.status_code,
+                    method=method,
+                    path=path,
+                )
+            self._sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _error(
+        self, response: httpx.Response, method: str, path: str, permission: str | None
+    ) -> GitHubError:
+        status = response.status_code
+        said = f"{method} {path}: HTTP {status} {_message(response)!r}"
+        kind: type[GitHubError] = GitHubError
+        if status == 401:
+            kind = GitHubAuthError
+            said += "; the token is missing or invalid: pass `github-token` (or GITHUB_TOKEN)"
+        elif status == 403:
+            kind = GitHubPermissionError
+            if permission:
+                said += (
+                    f"; the token lacks `{permission}`: add `permissions: {{{permission}}}` "
+                    f"to the workflow or job{_FORK_HINT}"
+                )
+        elif status == 404:
+            kind = GitHubNotFound
+            said += "; check the repository, number and workflow file name"
+            if permission:
+                said += f" (a private repository also answers 404 without `{permission}`)"
+        elif status in (400, 422):
+            kind = GitHubValidationFailed
+        return kind(self.redact(said), status=status, method=method, path=path)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        return response.json() if response is not None and response.content else None
+
+    def paginate(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
+        """Items of every page of a list endpoint (``per_page=100``, ``Link: rel="next"``)."""
+        url: str | None = path
+        query: Mapping[str, Any] | None = {"per_page": 100, **(params or {})}
+        while url:
+            response = self.request("GET", url, params=query)
+            assert response is not None
+            yield from response.json()
+            url = response.links.get("next", {}).get("url")
+            query = None  # the next link carries the query
+
+    # -- identity and repository -------------------------------------------------------------
+
+    def viewer_login(self) -> str:
+        """The login comments made with this token carry (cached; one request at most).
+
+        Installation tokens (a workflow's ``GITHUB_TOKEN``) cannot read ``/user``: their
+        comments come from ``github-actions[bot]``.
+        """
+        if self._viewer is None:
+            try:
+                self._viewer = self._json("GET", "/user")["login"]
+            except (GitHubPermissionError, GitHubNotFound):
+                self._viewer = ACTIONS_BOT
+        return self._viewer
+
+    def get_repo(self, repo: str) -> Repository:
+        raw = self._json("GET", f"/repos/{_repo(repo)}")
+        return Repository(raw["full_name"], raw["default_branch"], raw["private"], raw["html_url"])
+
+    # -- comments ------------------------------------------------------------------------------
+
+    def list_comments(self, repo: str, number: int) -> list[Comment]:
+        """Every comment on issue or PR ``number``, oldest first."""
+        path = f"/repos/{_repo(repo)}/issues/{int(number)}/comments"
+        return [_comment(raw) for raw in self.paginate(path)]
+
+    def create_comment(self, repo: str, number: int, body: str) -> Comment:
+        path = f"/repos/{_repo(repo)}/issues/{int(number)}/comments"
+        raw = self._json(
+            "POST", path, json={"body": self.redact(body)}, permission=PERM_PULL_REQUESTS
+        )
+        return _comment(raw)
+
+    def update_comment(self, repo: str, comment_id: int, body: str) -> Comment:
+        path = f"/repos/{_repo(repo)}/issues/comments/{int(comment_id)}"
+        raw = self._json(
+            "PATCH", path, json={"body": self.redact(body)}, permission=PERM_PULL_REQUESTS
+        )
+        return _comment(raw)
+
+    def delete_comment(self, repo: str, comment_id: int) -> bool:
+        """Delete a comment; False if it was already gone (a concurrent job deleted it)."""
+        path = f"/repos/{_repo(repo)}/issues/comments/{int(comment_id)}"
+        return (
+            self.request("DELETE", path, permission=PERM_PULL_REQUESTS, missing_ok=True) is not None
+        )
+
+    # -- pull requests, permissions, labels, dispatch -------------------------------------------
+
+    def get_pull(self, repo: str, number: int) -> PullRequest:
+        return _pull(self._json("GET", f"/repos/{_repo(repo)}/pulls/{int(number)}"))
+
+    def pulls_for_commit(self, repo: str, sha: str) -> list[PullRequest]:
+        """PRs that contain commit ``sha`` (open and closed)."""
+        path = f"/repos/{_repo(repo)}/commits/{quote(sha, safe='')}/pulls"
+        return [_pull(raw) for raw in self.paginate(path)]
+
+    def open_pull_for_commit(self, repo: str, sha: str) -> PullRequest | None:
+        """The open PR whose head is ``sha`` (the PR a push belongs to), if any."""
+        pulls = [p for p in self.pulls_for_commit(repo, sha) if p.state == "open"]
+        at_head = [p for p in pulls if p.head_sha == sha]
+        candidates = at_head or pulls
+        return candidates[0] if candidates else None
+
+    def collaborator_permission(self, repo: str, user: str) -> Permission:
+        """``user``'s permission on ``repo`` as GitHub computes it (``none`` for strangers)."""
+        path = f"/repos/{_repo(repo)}/collaborators/{quote(user, safe='')}/permission"
+        raw = self.request("GET", path, missing_ok=True)
+        if raw is None:  # not a user, or not a collaborator of a private repository
+            return Permission(user, "none", "none")
+        data = raw.json()
+        return Permission(user, data["permission"], data.get("role_name") or data["permission"])
+
+    def remove_label(self, repo: str, number: int, label: str) -> bool:
+        """Remove ``label`` from issue/PR ``number``; False if it was not there."""
+        path = f"/repos/{_repo(repo)}/issues/{int(number)}/labels/{quote(label, safe='')}"
+        return (
+            self.request("DELETE", path, permission=PERM_PULL_REQUESTS, missing_ok=True) is not None
+        )
+
+    def dispatch_workflow(
+        self, repo: str, workflow: str, ref: str, inputs: Mapping[str, str]
+    ) -> None:
+        """Start ``workflow`` (file name or id) on ``ref`` with ``inputs`` (all strings)."""
+        path = f"/repos/{_repo(repo)}/actions/workflows/{quote(workflow, safe='')}/dispatches"
+        self.request(
+            "POST", path, json={"ref": ref, "inputs": dict(inputs)}, permission=PERM_ACTIONS
+        )
+
+    # -- issues (nightly tracking issue) ----------------------------------------------------------
+
+    def list_issues(
+        self,
+        repo: str,
+        *,
+        state: str = "open",
+        labels: str | None = None,
+        creator: str | None = None,
+    ) -> list[Issue]:
+        """Issues (not PRs) of ``repo``, newest first."""
+        params: dict[str, Any] = {"state": state}
+        if labels:
+            params["labels"] = labels
+        if creator:
+            params["creator"] = creator
+        raws = self.paginate(f"/repos/{_repo(repo)}/issues", params)
+        return [_issue(raw) for raw in raws if "pull_request" not in raw]
+
+    def create_issue(self, repo: str, title: str, body: str, labels: tuple[str, ...] = ()) -> Issue:
+        payload: dict[str, Any] = {"title": title, "body": self.redact(body)}
+        if labels:
+            payload["labels"] = list(labels)
+        raw = self._json(
+            "POST", f"/repos/{_repo(repo)}/issues", json=payload, permission=PERM_ISSUES
+        )
+        return _issue(raw)
+
+    def update_issue(
+        self,
+        repo: str,
+        number: int,
+        *,
+        title: str | None = None,
+        body: str | None = None,
+        state: Literal["open", "closed"] | None = None,
+    ) -> Issue:
+        payload: dict[str, Any] = {}
+        if title is not None:
+            payload["title"] = title
+        if body is not None:
+            payload["body"] = self.redact(body)
+        if state is not None:
+            payload["state"] = state
+            if state == "closed":
+                payload["state_reason"] = "completed"
+        path = f"/repos/{_repo(repo)}/issues/{int(number)}"
+        return _issue(self._json("PATCH", path, json=payload, permission=PERM_ISSUES))
+
+    def find_issue(self, repo: str, marker: str, *, state: str = "all") -> Issue | None:
+        """The newest issue whose body starts with ``marker`` and that this token created."""
+        me = self.viewer_login()
+        for issue in self.list_issues(repo, state=state, creator=me):
+            if issue.body.lstrip().startswith(marker):
+                return issue
+        return None
+
+    def upsert_issue(
+        self,
+        repo: str,
+        marker: str,
+        title: str,
+        body: str,
+        *,
+        labels: tuple[str, ...] = (),
+        close: bool = False,
+    ) -> Issue | None:
+        """Keep one issue (found by ``marker``) up to date; close it when ``close``.
+
+        ``body`` gets ``marker`` prepended. Reopens a closed tracking issue when a new report
+        needs it; with ``close`` and no open issue, creates nothing.
+        """
+        full = f"{marker}\n{body}"
+        issue = self.find_issue(repo, marker)
+        if issue is None:
+            return None if close else self.create_issue(repo, title, full, labels)
+        state: Literal["open", "closed"] = "closed" if close else "open"
+        if (issue.title, issue.body, issue.state) == (title, full, state):
+            return issue
+        if close and issue.state == "closed":
+            return issue
+        return self.update_issue(repo, issue.number, title=title, body=full, state=state)
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(data.get("message", "")) if isinstance(data, dict) else ""
+
+
+_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+
+
+def _repo(repo: str) -> str:
+    if not _REPO.fullmatch(repo):
+        raise GitHubError(f"invalid repository {repo!r}: expected OWNER/NAME")
+    return repo
+
+
+# --- the sticky comment
+
+
+@dataclass(frozen=True)
+class StickyResult:
+    """What :func:`update_sticky_section` did."""
+
+    comment: Comment
+    action: Literal["created", "updated", "unchanged"]
+    rounds: int  # read-merge-write-verify rounds it took (1 without interference)
+    deleted: tuple[int, ...]  # duplicate comments removed
+
+
+def update_sticky_section(
+    client: GitHubClient,
+    repo: str,
+    number: int,
+    key: str,
+    section: str,
+    *,
+    author: str | None = None,
+    max_rounds: int = 6,
+    settle: float = 1.0,
+) -> StickyResult:
+    """Set section ``key`` of the PR's sticky comment to ``section``, leaving other sections.
+
+    GitHub has no conditional update for comments, so this reads, merges, writes and re-reads:
+    the comment is the newest one carrying the marker *and* written by ``author`` (default:
+    this token's user, ``github-actions[bot]`` for a workflow token); older duplicates have their
+    sections merged into it before they are deleted; nothing is written when nothing changed;
+    and if the re-read shows our section missing (a concurrent job overwrote it) or several
+    comments, it goes round again. The re-read waits ``settle`` seconds (jittered, 0.5-1x) so
+    that a concurrent writer's stale write, already in flight, lands before we check. A per-PR
+    workflow ``concurrency`` group closes the remaining window; see README for measurements.
+
+    Common path (comment exists, no duplicates): list, update, list = 3 requests (+1 for
+    ``GET /user`` once per client when ``author`` is not given).
+    """
+    sticky.check_key(key)
+    me = author or client.viewer_login()
+
+    def mine() -> list[Comment]:
+        found = [
+            c
+            for c in client.list_comments(repo, number)
+            if c.author == me and sticky.is_sticky(c.body)
+        ]
+        return sorted(found, key=lambda c: (c.created_at, c.id))
+
+    current = mine()
+    for round_ in range(1, max_rounds + 1):
+        deleted: list[int] = []
+        if not current:
+            kept = client.create_comment(repo, number, sticky.replace_section(None, key, section))
+            action: Literal["created", "updated", "unchanged"] = "created"
+        else:
+            kept, older = current[-1], current[:-1]
+            merged = sticky.merge_sections(
+                sticky.parse_sections(kept.body),
+                *(sticky.parse_sections(c.body) for c in reversed(older)),
+            )
+            desired = sticky.replace_section(sticky.build_body(merged), key, section)
+            if desired == kept.body and not older:
+                return StickyResult(kept, "unchanged", round_, ())
+            action = "unchanged"
+            if desired != kept.body:
+                kept = client.update_comment(repo, kept.id, desired)
+                action = "updated"
+            # Delete duplicates only after their sections live in the kept comment.
+            for dup in older:
+                client.delete_comment(repo, dup.id)
+                deleted.append(dup.id)
+        if settle:
+            time.sleep(random.uniform(settle / 2, settle))
+        current = mine()
+        if len(current) == 1 and sticky.has_section(current[0].body, key, section):
+            return StickyResult(current[0], action, round_, tuple(deleted))
+        # Overwritten by a concurrent writer, or a concurrent create: merge again from what
+        # we just read (no extra request).
+    raise StickyCommentConflict(
+        f"the sticky comment on {repo}#{number} kept changing under section {key!r} for "
+        f"{max_rounds} rounds; serialise publishers with a per-PR workflow `concurrency` group",
+        method="PATCH",
+        path=f"/repos/{repo}/issues/{number}/comments",
+    )

@@ -1,0 +1,516 @@
+"""``mlcheck.lock``: every manifest model pinned to a commit, with each file's size and hash.
+
+Like a package lock file: tests run on exactly the bytes that were locked. The file is TOML,
+sorted and one file per line, so a re-lock shows up as a small, readable diff::
+
+    version = 1
+
+    [models."sentence-transformers/all-MiniLM-L6-v2"]
+    revision = "main"
+    commit = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf"
+    needs = "weights"
+    source = "hub"
+    patterns = ["*.json", "*.txt", "*.model", "*.tiktoken", "tokenizer*", "*.safetensors"]
+    files = [
+      { path = "config.json", size = 612, git_blob = "72b987fd805cfa2b58c4c8c952b274a11bfd5a00" },
+      { path = "model.safetensors", size = 90868376, sha256 = "53aa5117..." },
+    ]
+
+A file stored in Git LFS is pinned by its LFS sha256 (the sha256 of its bytes); any other file
+by its git blob id (sha1 of ``"blob <size>\\0" + bytes``). :func:`file_matches` verifies both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from .constants import ENV_HF_TOKEN
+from .errors import HubError, ManifestError
+from .manifest import Manifest, ModelSpec, Need
+
+LOCK_NAME = "mlcheck.lock"
+LOCK_VERSION = 1
+Source = Literal["hub", "local"]  # "local": put in the cache by `mlcheck cache add`
+
+_CHUNK = 1 << 20
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LockedFile:
+    """One file of a locked model: exactly one of ``sha256`` (LFS) or ``git_blob`` is set."""
+
+    path: str
+    size: int
+    sha256: str | None = None
+    git_blob: str | None = None
+
+    @property
+    def etag(self) -> str:
+        """The name huggingface_hub gives this file's blob in the cache (``blobs/<etag>``)."""
+        return self.sha256 or self.git_blob or ""
+
+    @property
+    def is_lfs(self) -> bool:
+        return self.sha256 is not None
+
+
+@dataclass(frozen=True)
+class LockedModel:
+    model_id: str
+    revision: str  # as written in the manifest (branch, tag or commit)
+    commit: str  # what it resolved to
+    needs: str
+    patterns: tuple[str, ...]
+    source: Source = "hub"
+    files: tuple[LockedFile, ...] = ()
+
+    def file(self, path: str) -> LockedFile | None:
+        return next((f for f in self.files if f.path == path), None)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def matches(self, spec: ModelSpec) -> bool:
+        """Whether this entry still satisfies the manifest's entry (same revision and files)."""
+        return self.revision == spec.revision and self.patterns == spec.patterns()
+
+
+@dataclass(frozen=True)
+class Lock:
+    models: Mapping[str, LockedModel] = field(default_factory=dict)
+
+    def model(self, model_id: str) -> LockedModel | None:
+        return self.models.get(model_id)
+
+    def with_model(self, entry: LockedModel) -> Lock:
+        return Lock(models={**self.models, entry.model_id: entry})
+
+
+def lock_path(root: Path) -> Path:
+    return Path(root) / LOCK_NAME
+
+
+def read_lock(root: Path) -> Lock | None:
+    """The project's lock, or None when it has none.
+
+    >>> read_lock(Path("/nonexistent")) is None
+    True
+    """
+    path = lock_path(root)
+    if not path.is_file():
+        return None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        if data.get("version") != LOCK_VERSION:
+            raise ManifestError(
+                f"{path} has lock version {data.get('version')!r}, this mlcheck reads "
+                f"{LOCK_VERSION}; run `mlcheck lock --upgrade` to rewrite it"
+            )
+        models = {
+            model_id: LockedModel(
+                model_id=model_id,
+                revision=entry["revision"],
+                commit=entry["commit"],
+                needs=entry["needs"],
+                patterns=tuple(entry["patterns"]),
+                source=entry.get("source", "hub"),
+                files=tuple(
+                    LockedFile(
+                        path=f["path"],
+                        size=int(f["size"]),
+                        sha256=f.get("sha256"),
+                        git_blob=f.get("git_blob"),
+                    )
+                    for f in entry["files"]
+                ),
+            )
+            for model_id, entry in data.get("models", {}).items()
+        }
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ManifestError(
+            f"{path} is damaged ({type(exc).__name__}: {exc}); delete it and run `mlcheck lock`"
+        ) from exc
+    return Lock(models=models)
+
+
+def dumps_lock(lock: Lock) -> str:
+    """Render the lock as TOML: models and files sorted, so equal locks are equal bytes."""
+    lines = [
+        "# Generated by `mlcheck lock` and `mlcheck cache add`; do not edit by hand.",
+        f"version = {LOCK_VERSION}",
+    ]
+    for model_id in sorted(lock.models):
+        entry = lock.models[model_id]
+        lines += [
+            "",
+            f"[models.{_q(model_id)}]",
+            f"revision = {_q(entry.revision)}",
+            f"commit = {_q(entry.commit)}",
+            f"needs = {_q(entry.needs)}",
+            f"source = {_q(entry.source)}",
+            f"patterns = [{', '.join(_q(p) for p in entry.patterns)}]",
+            "files = [",
+        ]
+        for f in sorted(entry.files, key=lambda f: f.path):
+            digest = (
+                f"sha256 = {_q(f.sha256)}" if f.sha256 else f"git_blob = {_q(f.git_blob or '')}"
+            )
+            lines.append(f"  {{ path = {_q(f.path)}, size = {f.size}, {digest} }},")
+        lines.append("]")
+    return "\n".join(lines) + "\n"
+
+
+def write_lock(root: Path, lock: Lock) -> Path:
+    """Write the lock atomically (a reader never sees half a file)."""
+    path = lock_path(root)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(dumps_lock(lock), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _q(text: str) -> str:
+    # A JSON string is a valid TOML basic string (same escapes, \uXXXX included).
+    return json.dumps(text, ensure_ascii=False)
+
+
+def stale_reasons(manifest: Manifest, lock: Lock | None) -> list[str]:
+    """Why the lock no longer matches the manifest; empty when it is up to date.
+
+    >>> stale_reasons(Manifest(root=Path(".")), Lock())
+    []
+    """
+    if lock is None:
+        return [f"there is no {LOCK_NAME}"] if manifest.models else []
+    reasons = []
+    for model_id, spec in sorted(manifest.models.items()):
+        entry = lock.model(model_id)
+        if entry is None:
+            reasons.append(f"'{model_id}' is in the manifest but not in the lock")
+        elif entry.revision != spec.revision:
+            reasons.append(
+                f"'{model_id}': the manifest asks for revision {spec.revision!r}, "
+                f"the lock has {entry.revision!r}"
+            )
+        elif entry.patterns != spec.patterns():
+            reasons.append(
+                f"'{model_id}': the files the manifest asks for (needs/allow_patterns/"
+                "allow_pickle/trust_remote_code) changed"
+            )
+    for model_id in sorted(set(lock.models) - set(manifest.models)):
+        reasons.append(f"'{model_id}' is in the lock but not in the manifest")
+    return reasons
+
+
+# --- hashing -------------------------------------------------------------------------------
+
+
+def git_blob_id(data: bytes) -> str:
+    """Git's object id of a blob: sha1 of ``"blob <size>\\0" + data``.
+
+    >>> git_blob_id(b"")
+    'e69de29bb2d1d6434b8cb73c5391e7bc48cdd06e'
+    """
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def hash_file(path: Path, kind: Literal["sha256", "git_blob"]) -> str:
+    """Hash a file the way the lock pins it, reading it in chunks."""
+    if kind == "sha256":
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    sha1 = hashlib.sha1(b"blob %d\0" % path.stat().st_size, usedforsecurity=False)
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            sha1.update(chunk)
+    return sha1.hexdigest()
+
+
+def file_problem(path: Path, locked: LockedFile, *, full: bool = True) -> str | None:
+    """What is wrong with ``path`` against the lock (None: it matches).
+
+    ``full=False`` only compares sizes: cheap enough for every model load; ``full=True`` also
+    re-hashes (``cache verify``, ``cache warm``).
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "missing"
+    if size != locked.size:
+        return f"size {size} bytes, the lock says {locked.size}"
+    if not full:
+        return None
+    kind: Literal["sha256", "git_blob"] = "sha256" if locked.is_lfs else "git_blob"
+    actual = hash_file(path, kind)
+    if actual != locked.etag:
+        return f"{kind} {actual[:12]}..., the lock says {locked.etag[:12]}..."
+    return None
+
+
+def file_matches(path: Path, locked: LockedFile) -> bool:
+    return file_problem(path, locked) is None
+
+
+# Weight-like files are pinned by sha256 like LFS would store them, even when added locally.
+_LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
+_LFS_MIN_SIZE = 10 * 1024 * 1024
+
+
+def lock_local_file(folder: Path, relpath: str) -> LockedFile:
+    """Pin a file from a local folder (``cache add``), choosing LFS-style or git-style hashing."""
+    path = folder / relpath
+    size = path.stat().st_size
+    if relpath.endswith(_LFS_SUFFIXES) or size >= _LFS_MIN_SIZE:
+        return LockedFile(path=relpath, size=size, sha256=hash_file(path, "sha256"))
+    return LockedFile(path=relpath, size=size, git_blob=hash_file(path, "git_blob"))
+
+
+def content_commit(files: Iterable[LockedFile]) -> str:
+    """A 40-hex id derived from the files' paths and hashes: same folder, same commit."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for f in sorted(files, key=lambda f: f.path):
+        digest.update(f"{f.path}\0{f.size}\0{f.etag}\n".encode())
+    return digest.hexdigest()
+
+
+def entry_for_spec(
+    spec: ModelSpec | None,
+    model_id: str,
+    revision: str,
+    commit: str,
+    files: Sequence[LockedFile],
+    source: Source,
+) -> LockedModel:
+    """A lock entry; ``needs``/``patterns`` come from the manifest's entry when there is one."""
+    base = spec or ModelSpec(model_id=model_id, revision=revision, needs=_needs_of(files))
+    return LockedModel(
+        model_id=model_id,
+        revision=revision,
+        commit=commit,
+        needs=base.needs,
+        patterns=base.patterns(),
+        source=source,
+        files=tuple(sorted(files, key=lambda f: f.path)),
+    )
+
+
+def _needs_of(files: Sequence[LockedFile]) -> Need:
+    return "weights" if any(f.path.endswith(_LFS_SUFFIXES) for f in files) else "config"
+
+
+# --- resolving against the hub ---------------------------------------------------------------
+
+
+def resolve(spec: ModelSpec, *, retry: RetryPolicy | None = None) -> LockedModel:
+    """Ask the hub (``HF_ENDPOINT``) which commit ``spec.revision`` is and hash its files.
+
+    ``HfApi().model_info(files_metadata=True)`` gives the commit and, on the Hugging Face hub,
+    per file the size, git blob id and LFS sha256; servers whose model info lacks file metadata
+    (mirrors such as olah) are asked with ``list_repo_tree`` at the resolved commit instead.
+    Only files matching the spec's patterns are locked. Raises :class:`HubError` when the hub
+    cannot answer.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+    from huggingface_hub.utils import filter_repo_objects
+
+    api = HfApi()
+    policy = retry or RetryPolicy()
+    what = f"'{spec.model_id}'@{spec.revision}"
+    info = call_hub(
+        what,
+        lambda: api.model_info(spec.model_id, revision=spec.revision, files_metadata=True),
+        policy,
+    )
+    commit = info.sha
+    if not commit:
+        raise HubError(f"{what}: the hub reported no commit")
+    siblings = info.siblings or []
+    meta: dict[str, tuple[int | None, str | None, str | None]] = {
+        s.rfilename: (s.size, s.blob_id, s.lfs.sha256 if s.lfs else None) for s in siblings
+    }
+    if any(blob is None for _, blob, _ in meta.values()):
+        tree = call_hub(
+            what,
+            lambda: list(api.list_repo_tree(spec.model_id, revision=commit, recursive=True)),
+            policy,
+        )
+        meta = {
+            f.path: (f.lfs.size if f.lfs else f.size, f.blob_id, f.lfs.sha256 if f.lfs else None)
+            for f in tree
+            if isinstance(f, RepoFile)
+        }
+    files = []
+    for name in sorted(filter_repo_objects(list(meta), allow_patterns=list(spec.patterns()))):
+        size, blob_id, sha256 = meta[name]
+        if size is None or (sha256 is None and blob_id is None):
+            raise HubError(f"'{spec.model_id}'@{commit[:12]}: the hub gave no size/hash for {name}")
+        if sha256 is not None:
+            files.append(LockedFile(path=name, size=size, sha256=sha256))
+        else:
+            files.append(LockedFile(path=name, size=size, git_blob=blob_id))
+    if spec.needs == "weights" and not any(f.path.endswith(_LFS_SUFFIXES) for f in files):
+        raise HubError(
+            f"'{spec.model_id}'@{commit[:12]} has no weights matching "
+            f"{list(spec.patterns())}; if it only ships pickle (*.bin) weights, set "
+            "allow_pickle = true for it in the manifest (after reviewing the source)"
+        )
+    return entry_for_spec(spec, spec.model_id, spec.revision, commit, files, "hub")
+
+
+@dataclass
+class RetryPolicy:
+    """Retries of a hub request on 429/5xx/timeouts, honouring ``Retry-After``.
+
+    >>> RetryPolicy(base_s=1.0).wait(attempt=1, retry_after=3.0)
+    3.0
+    """
+
+    attempts: int = 5
+    base_s: float = 1.0
+    max_s: float = 30.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def wait(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_s * 4)
+        # Exponential backoff with jitter, so parallel runners do not retry in lockstep.
+        return min(self.max_s, self.base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+def call_hub(what: str, call: Callable[[], T], retry: RetryPolicy) -> T:
+    """Run one hub request, retrying transient failures; other failures become HubError."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return call()
+        except Exception as exc:
+            status, retry_after = _http_status(exc)
+            if _retryable(exc, status) and attempt < retry.attempts:
+                retry.sleep(retry.wait(attempt, retry_after))
+                continue
+            error = hub_error(exc, what, status)
+            if error is None:
+                raise
+            raise error from None
+
+
+def _http_status(exc: BaseException) -> tuple[int | None, float | None]:
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None, None
+    retry_after: float | None = None
+    raw = response.headers.get("retry-after")
+    if raw is not None:
+        try:
+            retry_after = max(0.0, float(raw))
+        except ValueError:
+            retry_after = None  # an HTTP date: fall back to our own backoff
+    return response.status_code, retry_after
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's error types (huggingface_hub moved from httpx to httpx2)."""
+    found: list[type[BaseException]] = []
+    for name in ("httpx2", "httpx"):
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        found.append(module.HTTPError)
+    return tuple(found)
+
+
+def _retryable(exc: BaseException, status: int | None) -> bool:
+    if status is not None:
+        return status == 429 or 500 <= status < 600
+    # Timeouts and dropped connections are transient; a refused connection means the hub is
+    # down or misnamed, and waiting minutes for it helps nobody.
+    names = {"TimeoutException", "ReadTimeout", "RemoteProtocolError", "ReadError"}
+    return any(cls.__name__ in names for cls in type(exc).__mro__)
+
+
+def hub_error(exc: BaseException, what: str, status: int | None = None) -> HubError | None:
+    """A one-line, actionable HubError for a huggingface_hub failure (None: not a hub error)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"[HF_ENDPOINT={constants.ENDPOINT}]"
+    if isinstance(exc, GatedRepoError) or (
+        status in (401, 403) and not isinstance(exc, RepositoryNotFoundError)
+    ):
+        detail = "access denied (gated or private): set HF_TOKEN to a token with access"
+    elif isinstance(exc, RepositoryNotFoundError):
+        detail = "repository not found (or private: set HF_TOKEN); check the model id"
+    elif isinstance(exc, RevisionNotFoundError):
+        detail = "revision not found; fix `revision` in the manifest or run `mlcheck lock`"
+    elif isinstance(exc, LocalEntryNotFoundError):
+        cause = exc.__cause__ or exc.__context__
+        detail = f"cannot reach the hub ({type(cause).__name__ if cause else 'no connection'})"
+    elif isinstance(exc, EntryNotFoundError) or status == 404:
+        detail = (
+            "not found on the hub: the repository, the locked commit or the file is gone "
+            "(if the repository was rewritten, re-pin it with `mlcheck lock --upgrade`)"
+        )
+    elif isinstance(exc, HfHubHTTPError) or status is not None:
+        detail = f"the hub answered HTTP {status}"
+    elif isinstance(exc, (*_transport_errors(), OSError)):
+        detail = f"cannot reach the hub ({type(exc).__name__})"
+    else:
+        return None
+    return HubError(redact(f"{what}: {detail} {where}"))
+
+
+def redact(text: str) -> str:
+    """Hide ``HF_TOKEN``'s value wherever it appears in text that will be printed.
+
+    >>> redact("no token here")
+    'no token here'
+    """
+    token = os.environ.get(ENV_HF_TOKEN)
+    return text.replace(token, "***") if token and len(token) >= 4 else text
+
+
+def update_lock(
+    manifest: Manifest, lock: Lock | None, *, upgrade: Sequence[str] | bool = False
+) -> tuple[Lock, list[str]]:
+    """The lock for ``manifest``: entries that still match are kept, the rest resolved anew.
+
+    Like a package lock, a branch is not re-resolved just because time passed: pass
+    ``upgrade=True`` (all models) or a list of model ids to move them to the branch's current
+    commit. Entries of models no longer in the manifest are dropped. Returns the new lock and
+    the ids that were (re)resolved.
+    """
+    old = lock or Lock()
+    models: dict[str, LockedModel] = {}
+    changed = []
+    for model_id, spec in sorted(manifest.models.items()):
+        entry = old.model(model_id)
+        named = not isinstance(upgrade, bool) and model_id in upgrade
+        # `--upgrade` of everything leaves `cache add` models alone: no hub has their commit.
+        wants_upgrade = named or (upgrade is True and (entry is None or entry.source == "hub"))
+        if entry is not None and entry.matches(spec) and not wants_upgrade:
+            models[model_id] = entry
+            continue
+        models[model_id] = resolve(spec)
+        changed.append(model_id)
+    return Lock(models=models), changed

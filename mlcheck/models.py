@@ -1,0 +1,354 @@
+"""The ``models`` fixture: models built from the local cache only, never from the network.
+
+``ModelFactory`` turns a model id (``"org/name"`` in the Hugging Face cache, or a local folder)
+into a config, a tiny random model, a full-size model on the meta device, the real pinned
+weights, or a tokenizer. Where the files are, and which safety options apply, is ``locate``'s
+business (``mlcheck.cache.locate``, which reads the manifest and lock): this module only loads.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import _record
+from .cache import WEIGHT_PICKLE_PATTERNS, LocalModel
+from .constants import DEFAULT_SEED
+from .errors import ModelNotCached, UnsafeModel, UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig, PreTrainedModel
+
+__all__ = ["TASKS", "ModelFactory"]
+
+# task name -> transformers auto class; None means the bare model (hidden states)
+TASKS: dict[str | None, str] = {
+    None: "AutoModel",
+    "feature-extraction": "AutoModel",
+    "base": "AutoModel",
+    "sequence-classification": "AutoModelForSequenceClassification",
+    "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
+    "multiple-choice": "AutoModelForMultipleChoice",
+    "causal-lm": "AutoModelForCausalLM",
+    "text-generation": "AutoModelForCausalLM",
+    "masked-lm": "AutoModelForMaskedLM",
+    "fill-mask": "AutoModelForMaskedLM",
+    "seq2seq-lm": "AutoModelForSeq2SeqLM",
+    "text2text-generation": "AutoModelForSeq2SeqLM",
+    "pretraining": "AutoModelForPreTraining",
+    "image-classification": "AutoModelForImageClassification",
+    "zero-shot-image-classification": "AutoModelForZeroShotImageClassification",
+    "object-detection": "AutoModelForObjectDetection",
+    "semantic-segmentation": "AutoModelForSemanticSegmentation",
+    "masked-image-modeling": "AutoModelForMaskedImageModeling",
+    "image-text-to-text": "AutoModelForImageTextToText",
+    "audio-classification": "AutoModelForAudioClassification",
+    "ctc": "AutoModelForCTC",
+    "speech-seq2seq": "AutoModelForSpeechSeq2Seq",
+}
+
+
+# any of these means the folder has a tokenizer
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "*.model",
+    "*.tiktoken",
+)
+
+
+class Locate(Protocol):
+    """The signature of :func:`mlcheck.cache.locate` that the factory relies on."""
+
+    def __call__(self, model_id: str, *, need: Any = ...) -> LocalModel: ...
+
+
+OnUse = Callable[[str, str | None, str], None]
+
+
+class ModelFactory:
+    """Build models for tests from the local cache (the ``models`` pytest fixture).
+
+    ``locate`` finds a model's files (default :func:`mlcheck.cache.locate`); ``seed`` seeds
+    :meth:`random`; ``on_use(model_id, revision, kind)`` is told about every model used, with
+    ``kind`` one of ``config``, ``random``, ``empty``, ``real``, ``tokenizer``.
+
+    >>> models = ModelFactory(seed=0)
+    >>> from transformers import BertConfig
+    >>> models.random(BertConfig(), task="sequence-classification").config.num_hidden_layers
+    2
+    """
+
+    def __init__(
+        self,
+        *,
+        locate: Locate | None = None,
+        seed: int = DEFAULT_SEED,
+        on_use: OnUse | None = None,
+    ) -> None:
+        if locate is None:
+            from .cache import locate as default_locate
+
+            locate = default_locate
+        self._locate = locate
+        self.seed = seed
+        self._on_use = on_use
+
+    # -- public API ------------------------------------------------------------------------
+
+    def config(self, model_id: str, **overrides: Any) -> PretrainedConfig:
+        """The model's config from the cache, with ``overrides`` applied.
+
+        >>> models.config("bert-base-uncased", num_labels=3).num_labels  # doctest: +SKIP
+        3
+        """
+        return self._config(model_id, "config", overrides)
+
+    def random(
+        self,
+        model_id_or_config: str | PretrainedConfig,
+        task: str | None = None,
+        tiny: bool | Mapping[str, Any] = True,
+        seed: int | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+    ) -> PreTrainedModel:
+        """A model with random weights, in eval mode, float32 unless ``dtype`` says otherwise.
+
+        ``tiny=True`` shrinks the config first (:func:`mlcheck.shrink`), so a forward pass takes
+        milliseconds; a mapping passes its items to ``shrink`` (``tiny={"layers": 1}``);
+        ``tiny=False`` builds the full size. The same ``seed`` (default: the factory's) gives the
+        same weights, and the global torch random state is left as it was.
+
+        >>> model = models.random("meta-llama/Llama-3.1-8B", task="causal-lm")  # doctest: +SKIP
+        >>> model.config.num_hidden_layers, model.config.num_key_value_heads  # doctest: +SKIP
+        (2, 2)
+        """
+        import torch
+
+        from .shrink import shrink
+
+        config = self._resolve(model_id_or_config, "random")
+        if tiny:
+            config = shrink(config, **(tiny if isinstance(tiny, Mapping) else {}))
+        auto = self._auto_class(task)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed if seed is None else seed)
+            model = self._from_config(auto, config, task, dtype=dtype or torch.float32)
+        return model.eval()
+
+    def empty(
+        self,
+        model_id_or_config: str | PretrainedConfig,
+        task: str | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+    ) -> PreTrainedModel:
+        """The full-size model on the meta device: shapes and parameter counts, no memory.
+
+        Parameters and buffers are on ``meta``; ``dtype`` defaults to the config's (so
+        ``model.get_memory_footprint()`` estimates the real thing), else float32.
+
+        >>> model = models.empty("meta-llama/Llama-2-7b-hf", task="causal-lm")  # doctest: +SKIP
+        >>> model.num_parameters()  # doctest: +SKIP
+        6738415616
+        """
+        import torch
+
+        config = self._resolve(model_id_or_config, "empty")
+        auto = self._auto_class(task)
+        # a meta device context puts buffers (rotary tables) on meta too, so meta forwards work,
+        # and transformers skips weight init entirely under it
+        kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}  # None: the config's
+        if getattr(config, "_experts_implementation_internal", "set") is None:
+            # MoE layers: the default grouped_mm has no float32 meta kernel and eager routing
+            # needs data (nonzero); batched_mm computes the same on any device, meta included
+            kwargs["experts_implementation"] = "batched_mm"
+        with torch.device("meta"):
+            model = self._from_config(auto, config, task, **kwargs)
+        return model.eval()
+
+    def real(
+        self,
+        model_id: str,
+        task: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> PreTrainedModel:
+        """The real weights at the pinned revision, in eval mode, moved to ``device`` if given.
+
+        Only safetensors are loaded unless the manifest sets ``allow_pickle`` for the model, and a
+        model that needs its own code is refused unless the manifest sets ``trust_remote_code``.
+
+        >>> model = models.real("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
+        """
+        local = self._weights(model_id)
+        self._check_remote_code(local)
+        auto = self._auto_class(task)
+        kwargs: dict[str, Any] = {
+            "local_files_only": True,
+            "trust_remote_code": local.trust_remote_code,
+            # None lets transformers fall back to pickle when safetensors are absent
+            "use_safetensors": None if local.allow_pickle else True,
+        }
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        try:
+            model = auto.from_pretrained(str(local.path), **kwargs)
+        except (OSError, ValueError) as exc:
+            raise self._load_error(local, task, exc) from exc
+        self._used(local.model_id, local.revision, "real")
+        model.eval()
+        if device is not None:
+            model.to(device)
+        return model
+
+    def tokenizer(self, model_id: str) -> Any:
+        """The model's tokenizer from the cache.
+
+        >>> models.tokenizer("sentence-transformers/all-MiniLM-L6-v2")("hi")  # doctest: +SKIP
+        """
+        from transformers import AutoTokenizer
+
+        local = self._locate(model_id, need="config")
+        self._check_remote_code(local)
+        # transformers 5 builds an empty (5-token) tokenizer when the files are missing
+        if not any(next(local.path.glob(p), None) for p in _TOKENIZER_FILES):
+            raise ModelNotCached(model_id, local.revision, f"no tokenizer files in {local.path}")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(local.path), local_files_only=True, trust_remote_code=local.trust_remote_code
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelNotCached(
+                model_id, local.revision, f"no usable tokenizer files in {local.path}: {exc}"
+            ) from exc
+        self._used(local.model_id, local.revision, "tokenizer")
+        return tokenizer
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _config(self, model_id: str, kind: str, overrides: Mapping[str, Any]) -> PretrainedConfig:
+        from transformers import AutoConfig
+
+        local = self._locate(model_id, need="config")
+        self._check_remote_code(local)
+        try:
+            config = AutoConfig.from_pretrained(
+                str(local.path),
+                local_files_only=True,
+                trust_remote_code=local.trust_remote_code,
+                **overrides,
+            )
+        except (OSError, ValueError) as exc:
+            raise self._load_error(local, None, exc) from exc
+        self._used(local.model_id, local.revision, kind)
+        return config
+
+    def _resolve(self, model_id_or_config: str | PretrainedConfig, kind: str) -> PretrainedConfig:
+        if isinstance(model_id_or_config, str | Path):
+            return self._config(str(model_id_or_config), kind, {})
+        # from_config writes the dtype into the config: never touch the caller's object
+        return copy.deepcopy(model_id_or_config)
+
+    def _weights(self, model_id: str) -> LocalModel:
+        try:
+            return self._locate(model_id, need="weights")
+        except ModelNotCached:
+            local = self._locate(model_id, need="config")
+            pickles = sorted(
+                str(p.relative_to(local.path))
+                for pattern in WEIGHT_PICKLE_PATTERNS
+                for p in local.path.rglob(pattern)
+            )
+            if pickles and not local.allow_pickle:
+                raise UnsafeModel(
+                    f"'{model_id}' has only pickle weights ({', '.join(pickles[:3])}); loading "
+                    "pickle can run arbitrary code. Convert them to safetensors, or set "
+                    f'allow_pickle = true for "{model_id}" in [tool.mlcheck.models]'
+                ) from None
+            raise
+
+    def _check_remote_code(self, local: LocalModel) -> None:
+        if local.trust_remote_code:
+            return
+        custom = _custom_code(local.path)
+        if custom:
+            raise UnsafeModel(
+                f"'{local.model_id}' needs its own code ({custom}) and mlcheck does not run a "
+                "model's code unless told to: set trust_remote_code = true for "
+                f'"{local.model_id}" in [tool.mlcheck.models] if you trust it'
+            )
+
+    def _auto_class(self, task: str | None) -> Any:
+        import transformers
+
+        name = TASKS.get(task)
+        if name is None:
+            valid = ", ".join(sorted(t for t in TASKS if t is not None))
+            raise UsageError(f"unknown task {task!r}; valid tasks: {valid} (or None)")
+        return getattr(transformers, name)
+
+    def _from_config(
+        self, auto: Any, config: PretrainedConfig, task: str | None, **kwargs: Any
+    ) -> PreTrainedModel:
+        # a config class from outside transformers came from a model's own code, which was
+        # already vetted (and run) when the config was loaded
+        trust = not type(config).__module__.startswith("transformers.")
+        try:
+            return auto.from_config(config, trust_remote_code=trust, **kwargs)
+        except ValueError as exc:
+            if "Unrecognized configuration class" in str(exc):
+                raise UsageError(
+                    f"task {task!r} has no model class for model type "
+                    f"{config.model_type!r} ({auto.__name__})"
+                ) from exc
+            raise
+
+    def _load_error(self, local: LocalModel, task: str | None, exc: Exception) -> Exception:
+        text = str(exc)
+        if "trust_remote_code" in text:
+            return UnsafeModel(f"'{local.model_id}': {text.splitlines()[0]}")
+        if "Unrecognized configuration class" in text:
+            return UsageError(f"task {task!r} is not available for '{local.model_id}': {text}")
+        return ModelNotCached(local.model_id, local.revision, text.splitlines()[0] if text else "")
+
+    def _used(self, model_id: str, revision: str | None, kind: str) -> None:
+        if self._on_use is not None:
+            self._on_use(model_id, revision, kind)
+        _record.append("models", {"id": model_id, "revision": revision})
+
+
+def _custom_code(folder: Path) -> str:
+    """What custom code a model folder's config points at; '' when transformers has the class."""
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    auto_map = raw.get("auto_map") if isinstance(raw, dict) else None
+    if not auto_map:
+        return ""
+    from transformers import CONFIG_MAPPING
+
+    if raw.get("model_type") in CONFIG_MAPPING:
+        return ""  # transformers ignores auto_map without trust_remote_code and uses its own class
+    return ", ".join(sorted({str(v).split(".")[0] + ".py" for v in _flatten(auto_map)}))
+
+
+def _flatten(auto_map: Any) -> list[str]:
+    values = auto_map.values() if isinstance(auto_map, dict) else [auto_map]
+    flat: list[str] = []
+    for value in values:
+        if isinstance(value, list | tuple):
+            flat.extend(str(v) for v in value if v)
+        elif value:
+            flat.append(str(value))
+    return flat

@@ -1,0 +1,377 @@
+"""The pytest plugin (entry point ``pytest11: mlcheck``): options, markers, hooks, fixtures.
+
+It only wires pytest to the modules that do the work: ``tiers`` (which tests run, what they
+need), ``cache`` (are the weights here), ``models`` (the ``models`` fixture), ``results`` (what
+happened). Importing it does not import torch or transformers.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Generator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from . import _record, constants
+from .errors import MlcheckError, RequirementMissing
+from .results import DeviceInfo, ResultsBuilder, RunInfo, RunResults
+from .results import write as write_results
+from .tiers import (
+    DEFAULT_GPU_LABEL,
+    GPU_MARKER,
+    REAL_MARKER,
+    MarkInfo,
+    Needs,
+    Tier,
+    accelerator_problem,
+    detect_accelerator,
+    format_tiers,
+    needs_of,
+    not_run_reason,
+    parse_tiers,
+)
+
+if TYPE_CHECKING:
+    from .models import ModelFactory
+
+NEEDS_KEY = pytest.StashKey[Needs]()
+NOT_RUN_KEY = pytest.StashKey[str]()
+FACTS_KEY = pytest.StashKey[dict[str, Any]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mlcheck", "mlcheck: tiers, models and results")
+    group.addoption(
+        "--mlcheck-tier",
+        default=None,
+        metavar="TIERS",
+        help="tiers to run: fast, real, gpu (comma-separated) or all; default from "
+        f"${constants.ENV_TIER}, else fast. Tests of other tiers are reported as not run.",
+    )
+    group.addoption(
+        "--mlcheck-allow-missing",
+        action="store_true",
+        default=False,
+        help="skip (instead of error) selected tests whose weights are not cached or whose "
+        "accelerator is missing; for local use, never in CI",
+    )
+    group.addoption(
+        "--mlcheck-results",
+        default=None,
+        metavar="DIR",
+        help="write results.json into DIR (mlcheck run sets it)",
+    )
+    group.addoption(
+        "--mlcheck-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"seed for random, numpy and torch before each test (default ${constants.ENV_SEED} "
+        "or 0); recorded in results to reproduce failures",
+    )
+    group.addoption(
+        "--mlcheck-gpu-label",
+        default=DEFAULT_GPU_LABEL,
+        metavar="LABEL",
+        help="PR label that schedules real/gpu tiers, named in not-run reasons",
+    )
+    group.addoption(
+        "--mlcheck-shard",
+        default=None,
+        metavar="I/N",
+        help="recorded in results as the shard this run covers (mlcheck run --shard selects it)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # Tests run offline (SPEC §2). huggingface_hub reads this at import, so set it before any
+    # conftest can import it; `mlcheck run` also sets it in the test process's environment.
+    os.environ[constants.ENV_HF_HUB_OFFLINE] = "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{REAL_MARKER}(*model_ids): needs the real weights of these models from the local cache "
+        "(tier real); not run unless the tier is selected",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{GPU_MARKER}(min_memory_gb=None, count=1): needs an accelerator (tier gpu); not run "
+        "unless the tier is selected",
+    )
+    os.environ[constants.ENV_HF_HUB_OFFLINE] = "1"
+    hub_constants = sys.modules.get("huggingface_hub.constants")
+    if hub_constants is not None:
+        # Already imported (by another plugin) with the old value: the test run must be offline.
+        hub_constants.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
+    try:
+        state = MlcheckState(config)
+    except MlcheckError as exc:
+        raise pytest.UsageError(f"mlcheck: {exc}") from exc
+    config.pluginmanager.register(state, "mlcheck-state")
+
+
+class MlcheckState:
+    """Per-session state and the hooks that need it."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        tier_text = config.getoption("mlcheck_tier") or constants.env_tier()
+        self.tiers = parse_tiers(tier_text or constants.DEFAULT_TIER)
+        self.allow_missing: bool = config.getoption("mlcheck_allow_missing")
+        seed = config.getoption("mlcheck_seed")
+        self.seed: int = seed if seed is not None else constants.env_seed()
+        self.gpu_label: str = config.getoption("mlcheck_gpu_label")
+        results_dir = config.getoption("mlcheck_results")
+        self.results_dir = Path(results_dir) if results_dir else None
+        self.marker_map = _marker_map(config.rootpath)
+        for marker, tier in self.marker_map.items():
+            config.addinivalue_line("markers", f"{marker}: tier {tier} ([tool.mlcheck] markers)")
+        self.is_worker = hasattr(config, "workerinput")
+        self.builder = ResultsBuilder()
+        self.started = time.time()
+        self.selected: Counter[str] = Counter()
+        self.not_run: Counter[str] = Counter()
+
+    # -- collection ---------------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            marks = [MarkInfo(m.name, tuple(m.args), dict(m.kwargs)) for m in item.iter_markers()]
+            try:
+                needs = needs_of(marks, self.marker_map)
+            except MlcheckError as exc:
+                raise pytest.UsageError(f"mlcheck: {item.nodeid}: {exc}") from exc
+            item.stash[NEEDS_KEY] = needs
+            if needs.tier in self.tiers:
+                self.selected[needs.tier] += 1
+            else:
+                reason = not_run_reason(needs, self.gpu_label)
+                item.stash[NOT_RUN_KEY] = reason
+                # A skip marker, so plain pytest shows the reason too and no fixture runs.
+                item.add_marker(pytest.mark.skip(reason=f"not run: {reason}"))
+                self.not_run[needs.tier] += 1
+
+    def pytest_report_collectionfinish(self) -> str:
+        selected = sum(self.selected.values())
+        line = f"mlcheck: tiers {format_tiers(self.tiers)}: {selected} selected"
+        if self.not_run:
+            detail = ", ".join(f"{tier} {n}" for tier, n in sorted(self.not_run.items()))
+            line += f", {sum(self.not_run.values())} not run ({detail})"
+        return line
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed and not self.is_worker:
+            self.builder.collection_error(
+                nodeid=report.nodeid or ".",
+                message=_one_line(report.longreprtext),
+                traceback=report.longreprtext,
+            )
+
+    # -- running ------------------------------------------------------------------------------
+
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        # Runs after the skip markers were evaluated (tryfirst in pytest's skipping plugin) and
+        # before fixtures are set up, so a missing model is reported before anything loads.
+        needs = item.stash.get(NEEDS_KEY, None)
+        facts = item.stash[FACTS_KEY]
+        if needs is None:
+            return
+        if needs.gpu:
+            accel = detect_accelerator()
+            facts["device"] = f"{accel.type}: {accel.name}" if accel else "cpu"
+            self._require(accelerator_problem(needs, accel))
+        for model_id in needs.models:
+            self._require(_weights_problem(model_id, self.config.rootpath))
+        _seed_everything(self.seed)
+
+    def _require(self, problem: str | None) -> None:
+        if problem is None:
+            return
+        if self.allow_missing:
+            pytest.skip(f"missing requirement (--mlcheck-allow-missing): {problem}")
+        pytest.fail(problem, pytrace=False)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
+        needs = item.stash.get(NEEDS_KEY, None)
+        facts = _record.start()
+        facts["seed"] = self.seed
+        facts["device"] = "cpu"
+        if needs is not None:
+            facts["tier"] = needs.tier.value
+        if NOT_RUN_KEY in item.stash:
+            facts["not_run"] = True
+        item.stash[FACTS_KEY] = facts
+        try:
+            return (yield)
+        finally:
+            _record.stop()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        # A plain attribute travels with the report from xdist workers to the controller.
+        report.mlcheck_facts = dict(item.stash.get(FACTS_KEY, {}))  # type: ignore[attr-defined]
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.is_worker:
+            return
+        facts: dict[str, Any] = getattr(report, "mlcheck_facts", None) or {}
+        path, line0, _ = report.location
+        self.builder.report(
+            nodeid=report.nodeid,
+            when=report.when or "call",
+            outcome=report.outcome,
+            duration=report.duration,
+            file=path,
+            line=line0 + 1 if line0 is not None else None,
+            message=_message(report),
+            traceback=report.longreprtext if report.failed else "",
+            xfail=hasattr(report, "wasxfail"),
+            facts=facts,
+        )
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.is_worker or not self.not_run:
+            return
+        reasons: Counter[str] = Counter(
+            t.message for t in self.builder.build() if t.outcome.value == "not_run"
+        )
+        terminalreporter.section("mlcheck: not run", sep="-")
+        for reason, count in reasons.most_common():
+            terminalreporter.line(f"{count:5d} {reason}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.is_worker or self.results_dir is None:
+            return
+        results = RunResults(run=self._run_info(int(exitstatus)), tests=self.builder.build())
+        write_results(results, self.results_dir)
+
+    def _run_info(self, exitstatus: int) -> RunInfo:
+        workers = getattr(self.config.option, "numprocesses", None)
+        return RunInfo(
+            tiers=tuple(format_tiers(self.tiers).split(",")),
+            started_at=datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds"),
+            duration=round(time.time() - self.started, 3),
+            shard=self.config.getoption("mlcheck_shard"),
+            workers=workers if isinstance(workers, int) else 0,
+            seed=self.seed,
+            device=_device_info(Tier.GPU in self.tiers),
+            sha=os.environ.get("GITHUB_SHA"),
+            ref=os.environ.get("GITHUB_REF"),
+            versions=_versions(),
+            pytest_exit_code=exitstatus,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture
+def models(request: pytest.FixtureRequest) -> Iterator[ModelFactory]:
+    """Models built from the local cache only: ``config``, ``random`` (shrunk), ``empty`` (meta),
+    ``real`` (pinned cached weights), ``tokenizer``. See ``mlcheck.models.ModelFactory``.
+
+    >>> def test_head(models):  # doctest: +SKIP
+    ...     model = models.random("bert-base-uncased", task="sequence-classification")
+    """
+    from .cache import locate
+    from .models import ModelFactory
+
+    state: MlcheckState = request.config.pluginmanager.get_plugin("mlcheck-state")
+    yield ModelFactory(locate=locate, seed=state.seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _marker_map(root: Path) -> dict[str, str]:
+    """The suite's own markers mapped to tiers (``[tool.mlcheck] markers``)."""
+    from .manifest import load_manifest
+
+    return dict(load_manifest(root).markers)
+
+
+def _weights_problem(model_id: str, root: Path) -> str | None:
+    from .cache import locate
+    from .errors import ModelNotCached
+
+    try:
+        locate(model_id, need="weights")
+    except ModelNotCached as exc:
+        return str(exc)
+    except RequirementMissing as exc:  # pragma: no cover - other missing needs
+        return str(exc)
+    return None
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    if (np := sys.modules.get("numpy")) is not None:
+        np.random.seed(seed)
+    if (torch := sys.modules.get("torch")) is not None:
+        torch.manual_seed(seed)
+
+
+def _message(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple):
+        reason = str(longrepr[2])
+        return reason.removeprefix("Skipped: ").removeprefix("not run: ")
+    if not report.failed:
+        return ""
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        return str(crash.message)
+    return _one_line(report.longreprtext)
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("E ")]
+    return (errors[0][2:].strip() if errors else lines[-1] if lines else "")[:500]
+
+
+def _device_info(gpu_selected: bool) -> DeviceInfo:
+    if not gpu_selected:
+        return DeviceInfo()
+    accel = detect_accelerator()
+    if accel is None:
+        return DeviceInfo()
+    return DeviceInfo(
+        type=accel.type,
+        name=accel.name,
+        count=accel.count,
+        memory_gb=round(accel.memory_gb, 1) if accel.memory_gb else None,
+    )
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("pytest-mlcheck", "pytest", "torch", "transformers"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out

@@ -1,0 +1,370 @@
+"""The results schema: one versioned shape for every test run (``results.json``).
+
+Everything that reports (terminal, PR comment, job summary, annotations, merges) reads these
+dataclasses; nothing here imports pytest. The plugin feeds pytest's reports into
+:class:`ResultsBuilder` as plain values; ``mlcheck report`` loads and merges files.
+
+>>> r = RunResults(run=RunInfo(tiers=("fast",)), tests=())
+>>> r.exit_code()
+0
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from .errors import ResultsError
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+JUNIT_FILE = "junit.xml"
+REPORT_FILE = "report.md"
+
+# Caps keep results files bounded whatever the tests print (a multi-MB assertion message).
+MAX_MESSAGE_CHARS = 2_000
+MAX_TRACEBACK_CHARS = 20_000
+
+
+class Outcome(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"  # failed outside the test body (setup/teardown/collection) or a missing need
+    SKIPPED = "skipped"
+    NOT_RUN = "not_run"  # its tier was not selected; `reason` says how to run it
+    XFAILED = "xfailed"
+    XPASSED = "xpassed"
+    FLAKY = "flaky"  # failed, then passed on a rerun
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (Outcome.FAILED, Outcome.ERROR)
+
+
+class Phase(StrEnum):
+    COLLECT = "collect"
+    SETUP = "setup"
+    CALL = "call"
+    TEARDOWN = "teardown"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a test (reruns add attempts)."""
+
+    outcome: Outcome
+    phase: Phase | None = None  # where it failed; None when it passed
+    duration: float = 0.0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ModelUse:
+    id: str
+    revision: str | None = None
+    cache_hit: bool | None = None  # found in the local cache (None: not known)
+
+
+@dataclass(frozen=True)
+class TestResult:
+    nodeid: str
+    outcome: Outcome
+    tier: str = "fast"
+    file: str | None = None
+    line: int | None = None  # 1-based
+    phase: Phase | None = None
+    attempts: tuple[Attempt, ...] = ()
+    duration: float = 0.0
+    message: str = ""  # short reason; for skipped/not-run tests, why and how to run it
+    traceback: str = ""
+    models: tuple[ModelUse, ...] = ()
+    device: str | None = None
+    seed: int | None = None
+    loss_curve: tuple[float, ...] | None = None
+    run: str | None = None  # which job/section produced it (e.g. "fast", "gpu"); set on merge
+
+    __test__ = False  # not a pytest test class
+
+    @property
+    def name(self) -> str:
+        return self.nodeid.rsplit("::", 1)[-1]
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    type: str = "cpu"  # cpu, cuda, xpu, mps
+    name: str = "cpu"
+    count: int = 0
+    memory_gb: float | None = None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    tiers: tuple[str, ...] = ("fast",)
+    started_at: str = ""  # ISO 8601, UTC
+    duration: float = 0.0
+    shard: str | None = None  # "i/N"
+    workers: int = 0  # xdist workers; 0 = in-process
+    seed: int | None = None
+    device: DeviceInfo = field(default_factory=DeviceInfo)
+    sha: str | None = None
+    ref: str | None = None
+    versions: Mapping[str, str] = field(default_factory=dict)  # python, torch, transformers...
+    pytest_exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class RunResults:
+    run: RunInfo
+    tests: tuple[TestResult, ...]
+    schema_version: int = SCHEMA_VERSION
+
+    def counts(self) -> Counter[str]:
+        """Tests per outcome value, e.g. ``{"passed": 10, "failed": 1}``."""
+        return Counter(t.outcome.value for t in self.tests)
+
+    def failures(self) -> list[TestResult]:
+        return [t for t in self.tests if t.outcome.is_failure]
+
+    def exit_code(self) -> int:
+        """0 when every selected test passed (not-run tests don't count against it), else 1."""
+        return 1 if self.failures() else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Serialisation
+
+
+def truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    return text[: limit // 2] + f"\n... [{cut} characters cut] ...\n" + text[-limit // 2 :]
+
+
+def to_dict(results: RunResults) -> dict[str, Any]:
+    data = asdict(results)
+    data["run"]["versions"] = dict(results.run.versions)
+    # schema_version first: readers check it before anything else.
+    return {"schema_version": data.pop("schema_version"), **data}
+
+
+def from_dict(data: Mapping[str, Any]) -> RunResults:
+    if not isinstance(data, Mapping):
+        raise ResultsError("results file is not a JSON object")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ResultsError(
+            f"results schema_version {version!r} is not supported by this mlcheck "
+            f"(it reads version {SCHEMA_VERSION}); use the mlcheck version that wrote it"
+        )
+    try:
+        run_data = dict(data["run"])
+        run_data["device"] = DeviceInfo(**run_data.get("device") or {})
+        run_data["tiers"] = tuple(run_data.get("tiers") or ())
+        run = RunInfo(**run_data)
+        tests = tuple(_test_from_dict(t) for t in data["tests"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ResultsError(f"results file is malformed: {exc}") from exc
+    return RunResults(run=run, tests=tests)
+
+
+def _test_from_dict(t: Mapping[str, Any]) -> TestResult:
+    t = dict(t)
+    t["outcome"] = Outcome(t["outcome"])
+    t["phase"] = Phase(t["phase"]) if t.get("phase") else None
+    t["attempts"] = tuple(
+        Attempt(
+            outcome=Outcome(a["outcome"]),
+            phase=Phase(a["phase"]) if a.get("phase") else None,
+            duration=float(a.get("duration", 0.0)),
+            message=str(a.get("message", "")),
+        )
+        for a in t.get("attempts") or ()
+    )
+    t["models"] = tuple(ModelUse(**m) for m in t.get("models") or ())
+    if t.get("loss_curve") is not None:
+        t["loss_curve"] = tuple(float(x) for x in t["loss_curve"])
+    return TestResult(**t)
+
+
+def write(results: RunResults, directory: Path) -> Path:
+    """Write ``results.json`` atomically (a crash never leaves half a file)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / RESULTS_FILE
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".results-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(to_dict(results), fh, indent=1, ensure_ascii=False)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read(path: Path) -> RunResults:
+    """Read a results file or a results directory; clear errors for anything else."""
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ResultsError(f"no results at {path}: run `mlcheck run` first") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path} is not valid JSON: {exc}") from exc
+    return from_dict(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building results from a test run (fed by the plugin with plain values)
+
+
+@dataclass
+class _Pending:
+    nodeid: str
+    file: str | None
+    line: int | None
+    attempts: list[Attempt] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    duration: float = 0.0  # all attempts
+    # the attempt in progress: its outcome so far (None = nothing but passes), failing phase...
+    current: Outcome | None = None
+    phase: Phase | None = None
+    attempt_duration: float = 0.0
+    message: str = ""
+    traceback: str = ""  # of the latest failure
+    phases: set[Phase] = field(default_factory=set)  # seen in the attempt in progress
+
+    def fail(self, phase: Phase, message: str, traceback: str) -> None:
+        if self.current is None or not self.current.is_failure:  # the first failure decides
+            self.current = Outcome.FAILED if phase is Phase.CALL else Outcome.ERROR
+            self.phase, self.message, self.traceback = phase, message, traceback
+
+    def mark(self, outcome: Outcome, message: str) -> None:
+        if self.current is None:
+            self.current, self.message = outcome, message
+
+    def close_attempt(self) -> None:
+        outcome = self.current or Outcome.PASSED
+        failed = outcome.is_failure
+        self.attempts.append(
+            Attempt(
+                outcome=outcome,
+                phase=self.phase if failed else None,
+                duration=round(self.attempt_duration, 6),
+                message=truncate(self.message, MAX_MESSAGE_CHARS) if failed else "",
+            )
+        )
+        self.current, self.phase, self.attempt_duration, self.phases = None, None, 0.0, set()
+        if outcome is Outcome.PASSED:
+            self.message = ""
+
+
+class ResultsBuilder:
+    """Turns a stream of per-phase reports into one :class:`TestResult` per test.
+
+    Call :meth:`report` for every setup/call/teardown report (from any xdist worker), then
+    :meth:`build`. A rerun (pytest-rerunfailures) reports the failed phase with
+    ``outcome="rerun"``; the next setup report starts a new attempt. A test whose last attempt passed after a failed one is ``flaky``.
+    """
+
+    def __init__(self) -> None:
+        self._tests: dict[str, _Pending] = {}
+
+    def report(
+        self,
+        *,
+        nodeid: str,
+        when: str,
+        outcome: str,
+        duration: float = 0.0,
+        file: str | None = None,
+        line: int | None = None,
+        message: str = "",
+        traceback: str = "",
+        xfail: bool = False,
+        facts: Mapping[str, Any] | None = None,
+    ) -> None:
+        test = self._tests.get(nodeid)
+        if test is None:
+            test = self._tests[nodeid] = _Pending(nodeid, file, line)
+        if facts:
+            test.facts.update(facts)
+        phase = Phase(when)
+        if phase in test.phases:
+            # pytest-rerunfailures before 15 sent no teardown report after a rerun
+            test.close_attempt()
+        test.phases.add(phase)
+        test.duration += duration
+        test.attempt_duration += duration
+        if outcome in ("failed", "rerun"):
+            test.fail(phase, message, traceback)
+        elif outcome == "skipped":
+            if xfail:
+                test.mark(Outcome.XFAILED, message)
+            else:
+                test.mark(
+                    Outcome.NOT_RUN if test.facts.get("not_run") else Outcome.SKIPPED, message
+                )
+        elif outcome == "passed" and xfail:
+            test.mark(Outcome.XPASSED, message)
+        if phase is Phase.TEARDOWN:
+            test.close_attempt()
+
+    def collection_error(self, *, nodeid: str, message: str, traceback: str = "") -> None:
+        test = self._tests[nodeid] = _Pending(nodeid, nodeid.split("::")[0] or None, None)
+        test.fail(Phase.COLLECT, message, traceback)
+        test.close_attempt()
+
+    def build(self) -> tuple[TestResult, ...]:
+        for test in self._tests.values():
+            if test.current is not None:  # interrupted before teardown
+                test.close_attempt()
+        return tuple(_finish(t) for t in self._tests.values() if t.attempts)
+
+
+def _finish(test: _Pending) -> TestResult:
+    last = test.attempts[-1]
+    outcome = last.outcome
+    earlier_failed = any(a.outcome.is_failure for a in test.attempts[:-1])
+    if outcome is Outcome.PASSED and earlier_failed:
+        outcome = Outcome.FLAKY
+    failing = next((a for a in reversed(test.attempts) if a.outcome.is_failure), None)
+    facts = test.facts
+    # skipped / not-run tests keep their reason as the message
+    message = failing.message if failing and outcome.is_failure else test.message
+    curve = facts.get("loss_curve")
+    return TestResult(
+        nodeid=test.nodeid,
+        outcome=outcome,
+        tier=str(facts.get("tier", "fast")),
+        file=test.file,
+        line=test.line,
+        phase=failing.phase if failing and outcome.is_failure else None,
+        attempts=tuple(test.attempts),
+        duration=round(test.duration, 6),
+        message=truncate(message, MAX_MESSAGE_CHARS),
+        traceback=truncate(test.traceback, MAX_TRACEBACK_CHARS) if outcome.is_failure else "",
+        models=tuple(
+            ModelUse(id=str(m["id"]), revision=m.get("revision"), cache_hit=m.get("cache_hit"))
+            for m in facts.get("models") or ()
+        ),
+        device=facts.get("device"),
+        seed=facts.get("seed"),
+        loss_curve=tuple(float(x) for x in curve) if curve is not None else None,
+        run=facts.get("run"),
+    )
+
+
+def with_run(results: RunResults, run_key: str) -> RunResults:
+    """Tag every test with the job/section that produced it (used when merging)."""
+    return replace(results, tests=tuple(replace(t, run=t.run or run_key) for t in results.tests))
+
+
+def outcomes(tests: Iterable[TestResult]) -> Counter[Outcome]:
+    return Counter(t.outcome for t in tests)

@@ -1,0 +1,212 @@
+"""Tiers: which tier a test belongs to, which tiers run, and what a test needs (SPEC §2).
+
+Pure logic over marker names and arguments (no pytest import), plus accelerator detection,
+which imports torch only when a selected test needs an accelerator.
+
+>>> needs_of([MarkInfo("real_model", ("org/name",))]).tier
+<Tier.REAL: 'real'>
+>>> sorted(parse_tiers("fast,real"))
+[<Tier.FAST: 'fast'>, <Tier.REAL: 'real'>]
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache
+from typing import Any
+
+from .errors import AcceleratorMissing, UsageError
+
+REAL_MARKER = "real_model"
+GPU_MARKER = "gpu"
+DEFAULT_GPU_LABEL = "mlcheck:gpu"
+
+
+class Tier(StrEnum):
+    FAST = "fast"
+    REAL = "real"
+    GPU = "gpu"
+
+
+ALL_TIERS = frozenset(Tier)
+
+
+def parse_tiers(text: str) -> frozenset[Tier]:
+    """Parse ``"fast,real"`` or ``"all"``; unknown names are a usage error naming the valid ones."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UsageError("no tier given: use fast, real, gpu (comma-separated) or all")
+    tiers: set[Tier] = set()
+    for name in names:
+        if name == "all":
+            tiers |= ALL_TIERS
+        elif name in Tier.__members__.values():
+            tiers.add(Tier(name))
+        else:
+            raise UsageError(f"unknown tier {name!r}: use fast, real, gpu (comma-separated) or all")
+    return frozenset(tiers)
+
+
+def format_tiers(tiers: Iterable[Tier]) -> str:
+    order = list(Tier)
+    return ",".join(t.value for t in sorted(tiers, key=order.index))
+
+
+@dataclass(frozen=True)
+class MarkInfo:
+    """A marker as the plugin sees it (name, args, kwargs), decoupled from pytest."""
+
+    name: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What one test needs, derived from its markers."""
+
+    tier: Tier
+    models: tuple[str, ...] = ()
+    gpu: bool = False
+    min_memory_gb: float | None = None
+    gpu_count: int = 1
+
+
+def needs_of(marks: Iterable[MarkInfo], marker_map: Mapping[str, str] | None = None) -> Needs:
+    """A test's tier and needs: ``gpu`` if marked gpu, else ``real`` if marked real_model, else
+    ``fast``. ``marker_map`` maps a suite's own markers to tiers (``{"slow": "real"}``)."""
+    marker_map = marker_map or {}
+    models: list[str] = []
+    real = gpu = False
+    min_memory: float | None = None
+    count = 1
+    for mark in marks:
+        mapped = marker_map.get(mark.name)
+        if mark.name == REAL_MARKER or mapped == Tier.REAL:
+            real = True
+            if mark.name == REAL_MARKER:
+                models.extend(_model_ids(mark))
+        if mark.name == GPU_MARKER or mapped == Tier.GPU:
+            gpu = True
+            if mark.name == GPU_MARKER:
+                min_memory, count = _gpu_args(mark, min_memory, count)
+    tier = Tier.GPU if gpu else Tier.REAL if real else Tier.FAST
+    return Needs(tier, tuple(dict.fromkeys(models)), gpu, min_memory, count)
+
+
+def _model_ids(mark: MarkInfo) -> list[str]:
+    ids = list(mark.args) + list(mark.kwargs.get("models", ()))
+    for model_id in ids:
+        if not isinstance(model_id, str) or not model_id:
+            raise UsageError(
+                f"@pytest.mark.real_model takes model ids as strings, got {model_id!r}: "
+                'write @pytest.mark.real_model("org/name")'
+            )
+    return ids
+
+
+def _gpu_args(mark: MarkInfo, min_memory: float | None, count: int) -> tuple[float | None, int]:
+    unknown = set(mark.kwargs) - {"min_memory_gb", "count"}
+    if unknown or mark.args:
+        raise UsageError(
+            "@pytest.mark.gpu takes only min_memory_gb= and count=, "
+            f"got args {mark.args!r} kwargs {sorted(unknown)!r}"
+        )
+    if "min_memory_gb" in mark.kwargs:
+        min_memory = max(float(mark.kwargs["min_memory_gb"]), min_memory or 0.0)
+    if "count" in mark.kwargs:
+        count = max(int(mark.kwargs["count"]), count)
+    return min_memory, count
+
+
+def not_run_reason(needs: Needs, gpu_label: str = DEFAULT_GPU_LABEL) -> str:
+    """Why a test outside the selected tiers did not run, and how to run it."""
+    if needs.tier is Tier.GPU:
+        what = "needs a GPU"
+        if needs.models:
+            what += " and real weights"
+        return (
+            f"{what} (tier gpu): label the PR `{gpu_label}`, or run "
+            "`mlcheck run --tier gpu` on a machine with an accelerator"
+        )
+    if needs.tier is Tier.REAL:
+        return (
+            "needs real weights (tier real): label the PR "
+            f"`{gpu_label}`, or run `mlcheck run --tier real` locally"
+        )
+    return "tier fast not selected: run `mlcheck run --tier fast`"
+
+
+# ---------------------------------------------------------------------------------------------
+# Accelerators
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    type: str  # cuda, xpu, mps
+    name: str
+    count: int
+    memory_gb: float | None  # total memory of device 0 where torch can read it
+
+
+@cache
+def detect_accelerator() -> Accelerator | None:
+    """The accelerator torch reports: CUDA (ROCm builds too) first, then XPU, then MPS."""
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return Accelerator(
+            "cuda", props.name, torch.cuda.device_count(), props.total_memory / 2**30
+        )
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        props = xpu.get_device_properties(0)
+        return Accelerator("xpu", props.name, xpu.device_count(), props.total_memory / 2**30)
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return Accelerator("mps", "Apple MPS", 1, None)
+    return None
+
+
+def torch_loaded() -> bool:
+    return "torch" in sys.modules
+
+
+def accelerator_problem(needs: Needs, accel: Accelerator | None) -> str | None:
+    """The message for a gpu test this machine cannot run, or None when it can."""
+    if not needs.gpu:
+        return None
+    if accel is None:
+        return (
+            "needs an accelerator, but torch reports none (no CUDA, XPU or MPS device): run the "
+            "gpu tier on a GPU runner (label the PR `mlcheck:gpu`), or pass "
+            "--mlcheck-allow-missing to skip it locally"
+        )
+    if accel.count < needs.gpu_count:
+        return (
+            f"needs {needs.gpu_count} accelerators, this machine has {accel.count} "
+            f"({accel.name}): send it to a runner with {needs.gpu_count} devices"
+        )
+    if (
+        needs.min_memory_gb
+        and accel.memory_gb is not None
+        and (accel.memory_gb + 1e-9 < needs.min_memory_gb)
+    ):
+        return (
+            f"needs {needs.min_memory_gb:g} GB of accelerator memory, {accel.name} has "
+            f"{accel.memory_gb:.1f} GB: send it to a runner with a larger GPU"
+        )
+    return None
+
+
+def require_accelerator(device: str | None = None) -> Accelerator:
+    """The accelerator, or :class:`AcceleratorMissing` with the same text the tier rules use."""
+    accel = detect_accelerator()
+    problem = accelerator_problem(Needs(Tier.GPU, gpu=True), accel)
+    if problem or accel is None:
+        raise AcceleratorMissing(problem or "no accelerator")
+    return accel

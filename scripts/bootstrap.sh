@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the virtual environment in $MLCHECK_VENV (default .venv) and installs
+# mlcheck with the extras named in $1 (e.g. "example" or "test"). Sourced by scripts/demo and
+# scripts/test, so both set up the same way.
+#
+# torch: pip would take a CUDA build (several GB) by default. Where the CPU build is enough,
+# point pip at it, e.g.
+#   MLCHECK_TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" ./scripts/test
+# (on mlcheck's own development machines `pip install torch==2.13.0` already finds a CPU build).
+set -euo pipefail
+extras=${1:-}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${MLCHECK_VENV:-$root/.venv}
+python=${PYTHON:-python3}
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "==> creating $venv" >&2
+  "$python" -m venv "$venv"
+fi
+# shellcheck disable=SC1091
+. "$venv/bin/activate"
+pip_quiet=(--quiet --disable-pip-version-check)
+if ! python -c 'import torch' 2>/dev/null; then
+  echo "==> installing torch ${MLCHECK_TORCH_VERSION:-2.13.0}" >&2
+  # shellcheck disable=SC2086
+  pip install "${pip_quiet[@]}" "torch==${MLCHECK_TORCH_VERSION:-2.13.0}" ${MLCHECK_TORCH_PIP_ARGS:-}
+fi
+echo "==> installing mlcheck${extras:+[$extras]} (editable)" >&2
+pip install "${pip_quiet[@]}" -e "$root${extras:+[$extras]}" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+python -c 'import mlcheck, torch' || { echo "install failed" >&2; exit 2; }

