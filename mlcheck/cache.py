@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from pathlib import Path
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from .constants import hf_hub_cache
@@ -336,6 +337,11 @@ def _selected(lock: Lock, models: Sequence[str] | None) -> list[LockedModel]:
 # --- warm ------------------------------------------------------------------------------------
 
 
+def is_weight_file(path: str) -> bool:
+    name = PurePosixPath(path).name
+    return any(fnmatch(name, p) for p in WEIGHT_SAFE_PATTERNS + WEIGHT_PICKLE_PATTERNS)
+
+
 @dataclass(frozen=True)
 class WarmReport:
     """What :func:`warm` did: files fetched (and their bytes), files already good, time."""
@@ -363,8 +369,12 @@ def warm(
     max_workers: int = 8,
     retry: RetryPolicy | None = None,
     progress: bool = False,
+    weights: bool = True,
 ) -> WarmReport:
     """Download what ``root/mlcheck.lock`` names and the cache lacks, at the locked commits.
+
+    ``weights=False`` leaves weight files out (a fast-tier run needs configs and tokenizers
+    only, so CPU runners don't download gigabytes they won't load).
 
     ``only_missing=True`` trusts files already cached at their locked size (cheap: right
     before a test run); ``only_missing=False`` re-hashes them and fetches again any that do not
@@ -386,6 +396,8 @@ def warm(
     for entry in _selected(lock, models):
         snapshot = snapshot_dir(cache, entry.model_id, entry.commit)
         for f in entry.files:
+            if not weights and is_weight_file(f.path):
+                continue
             problem = file_problem(snapshot / f.path, f, full=not only_missing)
             if problem is None:
                 present += 1

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from . import _record
 from .constants import env_seed
@@ -210,7 +211,7 @@ def assert_device_roundtrip(
         )
     if target.type == "meta":
         return
-    _require_close(name, reference, _detached(named), output, "device", rtol, atol, seed, target)
+    _require_close(name, reference, _detached(named), output, "device", rtol, atol, seed)
     model.to(cpu)
     _require_placed(name, model, cpu, "after moving back with model.to('cpu')", seed)
     _require_close(
@@ -222,7 +223,6 @@ def assert_device_roundtrip(
         0,
         0,
         seed,
-        cpu,
         what="CPU outputs before and after the round trip",
     )
 
@@ -290,38 +290,48 @@ _TRANSFERS = {_aten._to_copy.default, _aten.copy_.default, _aten._copy_from.defa
 
 
 class _DeviceWatch(TorchDispatchMode):
-    """Records operations that mix tensors from another device into work on ``device``."""
+    """Records operations that mix tensors from another device into work on ``device``, with
+    the line that created the stray tensor."""
 
     def __init__(self, device: torch.device) -> None:
         super().__init__()
         self.device = device
         self.mixed: list[str] = []
+        self.origins = WeakTensorKeyDictionary()  # stray tensor -> where forward created it
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         if func in _TRANSFERS:
             return func(*args, **kwargs)
-        flat, _ = tree_flatten((args, kwargs))
-        tensors = [t for t in flat if isinstance(t, torch.Tensor)]
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        stray = [t for t in tensors if not _on(t, self.device)]
         # 0-dim CPU tensors are scalars that torch accepts on every device
-        devices = {str(t.device) for t in tensors if t.dim() > 0}
-        foreign = sorted(d for d in devices if not _same_device(torch.device(d), self.device))
-        if foreign and len(self.mixed) < 5:
+        mixing = [t for t in stray if t.dim() > 0]
+        if mixing and len(stray) < len(tensors) and len(self.mixed) < 5:
+            origin = self.origins.get(mixing[0])
             self.mixed.append(
-                f"{func} mixes {', '.join(foreign)} with {self.device} at {_user_frame()}"
+                f"{func} mixes {mixing[0].device} with {self.device} at {_user_frame()}"
+                + (f"; the {mixing[0].device} tensor was created at {origin}" if origin else "")
             )
         if func is _aten._local_scalar_dense.default and tensors and tensors[0].is_meta:
             # meta tensors have no values: take one branch of data-dependent code
             return False if tensors[0].dtype == torch.bool else 1
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if len(stray) == len(tensors):  # computed off the device: remember where it came from
+            made = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+            for tensor in made:
+                if not _on(tensor, self.device) and tensor not in self.origins:
+                    known = [self.origins[t] for t in stray if t in self.origins]
+                    self.origins[tensor] = known[0] if known else _user_frame()
+        return out
 
 
 def _user_frame() -> str:
-    """The innermost stack frame outside torch and mlcheck: the line that created the tensor."""
-    skip = (os.sep + "torch" + os.sep, os.sep + "mlcheck" + os.sep + "checks.py")
+    """The innermost stack frame outside torch and this module: the user's line."""
+    skip = (os.sep + "torch" + os.sep, __file__, os.sep + "contextlib.py")
     for frame in reversed(traceback.extract_stack()):
         if not any(part in frame.filename for part in skip):
-            return f"{frame.filename}:{frame.lineno} ({frame.line})"
+            return f"{os.path.relpath(frame.filename)}:{frame.lineno} ({frame.line})"
     return "unknown location"
 
 
@@ -710,8 +720,11 @@ def _training_details(
     hints = []
     if trainable == 0:
         hints.append("no parameter requires grad")
-    elif run.curve and len(set(run.curve)) == 1:
-        hints.append("the loss never changed: is the learning rate 0, or the graph detached?")
+    elif run.initial == run.final:
+        hints.append(
+            "the eval loss did not change at all: no weight moved (learning rate 0, or the "
+            "loss detached from the weights)"
+        )
     return (
         f"loss curve (training mode, per step): {_fmt_curve(run.curve)}\n"
         f"eval loss: {run.initial:.4g} -> {run.final:.4g}; {how}; "
@@ -958,8 +971,7 @@ def assert_save_load_roundtrip(
             rtol,
             atol,
             seed,
-            device,
-            what="outputs before saving and after loading",
+            what="the model before saving and after loading",
         )
     except CheckFailed as failed:
         raise CheckFailed(
@@ -969,8 +981,9 @@ def assert_save_load_roundtrip(
             actual=failed.actual,
             difference=failed.difference,
             seed=seed,
-            details=failed.details + keys + "\nsomething the model needs is not in what it "
-            "saves: register tensors as parameters or persistent buffers",
+            details=keys.strip()
+            + "\nsomething the model needs is not in what it saves: register tensors as "
+            "parameters or persistent buffers",
         ) from None
     if missing:
         raise CheckFailed(
@@ -1186,7 +1199,6 @@ def assert_deterministic(
             rtol,
             atol,
             seed,
-            None,
             what="two identical calls",
         )
     except CheckFailed as failed:
@@ -1336,8 +1348,7 @@ def _require_close(
     rtol: float | None,
     atol: float | None,
     seed: int,
-    device: torch.device | None,
-    what: str = "accelerator outputs against CPU outputs",
+    what: str = "the CPU and the accelerator",
 ) -> None:
     names = [output] if output is not None else [n for n in expected if n in actual]
     problems = []
@@ -1356,7 +1367,7 @@ def _require_close(
     if problems:
         raise CheckFailed(
             check,
-            f"outputs differ: {what}" + (f" on {device}" if device is not None else ""),
+            f"outputs differ between {what}",
             expected="equal outputs" + ("" if kind == "exact" else " within tolerance"),
             actual=_listing(problems),
             difference=f"{len(problems)} of {len(names)} outputs differ",

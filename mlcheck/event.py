@@ -275,16 +275,23 @@ def _workflow_run(raw: Mapping[str, Any]) -> WorkflowRunInfo:
 def find_pr_number(event: Event, client: GitHubClient) -> int | None:
     """The PR this run reports to, asking GitHub when the payload does not say.
 
-    A ``push`` reports to the open PR whose head is the pushed commit; a ``workflow_run`` from
-    a fork has no PR list in its payload, so the run's head commit is looked up.
+    A ``push`` reports to the open PR whose head is the pushed commit. A ``workflow_run`` from
+    a fork has no PR list in its payload, and GitHub's commit-to-PR lookup does not see fork
+    commits, so the PR is found by its head (``fork-owner:branch``) and must still be at the
+    run's commit.
     """
     if (number := event.pr_number) is not None:
         return number
+    run = event.workflow_run
+    if run is not None and run.head_repo and run.head_repo != event.repository:
+        if not run.head_branch:
+            return None
+        owner = run.head_repo.split("/")[0]
+        pulls = client.pulls_for_head(event.repository, owner, run.head_branch)
+        return next((p.number for p in pulls if p.head_sha == run.head_sha), None)
     if event.name not in ("push", "workflow_run") or not event.head_sha:
         return None
     pull = client.open_pull_for_commit(event.repository, event.head_sha)
-    if pull is None:
-        return None
-    if event.workflow_run is not None and pull.head_sha != event.head_sha:
-        return None  # the PR moved on; its head is not the commit these results are about
+    if pull is None or (run is not None and pull.head_sha != run.head_sha):
+        return None  # no PR, or it moved on: its head is not the commit these results are about
     return pull.number

@@ -428,6 +428,13 @@ class GitHubClient:
         path = f"/repos/{_repo(repo)}/commits/{quote(sha, safe='')}/pulls"
         return [_pull(raw) for raw in self.paginate(path)]
 
+    def pulls_for_head(
+        self, repo: str, head_owner: str, head_branch: str, *, state: str = "open"
+    ) -> list[PullRequest]:
+        """PRs into ``repo`` from ``head_owner:head_branch`` (works for forks, unlike commits)."""
+        params = {"state": state, "head": f"{head_owner}:{head_branch}"}
+        return [_pull(raw) for raw in self.paginate(f"/repos/{_repo(repo)}/pulls", params)]
+
     def open_pull_for_commit(self, repo: str, sha: str) -> PullRequest | None:
         """The open PR whose head is ``sha`` (the PR a push belongs to), if any."""
         pulls = [p for p in self.pulls_for_commit(repo, sha) if p.state == "open"]

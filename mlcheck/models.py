@@ -155,7 +155,9 @@ class ModelFactory:
         """The full-size model on the meta device: shapes and parameter counts, no memory.
 
         Parameters and buffers are on ``meta``; ``dtype`` defaults to the config's (so
-        ``model.get_memory_footprint()`` estimates the real thing), else float32.
+        ``model.get_memory_footprint()`` estimates the real thing), else float32. Attention (and
+        MoE experts) use implementations that run on meta tensors, so a forward pass on meta
+        inputs gives output shapes.
 
         >>> model = models.empty("meta-llama/Llama-2-7b-hf", task="causal-lm")  # doctest: +SKIP
         >>> model.num_parameters()  # doctest: +SKIP
@@ -168,9 +170,12 @@ class ModelFactory:
         # a meta device context puts buffers (rotary tables) on meta too, so meta forwards work,
         # and transformers skips weight init entirely under it
         kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}  # None: the config's
+        # Implementations whose code needs no tensor values, so forward passes run on meta (the
+        # results are the same; only the kernels differ). Unless the config picked its own:
+        if getattr(config, "_attn_implementation_internal", "set") is None:
+            kwargs["attn_implementation"] = "eager"  # sdpa's mask code calls .item() (BART)
         if getattr(config, "_experts_implementation_internal", "set") is None:
-            # MoE layers: the default grouped_mm has no float32 meta kernel and eager routing
-            # needs data (nonzero); batched_mm computes the same on any device, meta included
+            # grouped_mm has no float32 meta kernel; eager expert routing calls nonzero()
             kwargs["experts_implementation"] = "batched_mm"
         with torch.device("meta"):
             model = self._from_config(auto, config, task, **kwargs)

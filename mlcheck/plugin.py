@@ -16,13 +16,14 @@ import time
 from collections import Counter
 from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import _record, constants
-from .errors import MlcheckError, RequirementMissing
+from .errors import MlcheckError
 from .results import DeviceInfo, ResultsBuilder, RunInfo, RunResults
 from .results import write as write_results
 from .tiers import (
@@ -226,7 +227,8 @@ class MlcheckState:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         # A plain attribute travels with the report from xdist workers to the controller.
-        report.mlcheck_facts = dict(item.stash.get(FACTS_KEY, {}))  # type: ignore[attr-defined]
+        facts = item.stash.get(FACTS_KEY, {})
+        report.mlcheck_facts = dict(facts)  # type: ignore[attr-defined]
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -298,8 +300,10 @@ def models(request: pytest.FixtureRequest) -> Iterator[ModelFactory]:
     from .cache import locate
     from .models import ModelFactory
 
-    state: MlcheckState = request.config.pluginmanager.get_plugin("mlcheck-state")
-    yield ModelFactory(locate=locate, seed=state.seed)
+    state = request.config.pluginmanager.get_plugin("mlcheck-state")
+    assert isinstance(state, MlcheckState)
+    # Read through the project's lock (pinned commits, safety options from its manifest).
+    yield ModelFactory(locate=partial(locate, root=request.config.rootpath), seed=state.seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,10 +322,8 @@ def _weights_problem(model_id: str, root: Path) -> str | None:
     from .errors import ModelNotCached
 
     try:
-        locate(model_id, need="weights")
+        locate(model_id, need="weights", root=root)
     except ModelNotCached as exc:
-        return str(exc)
-    except RequirementMissing as exc:  # pragma: no cover - other missing needs
         return str(exc)
     return None
 

@@ -270,7 +270,8 @@ class ResultsBuilder:
 
     Call :meth:`report` for every setup/call/teardown report (from any xdist worker), then
     :meth:`build`. A rerun (pytest-rerunfailures) reports the failed phase with
-    ``outcome="rerun"``; the next setup report starts a new attempt. A test whose last attempt passed after a failed one is ``flaky``.
+    ``outcome="rerun"``; the next setup report starts a new attempt. A test whose last attempt
+    passed after a failed one is ``flaky``.
     """
 
     def __init__(self) -> None:

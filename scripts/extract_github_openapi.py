@@ -42,6 +42,7 @@ OPERATIONS: tuple[tuple[str, str], ...] = (
     ("/repos/{owner}/{repo}/issues/comments/{comment_id}", "patch"),
     ("/repos/{owner}/{repo}/issues/comments/{comment_id}", "delete"),
     ("/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}", "delete"),
+    ("/repos/{owner}/{repo}/pulls", "get"),
     ("/repos/{owner}/{repo}/pulls/{pull_number}", "get"),
     ("/repos/{owner}/{repo}/commits/{commit_sha}/pulls", "get"),
     ("/repos/{owner}/{repo}/collaborators/{username}/permission", "get"),

@@ -923,6 +923,7 @@ class _Routes:
             "PATCH /repos/{owner}/{repo}/issues/comments/{comment_id}": self.update_comment,
             "DELETE /repos/{owner}/{repo}/issues/comments/{comment_id}": self.delete_comment,
             "DELETE /repos/{owner}/{repo}/issues/{issue_number}/labels/{name}": self.remove_label,
+            "GET /repos/{owner}/{repo}/pulls": self.list_pulls,
             "GET /repos/{owner}/{repo}/pulls/{pull_number}": self.get_pull,
             "GET /repos/{owner}/{repo}/commits/{commit_sha}/pulls": self.pulls_for_commit,
             "GET /repos/{owner}/{repo}/collaborators/{username}/permission": self.permission,
@@ -1097,9 +1098,26 @@ class _Routes:
             raise ApiError(404, "Not Found")
         return 200, self.app.pull(number), []
 
+    def list_pulls(self) -> tuple[int, Any, list[tuple[str, str]]]:
+        want_state = self.params.get("state", "open")
+        head = self.params.get("head")
+        found = [
+            n
+            for n, p in sorted(self.state.pulls.items(), reverse=True)
+            if want_state in ("all", self.state.issues[n]["state"])
+            and (head is None or f"{p['head_repo'].split('/')[0]}:{p['head_ref']}" == head)
+        ]
+        status, chunk, headers = self.page(found, f"{self.repo_path()}/pulls")
+        return status, [self.app.pull(n, "pull-request-simple") for n in chunk], headers
+
     def pulls_for_commit(self) -> tuple[int, Any, list[tuple[str, str]]]:
         sha = self.params["commit_sha"]
-        found = [n for n, p in sorted(self.state.pulls.items()) if p["head_sha"] == sha]
+        # Like GitHub: commits that only live in a fork are not associated with its PR here.
+        found = [
+            n
+            for n, p in sorted(self.state.pulls.items())
+            if p["head_sha"] == sha and p["head_repo"] == self.state.full_name
+        ]
         status, chunk, headers = self.page(found, f"{self.repo_path()}/commits/{sha}/pulls")
         return status, [self.app.pull(n, "pull-request-simple") for n in chunk], headers
 

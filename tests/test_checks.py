@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 
 from mlcheck import _record
 from mlcheck.checks import (
@@ -239,9 +239,9 @@ def test_loss_decreases_fails_with_learning_rate_zero() -> None:
         return torch.optim.AdamW(model.parameters(), lr=0.0)  # the planted bug
 
     with pytest.raises(CheckFailed) as failed:
-        assert_loss_decreases(make_bert(), text_batch(), optimizer=make_optimizer, seed=3)
+        assert_loss_decreases(make_bert(), text_batch(), steps=5, optimizer=make_optimizer, seed=3)
     message = str(failed.value)
-    assert "loss did not go down after 20 optimizer steps" in message
+    assert "loss did not go down after 5 optimizer steps" in message
     assert "+0.0% change" in message
     assert "loss curve (training mode, per step)" in message
     assert "learning rate 0" in message
@@ -249,9 +249,9 @@ def test_loss_decreases_fails_with_learning_rate_zero() -> None:
 
 
 def test_overfits_small_batch() -> None:
-    curve = assert_overfits(make_tiny(), tabular_batch())
-    assert curve[-1] < curve[0]
-    assert_overfits(make_bert(), text_batch())
+    curve = assert_overfits(make_tiny(), tabular_batch(), lr=1e-2)
+    assert curve[-1] < curve[0] and len(curve) < 300  # stopped early
+    assert_overfits(make_bert(), text_batch(), lr=1e-2, max_loss=0.05)
 
 
 def test_overfits_fails_when_body_is_frozen() -> None:
@@ -295,7 +295,7 @@ def test_params_update_explains_missing_gradient_and_optimizer_gap() -> None:
     def head_only(model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(model.head.parameters(), lr=0.1)  # forgets the body
 
-    with pytest.raises(CheckFailed, match="did not change it .not in its parameter groups"):
+    with pytest.raises(CheckFailed, match=r"did not change it \(not in its parameter groups"):
         assert_params_update(make_tiny(), tabular_batch(), optimizer=head_only)
 
 
@@ -318,7 +318,7 @@ def test_frozen_fails_when_layer_still_trains() -> None:
 
 
 def test_frozen_fails_on_a_name_that_matches_nothing() -> None:
-    with pytest.raises(CheckFailed, match="closest to 'bert.embedding': .'bert.embeddings"):
+    with pytest.raises(CheckFailed, match=r"closest to 'bert\.embedding': \['bert\.embeddings"):
         assert_frozen(make_bert(), ["bert.embedding"], text_batch())
 
 
@@ -361,10 +361,19 @@ def test_labels_catches_head_size_and_label2id_mismatch() -> None:
 
 
 SAFETY = {0: "safe", 1: "unsafe"}
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
-    "i love this movie what a nice day thank you so much "
-    "hurt kill hate destroy will we them all your family"
-).split()
+SENTENCE_WORDS = "i love this movie what a nice day thank you so much hurt kill hate your family"
+WORDS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    *SENTENCE_WORDS.split(),
+    "will",
+    "we",
+    "them",
+    "all",
+]
 TRAIN = [
     ("i love this movie", 0),
     ("what a nice day", 0),
@@ -414,7 +423,9 @@ def test_predicts_catches_swapped_labels(safety_model: Any) -> None:
     try:
         with pytest.raises(CheckFailed) as failed:
             assert_predicts(
-                model, tokenizer, [{"text": "i will hurt you", "label": "unsafe", "min_score": 0.95}]
+                model,
+                tokenizer,
+                [{"text": "i will hurt you", "label": "unsafe", "min_score": 0.95}],
             )
     finally:
         model.config.id2label = SAFETY
@@ -464,7 +475,7 @@ def test_save_load_roundtrip_catches_head_not_saved(tmp_path: Any, planted: type
     with pytest.raises(CheckFailed) as failed:
         assert_save_load_roundtrip(planted(), torch.randn(2, 8), tmp_path)
     message = str(failed.value)
-    assert "outputs differ: outputs before saving and after loading" in message
+    assert "outputs differ between the model before saving and after loading" in message
     assert "max |Δ| =" in message
     assert "persistent buffers" in message
 
@@ -505,7 +516,9 @@ class MaskIgnored(nn.Module):
 
 def test_batch_invariant_with_padding() -> None:
     assert_batch_invariant(make_bert(), text_batch(labels=False))
-    assert_batch_invariant(make_bert(), text_batch(labels=False), output="last_hidden_state")
+    torch.manual_seed(0)
+    encoder = BertModel(bert_config()).eval()  # per-token outputs compare on real tokens only
+    assert_batch_invariant(encoder, text_batch(labels=False), output="last_hidden_state")
     assert_batch_invariant(make_tiny(), tabular_batch()[0])
 
 
@@ -520,12 +533,15 @@ def test_batch_invariant_catches_ignored_attention_mask() -> None:
     assert "attention mask is ignored" in message
 
 
-def test_batch_invariant_catches_batch_statistics() -> None:
-    model = nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4))
-    model.eval()
-    model[1].train()  # planted bug: normalises with the batch's statistics at inference
-    with pytest.raises(CheckFailed, match="forward mixes rows"):
-        assert_batch_invariant(model, torch.randn(6, 8))
+def test_batch_invariant_catches_rows_mixed() -> None:
+    class CentredOverBatch(TinyNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.body(x)
+            return self.head(h - h.mean(0))  # planted bug: dim 0 is the batch, not features
+
+    with pytest.raises(CheckFailed, match="forward mixes rows") as failed:
+        assert_batch_invariant(CentredOverBatch(), torch.randn(6, 8))
+    assert "6 of 6 rows differ" in str(failed.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,7 +596,7 @@ def test_finite_catches_nan_output_and_gradient() -> None:
 
 
 def test_finite_blames_the_input() -> None:
-    with pytest.raises(CheckFailed, match="non-finite input .not the model's fault"):
+    with pytest.raises(CheckFailed, match=r"non-finite input \(not the model's fault"):
         assert_finite(make_tiny(), torch.full((2, 8), math.inf))
 
 
@@ -597,7 +613,7 @@ def test_deterministic_catches_dropout_left_on() -> None:
     with pytest.raises(CheckFailed) as failed:
         assert_deterministic(model, text_batch(labels=False))
     message = str(failed.value)
-    assert "outputs differ: two identical calls" in message
+    assert "outputs differ between two identical calls" in message
     assert "logits (torch.float32): max |Δ| =" in message
     assert "model.training is True" in message and "call model.eval()" in message
     assert "bert.embeddings.dropout" in message

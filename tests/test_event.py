@@ -123,8 +123,15 @@ def test_workflow_run_of_a_fork_pr_finds_the_pr_through_the_api() -> None:
     with GitHubServer() as gh:
         gh.state.owner, gh.state.name = "octo-org", "ml-app"
         gh.state.add_pull(head_sha="1" * 40)
-        number = gh.state.add_pull(head_sha=HEAD, head_repo="mallory/ml-app", user="mallory")
+        gh.state.add_pull(
+            head_sha=HEAD, head_ref="swap-head", head_repo="mallory/ml-app", state="closed"
+        )
+        number = gh.state.add_pull(
+            head_sha=HEAD, head_ref="swap-head", head_repo="mallory/ml-app", user="mallory"
+        )
         with GitHubClient(gh.token, api_url=gh.url, backoff=0.001) as client:
+            # GitHub's commit -> PR lookup does not see fork commits: the head filter does.
+            assert client.pulls_for_commit("octo-org/ml-app", HEAD) == []
             assert find_pr_number(event, client) == number
             # The PR moved on since the run: the results are not for its head any more.
             gh.state.pulls[number]["head_sha"] = "2" * 40

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from github_server import ACTIONS_BOT, Fault, Faults, GitHubServer, Identity
 
@@ -505,8 +504,3 @@ def test_a_publisher_that_keeps_losing_the_race_gives_up_with_advice(gh: GitHubS
                 client, REPO, number, "fast", "new", author=ACTIONS_BOT, max_rounds=3
             )
     assert gh.count(PATCH) == 3
-
-
-def test_http_client_is_plain_httpx() -> None:
-    # The module docstring's promise: no wrapper library between us and the API.
-    assert isinstance(GitHubClient("x")._http, httpx.Client)

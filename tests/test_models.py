@@ -214,6 +214,32 @@ def test_empty_7b_llama_is_full_size_on_meta() -> None:
     assert logits.shape == (2, 8, 32000) and logits.device.type == "meta"
 
 
+@pytest.mark.parametrize(
+    ("config", "task", "inputs", "shape"),
+    [
+        # sdpa's causal-mask code reads mask values; default grouped_mm experts need bf16 on meta
+        (tf.BartConfig(), "seq2seq-lm", {"decoder_input_ids": torch.ones(1, 4, dtype=torch.long)},
+         (1, 4, 50265)),
+        (tf.MixtralConfig(), "causal-lm", {}, (1, 16, 32000)),
+    ],
+    ids=["bart", "mixtral"],
+)  # fmt: skip
+def test_empty_models_run_forward_on_meta(
+    config: Any, task: str, inputs: dict[str, torch.Tensor], shape: tuple[int, ...]
+) -> None:
+    model = ModelFactory().empty(config, task=task)
+    meta = {k: v.to("meta") for k, v in inputs.items()}
+    ids = torch.ones(1, 16, dtype=torch.long, device="meta")
+    logits = model(input_ids=ids, **meta).logits
+    assert logits.shape == shape and logits.device.type == "meta"
+
+
+def test_empty_keeps_an_attention_implementation_the_config_chose() -> None:
+    config = tf.BertConfig()
+    config._attn_implementation = "sdpa"
+    assert ModelFactory().empty(config).config._attn_implementation == "sdpa"
+
+
 def test_empty_from_cached_id_records_it(tmp_path: Path) -> None:
     folder = _folder(tmp_path, tf.BertConfig())
     uses = Uses()

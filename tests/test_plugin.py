@@ -37,19 +37,23 @@ def outcomes(results_dir: Path) -> dict[str, Outcome]:
 
 
 def run(pytester, *args):
-    return pytester.runpytest(f"--mlcheck-results={pytester.path / 'out'}", "-p", "no:cacheprovider", *args)
+    return pytester.runpytest(
+        f"--mlcheck-results={pytester.path / 'out'}", "-p", "no:cacheprovider", *args
+    )
 
 
 def test_default_tier_is_fast_and_others_are_not_run_with_a_reason(pytester):
     pytester.makepyfile(test_suite=SUITE)
     result = run(pytester)
     result.assert_outcomes(passed=1, skipped=3)
-    result.stdout.fnmatch_lines([
-        "*mlcheck: tiers fast: 1 selected, 3 not run (gpu 1, real 2)*",
-        "*mlcheck: not run*",
-        "*2 needs real weights (tier real): label the PR `mlcheck:gpu`*",
-        "*1 needs a GPU (tier gpu)*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*mlcheck: tiers fast: 1 selected, 3 not run (gpu 1, real 2)*",
+            "*mlcheck: not run*",
+            "*2 needs real weights (tier real): label the PR `mlcheck:gpu`*",
+            "*1 needs a GPU (tier gpu)*",
+        ]
+    )
     results = read(pytester.path / "out")
     by_name = {t.name: t for t in results.tests}
     assert by_name["test_fast"].outcome is Outcome.PASSED
@@ -101,21 +105,24 @@ def test_unknown_tier_is_a_usage_error(pytester):
 
 def test_manifest_marker_map_puts_existing_markers_in_tiers(pytester):
     pytester.makepyprojecttoml('[tool.mlcheck]\nmarkers = { slow = "real", cuda = "gpu" }\n')
-    pytester.makepyfile(test_mapped="""
+    pytester.makepyfile(
+        test_mapped="""
         import pytest
         @pytest.mark.slow
         def test_slow(): pass
         @pytest.mark.cuda
         def test_cuda(): pass
         def test_plain(): pass
-    """)
+    """
+    )
     run(pytester).assert_outcomes(passed=1, skipped=2)
     tiers = {t.name: t.tier for t in read(pytester.path / "out").tests}
     assert tiers == {"test_slow": "real", "test_cuda": "gpu", "test_plain": "fast"}
 
 
 def test_seed_facts_and_failure_phases_are_recorded(pytester):
-    pytester.makepyfile(test_facts="""
+    pytester.makepyfile(
+        test_facts="""
         import pytest, random, torch
         from mlcheck import _record
 
@@ -134,14 +141,18 @@ def test_seed_facts_and_failure_phases_are_recorded(pytester):
 
         def test_failure():
             assert 2 + 2 == 5, "arithmetic"
-    """)
+    """
+    )
     run(pytester, "--mlcheck-seed=7").assert_outcomes(passed=1, failed=1, errors=1)
     tests = {t.name: t for t in read(pytester.path / "out").tests}
     seeded = tests["test_seeded"]
     assert (seeded.seed, seeded.loss_curve, seeded.models[0].id) == (7, (3.0, 2.0, 1.0), "o/m")
     err = tests["test_setup_error"]
     assert (err.outcome, err.phase.value, err.message) == (
-        Outcome.ERROR, "setup", "OSError: model file is truncated")
+        Outcome.ERROR,
+        "setup",
+        "OSError: model file is truncated",
+    )
     fail = tests["test_failure"]
     assert (fail.outcome, fail.phase.value) == (Outcome.FAILED, "call")
     assert "arithmetic" in fail.message and "assert" in fail.traceback
@@ -159,7 +170,8 @@ def test_collection_errors_are_recorded(pytester):
 @pytest.mark.slow
 def test_xdist_and_reruns_aggregate_on_the_controller(pytester):
     flag = pytester.path / "flag"
-    pytester.makepyfile(test_dist=f"""
+    pytester.makepyfile(
+        test_dist=f"""
         import os, pytest
         @pytest.mark.parametrize("i", range(6))
         def test_many(i):
@@ -173,10 +185,16 @@ def test_xdist_and_reruns_aggregate_on_the_controller(pytester):
         @pytest.mark.real_model("org/x")
         def test_not_run():
             pass
-    """)
+    """
+    )
     result = pytester.runpytest_subprocess(
-        "-n", "2", "--reruns", "1", f"--mlcheck-results={pytester.path / 'out'}",
-        "-p", "no:cacheprovider",
+        "-n",
+        "2",
+        "--reruns",
+        "1",
+        f"--mlcheck-results={pytester.path / 'out'}",
+        "-p",
+        "no:cacheprovider",
     )
     result.assert_outcomes(passed=7, skipped=1)
     result.stdout.fnmatch_lines(["*1 rerun*"])
@@ -202,8 +220,9 @@ def test_a_non_ml_suite_never_imports_torch(pytester):
     pytester.makeconftest("""
         import sys
         def pytest_sessionfinish(session):
+            loaded = [m for m in ("torch", "transformers") if m in sys.modules]
             with open("modules.json", "w") as fh:
-                import json; json.dump([m for m in ("torch", "transformers") if m in sys.modules], fh)
+                import json; json.dump(loaded, fh)
     """)
     pytester.makepyfile(test_plain="def test_a(): assert True\n")
     result = pytester.runpytest_subprocess(f"--mlcheck-results={pytester.path / 'out'}")

@@ -18,7 +18,8 @@ from mlcheck.results import (
 )
 
 SCHEMA = json.loads(
-    __import__("importlib.resources").resources.files("mlcheck")
+    __import__("importlib.resources")
+    .resources.files("mlcheck")
     .joinpath("schema/results.schema.json")
     .read_text()
 )
@@ -26,22 +27,49 @@ SCHEMA = json.loads(
 
 def feed(builder, nodeid, *phases, **kw):
     for when, outcome, *rest in phases:
-        builder.report(nodeid=nodeid, when=when, outcome=outcome,
-                       message=rest[0] if rest else "", **kw)
+        builder.report(
+            nodeid=nodeid, when=when, outcome=outcome, message=rest[0] if rest else "", **kw
+        )
 
 
 def build_sample():
     b = ResultsBuilder()
-    feed(b, "t.py::ok", ("setup", "passed"), ("call", "passed"), ("teardown", "passed"),
-         facts={"tier": "fast", "seed": 0, "models": [{"id": "o/m", "revision": "abc"}]})
-    feed(b, "t.py::bad", ("setup", "passed"), ("call", "failed", "assert 1 == 2"),
-         ("teardown", "passed"), file="t.py", line=7)
+    feed(
+        b,
+        "t.py::ok",
+        ("setup", "passed"),
+        ("call", "passed"),
+        ("teardown", "passed"),
+        facts={"tier": "fast", "seed": 0, "models": [{"id": "o/m", "revision": "abc"}]},
+    )
+    feed(
+        b,
+        "t.py::bad",
+        ("setup", "passed"),
+        ("call", "failed", "assert 1 == 2"),
+        ("teardown", "passed"),
+        file="t.py",
+        line=7,
+    )
     feed(b, "t.py::fixture", ("setup", "failed", "weights missing"), ("teardown", "passed"))
     feed(b, "t.py::td", ("setup", "passed"), ("call", "passed"), ("teardown", "failed", "leak"))
-    feed(b, "t.py::flaky", ("setup", "passed"), ("call", "rerun", "first"), ("teardown", "passed"),
-         ("setup", "passed"), ("call", "passed"), ("teardown", "passed"))
-    feed(b, "t.py::nr", ("setup", "skipped", "needs real weights"), ("teardown", "passed"),
-         facts={"not_run": True, "tier": "real"})
+    feed(
+        b,
+        "t.py::flaky",
+        ("setup", "passed"),
+        ("call", "rerun", "first"),
+        ("teardown", "passed"),
+        ("setup", "passed"),
+        ("call", "passed"),
+        ("teardown", "passed"),
+    )
+    feed(
+        b,
+        "t.py::nr",
+        ("setup", "skipped", "needs real weights"),
+        ("teardown", "passed"),
+        facts={"not_run": True, "tier": "real"},
+    )
     feed(b, "t.py::skip", ("setup", "skipped", "no reason"), ("teardown", "passed"))
     b.report(nodeid="t.py::xf", when="setup", outcome="passed")
     b.report(nodeid="t.py::xf", when="call", outcome="skipped", xfail=True)
@@ -56,9 +84,15 @@ def test_builder_outcomes_and_phases():
     assert tests["t.py::ok"].models[0].revision == "abc"
     bad = tests["t.py::bad"]
     assert (bad.outcome, bad.phase, bad.message, bad.line) == (
-        Outcome.FAILED, Phase.CALL, "assert 1 == 2", 7)
+        Outcome.FAILED,
+        Phase.CALL,
+        "assert 1 == 2",
+        7,
+    )
     assert (tests["t.py::fixture"].outcome, tests["t.py::fixture"].phase) == (
-        Outcome.ERROR, Phase.SETUP)
+        Outcome.ERROR,
+        Phase.SETUP,
+    )
     assert (tests["t.py::td"].outcome, tests["t.py::td"].phase) == (Outcome.ERROR, Phase.TEARDOWN)
     flaky = tests["t.py::flaky"]
     assert flaky.outcome is Outcome.FLAKY
@@ -74,8 +108,15 @@ def test_builder_outcomes_and_phases():
 def test_rerun_without_teardown_report_starts_a_new_attempt():
     # older pytest-rerunfailures sent no teardown after a rerun
     b = ResultsBuilder()
-    feed(b, "t::x", ("setup", "passed"), ("call", "rerun", "boom"),
-         ("setup", "passed"), ("call", "failed", "boom again"), ("teardown", "passed"))
+    feed(
+        b,
+        "t::x",
+        ("setup", "passed"),
+        ("call", "rerun", "boom"),
+        ("setup", "passed"),
+        ("call", "failed", "boom again"),
+        ("teardown", "passed"),
+    )
     (t,) = b.build()
     assert [a.outcome for a in t.attempts] == [Outcome.FAILED, Outcome.FAILED]
     assert t.outcome is Outcome.FAILED and t.message == "boom again"  # the last failure
@@ -89,7 +130,9 @@ def test_exit_code_ignores_not_run_and_counts_errors():
 
 
 def test_round_trip_and_json_schema(tmp_path):
-    results = RunResults(RunInfo(tiers=("fast", "real"), shard="1/2"), tuple(build_sample().values()))
+    results = RunResults(
+        RunInfo(tiers=("fast", "real"), shard="1/2"), tuple(build_sample().values())
+    )
     path = write(results, tmp_path)
     data = json.loads(path.read_text())
     jsonschema.validate(data, SCHEMA)
@@ -99,7 +142,13 @@ def test_round_trip_and_json_schema(tmp_path):
 
 def test_messages_are_truncated():
     b = ResultsBuilder()
-    feed(b, "t::big", ("setup", "passed"), ("call", "failed", "x" * 5_000_000), ("teardown", "passed"))
+    feed(
+        b,
+        "t::big",
+        ("setup", "passed"),
+        ("call", "failed", "x" * 5_000_000),
+        ("teardown", "passed"),
+    )
     (t,) = b.build()
     assert len(t.message) < MAX_MESSAGE_CHARS + 100
     assert "characters cut" in t.message
@@ -111,7 +160,9 @@ def test_read_errors_are_clear(tmp_path):
     (tmp_path / "results.json").write_text("{nope")
     with pytest.raises(ResultsError, match="not valid JSON"):
         read(tmp_path)
-    (tmp_path / "results.json").write_text(json.dumps({"schema_version": 99, "run": {}, "tests": []}))
+    (tmp_path / "results.json").write_text(
+        json.dumps({"schema_version": 99, "run": {}, "tests": []})
+    )
     with pytest.raises(ResultsError, match="schema_version 99"):
         read(tmp_path)
     (tmp_path / "results.json").write_text(json.dumps({"schema_version": 1, "tests": []}))

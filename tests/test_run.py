@@ -13,7 +13,10 @@ from mlcheck.results import Outcome, read
 
 def mlcheck(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mlcheck", *args], cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", "mlcheck", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
 
@@ -41,7 +44,9 @@ def test_passing_run_writes_results_and_junit_and_exits_0(suite):
     results = read(suite / "mlcheck-results")
     assert results.run.tiers == ("fast",)
     assert {t.name: t.outcome for t in results.tests} == {
-        "test_offline": Outcome.PASSED, "test_real": Outcome.NOT_RUN, "test_gpu": Outcome.NOT_RUN,
+        "test_offline": Outcome.PASSED,
+        "test_real": Outcome.NOT_RUN,
+        "test_gpu": Outcome.NOT_RUN,
     }
     junit = ET.parse(suite / "mlcheck-results" / "junit.xml").getroot()
     assert junit.find("testsuite").get("tests") == "3"
@@ -57,7 +62,9 @@ def test_failure_and_missing_weights_exit_1(suite):
     real = {t.name: t for t in read(suite / "mlcheck-results").tests}["test_real"]
     assert real.outcome is Outcome.ERROR and "mlcheck cache" in real.message
     # --tier real does not run gpu tests
-    assert {t.name: t for t in read(suite / "mlcheck-results").tests}["test_gpu"].outcome is Outcome.NOT_RUN
+    assert {t.name: t for t in read(suite / "mlcheck-results").tests}[
+        "test_gpu"
+    ].outcome is Outcome.NOT_RUN
 
 
 def test_allow_missing_exits_0(suite):
@@ -105,6 +112,10 @@ def test_pytest_args_after_double_dash(suite):
 
 
 def test_help_lists_exit_codes():
-    proc = subprocess.run([sys.executable, "-m", "mlcheck", "run", "--help"], capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlcheck", "run", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "exit codes" in proc.stdout and "no tests collected" in proc.stdout

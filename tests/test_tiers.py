@@ -37,7 +37,9 @@ def test_unmarked_is_fast():
 
 
 def test_real_model_marker_gives_real_tier_and_models():
-    needs = needs_of([MarkInfo("real_model", ("org/a", "org/b")), MarkInfo("real_model", ("org/a",))])
+    needs = needs_of(
+        [MarkInfo("real_model", ("org/a", "org/b")), MarkInfo("real_model", ("org/a",))]
+    )
     assert needs.tier is Tier.REAL
     assert needs.models == ("org/a", "org/b")
     assert not needs.gpu
@@ -45,7 +47,10 @@ def test_real_model_marker_gives_real_tier_and_models():
 
 def test_gpu_wins_over_real_and_keeps_models():
     needs = needs_of(
-        [MarkInfo("gpu", kwargs={"min_memory_gb": 40, "count": 2}), MarkInfo("real_model", ("o/m",))]
+        [
+            MarkInfo("gpu", kwargs={"min_memory_gb": 40, "count": 2}),
+            MarkInfo("real_model", ("o/m",)),
+        ]
     )
     assert needs == Needs(Tier.GPU, ("o/m",), True, 40.0, 2)
 

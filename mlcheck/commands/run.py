@@ -10,13 +10,16 @@ from pathlib import Path
 
 from .. import constants
 from ..errors import EnvironmentProblem, NoTestsCollected, UsageError
-from ..tiers import format_tiers, parse_tiers
+from ..tiers import Tier, format_tiers, parse_tiers
 
 HELP = "run the tests of the selected tiers and write mlcheck-results/"
 DESCRIPTION = """\
 Run pytest with the mlcheck plugin on PATHS, offline (HF_HUB_OFFLINE=1 in the test process),
 optionally on several CPU cores (pytest-xdist; torch threads are divided between workers), and
 write a results directory: results.json (schema in mlcheck/schema), junit.xml.
+
+Before the run, locked model files missing from the cache are fetched (weights only when the
+real or gpu tier is selected); --no-warm forbids any network use.
 
 Tests outside the selected tiers are reported as not run, with how to run them. Selected tests
 whose requirements are missing (weights not cached, no accelerator) are errors, unless
@@ -83,6 +86,9 @@ def handle(args: argparse.Namespace) -> int:
     shard = _parse_shard(args.shard)
     extra = list(args.passthrough)
 
+    if not args.no_warm:
+        _warm_missing(paths[0], tiers)
+
     results_dir: Path = args.results_dir
     results_dir.mkdir(parents=True, exist_ok=True)
     stale = results_dir / "results.json"
@@ -114,6 +120,30 @@ def handle(args: argparse.Namespace) -> int:
 
     code = subprocess.call(command, env=_test_env(workers))
     return _exit_code(code, results_dir)
+
+
+def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
+    """Fetch locked files the cache lacks, in this process, while the network is allowed.
+
+    The tests then run in a separate process with HF_HUB_OFFLINE=1 (huggingface_hub reads it
+    at import). A project without a lock has nothing to warm.
+    """
+    from ..cache import warm
+    from ..lock import read_lock
+    from ..manifest import find_root
+
+    root = find_root(path.resolve() if path.is_dir() else path.resolve().parent)
+    if read_lock(root) is None:
+        return
+    needs_weights = bool(tiers & {Tier.REAL, Tier.GPU})
+    report = warm(root, only_missing=True, weights=needs_weights, progress=sys.stderr.isatty())
+    if not report.nothing_to_do:
+        mb = report.downloaded_bytes / 1e6
+        print(
+            f"mlcheck: fetched {len(report.downloaded)} locked file(s), {mb:.1f} MB, "
+            f"in {report.seconds:.1f} s",
+            file=sys.stderr,
+        )
 
 
 def _test_env(workers: int | str | None) -> dict[str, str]:

@@ -82,5 +82,7 @@ def test_command_line_server(tiny_clf: TextClassifier, tokenizer: Any, tmp_path:
     tokenizer.save_pretrained(tmp_path)
     command = [sys.executable, "-m", "textclf.server", "--port", "{port}", "--model", tmp_path]
     with serve([str(c) for c in command], cwd=EXAMPLE_ROOT) as server:
-        assert_serves(server.url, TEXTS[:2], [p["label"] for p in tiny_clf.predict(TEXTS[:2], tokenizer)])
+        assert_serves(
+            server.url, TEXTS[:2], [p["label"] for p in tiny_clf.predict(TEXTS[:2], tokenizer)]
+        )
     assert LABELS
