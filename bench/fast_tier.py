@@ -136,12 +136,10 @@ def _measure(case: Case, models: Any, repeat: int, skip_full: bool) -> Row:
 
     from mlcheck.models import TASKS
 
-    config = case.config()
-
     meta_forward_error: list[str] = []
 
     def empty() -> Any:
-        model = models.empty(config, task=case.task)
+        model = models.empty(case.config(), task=case.task)
         try:
             _forward(model, _inputs(case.kind, model.config, device="meta"))
         except (RuntimeError, NotImplementedError) as exc:
@@ -150,13 +148,15 @@ def _measure(case: Case, models: Any, repeat: int, skip_full: bool) -> Row:
         return model
 
     def tiny() -> Any:
-        model = models.random(config, task=case.task)
+        model = models.random(case.config(), task=case.task)
         _forward(model, _inputs(case.kind, model.config))
         return model
 
     full_s = None
     if case.full and not skip_full:
         start = time.perf_counter()
+        # a fresh config for each stage: from_config writes dtype and attention choice into it
+        config = case.config()
         model = getattr(tf, TASKS[case.task]).from_config(config).eval()
         _forward(model, _inputs(case.kind, config))
         full_s = time.perf_counter() - start

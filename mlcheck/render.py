@@ -397,7 +397,10 @@ class _Renderer:
         for category, tests in self.groups():
             if not tests:
                 continue
-            heading = f"#### {_HEADINGS[category]} ({len(tests):,})"
+            title = _HEADINGS[category]
+            if category is Category.UNCOMPARED and self.base is not None:
+                title = "❓ Failures not in the base digest (not compared)"
+            heading = f"#### {title} ({len(tests):,})"
             items: list[str] = []
             size = len(heading) + 2
             for t in tests if not left_out else ():
@@ -741,10 +744,10 @@ def terminal_summary(
             for reason, n in not_run.most_common(10):
                 console.print(Text(f"    {n:6,}  {reason or '(no reason given)'}"))
         dev = r.run.device
-        facts = f"  device {dev.name or dev.type} · time {duration_text(r.run.duration)}"
+        facts = f"device {dev.name or dev.type} · time {duration_text(r.run.duration)}"
         if r.run.shard:
-            facts += f" · shard {r.run.shard}"
-        console.print(Text(clean(facts, 300), style="dim"))
+            facts += f" · shard {r.run.shard} only"
+        console.print(Text("  " + clean(facts, 300), style="dim"))
     if results_dir is not None:
         console.print(Text(f"  results: {results_dir}", style="dim"))
 

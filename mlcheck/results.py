@@ -201,7 +201,8 @@ def write(results: RunResults, directory: Path) -> Path:
     path = directory / RESULTS_FILE
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".results-", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(to_dict(results), fh, indent=1, ensure_ascii=False)
+        # compact: json's indenting encoder is pure Python, 3x slower on 100k tests
+        json.dump(to_dict(results), fh, ensure_ascii=False, separators=(",", ":"))
         fh.write("\n")
     os.replace(tmp, path)
     return path

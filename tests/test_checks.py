@@ -166,6 +166,9 @@ def test_device_roundtrip_meta_passes_and_keeps_weights() -> None:
     assert_device_roundtrip(make_tiny(), tabular_batch()[0], device="meta")
     assert model.classifier.weight.device.type == "cpu"
     assert torch.equal(model.classifier.weight, before)
+    with torch.device("meta"):  # as models.empty builds it: full size, no weights
+        empty = BertForSequenceClassification(bert_config())
+    assert_device_roundtrip(empty, text_batch(labels=False), device="meta")
 
 
 def test_device_roundtrip_meta_catches_tensor_created_on_cpu() -> None:

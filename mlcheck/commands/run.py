@@ -7,10 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import constants
 from ..errors import EnvironmentProblem, NoTestsCollected, UsageError
 from ..tiers import Tier, format_tiers, parse_tiers
+
+if TYPE_CHECKING:
+    from ..results import RunResults
 
 HELP = "run the tests of the selected tiers and write mlcheck-results/"
 DESCRIPTION = """\
@@ -169,15 +173,24 @@ def _exit_code(pytest_code: int, results_dir: Path) -> int:
         names = {2: "interrupted", 3: "an internal error", 4: "a usage error"}
         raise EnvironmentProblem(f"pytest stopped with {names[pytest_code]} (exit {pytest_code})")
     results = read(results_dir)
-    code = max(results.exit_code(), 1 if pytest_code == 1 else 0)
-    _print_summary(results, results_dir)
-    return code
+    _write_reports(results, results_dir)
+    return max(results.exit_code(), 1 if pytest_code == 1 else 0)
 
 
-def _print_summary(results: object, results_dir: Path) -> None:
-    from ..render import terminal_summary
+def _write_reports(results: RunResults, results_dir: Path) -> None:
+    """report.md, summary.md, durations (for --shard next time), and the terminal summary."""
+    from .. import shard
+    from ..merge import merge_sections
+    from .report import context_from_env, write_outputs
 
-    terminal_summary(results, results_dir=results_dir)  # type: ignore[arg-type]
+    shard.write_durations(shard.durations([results]), results_dir / shard.DURATIONS_FILE)
+    write_outputs(
+        merge_sections([results]),
+        results,
+        results_dir,
+        context_from_env(os.environ),
+        formats={"markdown", "summary", "terminal"},
+    )
 
 
 def _parse_workers(text: str | None) -> int | str | None:

@@ -80,8 +80,9 @@ def failed(nodeid: str, line: int, message: str, **kw: object) -> TestResult:
 
 
 def not_run(nodeid: str, reason: str) -> TestResult:
-    return TestResult(nodeid=nodeid, outcome=Outcome.NOT_RUN, file=nodeid.split("::")[0],
-                      line=1, message=reason)
+    return TestResult(
+        nodeid=nodeid, outcome=Outcome.NOT_RUN, file=nodeid.split("::")[0], line=1, message=reason
+    )
 
 
 def run_info(**kw: object) -> RunInfo:
@@ -120,7 +121,9 @@ def new_failures() -> tuple[RunResults, dict[str, digest.Digest]]:
             "AssertionError: loss did not decrease over 20 steps: 2.31 -> 2.40",
             loss_curve=(2.31, 2.35, 2.33, 2.38, 2.40),
         ),
-        failed("tests/test_nli.py::test_label_order", 30, "AssertionError: class 1 is not entailment"),
+        failed(
+            "tests/test_nli.py::test_label_order", 30, "AssertionError: class 1 is not entailment"
+        ),
         failed(
             "tests/test_real.py::test_minilm_embeds",
             8,
@@ -178,11 +181,17 @@ def merged_shards() -> dict[str, RunResults]:
     """Two fast shards and a GPU job (H100) merged into two sections."""
     shard1 = RunResults(
         run_info(shard="1/2", duration=30.0),
-        (passed("tests/test_a.py::test_one", 3), not_run("tests/test_gpu.py::test_fp16", NOT_RUN_GPU)),
+        (
+            passed("tests/test_a.py::test_one", 3),
+            not_run("tests/test_gpu.py::test_fp16", NOT_RUN_GPU),
+        ),
     )
     shard2 = RunResults(
         run_info(shard="2/2", duration=35.0),
-        (passed("tests/test_b.py::test_two", 4), failed("tests/test_b.py::test_three", 9, "ValueError: bad shape (2, 3)")),
+        (
+            passed("tests/test_b.py::test_two", 4),
+            failed("tests/test_b.py::test_three", 9, "ValueError: bad shape (2, 3)"),
+        ),
     )
     gpu = RunResults(
         run_info(
@@ -208,12 +217,18 @@ def big_suite(n: int, fail_rate: float, seed: int, *, message_chars: int = 200) 
     tests = []
     tb = TRACEBACK * max(1, message_chars // len(TRACEBACK))
     for i in range(n):
-        nodeid = f"tests/pkg{i % 50}/test_mod{i % 997}.py::test_case_{i}[param-{rng.randrange(1000)}]"
+        nodeid = (
+            f"tests/pkg{i % 50}/test_mod{i % 997}.py::test_case_{i}[param-{rng.randrange(1000)}]"
+        )
         r = rng.random()
         if r < fail_rate:
             tests.append(
-                failed(nodeid, 1 + i % 400, f"AssertionError: value {rng.random():.4f} != expected",
-                       traceback=tb)
+                failed(
+                    nodeid,
+                    1 + i % 400,
+                    f"AssertionError: value {rng.random():.4f} != expected",
+                    traceback=tb,
+                )
             )
         elif r < fail_rate + 0.002:
             tests.append(replace(failed(nodeid, 3, "flaky"), outcome=Outcome.FLAKY))

@@ -7,6 +7,8 @@ separates held-out sentences, and that the server answers with the real model.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +17,12 @@ import train_head
 from conftest import LABELS, MODEL_ID
 from textclf import TextClassifier
 
+from mlcheck.cache import locate
 from mlcheck.checks import assert_labels, assert_predicts
+from mlcheck.serving import assert_serves, serve
 
 real = pytest.mark.real_model(MODEL_ID)
+EXAMPLE_ROOT = Path(__file__).resolve().parents[1]
 
 # Canaries: not in the training data, and no human would label them otherwise. The score bound
 # is a probability the head must exceed (the seed's "0.99 = unsafe, not safe" check).
@@ -99,3 +104,17 @@ def test_trained_head_generalises_to_held_out_sentences(
     assert train_head.accuracy(head, held_x, held_labels) == 1.0
     # and the shipped head is the one this training produces
     torch.testing.assert_close(head.weight, real_clf.classifier.weight, atol=1e-4, rtol=1e-3)
+
+
+@real
+def test_server_answers_with_the_real_model() -> None:
+    # What production runs: the command line server, as a subprocess, on the cached folder.
+    folder = locate(MODEL_ID, need="weights").path
+    command = [sys.executable, "-m", "textclf.server", "--port", "{port}", "--model", str(folder)]
+    with serve(command, cwd=EXAMPLE_ROOT, timeout=120) as server:
+        assert_serves(
+            server,
+            [c["text"] for c in CANARIES],
+            [{"label": c["label"], "min_score": c["min_score"]} for c in CANARIES],
+            request_key="texts",
+        )

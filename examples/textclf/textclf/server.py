@@ -11,6 +11,7 @@ a ``head/`` inside it wins over the trained head shipped with the package.
 
 >>> server = make_server(classifier, tokenizer, port=0)  # doctest: +SKIP  (in-process)
 >>> threading.Thread(target=server.serve_forever, daemon=True).start()  # doctest: +SKIP
+>>> with mlcheck.serving.serve(make_handler(classifier, tokenizer)) as s: ...  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -48,13 +49,8 @@ def parse_texts(body: bytes) -> list[str]:
     return texts
 
 
-def make_server(
-    classifier: Any, tokenizer: Any, host: str = "127.0.0.1", port: int = 0
-) -> ThreadingHTTPServer:
-    """An HTTP server (not yet started) answering ``/health`` and ``/predict`` for ``classifier``.
-
-    ``port=0`` picks a free port: read it from ``server.server_address``.
-    """
+def make_handler(classifier: Any, tokenizer: Any) -> type[BaseHTTPRequestHandler]:
+    """The request handler class answering ``/health`` and ``/predict`` for ``classifier``."""
     classifier.eval()
     # one forward pass at a time: torch modules are not meant to be shared across threads
     lock = threading.Lock()
@@ -95,7 +91,15 @@ def make_server(
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: one line per request drowns the test output
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return Handler
+
+
+def make_server(
+    classifier: Any, tokenizer: Any, host: str = "127.0.0.1", port: int = 0
+) -> ThreadingHTTPServer:
+    """An HTTP server (not yet started) for ``classifier``; ``port=0`` picks a free port
+    (read it from ``server.server_address``)."""
+    return ThreadingHTTPServer((host, port), make_handler(classifier, tokenizer))
 
 
 def main(argv: list[str] | None = None) -> int:

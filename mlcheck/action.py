@@ -1,0 +1,387 @@
+"""The GitHub Action: its inputs, what it runs, and what it hands back to the workflow.
+
+``entrypoint.py`` (the Docker action's entry point) calls :func:`main`; the rest of mlcheck
+never reads ``INPUT_*`` variables. One action run:
+
+1. reads the inputs (:class:`Inputs`, from ``INPUT_<NAME>``; inputs with dashes keep them:
+   ``INPUT_GITHUB-TOKEN``) and the event (:mod:`mlcheck.event`), and resolves ``command: auto``
+   and ``tier: auto`` by event;
+2. runs the ``install`` command in the project folder;
+3. runs the mlcheck CLI for the command (``mlcheck run``, ``mlcheck schedule``,
+   ``mlcheck publish``), so the action does nothing the CLI cannot do locally;
+4. after ``run``: writes the outputs (``GITHUB_OUTPUT``), the job summary
+   (``GITHUB_STEP_SUMMARY``), the ``::error`` annotations, and posts the PR comment through
+   ``mlcheck publish`` unless ``comment`` or the token say otherwise;
+5. gives every file it created in the workspace to the workspace's owner (the container runs
+   as root; the runner's user must be able to clean the workspace).
+
+Exit codes: those of the CLI (0 passed, 1 a selected test failed or errored, 2 usage or
+environment), except that ``fail-on: never`` turns 1 into 0. A failed install or a bad input is
+2 whatever ``fail-on`` says: a broken set-up must not look green.
+
+>>> Inputs.from_env({"INPUT_TIER": "fast", "INPUT_GITHUB-TOKEN": "x"}).tier
+'fast'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import constants as C
+from .errors import EnvironmentProblem, MlcheckError, UsageError
+from .event import PUBLISH, RUN, SCHEDULE, Event, load_event
+
+COMMANDS = ("auto", RUN, SCHEDULE, PUBLISH)
+COMMENT_MODES = ("always", "on-failure", "off")
+FAIL_ON = ("failures", "never")
+OUTPUTS = ("passed", "failed", "errors", "not-run", "new-failures", "results-dir", "comment-url")
+
+# Every input of action.yml with the default it has there (GitHub fills defaults in; these
+# apply when the module runs outside Actions). tests/test_consistency.py keeps them in sync.
+INPUT_DEFAULTS: dict[str, str] = {
+    "command": "auto",
+    "tier": "auto",
+    "paths": "",
+    "working-directory": ".",
+    "workers": "",
+    "shard": "",
+    "results-dir": C.DEFAULT_RESULTS_DIR,
+    "github-token": "",
+    "gpu-label": "mlcheck:gpu",
+    "gpu-workflow": "mlcheck-gpu.yml",
+    "comment": "always",
+    "fail-on": "failures",
+    "install": "",
+    "base-digest": "",
+}
+
+
+def input_env_name(name: str) -> str:
+    """The variable GitHub passes an input in: ``github-token`` -> ``INPUT_GITHUB-TOKEN``."""
+    return "INPUT_" + name.replace(" ", "_").upper()
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The action's inputs, validated. Build with :meth:`from_env`."""
+
+    command: str = "auto"
+    tier: str = "auto"
+    paths: tuple[str, ...] = ()
+    working_directory: str = "."
+    workers: str = ""
+    shard: str = ""
+    results_dir: str = C.DEFAULT_RESULTS_DIR
+    github_token: str = ""
+    gpu_label: str = "mlcheck:gpu"
+    gpu_workflow: str = "mlcheck-gpu.yml"
+    comment: str = "always"
+    fail_on: str = "failures"
+    install: str = ""
+    base_digest: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Inputs:
+        """Read ``INPUT_*`` variables; empty values mean the default."""
+        raw = {
+            name: (environ.get(input_env_name(name)) or "").strip() or default
+            for name, default in INPUT_DEFAULTS.items()
+        }
+        _choice("command", raw["command"], COMMANDS)
+        _choice("comment", raw["comment"], COMMENT_MODES)
+        _choice("fail-on", raw["fail-on"], FAIL_ON)
+        return cls(
+            command=raw["command"],
+            tier=raw["tier"],
+            paths=tuple(shlex.split(raw["paths"])),
+            working_directory=raw["working-directory"],
+            workers=raw["workers"],
+            shard=raw["shard"],
+            results_dir=raw["results-dir"],
+            github_token=raw["github-token"],
+            gpu_label=raw["gpu-label"],
+            gpu_workflow=raw["gpu-workflow"],
+            comment=raw["comment"],
+            fail_on=raw["fail-on"],
+            install=raw["install"],
+            base_digest=raw["base-digest"],
+        )
+
+
+def _choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise UsageError(f"input `{name}: {value}`: use one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What this action run does, resolved from the inputs and the event."""
+
+    command: str
+    tier: str
+    workspace: Path  # the repository checkout (GITHUB_WORKSPACE)
+    project: Path  # working-directory, inside the workspace
+    results_dir: Path  # absolute
+
+    def relative(self, path: Path) -> str:
+        """``path`` as the repository sees it (not ``/github/workspace/...``)."""
+        try:
+            return path.resolve().relative_to(self.workspace.resolve()).as_posix() or "."
+        except ValueError:
+            return str(path)
+
+
+def plan(inputs: Inputs, event: Event, environ: Mapping[str, str]) -> Plan:
+    """Resolve ``auto`` and the folders.
+
+    >>> from mlcheck.event import parse_event
+    >>> p = plan(Inputs(), parse_event("schedule", {}, {"GITHUB_REPOSITORY": "o/r"}), {})
+    >>> p.command, p.tier
+    ('run', 'all')
+    """
+    command = event.auto_command if inputs.command == "auto" else inputs.command
+    tier = event.auto_tier if inputs.tier == "auto" else inputs.tier
+    workspace = Path(environ.get("GITHUB_WORKSPACE") or os.getcwd())
+    project = (workspace / inputs.working_directory).resolve()
+    if not project.is_relative_to(workspace.resolve()):
+        raise UsageError(f"working-directory {inputs.working_directory!r} is outside the workspace")
+    if not project.is_dir():
+        raise UsageError(f"working-directory {inputs.working_directory!r} is not a folder")
+    return Plan(command, tier, workspace, project, project / inputs.results_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def cli_args(inputs: Inputs, p: Plan) -> list[str]:
+    """The mlcheck command line for the plan (without the program itself).
+
+    >>> cli_args(Inputs(workers="2", paths=("tests",)), Plan("run", "fast", Path("/w"),
+    ...          Path("/w"), Path("/w/mlcheck-results")))
+    ['run', '--tier', 'fast', '--results-dir', 'mlcheck-results', '--workers', '2', 'tests']
+    """
+    if p.command == RUN:
+        args = ["run", "--tier", p.tier, "--results-dir", inputs.results_dir]
+        if inputs.workers:
+            args += ["--workers", inputs.workers]
+        if inputs.shard:
+            args += ["--shard", inputs.shard]
+        return [*args, *inputs.paths]
+    if p.command == SCHEDULE:
+        return ["schedule", "--label", inputs.gpu_label, "--workflow", inputs.gpu_workflow]
+    return ["publish", "--comment", inputs.comment, *(inputs.paths or (inputs.results_dir,))]
+
+
+def _mlcheck(args: Sequence[str], cwd: Path, env: Mapping[str, str]) -> int:
+    sys.stdout.flush()
+    return subprocess.call([sys.executable, "-m", "mlcheck", *args], cwd=cwd, env=dict(env))
+
+
+def _has_command(name: str) -> bool:
+    from .commands import COMMAND_MODULES
+
+    return any(m.__name__.rsplit(".", 1)[-1] == name for m in COMMAND_MODULES)
+
+
+def run_install(command: str, cwd: Path, env: Mapping[str, str]) -> None:
+    """Run the ``install`` input with bash in the project folder; raise when it fails."""
+    if not command.strip():
+        return
+    print("::group::install", flush=True)
+    try:
+        code = subprocess.call(["bash", "-eo", "pipefail", "-c", command], cwd=cwd, env=dict(env))
+    finally:
+        print("::endgroup::", flush=True)
+    if code != 0:
+        raise EnvironmentProblem(f"the install command failed (exit {code}): {command}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs, summary, annotations
+
+
+def write_outputs(values: Mapping[str, str], environ: Mapping[str, str]) -> None:
+    """Append ``values`` to ``GITHUB_OUTPUT`` (nothing outside Actions)."""
+    path = environ.get("GITHUB_OUTPUT")
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as fh:
+        for name, value in values.items():
+            if "\n" in value:
+                delimiter = f"mlcheck_{uuid.uuid4().hex}"
+                fh.write(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+            else:
+                fh.write(f"{name}={value}\n")
+
+
+def report(p: Plan, inputs: Inputs, event: Event, environ: Mapping[str, str]) -> dict[str, str]:
+    """After ``mlcheck run``: the outputs, plus the job summary and annotations written."""
+    from .commands.report import context_from_env
+    from .digest import classify
+    from .merge import merge_sections
+    from .render import render_annotations, render_summary
+    from .results import Outcome, read
+
+    outputs = {name: "0" for name in OUTPUTS} | {"results-dir": p.relative(p.results_dir)}
+    outputs["comment-url"] = ""
+    if not (p.results_dir / "results.json").exists():
+        return outputs  # the run stopped before writing results (exit 2): nothing to report
+    results = read(p.results_dir)
+    base = Path(p.project / inputs.base_digest) if inputs.base_digest else None
+    ctx = context_from_env(environ, base=base)
+    prefix = p.relative(p.project)
+    ctx = dataclasses.replace(
+        ctx, sha=event.head_sha or ctx.sha, path_prefix="" if prefix == "." else prefix
+    )
+    sections = merge_sections([results])
+    counts = results.counts()
+    new = sum(len(classify(r.tests, ctx.base.get(k)).new) for k, r in sections.items())
+    outputs |= {
+        "passed": str(counts[Outcome.PASSED.value] + counts[Outcome.FLAKY.value]),
+        "failed": str(counts[Outcome.FAILED.value]),
+        "errors": str(counts[Outcome.ERROR.value]),
+        "not-run": str(counts[Outcome.NOT_RUN.value]),
+        "new-failures": str(new),
+    }
+    if summary_path := environ.get("GITHUB_STEP_SUMMARY"):
+        with open(summary_path, "a", encoding="utf-8") as fh:
+            fh.write(render_summary(sections, ctx) + "\n")
+    for line in render_annotations(sections, ctx):
+        print(line)
+    sys.stdout.flush()
+    return outputs
+
+
+def should_comment(inputs: Inputs, event: Event, failed: bool) -> tuple[bool, str]:
+    """Whether the run posts its comment now, and why not when it does not."""
+    if inputs.comment == "off":
+        return False, "comment: off"
+    if inputs.comment == "on-failure" and not failed:
+        return False, "comment: on-failure, and nothing failed"
+    if not inputs.github_token:
+        return False, "no github-token"
+    if event.read_only_token:
+        return False, (
+            "this pull_request run has a read-only token (fork or Dependabot); the "
+            "workflow_run publisher posts the comment from the results artifact"
+        )
+    if event.name == "local":
+        return False, "not running in GitHub Actions"
+    return True, ""
+
+
+def read_output(path: str | None, name: str) -> str:
+    """The last value a step wrote for ``name`` into a ``GITHUB_OUTPUT`` file ("" if none)."""
+    if not path or not os.path.exists(path):
+        return ""
+    value = ""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith(f"{name}<<"):
+            delimiter = line[len(name) + 2 :]
+            end = lines.index(delimiter, i + 1) if delimiter in lines[i + 1 :] else len(lines)
+            value = "\n".join(lines[i + 1 : end])
+            i = end
+        elif line.startswith(f"{name}="):
+            value = line[len(name) + 1 :]
+        i += 1
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# File ownership
+
+
+def give_back(workspace: Path) -> int:
+    """Give what this (root) process created under ``workspace`` to the workspace's owner.
+
+    The Docker action runs as root while the runner's user owns the checkout; without this,
+    the runner cannot clean up root-owned results and caches. Returns how many paths changed.
+    """
+    if os.geteuid() != 0 or not workspace.is_dir():
+        return 0
+    owner = workspace.stat()
+    if owner.st_uid == 0:
+        return 0
+    changed = 0
+    for root, dirs, files in os.walk(workspace):
+        for name in (*dirs, *files):
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+                if st.st_uid == 0:
+                    os.lchown(path, owner.st_uid, owner.st_gid)
+                    changed += 1
+            except OSError:
+                continue  # vanished or not ours to change: leave it
+    return changed
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry
+
+
+def run_action(environ: Mapping[str, str]) -> int:
+    """One action run (see the module docstring); returns the exit code."""
+    inputs = Inputs.from_env(environ)
+    event = load_event(environ)
+    p = plan(inputs, event, environ)
+    env = dict(environ)
+    if inputs.github_token:
+        env[C.ENV_GITHUB_TOKEN] = inputs.github_token
+    # Only the action reads INPUT_*: the CLI gets explicit arguments.
+    env = {k: v for k, v in env.items() if not k.startswith("INPUT_")}
+    print(f"mlcheck: {p.command}" + (f", tier {p.tier}" if p.command == RUN else ""), flush=True)
+    outputs = {name: "0" for name in OUTPUTS} | {
+        "results-dir": p.relative(p.results_dir),
+        "comment-url": "",
+    }
+    try:
+        run_install(inputs.install, p.project, env)
+        if p.command != RUN:
+            if not _has_command(p.command):
+                raise UsageError(f"`mlcheck {p.command}` is not available in this version")
+            code = _mlcheck(cli_args(inputs, p), p.project, env)
+            return code
+        code = _mlcheck(cli_args(inputs, p), p.project, env)
+        outputs = report(p, inputs, event, environ)
+        failed = outputs["failed"] != "0" or outputs["errors"] != "0" or code == 1
+        post, why_not = should_comment(inputs, event, failed)
+        if post and _has_command(PUBLISH):
+            publish = Inputs(**{**dataclasses.asdict(inputs), "paths": (inputs.results_dir,)})
+            args = cli_args(publish, dataclasses.replace(p, command=PUBLISH))
+            if _mlcheck(args, p.project, env) != 0:
+                # A reporting failure never hides the test result (SPEC §7).
+                print("::warning::mlcheck could not post the comment; see the log above")
+            outputs["comment-url"] = read_output(environ.get("GITHUB_OUTPUT"), "comment-url")
+        elif post:
+            print("mlcheck: comment not posted: `mlcheck publish` is not available")
+        else:
+            print(f"mlcheck: comment not posted: {why_not}")
+        if code == 1 and inputs.fail_on == "never":
+            return 0
+        return code
+    finally:
+        write_outputs(outputs, environ)
+        give_back(p.workspace)
+
+
+def main(environ: Mapping[str, str] | None = None) -> int:
+    """The Docker action's entry point (``entrypoint.py``)."""
+    environ = os.environ if environ is None else environ
+    try:
+        return run_action(environ)
+    except MlcheckError as exc:
+        print(f"::error::mlcheck: {exc}", flush=True)
+        return exc.exit_code

@@ -1,0 +1,211 @@
+"""`mlcheck report`: merge result directories and write the report files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cmarkgfm
+import pytest
+
+from mlcheck import digest, results
+from mlcheck.cli import main
+from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _cases():  # type: ignore[no-untyped-def]
+    path = Path(__file__).parent / "golden" / "cases.py"
+    spec = importlib.util.spec_from_file_location("golden_cases", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["golden_cases"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def github_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    summary = tmp_path / "step_summary.md"
+    for key, value in {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_REPOSITORY": "acme/models",
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_SHA": SHA,
+        "GITHUB_RUN_ID": "42",
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "HF_TOKEN": "hf-secret-value-123",
+    }.items():
+        monkeypatch.setenv(key, value)
+    return summary
+
+
+def test_report_merges_shards_and_tiers(
+    tmp_path: Path, github_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = _cases()
+    s1, s2, gpu = tmp_path / "s1", tmp_path / "s2", tmp_path / "gpu"
+    results.write(
+        RunResults(
+            RunInfo(tiers=("fast",), shard="1/2", sha=SHA),
+            (
+                TestResult("tests/a.py::test_1", Outcome.PASSED, file="tests/a.py", line=1),
+                TestResult(
+                    "tests/test_gpu.py::test_fp16", Outcome.NOT_RUN, message="label mlcheck:gpu"
+                ),
+            ),
+        ),
+        s1,
+    )
+    results.write(
+        RunResults(
+            RunInfo(tiers=("fast",), shard="2/2", sha=SHA),
+            (
+                TestResult(
+                    "tests/b.py::test_2",
+                    Outcome.FAILED,
+                    file="tests/b.py",
+                    line=7,
+                    message="AssertionError: token hf-secret-value-123 leaked",
+                    traceback="E   AssertionError",
+                ),
+            ),
+        ),
+        s2,
+    )
+    results.write(cases.merged_shards()["real,gpu"], gpu)
+    out = tmp_path / "out"
+    code = main(["report", str(s1), str(s2), str(gpu), "--out", str(out), "--step-summary"])
+    assert code == 1  # a test failed
+    merged = results.read(out)
+    assert {t.run for t in merged.tests} == {"fast", "real,gpu"}
+    assert not [t for t in merged.tests if t.outcome is Outcome.NOT_RUN]  # ran on the GPU job
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert len(report) <= 60_000 and "hf-secret-value-123" not in report
+    assert set(digest.parse(report)) == {"fast", "real,gpu"}
+    assert set(digest.read(out / "digest.txt")) == {"fast", "real,gpu"}
+    html = cmarkgfm.github_flavored_markdown_to_html(report)
+    assert "https://github.com/acme/models/blob/" + SHA + "/tests/b.py#L7" in html
+    assert "NVIDIA H100" in report
+    assert github_env.read_text(encoding="utf-8").startswith("### ❌")
+    durations = json.loads((out / "durations.json").read_text(encoding="utf-8"))
+    assert "tests/b.py::test_2" in durations
+    stdout = capsys.readouterr().out
+    assert "::error file=tests/b.py,line=7,title=failure%3A tests/b.py%3A%3Atest_2::" in stdout
+    assert "hf-secret-value-123" not in stdout
+
+
+def test_report_with_base_digest_finds_new_failures(
+    tmp_path: Path, github_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tmp_path / "base"
+    results.write(
+        RunResults(RunInfo(sha="f" * 40), (TestResult("t.py::test_x", Outcome.PASSED),)), base
+    )
+    assert main(["report", str(base), "--out", str(base / "out"), "--no-annotations"]) == 0
+    head = tmp_path / "head"
+    results.write(
+        RunResults(RunInfo(sha=SHA), (TestResult("t.py::test_x", Outcome.FAILED, message="x"),)),
+        head,
+    )
+    code = main(
+        [
+            "report",
+            str(head),
+            "--out",
+            str(head / "out"),
+            "--base-digest",
+            str(base / "out" / "report.md"),
+            "--format",
+            "markdown",
+        ]
+    )
+    assert code == 1
+    report = (head / "out" / "report.md").read_text(encoding="utf-8")
+    assert "New failures (1)" in report and "change vs base" in report
+    assert not (head / "out" / "results.json").exists()  # only markdown was asked for
+
+
+def test_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "no results at" in capsys.readouterr().err
+    (tmp_path / "results.json").write_text('{"schema_version": 99}', encoding="utf-8")
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "schema_version 99" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["report"])
+
+
+def _mlcheck(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mlcheck", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_real_shards_with_reruns_setup_errors_and_xdist_merge(tmp_path: Path) -> None:
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_suite.py").write_text(
+        "import os, pytest\n"
+        "@pytest.fixture\n"
+        "def broken_model():\n"
+        "    raise OSError('weights missing for @someone #12')\n"
+        "def test_setup_error(broken_model):\n"
+        "    pass\n"
+        "def test_fails():\n"
+        "    assert 1 == 2, 'numbers differ'\n"
+        "def test_flaky():\n"
+        "    marker = os.path.join(os.path.dirname(__file__), 'flaky-once')\n"
+        "    if not os.path.exists(marker):\n"
+        "        open(marker, 'w').close()\n"
+        "        assert False, 'first attempt fails'\n"
+        "@pytest.mark.parametrize('i', range(8))\n"
+        "def test_ok(i):\n"
+        "    pass\n"
+        "@pytest.mark.gpu\n"
+        "def test_gpu():\n"
+        "    pass\n",
+        encoding="utf-8",
+    )
+    dirs = []
+    for i in (1, 2):
+        out = tmp_path / f"shard{i}"
+        proc = _mlcheck(
+            "run", "tests", "--shard", f"{i}/2", "-n", "2", "--results-dir", str(out),
+            "--", "--reruns", "1", cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+        dirs.append(out)
+    shard_tests = [{t.nodeid for t in results.read(d).tests} for d in dirs]
+    ran = [{n for n in s if "test_gpu" not in n} for s in shard_tests]
+    assert ran[0] and ran[1] and ran[0].isdisjoint(ran[1])
+    merged_dir = tmp_path / "merged"
+    proc = _mlcheck("report", *map(str, dirs), "--out", str(merged_dir), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    merged = results.read(merged_dir)
+    by_name = {t.name: t for t in merged.tests}
+    assert len([n for n in by_name if n.startswith("test_ok")]) == 8
+    assert by_name["test_setup_error"].outcome is Outcome.ERROR
+    assert by_name["test_setup_error"].phase is not None
+    assert by_name["test_setup_error"].phase.value == "setup"
+    assert by_name["test_fails"].outcome is Outcome.FAILED
+    assert by_name["test_flaky"].outcome is Outcome.FLAKY
+    assert by_name["test_gpu"].outcome is Outcome.NOT_RUN
+    report = (merged_dir / "report.md").read_text(encoding="utf-8")
+    assert "Flaky" in report and "error in setup" in report and "Not run (1)" in report
+    # neutralised everywhere GitHub would link them (code blocks are never linked)
+    html = cmarkgfm.github_flavored_markdown_to_html(report)
+    outside_code = re.sub(r"<pre.*?</pre>", "", html, flags=re.S)
+    assert "weights missing for @" in outside_code
+    assert "@someone" not in outside_code and "#12" not in outside_code
+    assert "shard" not in report.split("<!--")[0].lower()  # both shards: a whole section
