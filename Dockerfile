@@ -34,7 +34,11 @@ ENV HF_HOME=/opt/hf \
     PYTHONUNBUFFERED=1 \
     MLCHECK_IMAGE_VARIANT=${VARIANT}
 
+# git: job containers check out with it (actions/checkout falls back to a tarball without).
 RUN set -eu; \
+    if ! command -v git >/dev/null; then \
+      apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*; \
+    fi; \
     useradd --uid 1001 --user-group --create-home --shell /bin/bash mlcheck; \
     mkdir -p "$HF_HOME/hub"; \
     index="$TORCH_INDEX_URL"; \

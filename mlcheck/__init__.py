@@ -31,6 +31,7 @@ _LAZY = {
     "assert_finite": "mlcheck.checks",
     "assert_deterministic": "mlcheck.checks",
     "assert_serves": "mlcheck.serving",
+    "CheckFailed": "mlcheck.errors",
     "serve": "mlcheck.serving",
 }
 

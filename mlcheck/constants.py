@@ -15,8 +15,6 @@ ENV_TIER = "MLCHECK_TIER"
 ENV_SEED = "MLCHECK_SEED"
 # Where `mlcheck run` writes results.json / junit.xml / report.md.
 ENV_RESULTS_DIR = "MLCHECK_RESULTS_DIR"
-# Set by `mlcheck run` in the test process: torch threads per xdist worker.
-ENV_TORCH_THREADS = "MLCHECK_TORCH_THREADS"
 
 # Hugging Face variables we honour (huggingface_hub reads most of them itself at import).
 ENV_HF_HUB_OFFLINE = "HF_HUB_OFFLINE"

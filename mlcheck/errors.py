@@ -36,8 +36,8 @@ class RequirementMissing(MlcheckError):
 class ModelNotCached(RequirementMissing):
     """A model (at a revision) is not in the local cache.
 
-    >>> ModelNotCached("org/name", "abc123")  # doctest: +ELLIPSIS
-    ModelNotCached("'org/name'@abc123 is not in the cache ...")
+    >>> print(ModelNotCached("org/name", "abc123"))  # doctest: +ELLIPSIS
+    'org/name'@abc123 is not in the cache; run `mlcheck cache warm` ...
     """
 
     def __init__(self, model_id: str, revision: str | None = None, detail: str = "") -> None:

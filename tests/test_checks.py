@@ -197,6 +197,13 @@ def test_device_roundtrip_catches_output_left_on_cpu() -> None:
     assert "counts on cpu" in str(failed.value)
 
 
+def test_device_roundtrip_numbers_path_on_cpu() -> None:
+    # the path an accelerator takes (reference outputs, comparison, return trip), run on CPU
+    model = make_bert()
+    assert_device_roundtrip(model, text_batch(labels=False), device="cpu", seed=1)
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
+
 @pytest.mark.skipif(
     torch.cuda.is_available() or torch.backends.mps.is_available(), reason="has an accelerator"
 )
@@ -399,7 +406,7 @@ def safety_model() -> tuple[BertForSequenceClassification, BertTokenizer]:
     labels = torch.tensor([y for _, y in TRAIN])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
-    for _ in range(40):
+    for _ in range(20):
         optimizer.zero_grad()
         model(**enc, labels=labels).loss.backward()
         optimizer.step()

@@ -28,8 +28,8 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 SEED = 0
-STEPS = 400
-LEARNING_RATE = 0.05
+STEPS = 100
+LEARNING_RATE = 0.1
 WEIGHT_DECAY = 1e-4
 
 NEGATIVE, POSITIVE = 0, 1

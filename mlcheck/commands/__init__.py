@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import cache, lock, report, run
+from . import cache, lock, publish, report, run, schedule
 
 # Order is the order in `mlcheck --help`.
-COMMAND_MODULES: list[ModuleType] = [run, lock, cache, report]
+COMMAND_MODULES: list[ModuleType] = [run, lock, cache, report, schedule, publish]

@@ -160,7 +160,6 @@ def _test_env(workers: int | str | None) -> dict[str, str]:
         threads = str(max(1, cpus // n))
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(var, threads)
-        env[constants.ENV_TORCH_THREADS] = threads
     return env
 
 

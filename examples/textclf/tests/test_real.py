@@ -17,7 +17,6 @@ import train_head
 from conftest import LABELS, MODEL_ID
 from textclf import TextClassifier
 
-from mlcheck.cache import locate
 from mlcheck.checks import assert_labels, assert_predicts
 from mlcheck.serving import assert_serves, serve
 
@@ -25,14 +24,15 @@ real = pytest.mark.real_model(MODEL_ID)
 EXAMPLE_ROOT = Path(__file__).resolve().parents[1]
 
 # Canaries: not in the training data, and no human would label them otherwise. The score bound
-# is a probability the head must exceed (the seed's "0.99 = unsafe, not safe" check).
-CANARIES = [
-    {"text": "This is the best movie I have ever seen!", "label": "positive", "min_score": 0.9},
-    {"text": "Absolutely fantastic service, thank you!", "label": "positive", "min_score": 0.9},
-    {"text": "I love it.", "label": "positive", "min_score": 0.9},
-    {"text": "The worst product I ever bought, it broke.", "label": "negative", "min_score": 0.9},
-    {"text": "Horrible. I want my money back.", "label": "negative", "min_score": 0.9},
-    {"text": "I hate it.", "label": "negative", "min_score": 0.9},
+# is a probability the head must exceed (the seed's "0.99 = unsafe, not safe" check); the
+# shipped head gives each of them >= 0.996, so 0.95 fails on a real regression, not on noise.
+CANARIES: list[dict[str, Any]] = [
+    {"text": "This is the best movie I have ever seen!", "label": "positive", "min_score": 0.95},
+    {"text": "Absolutely fantastic service, thank you!", "label": "positive", "min_score": 0.95},
+    {"text": "I love it.", "label": "positive", "min_score": 0.95},
+    {"text": "The worst product I ever bought, it broke.", "label": "negative", "min_score": 0.95},
+    {"text": "Horrible. I want my money back.", "label": "negative", "min_score": 0.95},
+    {"text": "I hate it.", "label": "negative", "min_score": 0.95},
 ]
 
 
@@ -62,7 +62,7 @@ def test_predict_returns_labels_and_confident_scores(
 ) -> None:
     predictions = real_clf.predict([c["text"] for c in CANARIES], real_tokenizer)
     assert [p["label"] for p in predictions] == [c["label"] for c in CANARIES]
-    assert all(p["score"] > 0.9 for p in predictions), predictions
+    assert all(p["score"] >= c["min_score"] for p, c in zip(predictions, CANARIES, strict=True))
 
 
 @real
@@ -107,10 +107,11 @@ def test_trained_head_generalises_to_held_out_sentences(
 
 
 @real
-def test_server_answers_with_the_real_model() -> None:
-    # What production runs: the command line server, as a subprocess, on the cached folder.
-    folder = locate(MODEL_ID, need="weights").path
-    command = [sys.executable, "-m", "textclf.server", "--port", "{port}", "--model", str(folder)]
+def test_server_answers_with_the_real_model(models: Any, tmp_path: Path) -> None:
+    # What production runs: the command-line server, as a subprocess, on a saved model folder.
+    TextClassifier.from_encoder(models.real(MODEL_ID)).save_pretrained(tmp_path)
+    models.tokenizer(MODEL_ID).save_pretrained(tmp_path)
+    command = [sys.executable, "-m", "textclf.server", "--port", "{port}", "--model", str(tmp_path)]
     with serve(command, cwd=EXAMPLE_ROOT, timeout=120) as server:
         assert_serves(
             server,

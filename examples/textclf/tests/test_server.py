@@ -31,6 +31,7 @@ from mlcheck.serving import Server, assert_serves, serve
         (b'{"texts": ["ok", 3]}', 'expected {"texts"'),
         (json.dumps({"texts": ["x"] * 257}).encode(), "at most 256 texts"),
     ],
+    ids=["not-json", "a-list", "wrong-key", "one-string", "not-a-string", "too-many"],
 )
 def test_malformed_requests_are_refused(body: bytes, error: str) -> None:
     with pytest.raises(BadRequest, match=error.replace("[", r"\[").replace("{", r"\{")):

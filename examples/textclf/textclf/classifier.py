@@ -162,11 +162,16 @@ class TextClassifier(nn.Module):
         prefixed = {key: [f"encoder.{k}" for k in keys] for key, keys in info.items()}
         return clf, prefixed
 
+    @property
+    def id2label(self) -> dict[int, str]:
+        """What each class index means (from ``config.id2label``)."""
+        return {int(k): v for k, v in (self.config.id2label or {}).items()}
+
     def save_pretrained(self, path: str | Path) -> None:
         """Write the encoder (``config.json``, ``model.safetensors``) and ``head/`` to ``path``."""
         path = Path(path)
         self.encoder.save_pretrained(path)
-        save_head(self.classifier, self.config.id2label, path / "head")
+        save_head(self.classifier, self.id2label, path / "head")
 
     def train(self, mode: bool = True) -> TextClassifier:
         super().train(mode)
@@ -207,6 +212,7 @@ class TextClassifier(nn.Module):
         """``[{"label": ..., "score": probability}, ...]``, one per text, in order."""
         if isinstance(texts, str):
             raise TypeError("predict takes a list of texts, not one string")
+        id2label = self.id2label
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
@@ -218,7 +224,7 @@ class TextClassifier(nn.Module):
                 probs = self(**batch).logits.float().softmax(dim=-1)
                 scores, indices = probs.max(dim=-1)
                 for score, index in zip(scores.tolist(), indices.tolist(), strict=True):
-                    results.append({"label": self.config.id2label[index], "score": score})
+                    results.append({"label": id2label[index], "score": score})
         finally:
             self.train(was_training)
         return results

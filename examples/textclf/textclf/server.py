@@ -54,7 +54,7 @@ def make_handler(classifier: Any, tokenizer: Any) -> type[BaseHTTPRequestHandler
     classifier.eval()
     # one forward pass at a time: torch modules are not meant to be shared across threads
     lock = threading.Lock()
-    labels = {str(k): v for k, v in classifier.config.id2label.items()}
+    labels = {str(k): v for k, v in classifier.id2label.items()}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

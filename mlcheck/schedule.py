@@ -1,0 +1,245 @@
+"""`mlcheck schedule`: turn a label on a PR into one GPU run, for people allowed to start one.
+
+Runs on ``pull_request_target`` ``labeled`` (the base branch's workflow, with a write token).
+When the label is the GPU label (default ``mlcheck:gpu``):
+
+1. the label is removed, whoever added it: one label = one run, and a refused label does not
+   linger looking accepted;
+2. the sender's permission is read from the API (``GET .../collaborators/{user}/permission``):
+   write, maintain or admin may start GPU runs; read, triage, outsiders and errors may not;
+3. the PR head SHA is pinned from the API (the payload can be older than the PR);
+4. the GPU workflow is dispatched on the default branch with inputs ``sha``, ``pr`` and
+   ``tier`` (all three must be declared by that workflow's ``workflow_dispatch``);
+5. the PR comment's section for that tier says "GPU run scheduled for `abc1234` by @user" with
+   a link to the workflow's runs, or why nothing ran. The GPU run's results replace it.
+
+It never checks out, imports or runs PR code. The safety options (``allow_pickle``,
+``trust_remote_code``) it shows come from the manifest in the **workspace**, which in a
+``pull_request_target`` job is the base branch's checkout (``actions/checkout`` with no
+``ref``); a workspace at the PR's head commit is refused, since that would mean the workflow
+checked out PR code with a write token.
+
+>>> ScheduleOptions().label
+'mlcheck:gpu'
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import quote
+
+from .errors import UsageError
+from .publish import code, resolve_author, tier_key
+from .safety import inline
+from .tiers import DEFAULT_GPU_LABEL
+
+if TYPE_CHECKING:
+    from .event import Event
+    from .github import GitHubClient
+
+DEFAULT_GPU_WORKFLOW = "mlcheck-gpu.yml"
+DEFAULT_GPU_TIER = "real,gpu"
+_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
+
+
+@dataclass(frozen=True)
+class ScheduleOptions:
+    label: str = DEFAULT_GPU_LABEL
+    workflow: str = DEFAULT_GPU_WORKFLOW  # file name (or id) of the GPU workflow
+    tier: str = DEFAULT_GPU_TIER
+    workspace: Path = Path(".")  # the base branch's checkout (pull_request_target)
+    author: str | None = None  # who the sticky comment is by (default: from the token)
+    settle: float = 1.0
+
+
+@dataclass(frozen=True)
+class ScheduleResult:
+    status: Literal["ignored", "dispatched", "refused"]
+    message: str  # one line for the log
+    pr: int | None = None
+    sha: str | None = None
+    section: str | None = None  # the comment section written
+    comment_url: str | None = None
+
+    def outputs(self) -> dict[str, str]:
+        return {
+            "scheduled": "true" if self.status == "dispatched" else "false",
+            "sha": self.sha or "",
+            "comment-url": self.comment_url or "",
+        }
+
+
+@dataclass(frozen=True)
+class SafetyOptions:
+    """Which models the base branch's manifest lets load pickles or run their own code."""
+
+    allow_pickle: tuple[str, ...] = ()
+    trust_remote_code: tuple[str, ...] = ()
+    source: str | None = None  # the manifest file, relative to the workspace
+
+    def describe(self) -> str:
+        def names(ids: tuple[str, ...]) -> str:
+            return ", ".join(inline(i, 100) for i in ids) if ids else "none"
+
+        where = f"`{inline(self.source, 100)}`" if self.source else "no manifest"
+        return (
+            f"Safety options come from the base branch ({where}), never from the PR: "
+            f"allow\\_pickle: {names(self.allow_pickle)} · "
+            f"trust\\_remote\\_code: {names(self.trust_remote_code)}."
+        )
+
+
+def base_safety(workspace: Path, pr_head_sha: str | None = None) -> SafetyOptions:
+    """Safety options from the manifest in ``workspace`` (the base branch's checkout).
+
+    Refuses (:class:`~mlcheck.errors.UsageError`) a workspace whose git HEAD is the PR's head:
+    reading the PR's manifest would let the PR grant itself ``allow_pickle``.
+    """
+    from .manifest import load_manifest
+
+    if pr_head_sha and _git_head(workspace) == pr_head_sha:
+        raise UsageError(
+            f"the workspace {workspace} is the PR's head commit: in pull_request_target "
+            "workflows check out the base branch (actions/checkout with no `ref`), never the PR"
+        )
+    manifest = load_manifest(workspace)
+    models = manifest.models.values()
+    source = None
+    if manifest.source is not None:
+        try:
+            source = str(manifest.source.relative_to(workspace))
+        except ValueError:
+            source = manifest.source.name
+    return SafetyOptions(
+        allow_pickle=tuple(sorted(m.model_id for m in models if m.allow_pickle)),
+        trust_remote_code=tuple(sorted(m.model_id for m in models if m.trust_remote_code)),
+        source=source,
+    )
+
+
+def _git_head(workspace: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(workspace), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def runs_url(event: Event, workflow: str) -> str:
+    """Where the dispatched runs show up (the dispatch API answers 204 with no run id)."""
+    return (
+        f"{event.server_url}/{event.repository}/actions/workflows/{quote(workflow, safe='')}"
+        "?query=event%3Aworkflow_dispatch"
+    )
+
+
+def schedule(
+    event: Event,
+    client: GitHubClient,
+    options: ScheduleOptions = ScheduleOptions(),
+    *,
+    token: str | None = None,
+) -> ScheduleResult:
+    """Handle a ``pull_request_target`` event; see the module docstring for the steps.
+
+    GitHub errors propagate (:class:`~mlcheck.errors.GitHubError`; the CLI exits 3); a refusal
+    is a normal outcome, written to the comment.
+    """
+    from .github import update_sticky_section
+
+    if event.name != "pull_request_target":
+        raise UsageError(
+            f"`mlcheck schedule` handles pull_request_target labeled events, not {event.name}; "
+            "use `command: auto` or `run`/`publish` here"
+        )
+    if event.action != "labeled" or event.label != options.label:
+        what = f"label {event.label!r}" if event.label else f"action {event.action!r}"
+        return ScheduleResult("ignored", f"nothing to do: {what} is not {options.label!r}")
+    pr = event.pr_number
+    sender = event.sender or ""
+    if pr is None or event.pull_request is None:
+        raise UsageError("the pull_request_target payload has no pull_request")
+    key = tier_key(options.tier)
+    repo = event.repository
+    author = resolve_author(client, token, options.author)
+
+    def write(section: str) -> str:
+        done = update_sticky_section(
+            client, repo, pr, key, section, author=author, settle=options.settle
+        )
+        return done.comment.html_url
+
+    client.remove_label(repo, pr, options.label)  # one label = one run, allowed or not
+    refusal = None
+    if not _LOGIN.fullmatch(sender):
+        refusal = "the event names no valid user who added the label"
+    else:
+        permission = client.collaborator_permission(repo, sender)
+        if not permission.can_write:
+            refusal = (
+                f"`{sender}` added {code(options.label)}, but starting GPU runs needs "
+                f"write, maintain or admin permission on this repository (they have "
+                f"`{inline(permission.role_name, 20)}`)"
+            )
+    pull = None
+    if refusal is None:
+        pull = client.get_pull(repo, pr)
+        if pull.state != "open":
+            refusal = f"the PR is {inline(pull.state, 20)}"
+    if refusal is not None or pull is None:
+        reason = refusal or "the PR could not be read"
+        section = (
+            f"### ⛔ GPU run not scheduled · `{key}`\n\n{reason}. The label was removed; "
+            f"a maintainer can add {code(options.label)} again to run the GPU tests "
+            "on this PR."
+        )
+        return ScheduleResult(
+            "refused", f"refused: {reason}", pr=pr, section=key, comment_url=write(section)
+        )
+
+    sha = pull.head_sha  # pinned from the API: the payload may predate a push
+    safety = base_safety(options.workspace, sha)
+    branch = event.default_branch or client.get_repo(repo).default_branch
+    inputs = {"sha": sha, "pr": str(pr), "tier": options.tier}
+    client.dispatch_workflow(repo, options.workflow, branch, inputs)
+    moved = ""
+    if event.pull_request.head_sha != sha:
+        moved = f" (the PR's head when the label was added was `{event.pull_request.head_sha[:7]}`)"
+    section = (
+        f"### ⏳ GPU run scheduled · `{key}`\n\n"
+        f"GPU run scheduled for `{sha[:7]}` by @{sender}{moved}: "
+        f"[{inline(options.workflow, 80)} runs]({runs_url(event, options.workflow)}). "
+        "Its results replace this section.\n\n"
+        f"<sub>{safety.describe()}</sub>"
+    )
+    url = write(section)
+    return ScheduleResult(
+        "dispatched",
+        f"dispatched {options.workflow} on {branch} for {sha[:7]} (PR #{pr}, tier {options.tier})",
+        pr=pr,
+        sha=sha,
+        section=key,
+        comment_url=url,
+    )
+
+
+__all__ = [
+    "DEFAULT_GPU_TIER",
+    "DEFAULT_GPU_WORKFLOW",
+    "SafetyOptions",
+    "ScheduleOptions",
+    "ScheduleResult",
+    "base_safety",
+    "runs_url",
+    "schedule",
+]

@@ -1,0 +1,302 @@
+"""mlcheck.action: inputs, auto resolution, and whole action runs with the real CLI.
+
+The end-to-end cases run ``mlcheck run`` as a real subprocess on a small project written here
+(pure-Python tests: the action's logic does not depend on torch), with real GITHUB_OUTPUT and
+GITHUB_STEP_SUMMARY files and a real event payload.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from mlcheck.action import (
+    INPUT_DEFAULTS,
+    Inputs,
+    cli_args,
+    give_back,
+    input_env_name,
+    main,
+    plan,
+    read_output,
+    should_comment,
+    write_outputs,
+)
+from mlcheck.errors import UsageError
+from mlcheck.event import parse_event
+
+SHA = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
+REPO = {"full_name": "octo-org/ml-app", "default_branch": "main"}
+
+PROJECT_TESTS = """
+import pytest
+
+def test_adds():
+    assert 1 + 1 == 2
+
+def test_breaks():
+    assert [1, 2] == [1, 3], "the head lost a label"
+
+@pytest.mark.real_model("org/model")
+def test_needs_weights():
+    pass
+"""
+
+
+def _pr(number: int, head_repo: str) -> dict[str, object]:
+    return {
+        "number": number,
+        "head": {"sha": SHA, "ref": "feature", "repo": {"full_name": head_repo}},
+        "base": {"sha": "1" * 40, "ref": "main", "repo": {"full_name": REPO["full_name"]}},
+        "user": {"login": "someone"},
+    }
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    project = ws / "proj"
+    (project / "tests").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[tool.pytest.ini_options]\ntestpaths = ['tests']\n")
+    (project / "tests" / "test_things.py").write_text(PROJECT_TESTS)
+    return ws
+
+
+def _environ(ws: Path, event: str, payload: dict[str, object], **inputs: str) -> dict[str, str]:
+    """A GitHub Actions environment for a Docker action run in ``ws``."""
+    event_path = ws.parent / "event.json"
+    event_path.write_text(json.dumps({"repository": REPO, **payload}))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GITHUB_", "INPUT_", "MLCHECK_", "PYTEST_"))
+    }
+    env |= {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_WORKSPACE": str(ws),
+        "GITHUB_EVENT_NAME": event,
+        "GITHUB_EVENT_PATH": str(event_path),
+        "GITHUB_REPOSITORY": REPO["full_name"],
+        "GITHUB_SHA": SHA,
+        "GITHUB_REF": "refs/heads/main",
+        "GITHUB_RUN_ID": "42",
+        "GITHUB_OUTPUT": str(ws.parent / "output.txt"),
+        "GITHUB_STEP_SUMMARY": str(ws.parent / "summary.md"),
+    }
+    env |= {input_env_name(k): v for k, v in INPUT_DEFAULTS.items()}
+    env[input_env_name("github-token")] = ""
+    env |= {input_env_name(k.replace("_", "-")): v for k, v in inputs.items()}
+    return env
+
+
+def _outputs(env: dict[str, str]) -> dict[str, str]:
+    path = env["GITHUB_OUTPUT"]
+    names = ("passed", "failed", "errors", "not-run", "new-failures", "results-dir", "comment-url")
+    return {name: read_output(path, name) for name in names}
+
+
+# --- inputs and resolution
+
+
+def test_inputs_with_dashes_come_from_their_own_variables() -> None:
+    inputs = Inputs.from_env(
+        {
+            "INPUT_GITHUB-TOKEN": "ghs_x",
+            "INPUT_FAIL-ON": "never",
+            "INPUT_PATHS": "tests/unit 'tests/with space'",
+            "INPUT_TIER": "",
+        }
+    )
+    assert inputs.github_token == "ghs_x"
+    assert inputs.fail_on == "never"
+    assert inputs.paths == ("tests/unit", "tests/with space")
+    assert inputs.tier == "auto"  # empty means the default, as GitHub passes unset inputs
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("command", "deploy"), ("comment", "sometimes"), ("fail-on", "errors")]
+)
+def test_invalid_choices_are_usage_errors_naming_the_input(name: str, value: str) -> None:
+    with pytest.raises(UsageError, match=f"`{name}: {value}`"):
+        Inputs.from_env({input_env_name(name): value})
+
+
+@pytest.mark.parametrize(
+    ("event", "payload", "command", "tier"),
+    [
+        ("push", {"after": SHA}, "run", "fast"),
+        ("pull_request", {"action": "opened", "pull_request": _pr(7, "a/fork")}, "run", "fast"),
+        ("schedule", {"schedule": "0 3 * * *"}, "run", "all"),
+        ("workflow_dispatch", {"inputs": {"sha": SHA, "pr": "7", "tier": "gpu"}}, "run", "gpu"),
+        ("workflow_dispatch", {"inputs": {"sha": SHA, "pr": "7"}}, "run", "real,gpu"),
+        (
+            "pull_request_target",
+            {"action": "labeled", "pull_request": _pr(7, "a/b")},
+            "schedule",
+            "real,gpu",
+        ),
+        ("workflow_run", {"workflow_run": {"id": 1, "head_sha": SHA}}, "publish", "fast"),
+    ],
+)
+def test_auto_command_and_tier_follow_the_event(
+    tmp_path: Path, event: str, payload: dict[str, object], command: str, tier: str
+) -> None:
+    ev = parse_event(event, {"repository": REPO, **payload}, {"GITHUB_REPOSITORY": "o/r"})
+    p = plan(Inputs(), ev, {"GITHUB_WORKSPACE": str(tmp_path)})
+    assert (p.command, p.tier) == (command, tier)
+
+
+def test_explicit_inputs_win_over_auto(tmp_path: Path) -> None:
+    ev = parse_event("push", {"after": SHA}, {"GITHUB_REPOSITORY": "o/r"})
+    p = plan(Inputs(command="run", tier="real"), ev, {"GITHUB_WORKSPACE": str(tmp_path)})
+    assert (p.command, p.tier) == ("run", "real")
+
+
+def test_working_directory_must_stay_inside_the_workspace(tmp_path: Path) -> None:
+    ev = parse_event("push", {}, {"GITHUB_REPOSITORY": "o/r"})
+    with pytest.raises(UsageError, match="outside the workspace"):
+        plan(Inputs(working_directory="../elsewhere"), ev, {"GITHUB_WORKSPACE": str(tmp_path)})
+
+
+def test_cli_args_for_each_command(tmp_path: Path) -> None:
+    ev = parse_event("push", {}, {"GITHUB_REPOSITORY": "o/r"})
+    env = {"GITHUB_WORKSPACE": str(tmp_path)}
+    inputs = Inputs(workers="auto", shard="2/4", paths=("tests",))
+    assert cli_args(inputs, plan(inputs, ev, env)) == [
+        "run",
+        "--tier",
+        "fast",
+        "--results-dir",
+        "mlcheck-results",
+        "--workers",
+        "auto",
+        "--shard",
+        "2/4",
+        "tests",
+    ]
+    sched = Inputs(command="schedule", gpu_label="gpu please", gpu_workflow="gpu.yml")
+    assert cli_args(sched, plan(sched, ev, env)) == [
+        "schedule",
+        "--label",
+        "gpu please",
+        "--workflow",
+        "gpu.yml",
+    ]
+    pub = Inputs(command="publish", comment="on-failure")
+    assert cli_args(pub, plan(pub, ev, env))[-1] == "mlcheck-results"
+
+
+def test_comment_is_skipped_with_the_reason() -> None:
+    env = {"GITHUB_REPOSITORY": REPO["full_name"]}
+    fork = parse_event("pull_request", {"pull_request": _pr(3, "someone/fork")}, env)
+    same = parse_event("pull_request", {"pull_request": _pr(3, REPO["full_name"])}, env)
+    token = Inputs(github_token="t")
+    assert should_comment(token, same, failed=False) == (True, "")
+    post, why = should_comment(token, fork, failed=True)
+    assert not post and "read-only token" in why and "workflow_run" in why
+    assert should_comment(Inputs(), same, failed=True) == (False, "no github-token")
+    on_failure = Inputs(github_token="t", comment="on-failure")
+    assert should_comment(on_failure, same, failed=False)[0] is False
+    assert should_comment(on_failure, same, failed=True)[0] is True
+    assert should_comment(Inputs(github_token="t", comment="off"), same, True)[0] is False
+
+
+def test_outputs_file_round_trip_with_multiline_values(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    env = {"GITHUB_OUTPUT": str(path)}
+    write_outputs({"passed": "3", "comment-url": "line one\nline two"}, env)
+    write_outputs({"passed": "4"}, env)
+    assert read_output(str(path), "passed") == "4"  # the last write wins, as in GitHub
+    assert read_output(str(path), "comment-url") == "line one\nline two"
+    assert read_output(str(path), "missing") == ""
+
+
+# --- whole runs (real `mlcheck run` subprocesses)
+
+
+def test_push_run_writes_outputs_summary_and_annotations(
+    workspace: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    env = _environ(workspace, "push", {"after": SHA}, working_directory="proj")
+    code = main(env)
+    out = capfd.readouterr().out
+    assert code == 1  # test_breaks failed
+    assert _outputs(env) == {
+        "passed": "1",
+        "failed": "1",
+        "errors": "0",
+        "not-run": "1",
+        "new-failures": "0",  # no base digest: nothing can be called new
+        "results-dir": "proj/mlcheck-results",  # relative to the repository
+        "comment-url": "",
+    }
+    assert (workspace / "proj" / "mlcheck-results" / "results.json").is_file()
+    summary = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+    assert "test_breaks" in summary and "the head lost a label" in summary
+    # links point into the repository at the pushed commit, through the project's folder
+    assert f"octo-org/ml-app/blob/{SHA}/proj/tests/test_things.py" in summary
+    assert "::error file=proj/tests/test_things.py" in out
+    assert "comment not posted: no github-token" in out
+    assert "/github/workspace" not in out
+
+
+def test_fail_on_never_keeps_the_step_green_and_install_runs_first(
+    workspace: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    env = _environ(
+        workspace,
+        "schedule",
+        {"schedule": "0 3 * * *"},
+        working_directory="proj",
+        fail_on="never",
+        tier="fast",
+        install="echo installed > install-marker.txt",
+    )
+    assert main(env) == 0
+    assert (workspace / "proj" / "install-marker.txt").read_text() == "installed\n"
+    assert _outputs(env)["failed"] == "1"
+    assert "::group::install" in capfd.readouterr().out
+
+
+def test_a_failed_install_fails_the_step_whatever_fail_on_says(
+    workspace: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    env = _environ(
+        workspace,
+        "push",
+        {"after": SHA},
+        working_directory="proj",
+        fail_on="never",
+        install="echo resolving; exit 3",
+    )
+    assert main(env) == 2
+    out = capfd.readouterr().out
+    assert "::error::mlcheck: the install command failed (exit 3)" in out
+    assert _outputs(env)["results-dir"] == "proj/mlcheck-results"  # outputs are still written
+    assert not (workspace / "proj" / "mlcheck-results").exists()  # and no tests ran
+
+
+def test_a_bad_input_is_an_annotated_usage_error(
+    workspace: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    env = _environ(workspace, "push", {"after": SHA}, comment="loud")
+    assert main(env) == 2
+    assert "::error::mlcheck: input `comment: loud`" in capfd.readouterr().out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing files to another uid needs root")
+def test_files_created_in_the_workspace_go_to_its_owner(workspace: Path) -> None:
+    os.chown(workspace, 1234, 2345)
+    (workspace / "proj" / "made-by-root").mkdir()
+    (workspace / "proj" / "made-by-root" / "file").write_text("x")
+    os.symlink("/etc/passwd", workspace / "link")  # the link changes, never its target
+    changed = give_back(workspace)
+    assert changed >= 3
+    for path in (workspace / "proj" / "made-by-root", workspace / "proj" / "made-by-root" / "file"):
+        st = path.stat()
+        assert (st.st_uid, st.st_gid) == (1234, 2345)
+    assert os.lstat(workspace / "link").st_uid == 1234
+    assert Path("/etc/passwd").stat().st_uid == 0

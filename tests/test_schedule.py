@@ -1,0 +1,256 @@
+"""`mlcheck schedule` on pull_request_target labeled events, against the local GitHub server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import cmarkgfm
+import pytest
+from cmarkgfm.cmark import Options
+from github_server import ACTIONS_BOT, GitHubServer, Identity
+
+from mlcheck import results, sticky
+from mlcheck.cli import main
+from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
+from mlcheck.schedule import base_safety
+
+EVENTS = Path(__file__).parent / "data" / "events"
+REPO = "octo-org/ml-app"
+HEAD = "6dcb09b5b57875f334f61aebed695e2e4193db5e"  # the PR head in the labeled payload
+PUSHED = "c" * 40  # the PR head by the time the scheduler reads it
+PR = 17
+GPU = "real,gpu"
+FAST_OPTS = ["--settle", "0", "--backoff", "0.001", "--max-wait", "1", "--retries", "3"]
+
+REMOVE_LABEL = "DELETE /repos/{owner}/{repo}/issues/{issue_number}/labels/{name}"
+PERMISSION = "GET /repos/{owner}/{repo}/collaborators/{username}/permission"
+DISPATCH = "POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches"
+
+
+@pytest.fixture
+def server(gh: GitHubServer) -> GitHubServer:
+    gh.state.owner, gh.state.name = "octo-org", "ml-app"
+    gh.state.next_number = PR
+    gh.state.add_pull(
+        head_sha=PUSHED, head_ref="swap-head", head_repo="mallory/ml-app", labels=["mlcheck:gpu"]
+    )
+    return gh
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """The base branch's checkout, with a manifest that allows pickles for one model."""
+    ws = tmp_path / "base"
+    ws.mkdir()
+    (ws / "pyproject.toml").write_text(
+        "[tool.mlcheck.models]\n"
+        '"org/legacy-bin" = { revision = "main", needs = "weights", allow_pickle = true }\n'
+        '"org/safe" = { revision = "main" }\n'
+    )
+    return ws
+
+
+@pytest.fixture
+def labeled(
+    server: GitHubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workspace: Path
+) -> Path:
+    """The Actions environment of the scheduler job; returns the GITHUB_OUTPUT file."""
+    for key in list(os.environ):
+        if key.startswith(("GITHUB_", "INPUT_")) or key == "GH_TOKEN":
+            monkeypatch.delenv(key)
+    output = tmp_path / "github_output"
+    for key, value in {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": "pull_request_target",
+        "GITHUB_EVENT_PATH": str(EVENTS / "pull_request_target_labeled.json"),
+        "GITHUB_REPOSITORY": REPO,
+        "GITHUB_SHA": "9049f1265b7d61be4a8904a9a27120d2064dab3b",
+        "GITHUB_REF": "refs/heads/main",
+        "GITHUB_SERVER_URL": "https://github.localhost",
+        "GITHUB_API_URL": server.url,
+        "GITHUB_TOKEN": server.token,
+        "GITHUB_OUTPUT": str(output),
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(workspace)
+    return output
+
+
+def run_schedule(gh: GitHubServer, *args: str) -> tuple[int, int]:
+    """Exit code and the number of API requests it made."""
+    before = gh.count()
+    code = main(["schedule", *args, *FAST_OPTS])
+    return code, gh.count() - before
+
+
+def gpu_section(gh: GitHubServer) -> str:
+    found = [
+        c
+        for c in gh.state.comments_on(PR)
+        if c["user"] == ACTIONS_BOT and sticky.is_sticky(str(c["body"]))
+    ]
+    assert len(found) == 1
+    return sticky.parse_sections(str(found[0]["body"]))[GPU]
+
+
+def outputs(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines())
+
+
+@pytest.mark.parametrize("role", ["write", "maintain", "admin"])
+def test_maintainer_label_dispatches_the_pinned_head(
+    server: GitHubServer, labeled: Path, role: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.state.collaborators["mona"] = role
+    code, requests = run_schedule(server)
+    assert code == 0
+    assert server.state.removed_labels == [(PR, "mlcheck:gpu")]
+    # The head is pinned from the API (PUSHED), not from the older payload (HEAD).
+    assert server.state.dispatches == [
+        {
+            "workflow": "mlcheck-gpu.yml",
+            "ref": "main",
+            "inputs": {"sha": PUSHED, "pr": str(PR), "tier": GPU},
+            "by": ACTIONS_BOT,
+        }
+    ]
+    text = gpu_section(server)
+    assert f"GPU run scheduled for `{PUSHED[:7]}` by @mona" in text
+    page = cmarkgfm.github_flavored_markdown_to_html(text, options=Options.CMARK_OPT_UNSAFE)
+    assert (
+        'href="https://github.localhost/octo-org/ml-app/actions/workflows/mlcheck-gpu.yml'
+        "?query=event%3Aworkflow_dispatch" in page
+    )
+    assert "org/legacy-bin" in text and "allow\\_pickle" in text  # from the base manifest
+    assert outputs(labeled) == {
+        "scheduled": "true",
+        "sha": PUSHED,
+        "comment-url": outputs(labeled)["comment-url"],
+    }
+    assert f"for {PUSHED[:7]}" in capsys.readouterr().out
+    # remove label, permission, PR, dispatch, then list + create + list for the comment
+    assert requests == 7
+    print(f"\nschedule, dispatched: {requests} requests")
+
+
+@pytest.mark.parametrize("role", ["read", "triage", None])
+def test_outsider_label_is_removed_and_nothing_runs(
+    server: GitHubServer, labeled: Path, role: str | None
+) -> None:
+    if role:
+        server.state.collaborators["mona"] = role
+    code, requests = run_schedule(server)
+    assert code == 0
+    assert server.state.removed_labels == [(PR, "mlcheck:gpu")]
+    assert server.state.dispatches == []
+    text = gpu_section(server)
+    assert "GPU run not scheduled" in text
+    assert f"they have `{role or 'read'}`" in text  # strangers read a public repository
+    assert "write, maintain or admin" in text
+    assert outputs(labeled)["scheduled"] == "false"
+    assert requests == 5  # remove label, permission, list + create + list
+    print(f"\nschedule, refused: {requests} requests")
+
+
+def test_private_repository_stranger_is_refused(server: GitHubServer, labeled: Path) -> None:
+    server.state.private = True
+    assert run_schedule(server)[0] == 0
+    assert server.state.dispatches == [] and "they have `none`" in gpu_section(server)
+
+
+def test_a_different_label_does_nothing(
+    server: GitHubServer, labeled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = json.loads((EVENTS / "pull_request_target_labeled.json").read_text())
+    payload["label"]["name"] = "bug"
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(payload))
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(path))
+    server.state.collaborators["mona"] = "admin"
+    assert run_schedule(server) == (0, 0)
+    assert server.state.removed_labels == [] and server.state.dispatches == []
+    assert not server.state.comments
+    # A configured label other than the default is honoured.
+    code, _ = run_schedule(server, "--label", "bug", "--tier", "gpu")
+    assert code == 0 and server.state.dispatches[0]["inputs"]["tier"] == "gpu"
+
+
+def test_closed_pr_is_refused(server: GitHubServer, labeled: Path) -> None:
+    server.state.collaborators["mona"] = "write"
+    server.state.issues[PR]["state"] = "closed"
+    assert run_schedule(server)[0] == 0
+    assert server.state.dispatches == [] and "the PR is closed" in gpu_section(server)
+
+
+def test_missing_actions_permission_exits_3_and_names_it(
+    server: GitHubServer,
+    labeled: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    token = server.add_token(
+        "ghs_noActionsTOKEN0123", Identity(ACTIONS_BOT, write=frozenset({"pull_requests"}))
+    )
+    monkeypatch.setenv("GITHUB_TOKEN", token)
+    server.state.collaborators["mona"] = "write"
+    assert run_schedule(server)[0] == 3
+    err = capsys.readouterr()
+    assert "actions: write" in err.err and token not in err.out + err.err
+    assert server.state.removed_labels == [(PR, "mlcheck:gpu")]  # one label = one try
+    assert outputs(labeled)["scheduled"] == "false"
+
+
+def test_other_events_are_a_usage_error(
+    server: GitHubServer, labeled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_EVENT_NAME", "pull_request")
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(EVENTS / "pull_request.json"))
+    assert run_schedule(server) == (2, 0)
+
+
+def test_safety_options_come_from_the_base_checkout_never_the_pr(
+    workspace: Path, tmp_path: Path
+) -> None:
+    safety = base_safety(workspace)
+    assert safety.allow_pickle == ("org/legacy-bin",) and safety.trust_remote_code == ()
+    assert safety.source == "pyproject.toml"
+    # A workspace at the PR's head means the workflow checked out PR code: refused.
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(workspace)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "pr"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    from mlcheck.errors import UsageError
+
+    with pytest.raises(UsageError, match="never the PR"):
+        base_safety(workspace, head)
+    assert base_safety(workspace, "0" * 40).allow_pickle == ("org/legacy-bin",)
+
+
+def test_label_to_results_end_to_end_with_a_moved_head(
+    server: GitHubServer, labeled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Label -> dispatch -> the GPU job's results published; the PR moved meanwhile."""
+    server.state.collaborators["mona"] = "maintain"
+    assert run_schedule(server)[0] == 0
+    inputs = server.state.dispatches[0]["inputs"]
+    assert "scheduled" in gpu_section(server)
+
+    server.state.pulls[PR]["head_sha"] = "d" * 40  # pushed while the GPU job ran
+    payload = {"inputs": inputs, "ref": "refs/heads/main", "repository": {"full_name": REPO}}
+    event = tmp_path / "dispatch.json"
+    event.write_text(json.dumps(payload))
+    monkeypatch.setenv("GITHUB_EVENT_NAME", "workflow_dispatch")
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(event))
+    out = tmp_path / "gpu-results"
+    gpu_test = TestResult("tests/test_gpu.py::test_cuda", Outcome.PASSED, tier="gpu")
+    results.write(RunResults(RunInfo(tiers=("real", "gpu"), sha=inputs["sha"]), (gpu_test,)), out)
+    assert main(["publish", str(out), *FAST_OPTS]) == 0
+    text = gpu_section(server)
+    assert "GPU run scheduled" not in text and "1 passed" in text
+    assert f"results are for `{PUSHED[:7]}`" in text and "moved to `ddddddd`" in text
