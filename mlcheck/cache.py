@@ -30,7 +30,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from .constants import hf_hub_cache
+from .constants import env_safety_manifest, hf_hub_cache
 from .errors import CacheCorrupted, HubError, ManifestError, ModelNotCached, UsageError
 from .lock import (
     Lock,
@@ -110,17 +110,27 @@ def locate(
         local = _locate_locked(entry, need, cache)
     else:
         local = _locate_in_hf_cache(model_id, revision or (spec.revision if spec else None), cache)
-    if spec is not None:
+    safety = _safety_spec(model_id, spec)
+    if safety is not None:
         local = LocalModel(
             model_id=local.model_id,
             revision=local.revision,
             path=local.path,
-            allow_pickle=spec.allow_pickle,
-            trust_remote_code=spec.trust_remote_code,
+            allow_pickle=safety.allow_pickle,
+            trust_remote_code=safety.trust_remote_code,
         )
     if need == "weights" and not local.has_weights():
         raise ModelNotCached(model_id, local.revision, "config is cached but weights are not")
     return local
+
+
+def _safety_spec(model_id: str, spec: ModelSpec | None) -> ModelSpec | None:
+    """Where allow_pickle / trust_remote_code come from: the trusted manifest when one is set
+    (``MLCHECK_SAFETY_MANIFEST``; a model it does not name gets neither), else the project's."""
+    trusted = env_safety_manifest()
+    if trusted is None:
+        return spec
+    return load_manifest(trusted).model(model_id)
 
 
 def _project(root: Path | None) -> tuple[Manifest | None, Lock | None]:

@@ -23,6 +23,11 @@ ENV_HF_HOME = "HF_HOME"
 ENV_HF_TOKEN = "HF_TOKEN"
 ENV_HF_ENDPOINT = "HF_ENDPOINT"
 
+# A folder whose manifest (pyproject.toml / mlcheck.toml) is trusted for safety options
+# (allow_pickle, trust_remote_code) instead of the project's own: GPU jobs of pull requests
+# point it at the base branch's manifest, so a PR cannot allow pickle for itself.
+ENV_SAFETY_MANIFEST = "MLCHECK_SAFETY_MANIFEST"
+
 DEFAULT_TIER = "fast"
 DEFAULT_SEED = 0
 DEFAULT_RESULTS_DIR = "mlcheck-results"
@@ -72,3 +77,8 @@ ENV_DURATIONS = "MLCHECK_DURATIONS"
 
 def env_durations() -> str | None:
     return os.environ.get(ENV_DURATIONS) or None
+
+
+def env_safety_manifest() -> Path | None:
+    raw = os.environ.get(ENV_SAFETY_MANIFEST)
+    return Path(raw).expanduser() if raw else None

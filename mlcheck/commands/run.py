@@ -73,6 +73,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="skip selected tests whose weights or accelerator are missing (local use)",
     )
     parser.add_argument(
+        "--safety-manifest",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="take allow_pickle / trust_remote_code from the manifest in DIR (the base "
+        "branch's, for pull-request code) instead of the project's own",
+    )
+    parser.add_argument(
         "--no-warm",
         action="store_true",
         help="never fetch missing locked model files before the run (fully offline)",
@@ -122,7 +130,12 @@ def handle(args: argparse.Namespace) -> int:
         command += ["-p", "mlcheck.plugin", "-p", "xdist.plugin"]
     command += extra
 
-    code = subprocess.call(command, env=_test_env(workers))
+    env = _test_env(workers)
+    if args.safety_manifest is not None:
+        if not args.safety_manifest.is_dir():
+            raise UsageError(f"--safety-manifest {args.safety_manifest}: not a folder")
+        env[constants.ENV_SAFETY_MANIFEST] = str(args.safety_manifest.resolve())
+    code = subprocess.call(command, env=env)
     return _exit_code(code, results_dir)
 
 
