@@ -1,11 +1,13 @@
 """What does having mlcheck installed cost a suite with no ML in it? (not a test)
 
-Generates a 300-test plain-Python suite in a temporary folder and times ``pytest`` on it, as a
-fresh process each time, with the plugin disabled (``-p no:mlcheck``, as if not installed) and
-enabled, alternating runs so that machine noise hits both alike. Reports medians and the ratio.
+Generates a plain-Python suite (300 tests by default) in a temporary folder and times
+``pytest`` on it, as a fresh process each time, with the plugin disabled (``-p no:mlcheck``, as
+if not installed), enabled, and (``--results``) enabled and writing ``results.json``,
+alternating runs so that machine noise hits all alike. Reports medians and the ratios.
 Usage::
 
     python bench/plugin_overhead.py [--repeat 7] [--json bench/out/plugin_overhead.json]
+    python bench/plugin_overhead.py --tests 2010 --results    # results-writing overhead
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ from pathlib import Path
 
 TARGET_OVERHEAD = 0.05  # reported, never asserted
 
-FILES = 10
-TESTS_PER_FILE = 30  # 10 x 30 = 300 tests
+TESTS_PER_FILE = 30
 
 TEMPLATE = """\
 import json
@@ -61,17 +62,17 @@ METHOD = """\
 """
 
 
-def write_suite(root: Path) -> int:
+def write_suite(root: Path, files: int) -> int:
     """Write the suite; returns how many tests it holds."""
     params, slug_reps = 10, 3  # 10 + 12 parametrized tests per file
     methods = TESTS_PER_FILE - params - 4 * slug_reps
-    for i in range(FILES):
+    for i in range(files):
         body = TEMPLATE.format(i=i, params=params, slug_reps=slug_reps)
         body += "".join(METHOD.format(j=j) for j in range(methods))
         (root / f"test_plain_{i}.py").write_text(body)
     # an empty config file pins the rootdir here, away from any surrounding project's settings
     (root / "pytest.ini").write_text("[pytest]\n")
-    return FILES * TESTS_PER_FILE
+    return files * TESTS_PER_FILE
 
 
 def _children_cpu_s() -> float:
@@ -79,17 +80,23 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_pytest(root: Path, enabled: bool) -> tuple[float, float]:
+VARIANTS = ("without", "with", "with+results")
+
+
+def run_pytest(root: Path, variant: str, count: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one pytest process; CPU time suffers less from a busy
     machine than wall time does."""
+    enabled = variant != "without"
     args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root)]
     if not enabled:
         args[3:3] = ["-p", "no:mlcheck"]
+    if variant == "with+results":
+        args.append(f"--mlcheck-results={root / 'results'}")
     cpu = _children_cpu_s()
     start = time.perf_counter()
     out = subprocess.run(args, cwd=root, capture_output=True, text=True)
     elapsed = time.perf_counter() - start, _children_cpu_s() - cpu
-    if out.returncode != 0 or f"{FILES * TESTS_PER_FILE} passed" not in out.stdout:
+    if out.returncode != 0 or f"{count} passed" not in out.stdout:
         raise SystemExit(f"pytest failed (plugin enabled={enabled}):\n{out.stdout}\n{out.stderr}")
     if enabled != ("mlcheck" in out.stdout):  # the plugin prints its tier line when loaded
         raise SystemExit(f"plugin enabled={enabled} but its output says otherwise:\n{out.stdout}")
@@ -99,37 +106,40 @@ def run_pytest(root: Path, enabled: bool) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="pytest time with and without mlcheck")
     parser.add_argument("--repeat", type=int, default=7, help="runs of each (default 7)")
+    parser.add_argument("--tests", type=int, default=300, help="suite size, rounded to 30s")
+    parser.add_argument(
+        "--results", action="store_true", help="also time the plugin writing results.json"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    variants = VARIANTS if args.results else VARIANTS[:2]
 
+    times: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="plain-suite-") as tmp:
         root = Path(tmp)
-        count = write_suite(root)
-        run_pytest(root, True)  # warm the file system cache and bytecode for both variants
-        run_pytest(root, False)
-        without: list[tuple[float, float]] = []
-        with_plugin: list[tuple[float, float]] = []
+        count = write_suite(root, max(1, round(args.tests / TESTS_PER_FILE)))
+        for variant in variants:  # warm the file system cache and bytecode for all variants
+            run_pytest(root, variant, count)
         for _ in range(args.repeat):
-            without.append(run_pytest(root, False))
-            with_plugin.append(run_pytest(root, True))
+            for variant in variants:
+                times[variant].append(run_pytest(root, variant, count))
 
     result: dict[str, object] = {"tests": count, "repeat": args.repeat}
     print(f"{count} tests, {args.repeat} runs each (medians):")
     for index, clock in enumerate(("wall", "cpu")):
-        base = statistics.median(t[index] for t in without)
-        plugin = statistics.median(t[index] for t in with_plugin)
-        result[clock] = {
-            "without_s": [t[index] for t in without],
-            "with_s": [t[index] for t in with_plugin],
-            "median_without_s": base,
-            "median_with_s": plugin,
-            "ratio": plugin / base,
-        }
-        print(
-            f"  {clock:4s}: without mlcheck {base:.3f} s, with mlcheck {plugin:.3f} s -> ratio "
-            f"{plugin / base:.3f} ({100 * (plugin / base - 1):+.1f}%, "
-            f"target <= +{100 * TARGET_OVERHEAD:.0f}%)"
-        )
+        base = statistics.median(t[index] for t in times["without"])
+        entry: dict[str, object] = {"median_without_s": base}
+        line = f"  {clock:4s}: without mlcheck {base:.3f} s"
+        for variant in variants[1:]:
+            median = statistics.median(t[index] for t in times[variant])
+            entry[variant] = {
+                "runs_s": [t[index] for t in times[variant]],
+                "median_s": median,
+                "ratio": median / base,
+            }
+            line += f"; {variant} {median:.3f} s ({100 * (median / base - 1):+.1f}%)"
+        result[clock] = entry
+        print(line + f"  [target <= +{100 * TARGET_OVERHEAD:.0f}%]")
     result["target_overhead"] = TARGET_OVERHEAD
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -140,10 +140,16 @@ class MlcheckState:
         for marker, tier in self.marker_map.items():
             config.addinivalue_line("markers", f"{marker}: tier {tier} ([tool.mlcheck] markers)")
         self.is_worker = hasattr(config, "workerinput")
+        # Only the process that writes results.json builds them (the xdist controller, or the
+        # single process); the terminal summary also needs them under xdist.
+        self.records = not self.is_worker and (
+            self.results_dir is not None or _xdist_controller(config)
+        )
         self.builder = ResultsBuilder()
         self.started = time.time()
         self.selected: Counter[str] = Counter()
-        self.not_run: Counter[str] = Counter()
+        self.not_run: Counter[str] = Counter()  # per tier
+        self.not_run_reasons: Counter[str] = Counter()
 
     # -- collection ---------------------------------------------------------------------------
 
@@ -164,6 +170,7 @@ class MlcheckState:
                 # A skip marker, so plain pytest shows the reason too and no fixture runs.
                 item.add_marker(pytest.mark.skip(reason=f"not run: {reason}"))
                 self.not_run[needs.tier] += 1
+                self.not_run_reasons[reason] += 1
 
     def pytest_report_collectionfinish(self) -> str:
         selected = sum(self.selected.values())
@@ -174,7 +181,7 @@ class MlcheckState:
         return line
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        if report.failed and not self.is_worker:
+        if report.failed and self.records:
             self.builder.collection_error(
                 nodeid=report.nodeid or ".",
                 message=_one_line(report.longreprtext),
@@ -232,7 +239,7 @@ class MlcheckState:
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self.is_worker:
+        if not self.records:
             return
         facts: dict[str, Any] = getattr(report, "mlcheck_facts", None) or {}
         path, line0, _ = report.location
@@ -252,18 +259,19 @@ class MlcheckState:
     # -- reporting ----------------------------------------------------------------------------
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.is_worker or not self.not_run:
-            return
-        reasons: Counter[str] = Counter(
+        # Under xdist the controller collects nothing: its counts come from the reports.
+        reasons = self.not_run_reasons or Counter(
             t.message for t in self.builder.build() if t.outcome.value == "not_run"
         )
+        if self.is_worker or not reasons:
+            return
         terminalreporter.section("mlcheck: not run", sep="-")
         for reason, count in reasons.most_common():
             terminalreporter.line(f"{count:5d} {reason}")
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.is_worker or self.results_dir is None:
+        if not self.records or self.results_dir is None:
             return
         results = RunResults(run=self._run_info(int(exitstatus)), tests=self.builder.build())
         write_results(results, self.results_dir)
@@ -326,6 +334,11 @@ def _weights_problem(model_id: str, root: Path) -> str | None:
     except ModelNotCached as exc:
         return str(exc)
     return None
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    workers = getattr(config.option, "numprocesses", None)
+    return bool(workers) and getattr(config.option, "dist", "no") != "no"
 
 
 def _seed_everything(seed: int) -> None:
