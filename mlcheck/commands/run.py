@@ -60,6 +60,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--shard", default=None, metavar="I/N", help="run shard I of N (1-based)")
     parser.add_argument(
+        "--durations",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="recorded durations that balance --shard (a previous run's durations.json; "
+        "default $MLCHECK_DURATIONS or .test_durations; none: split by count)",
+    )
+    parser.add_argument(
         "--results-dir",
         type=Path,
         default=Path(os.environ.get(constants.ENV_RESULTS_DIR, constants.DEFAULT_RESULTS_DIR)),
@@ -125,7 +133,7 @@ def handle(args: argparse.Namespace) -> int:
     if workers is not None:
         command += ["-n", str(workers)]
     if shard is not None:
-        command += shard_args(shard, paths)
+        command += shard_args(shard, paths, args.durations)
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         command += ["-p", "mlcheck.plugin", "-p", "xdist.plugin"]
     command += extra
@@ -227,7 +235,8 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
     return index, total
 
 
-def shard_args(shard: tuple[int, int], paths: list[Path]) -> list[str]:
+def shard_args(shard: tuple[int, int], paths: list[Path], durations: Path | None) -> list[str]:
     from ..shard import pytest_args
 
-    return [f"--mlcheck-shard={shard[0]}/{shard[1]}", *pytest_args(shard[0], shard[1], paths)]
+    selection = pytest_args(shard[0], shard[1], paths, durations)
+    return [f"--mlcheck-shard={shard[0]}/{shard[1]}", *selection]

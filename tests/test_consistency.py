@@ -1,0 +1,160 @@
+"""Meta-tests that keep action.yml, the action module, the README and the workflows in sync."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlcheck import action
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW_FILES = sorted(
+    [
+        *(ROOT / ".github" / "workflows").glob("*.yml"),
+        *(ROOT / "examples" / "workflows").glob("*.yml"),
+    ]
+)
+# `uses:` values that mean this action: the published one, or the repository itself.
+OUR_ACTION = re.compile(r"^(\./?|[\w.-]+/mlcheck@[\w.-]+)$")
+
+
+def _yaml(path: Path) -> Any:
+    # YAML 1.1 reads a bare `on:` key as True; GitHub reads it as "on".
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and True in data:
+        data["on"] = data.pop(True)
+    return data
+
+
+@pytest.fixture(scope="module")
+def action_yml() -> dict[str, Any]:
+    data: dict[str, Any] = _yaml(ROOT / "action.yml")
+    return data
+
+
+def test_action_yml_inputs_are_exactly_what_the_action_module_reads(
+    action_yml: dict[str, Any],
+) -> None:
+    inputs = action_yml["inputs"]
+    assert set(inputs) == set(action.INPUT_DEFAULTS)
+    for name, spec in inputs.items():
+        assert spec.get("description", "").strip(), f"input {name} has no description"
+        default = str(spec.get("default", ""))
+        if name == "github-token":
+            assert default == "${{ github.token }}"
+        else:
+            assert default == action.INPUT_DEFAULTS[name], name
+
+
+def test_action_yml_outputs_are_exactly_what_the_action_writes(
+    action_yml: dict[str, Any],
+) -> None:
+    outputs = action_yml["outputs"]
+    assert set(outputs) == set(action.OUTPUTS)
+    assert all(spec["description"].strip() for spec in outputs.values())
+
+
+def test_spec_inputs_are_all_there(action_yml: dict[str, Any]) -> None:
+    spec_inputs = {"command", "tier", "paths", "workers", "shard", "github-token", "gpu-label"}
+    spec_inputs |= {"gpu-workflow", "comment", "fail-on", "install"}
+    assert spec_inputs <= set(action_yml["inputs"])
+
+
+def test_every_input_and_output_is_documented_in_the_readme(action_yml: dict[str, Any]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [n for n in [*action_yml["inputs"], *action_yml["outputs"]] if f"`{n}`" not in readme]
+    assert not missing, f"README.md does not document: {', '.join(missing)}"
+
+
+def test_action_is_a_docker_action_run_by_the_entrypoint_shim(action_yml: dict[str, Any]) -> None:
+    runs = action_yml["runs"]
+    assert runs["using"] == "docker"
+    assert runs["image"] == "Dockerfile"  # the release workflow pins the published image
+    assert runs["entrypoint"] == "/opt/mlcheck/entrypoint.py"
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "COPY entrypoint.py /opt/mlcheck/entrypoint.py" in dockerfile
+    shim = (ROOT / "entrypoint.py").read_text(encoding="utf-8")
+    assert "from mlcheck.action import main" in shim
+    # the entrypoint reads no input itself: everything goes through mlcheck.action
+    assert "os.environ" not in shim and "getenv" not in shim
+
+
+def test_dockerfile_follows_githubs_rules_for_docker_actions() -> None:
+    lines = (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+    instructions = {line.split()[0] for line in lines if line and not line[0].isspace()}
+    assert "USER" not in instructions and "WORKDIR" not in instructions
+    assert not any(re.match(r"ENV .*HF_HUB_OFFLINE", line) for line in lines)
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_workflows_parse_and_use_only_existing_inputs(
+    path: Path, action_yml: dict[str, Any]
+) -> None:
+    workflow = _yaml(path)
+    assert workflow.get("on"), f"{path.name}: no triggers"
+    assert "permissions" in workflow, f"{path.name}: set permissions explicitly"
+    for job_name, job in workflow["jobs"].items():
+        assert "runs-on" in job, f"{path.name}: job {job_name} has no runs-on"
+        for step in job.get("steps", []):
+            uses = step.get("uses", "")
+            if OUR_ACTION.match(uses):
+                unknown = set(step.get("with", {})) - set(action_yml["inputs"])
+                assert not unknown, f"{path.name}: {job_name} passes unknown inputs {unknown}"
+                for value in step.get("with", {}).values():
+                    for ref in re.findall(r"steps\.\w+\.outputs\.([\w-]+)", str(value)):
+                        assert ref in action_yml["outputs"], ref
+            for ref in re.findall(r"steps\.mlcheck\.outputs\.([\w-]+)", str(step)):
+                assert ref in action_yml["outputs"], f"{path.name}: no output {ref}"
+
+
+def _workflow(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = _yaml(ROOT / "examples" / "workflows" / name)
+    return data
+
+
+def test_gpu_workflow_is_dispatchable_and_runs_pr_code_without_write_access() -> None:
+    gpu = _workflow("mlcheck-gpu.yml")
+    inputs = gpu["on"]["workflow_dispatch"]["inputs"]
+    assert {"sha", "pr", "tier"} <= set(inputs)  # what `mlcheck schedule` dispatches
+    assert gpu["permissions"] == {"contents": "read"}
+    assert "cancel-in-progress" in gpu["concurrency"]
+    job = gpu["jobs"]["gpu"]
+    assert job["permissions"] == {"contents": "read"}
+    assert "timeout-minutes" in job
+    assert "--gpus all" in job["container"]["options"]  # default, overridable by a variable
+    assert "vars." in job["container"]["options"] and "vars." in job["runs-on"]
+    checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout"))
+    assert checkout["with"]["ref"] == "${{ inputs.sha }}"
+    assert checkout["with"]["persist-credentials"] is False
+    assert "secrets." not in yaml.safe_dump(job)
+    # posting is a separate job that runs no PR code
+    publish = gpu["jobs"]["publish"]
+    assert publish["permissions"].get("pull-requests") == "write"
+    assert not any(s.get("uses", "").startswith("actions/checkout") for s in publish["steps"])
+
+
+def test_scheduler_never_checks_out_pr_code() -> None:
+    sched = _workflow("mlcheck-schedule.yml")
+    assert sched["on"] == {"pull_request_target": {"types": ["labeled"]}}
+    assert sched["permissions"]["actions"] == "write"
+    for job in sched["jobs"].values():
+        assert not any(s.get("uses", "").startswith("actions/checkout") for s in job["steps"])
+
+
+def test_fork_safe_publisher_runs_no_pr_code() -> None:
+    pub = _workflow("mlcheck-publish.yml")
+    assert "workflow_run" in pub["on"]
+    for job in pub["jobs"].values():
+        assert not any(s.get("uses", "").startswith("actions/checkout") for s in job["steps"])
+        assert not any("run" in s for s in job["steps"])
+
+
+def test_release_pins_the_published_image_by_digest() -> None:
+    release = yaml.safe_dump(_yaml(ROOT / ".github" / "workflows" / "release.yml"))
+    assert "VARIANT=cpu" in release and "VARIANT=cuda" in release
+    assert "docker://$IMAGE@$CPU_DIGEST" in release
+    assert 'git tag -fa "v$major"' in release
