@@ -255,10 +255,15 @@ def test_fail_on_never_keeps_the_step_green_and_install_runs_first(
         tier="fast",
         install="echo installed > install-marker.txt",
     )
+    if os.geteuid() == 0:
+        os.chown(workspace, 1234, 2345)  # the runner's user owns the checkout; we are root
     assert main(env) == 0
     assert (workspace / "proj" / "install-marker.txt").read_text() == "installed\n"
     assert _outputs(env)["failed"] == "1"
     assert "::group::install" in capfd.readouterr().out
+    if os.geteuid() == 0:
+        for path in (workspace / "proj" / "mlcheck-results").iterdir():
+            assert (path.stat().st_uid, path.stat().st_gid) == (1234, 2345), path
 
 
 def test_a_failed_install_fails_the_step_whatever_fail_on_says(

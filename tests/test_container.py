@@ -257,38 +257,50 @@ def _commit(repo: Path, message: str) -> str:
 
 
 def _act(
-    repo: Path, env: dict[str, str], event: str, workflow: str, payload: dict[str, object],
-    *extra: str,
+    repo: Path, env: dict[str, str], event: str, workflow: str, job: str,
+    payload: dict[str, object], *extra: str,
 ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run one job of a workflow of ``repo`` under act, on an event payload."""
     event_file = repo.parent / f"{event}.json"
     base = {"repository": {"full_name": "octo-org/textclf", "default_branch": "main"}}
     event_file.write_text(json.dumps({**base, "act": True, **payload}))
     command = [
-        "act", event, "-C", str(repo), "-W", f".github/workflows/{workflow}", "-e", str(event_file),
+        "act", event, "-C", str(repo), "-W", f".github/workflows/{workflow}", "-j", job,
+        "-e", str(event_file),
         "-P", "ubuntu-latest=localhost/python:3.11-slim", "--pull=false", "--rm",
         "--container-daemon-socket", env["MLCHECK_CONTAINER_SOCKET"],
         "--local-repository", f"mlcheck/mlcheck@v1={repo.parent / 'action'}",
         "--local-repository", f"actions/upload-artifact@v4={ACT_DATA / 'unavailable'}",
         *extra,
     ]  # fmt: skip
-    _remove_act_leftovers()
+    name = yaml_name(repo / ".github" / "workflows" / workflow)
+    prefix = "act-" + re.sub(r"[^A-Za-z0-9]+", "-", f"{name} {job}") + "-"
+    _remove_act_leftovers(prefix)
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     finally:
-        _remove_act_leftovers()
+        _remove_act_leftovers(prefix)
 
 
-def _remove_act_leftovers() -> None:
-    """act names job containers after the workflow and job: leftovers of an interrupted run
-    would collide with this one. Only names of the example workflows (``act-mlcheck...``)."""
+def yaml_name(workflow: Path) -> str:
+    """The workflow's ``name:`` (act's container names start with it)."""
+    found = re.search(r"(?m)^name: *(.+)$", workflow.read_text())
+    assert found is not None, workflow
+    return found.group(1).strip()
+
+
+def _remove_act_leftovers(prefix: str) -> None:
+    """act names job containers after the workflow and job (``act-WORKFLOW-JOB-...``):
+    leftovers of an interrupted run would collide with this one. Only this prefix's, so that
+    scenarios running at the same time on other xdist workers keep theirs."""
     listed = _sh("podman", "ps", "-a", "--format", "{{.Names}}", check=False).stdout.split()
-    names = [n for n in listed if n.startswith("act-mlcheck")]
+    names = [n for n in listed if n.startswith(prefix)]
     # the Docker action's container joins the job container's network: remove it first
     for name in sorted(names, key=len, reverse=True):
         _sh("podman", "rm", "-f", name, check=False)
     volumes = _sh("podman", "volume", "ls", "--format", "{{.Name}}", check=False).stdout.split()
     for volume in volumes:
-        if volume.startswith("act-mlcheck"):
+        if volume.startswith(prefix):
             _sh("podman", "volume", "rm", "-f", volume, check=False)
 
 
@@ -301,7 +313,7 @@ def test_act_push_runs_the_action_with_outputs_and_summary(
 ) -> None:
     head = _git(user_repo, "rev-parse", "HEAD")
     payload = {"ref": "refs/heads/main", "after": head, "before": "0" * 40}
-    proc = _act(user_repo, act_env, "push", "mlcheck.yml", payload)
+    proc = _act(user_repo, act_env, "push", "mlcheck.yml", "fast", payload)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-8000:]
     outputs = _set_outputs(log)
@@ -323,8 +335,7 @@ def test_act_dispatched_gpu_job_tests_exactly_the_pinned_sha(
     _commit(user_repo, "a later push")
     payload = {"ref": "refs/heads/main", "inputs": {"sha": pinned, "pr": "7", "tier": "real,gpu"}}
     proc = _act(
-        user_repo, act_env, "workflow_dispatch", "mlcheck-gpu.yml", payload,
-        "-j", "gpu",
+        user_repo, act_env, "workflow_dispatch", "mlcheck-gpu.yml", "gpu", payload,
         "--local-repository", f"actions/checkout@v4={ACT_DATA / 'checkout'}",
         # no GPU here: the same workflow, with the runner and container options overridden
         "--var", 'MLCHECK_GPU_RUNNER=["ubuntu-latest"]',
