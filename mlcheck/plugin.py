@@ -24,6 +24,7 @@ import pytest
 
 from . import _record, constants
 from .errors import MlcheckError
+from .progress import Progress
 from .results import DeviceInfo, ResultsBuilder, RunInfo, RunResults
 from .results import write as write_results
 from .tiers import (
@@ -86,6 +87,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="PR label that schedules real/gpu tiers, named in not-run reasons",
     )
     group.addoption(
+        "--mlcheck-progress",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="print a status line (done/total, failures so far, time left) every SECONDS "
+        "during long runs (default 30; negative: never)",
+    )
+    group.addoption(
         "--mlcheck-shard",
         default=None,
         metavar="I/N",
@@ -146,6 +155,8 @@ class MlcheckState:
             self.results_dir is not None or _xdist_controller(config)
         )
         self.builder = ResultsBuilder()
+        self.progress = None if self.is_worker else Progress(config.getoption("mlcheck_progress"))
+        self.progress_outcome: dict[str, str] = {}
         self.started = time.time()
         self.selected: Counter[str] = Counter()
         self.not_run: Counter[str] = Counter()  # per tier
@@ -238,7 +249,18 @@ class MlcheckState:
         report.mlcheck_facts = dict(facts)  # type: ignore[attr-defined]
         return report
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.progress is not None and session.items:
+            self.progress.total = len(session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if self.progress is not None:
+            self.progress.total = len(ids)  # every worker collects the whole suite
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.progress is not None:
+            self._show_progress(report)
         if not self.records:
             return
         facts: dict[str, Any] = getattr(report, "mlcheck_facts", None) or {}
@@ -255,6 +277,23 @@ class MlcheckState:
             xfail=hasattr(report, "wasxfail"),
             facts=facts,
         )
+
+    def _show_progress(self, report: pytest.TestReport) -> None:
+        assert self.progress is not None
+        if report.failed:
+            outcome = "failed" if report.when == "call" else "error"
+            self.progress_outcome.setdefault(report.nodeid, outcome)
+        if report.when != "teardown":
+            return
+        line = self.progress.finished(self.progress_outcome.pop(report.nodeid, "passed"))
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if line and reporter is not None:
+            # pytest's progress dots share the line: start a new one first
+            reporter.ensure_newline()
+            writer = getattr(reporter, "_tw", None)
+            if getattr(writer, "width_of_current_line", 0):
+                reporter.write("\n")
+            reporter.write_line(line)
 
     # -- reporting ----------------------------------------------------------------------------
 

@@ -1,0 +1,63 @@
+"""Progress during long runs: a status line every few seconds.
+
+pytest's own dots and percentages are unreadable in CI logs of big suites and say nothing about
+failures so far; a line like ``mlcheck: 1,200/5,000 done (24%) · 3 failed · 1 error · ~4m
+left`` every ``interval`` seconds (0: after every test; negative: never) is readable in a terminal
+and in a log alike (a live bar would
+fight pytest's own output). Pure: the plugin feeds it finished tests and prints what it returns.
+
+>>> p = Progress(interval=0, clock=iter([0.0, 10.0]).__next__)
+>>> p.total = 4
+>>> p.finished("passed")
+'mlcheck: 1/4 done (25%) · ~30s left'
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class Progress:
+    def __init__(self, interval: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.interval = interval
+        self.total: int | None = None
+        self.done = 0
+        self.failed = 0
+        self.errors = 0
+        self._clock = clock
+        self._start = clock()
+        self._last = self._start
+
+    def finished(self, outcome: str) -> str | None:
+        """Count one finished test (``passed``, ``failed``, ``error``...); returns the status line
+        when it is time to show one."""
+        self.done += 1
+        self.failed += outcome == "failed"
+        self.errors += outcome == "error"
+        now = self._clock()
+        if self.interval < 0 or now - self._last < self.interval:
+            return None
+        self._last = now
+        return self.line(now)
+
+    def line(self, now: float) -> str:
+        parts = [f"mlcheck: {self.done:,}" + (f"/{self.total:,}" if self.total else "") + " done"]
+        if self.total:
+            parts[0] += f" ({100 * self.done // self.total}%)"
+        if self.failed:
+            parts.append(f"{self.failed:,} failed")
+        if self.errors:
+            parts.append(f"{self.errors:,} error" + ("s" if self.errors > 1 else ""))
+        if self.total and self.done:
+            left = (now - self._start) / self.done * (self.total - self.done)
+            parts.append(f"~{_duration(left)} left")
+        return " · ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
