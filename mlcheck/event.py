@@ -47,8 +47,8 @@ _RUN_EVENTS = ("push", "pull_request", "merge_group")
 
 
 @dataclass(frozen=True)
-class PullRequestInfo:
-    """A PR as the event payload describes it."""
+class PullRequest:
+    """A PR as an event payload or the REST API describes it (the same shape)."""
 
     number: int
     head_sha: str
@@ -58,6 +58,8 @@ class PullRequestInfo:
     base_sha: str
     base_repo: str
     author: str
+    state: str = "open"
+    html_url: str = ""
 
     @property
     def is_fork(self) -> bool:
@@ -97,7 +99,7 @@ class Event:
     actor: str | None = None
     sender: str | None = None  # who triggered it (the labeler for pull_request_target)
     default_branch: str | None = None
-    pull_request: PullRequestInfo | None = None
+    pull_request: PullRequest | None = None
     label: str | None = None  # the label added (pull_request_target labeled)
     inputs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     workflow_run: WorkflowRunInfo | None = None
@@ -220,7 +222,7 @@ def parse_event(name: str, payload: Mapping[str, Any], environ: Mapping[str, str
         actor=environ.get(C.ENV_GITHUB_ACTOR) or None,
         sender=(payload.get("sender") or {}).get("login"),
         default_branch=repo_payload.get("default_branch"),
-        pull_request=_pull_request(pull, repository) if pull else None,
+        pull_request=parse_pull_request(pull, repository) if pull else None,
         label=label,
         inputs=MappingProxyType(_inputs(payload) if name == "workflow_dispatch" else {}),
         workflow_run=_workflow_run(payload["workflow_run"])
@@ -229,10 +231,11 @@ def parse_event(name: str, payload: Mapping[str, Any], environ: Mapping[str, str
     )
 
 
-def _pull_request(raw: Mapping[str, Any], repository: str) -> PullRequestInfo:
+def parse_pull_request(raw: Mapping[str, Any], repository: str = "") -> PullRequest:
+    """A PR from an event payload's ``pull_request`` or a REST API answer."""
     head, base = raw["head"], raw["base"]
     head_repo = head.get("repo")
-    return PullRequestInfo(
+    return PullRequest(
         number=int(raw["number"]),
         head_sha=head["sha"],
         head_ref=head["ref"],
@@ -241,6 +244,8 @@ def _pull_request(raw: Mapping[str, Any], repository: str) -> PullRequestInfo:
         base_sha=base["sha"],
         base_repo=(base.get("repo") or {}).get("full_name", repository),
         author=(raw.get("user") or {}).get("login", ""),
+        state=raw.get("state") or "open",
+        html_url=raw.get("html_url") or "",
     )
 
 

@@ -44,6 +44,7 @@ from mlcheck.errors import (
     GitHubValidationFailed,
     StickyCommentConflict,
 )
+from mlcheck.event import PullRequest, parse_pull_request
 
 API_VERSION = "2022-11-28"
 # The author of comments made with a workflow's GITHUB_TOKEN.
@@ -69,24 +70,6 @@ class Comment:
     author: str
     created_at: str
     html_url: str
-
-
-@dataclass(frozen=True)
-class PullRequest:
-    number: int
-    state: str
-    head_sha: str
-    head_ref: str
-    head_repo: str | None  # None when the fork was deleted
-    base_ref: str
-    base_sha: str
-    base_repo: str
-    author: str
-    html_url: str
-
-    @property
-    def is_fork(self) -> bool:
-        return self.head_repo != self.base_repo
 
 
 @dataclass(frozen=True)
@@ -126,22 +109,6 @@ def _comment(raw: Mapping[str, Any]) -> Comment:
         body=raw.get("body") or "",
         author=(raw.get("user") or {}).get("login", ""),
         created_at=raw["created_at"],
-        html_url=raw["html_url"],
-    )
-
-
-def _pull(raw: Mapping[str, Any]) -> PullRequest:
-    head_repo = raw["head"].get("repo")
-    return PullRequest(
-        number=raw["number"],
-        state=raw["state"],
-        head_sha=raw["head"]["sha"],
-        head_ref=raw["head"]["ref"],
-        head_repo=head_repo["full_name"] if head_repo else None,
-        base_ref=raw["base"]["ref"],
-        base_sha=raw["base"]["sha"],
-        base_repo=raw["base"]["repo"]["full_name"],
-        author=(raw.get("user") or {}).get("login", ""),
         html_url=raw["html_url"],
     )
 
@@ -421,19 +388,21 @@ class GitHubClient:
     # -- pull requests, permissions, labels, dispatch -------------------------------------------
 
     def get_pull(self, repo: str, number: int) -> PullRequest:
-        return _pull(self._json("GET", f"/repos/{_repo(repo)}/pulls/{int(number)}"))
+        return parse_pull_request(self._json("GET", f"/repos/{_repo(repo)}/pulls/{int(number)}"))
 
     def pulls_for_commit(self, repo: str, sha: str) -> list[PullRequest]:
         """PRs that contain commit ``sha`` (open and closed)."""
         path = f"/repos/{_repo(repo)}/commits/{quote(sha, safe='')}/pulls"
-        return [_pull(raw) for raw in self.paginate(path)]
+        return [parse_pull_request(raw) for raw in self.paginate(path)]
 
     def pulls_for_head(
         self, repo: str, head_owner: str, head_branch: str, *, state: str = "open"
     ) -> list[PullRequest]:
         """PRs into ``repo`` from ``head_owner:head_branch`` (works for forks, unlike commits)."""
         params = {"state": state, "head": f"{head_owner}:{head_branch}"}
-        return [_pull(raw) for raw in self.paginate(f"/repos/{_repo(repo)}/pulls", params)]
+        return [
+            parse_pull_request(raw) for raw in self.paginate(f"/repos/{_repo(repo)}/pulls", params)
+        ]
 
     def open_pull_for_commit(self, repo: str, sha: str) -> PullRequest | None:
         """The open PR whose head is ``sha`` (the PR a push belongs to), if any."""
