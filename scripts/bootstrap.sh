@@ -23,8 +23,10 @@ pip_quiet=(--quiet --disable-pip-version-check)
 if ! python -c 'import torch' 2>/dev/null; then
   echo "==> installing torch ${MLCHECK_TORCH_VERSION:-2.13.0}" >&2
   # shellcheck disable=SC2086
-  pip install "${pip_quiet[@]}" "torch==${MLCHECK_TORCH_VERSION:-2.13.0}" ${MLCHECK_TORCH_PIP_ARGS:-}
+  pip install "${pip_quiet[@]}" "torch==${MLCHECK_TORCH_VERSION:-2.13.0}" ${MLCHECK_TORCH_PIP_ARGS:-} \
+    2> >(grep -v '^WARNING: Location' >&2)
 fi
 echo "==> installing mlcheck${extras:+[$extras]} (editable)" >&2
-pip install "${pip_quiet[@]}" -e "$root${extras:+[$extras]}" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+# (pip's warnings about this machine's unused local package folders are noise: filtered)
+pip install "${pip_quiet[@]}" -e "$root${extras:+[$extras]}" 2> >(grep -v '^WARNING: Location' >&2)
 python -c 'import mlcheck, torch' || { echo "install failed" >&2; exit 2; }
