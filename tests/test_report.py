@@ -209,3 +209,23 @@ def test_real_shards_with_reruns_setup_errors_and_xdist_merge(tmp_path: Path) ->
     assert "weights missing for @" in outside_code
     assert "@someone" not in outside_code and "#12" not in outside_code
     assert "shard" not in report.split("<!--")[0].lower()  # both shards: a whole section
+
+
+def test_links_point_at_the_dispatched_sha_not_github_sha(tmp_path: Path) -> None:
+    """A dispatched GPU run runs on the default branch (GITHUB_SHA) but tests `inputs.sha`."""
+    from mlcheck.commands.report import context_from_env
+
+    pinned, default_branch = "a" * 40, "b" * 40
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"inputs": {"sha": pinned, "pr": "7", "tier": "real,gpu"}}))
+    env = {
+        "GITHUB_EVENT_NAME": "workflow_dispatch",
+        "GITHUB_EVENT_PATH": str(event),
+        "GITHUB_REPOSITORY": "o/r",
+        "GITHUB_SHA": default_branch,
+    }
+    assert context_from_env(env).sha == pinned
+    assert context_from_env({**env, "GITHUB_EVENT_NAME": "push"}).sha == default_branch
+    assert context_from_env({"GITHUB_SHA": default_branch}).sha == default_branch  # local
+    unreadable = {**env, "GITHUB_EVENT_PATH": str(tmp_path / "missing.json")}
+    assert context_from_env(unreadable).sha == default_branch

@@ -101,13 +101,26 @@ def context_from_env(
     return RenderContext(
         repo=repo,
         server_url=server,
-        sha=environ.get(constants.ENV_GITHUB_SHA) or None,
+        sha=_head_sha(environ),
         run_url=run_url,
         artifact_name=environ.get("MLCHECK_ARTIFACT_NAME") or "mlcheck-results",
         title=title,
         base=read_digest(base) if base is not None else {},
         redactor=Redactor.from_env(environ),
     )
+
+
+def _head_sha(environ: Mapping[str, str]) -> str | None:
+    """The commit links point at: the event's head (a dispatched GPU run's ``sha`` input, a
+    PR's head), not ``GITHUB_SHA`` (the default branch, or the PR's merge commit)."""
+    from ..errors import UsageError
+    from ..event import load_event
+
+    try:
+        sha = load_event(environ).head_sha
+    except UsageError:  # unreadable payload: links at GITHUB_SHA are still better than none
+        sha = ""
+    return sha or environ.get(constants.ENV_GITHUB_SHA) or None
 
 
 def handle(args: argparse.Namespace) -> int:
