@@ -419,7 +419,7 @@ def publish(
 ) -> PublishResult:
     """Report ``results`` for ``event``: PR comment section, tracking issue, summary, annotations.
 
-    What goes where depends on the event (table in docs/github.md). GitHub failures do not
+    What goes where depends on the event (table in README.md). GitHub failures do not
     raise: they are collected in :attr:`PublishResult.problems` (exit code 3), and the summary
     and annotations are produced anyway. ``client`` None publishes nothing to GitHub.
 
@@ -479,7 +479,7 @@ def publish(
         elif event.read_only_token:
             rec.note(
                 "this pull_request run has a read-only token (fork or Dependabot PR): the "
-                "comment is posted by the `workflow_run` publisher (docs/github.md, fork PRs)"
+                "comment is posted by the `workflow_run` publisher (README.md, fork PRs)"
             )
         elif author:
             comment_url = _comment(client, event, pr, sections, ctx, options, author, rec)

@@ -183,7 +183,7 @@ def _permissions(workflow: dict[str, Any], job: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("name", "job", "needed"),
     [
-        # docs/github.md, "Permissions per workflow"
+        # README.md, "Permissions per workflow"
         ("mlcheck.yml", "fast", {"pull-requests": "write", "issues": "write"}),
         ("mlcheck-schedule.yml", "schedule", {"pull-requests": "write", "actions": "write"}),
         ("mlcheck-gpu.yml", "gpu", {"contents": "read"}),

@@ -623,7 +623,7 @@ def test_the_token_never_appears_in_any_output(
     assert any("***" in text for text in texts)
 
 
-# --- request counts per path (the figures in docs/github.md)
+# --- request counts per path (the figures in README.md, "API requests per publish")
 
 
 def test_request_costs_per_path(actions: Actions, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ The results are untrusted data: symbolic links, files over --max-results-mb, mor
 --max-tests tests and anything that does not match the results schema are refused; every
 string is redacted and escaped before it reaches GitHub. The results files are only read.
 
-What it posts depends on the event (GITHUB_EVENT_NAME; table in docs/github.md):
+What it posts depends on the event (GITHUB_EVENT_NAME; table in README.md):
   pull_request, push to a PR branch, workflow_run, workflow_dispatch from `mlcheck schedule`
       -> this run's section of the PR's sticky comment, compared with the base digest
   push to the default branch -> also the base digest in the tracking issue
