@@ -130,6 +130,9 @@ def pytest_configure(config: pytest.Config) -> None:
     except MlcheckError as exc:
         raise pytest.UsageError(f"mlcheck: {exc}") from exc
     config.pluginmanager.register(state, "mlcheck-state")
+    if state.records or state.is_worker:
+        # Only where results are built: a wrapper on every report costs a plain suite time.
+        config.pluginmanager.register(FactsOnReports(), "mlcheck-facts")
 
 
 class MlcheckState:
@@ -161,6 +164,8 @@ class MlcheckState:
         self.selected: Counter[str] = Counter()
         self.not_run: Counter[str] = Counter()  # per tier
         self.not_run_reasons: Counter[str] = Counter()
+        # under xdist the controller collects nothing: it counts not-run tests from reports
+        self.not_run_reported: Counter[str] = Counter()
 
     # -- collection ---------------------------------------------------------------------------
 
@@ -239,16 +244,6 @@ class MlcheckState:
         finally:
             _record.stop()
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        # A plain attribute travels with the report from xdist workers to the controller.
-        facts = item.stash.get(FACTS_KEY, {})
-        report.mlcheck_facts = dict(facts)  # type: ignore[attr-defined]
-        return report
-
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if self.progress is not None and session.items:
             self.progress.total = len(session.items)
@@ -264,6 +259,9 @@ class MlcheckState:
         if not self.records:
             return
         facts: dict[str, Any] = getattr(report, "mlcheck_facts", None) or {}
+        message = _message(report)
+        if facts.get("not_run") and report.when == "setup":
+            self.not_run_reported[message] += 1
         path, line0, _ = report.location
         self.builder.report(
             nodeid=report.nodeid,
@@ -272,7 +270,7 @@ class MlcheckState:
             duration=report.duration,
             file=path,
             line=line0 + 1 if line0 is not None else None,
-            message=_message(report),
+            message=message,
             traceback=report.longreprtext if report.failed else "",
             xfail=hasattr(report, "wasxfail"),
             facts=facts,
@@ -298,10 +296,7 @@ class MlcheckState:
     # -- reporting ----------------------------------------------------------------------------
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        # Under xdist the controller collects nothing: its counts come from the reports.
-        reasons = self.not_run_reasons or Counter(
-            t.message for t in self.builder.build() if t.outcome.value == "not_run"
-        )
+        reasons = self.not_run_reasons or self.not_run_reported
         if self.is_worker or not reasons:
             return
         terminalreporter.section("mlcheck: not run", sep="-")
@@ -330,6 +325,20 @@ class MlcheckState:
             versions=_versions(),
             pytest_exit_code=exitstatus,
         )
+
+
+class FactsOnReports:
+    """Attaches each test's facts to its reports, for the process that builds results."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        # A plain attribute travels with the report from xdist workers to the controller.
+        facts = item.stash.get(FACTS_KEY, {})
+        report.mlcheck_facts = dict(facts)  # type: ignore[attr-defined]
+        return report
 
 
 # ---------------------------------------------------------------------------------------------
