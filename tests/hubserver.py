@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from runcli import mlcheck  # noqa: F401  (re-exported for the cache tests)
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt")
 _GIT_ENV = {
@@ -364,17 +365,3 @@ def hub_env(hub: Hub | str, cache: Path, home: Path | None = None) -> dict[str, 
     env["HF_HOME"] = str(home or cache.parent / "hf-home")
     env["HF_HUB_DISABLE_TELEMETRY"] = "1"
     return env
-
-
-def mlcheck(
-    *args: str, cwd: Path, env: Mapping[str, str], timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """Run the ``mlcheck`` CLI in a subprocess (huggingface_hub reads HF_* at import)."""
-    return subprocess.run(
-        [sys.executable, "-m", "mlcheck", *args],
-        cwd=cwd,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import cmarkgfm
 import pytest
+from runcli import mlcheck
 
 from mlcheck import digest, results
 from mlcheck.cli import main
@@ -141,16 +141,6 @@ def test_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
         main(["report"])
 
 
-def _mlcheck(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mlcheck", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.mark.slow
 def test_real_shards_with_reruns_setup_errors_and_xdist_merge(tmp_path: Path) -> None:
     tests = tmp_path / "tests"
@@ -180,7 +170,7 @@ def test_real_shards_with_reruns_setup_errors_and_xdist_merge(tmp_path: Path) ->
     dirs = []
     for i in (1, 2):
         out = tmp_path / f"shard{i}"
-        proc = _mlcheck(
+        proc = mlcheck(
             "run", "tests", "--shard", f"{i}/2", "-n", "2", "--results-dir", str(out),
             "--", "--reruns", "1", cwd=tmp_path,
         )  # fmt: skip
@@ -190,7 +180,7 @@ def test_real_shards_with_reruns_setup_errors_and_xdist_merge(tmp_path: Path) ->
     ran = [{n for n in s if "test_gpu" not in n} for s in shard_tests]
     assert ran[0] and ran[1] and ran[0].isdisjoint(ran[1])
     merged_dir = tmp_path / "merged"
-    proc = _mlcheck("report", *map(str, dirs), "--out", str(merged_dir), cwd=tmp_path)
+    proc = mlcheck("report", *map(str, dirs), "--out", str(merged_dir), cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     merged = results.read(merged_dir)
     by_name = {t.name: t for t in merged.tests}
