@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -380,7 +380,3 @@ def _finish(test: _Pending) -> TestResult:
 def with_run(results: RunResults, run_key: str) -> RunResults:
     """Tag every test with the job/section that produced it (used when merging)."""
     return replace(results, tests=tuple(replace(t, run=t.run or run_key) for t in results.tests))
-
-
-def outcomes(tests: Iterable[TestResult]) -> Counter[Outcome]:
-    return Counter(t.outcome for t in tests)

@@ -11,7 +11,6 @@ which imports torch only when a selected test needs an accelerator.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -172,10 +171,6 @@ def detect_accelerator() -> Accelerator | None:
     return None
 
 
-def torch_loaded() -> bool:
-    return "torch" in sys.modules
-
-
 def accelerator_problem(needs: Needs, accel: Accelerator | None) -> str | None:
     """The message for a gpu test this machine cannot run, or None when it can."""
     if not needs.gpu:
@@ -203,7 +198,7 @@ def accelerator_problem(needs: Needs, accel: Accelerator | None) -> str | None:
     return None
 
 
-def require_accelerator(device: str | None = None) -> Accelerator:
+def require_accelerator() -> Accelerator:
     """The accelerator, or :class:`AcceleratorMissing` with the same text the tier rules use."""
     accel = detect_accelerator()
     problem = accelerator_problem(Needs(Tier.GPU, gpu=True), accel)
