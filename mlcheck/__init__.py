@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (loaded lazily, see module docstring)
 _LAZY = {
-    "shrink": "mlcheck.shrink",
+    "shrink": "mlcheck.shrinking",
     "ModelFactory": "mlcheck.models",
     "assert_output_shape": "mlcheck.checks",
     "assert_device_roundtrip": "mlcheck.checks",

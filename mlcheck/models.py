@@ -134,7 +134,7 @@ class ModelFactory:
         """
         import torch
 
-        from .shrink import shrink
+        from .shrinking import shrink
 
         config = self._resolve(model_id_or_config, "random")
         if tiny:

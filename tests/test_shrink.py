@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers as tf
 
-from mlcheck.shrink import shrink
+from mlcheck.shrinking import shrink
 
 IDS = torch.tensor([[5, 6, 7, 8, 9], [9, 8, 7, 6, 5]])
 PIXELS = torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32)
