@@ -56,6 +56,6 @@ def test_shrink_is_the_function_after_models_random_imported_its_module() -> Non
 
 
 def test_no_public_name_is_also_a_submodule_name() -> None:
-    submodules = {info.name.rsplit(".", 1)[1] for info in pkgutil.iter_modules(mlcheck.__path__)}
+    submodules = {info.name for info in pkgutil.iter_modules(mlcheck.__path__)}
     functions = set(mlcheck.__all__) - {"checks", "serving", "__version__"}
     assert not functions & submodules
