@@ -25,7 +25,7 @@ import pytest
 from . import _record, constants
 from .errors import MlcheckError
 from .progress import Progress
-from .results import DeviceInfo, ResultsBuilder, RunInfo, RunResults
+from .results import JOURNAL_FILE, DeviceInfo, ResultsBuilder, RunInfo, RunResults, RunStatus
 from .results import write as write_results
 from .tiers import (
     DEFAULT_GPU_LABEL,
@@ -157,7 +157,14 @@ class MlcheckState:
         self.records = not self.is_worker and (
             self.results_dir is not None or _xdist_controller(config)
         )
-        self.builder = ResultsBuilder()
+        journal = None
+        if self.records and self.results_dir is not None:
+            # every report is journaled as it comes: `mlcheck run` rebuilds results.json from it
+            # when this process is killed (SIGTERM, OOM) before pytest_sessionfinish
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            journal = self.results_dir / JOURNAL_FILE
+            journal.unlink(missing_ok=True)
+        self.builder = ResultsBuilder(journal=journal)
         self.progress = None if self.is_worker else Progress(config.getoption("mlcheck_progress"))
         self.progress_outcome: dict[str, str] = {}
         self.started = time.time()
@@ -247,11 +254,19 @@ class MlcheckState:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if self.progress is not None and session.items:
             self.progress.total = len(session.items)
+        if self.records and session.items:
+            self.builder.set_collected(len(session.items))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         if self.progress is not None:
             self.progress.total = len(ids)  # every worker collects the whole suite
+        if self.records and self.builder.collected is None:
+            self.builder.set_collected(len(ids))
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if self.records:
+            self.builder.start(nodeid, time.time())
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.progress is not None:
@@ -266,6 +281,7 @@ class MlcheckState:
         self.builder.report(
             nodeid=report.nodeid,
             when=report.when or "call",
+            subtest=_subtest_context(report),
             outcome=report.outcome,
             duration=report.duration,
             file=path,
@@ -309,10 +325,16 @@ class MlcheckState:
             return
         results = RunResults(run=self._run_info(int(exitstatus)), tests=self.builder.build())
         write_results(results, self.results_dir)
+        self.builder.close()
 
     def _run_info(self, exitstatus: int) -> RunInfo:
         workers = getattr(self.config.option, "numprocesses", None)
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
         return RunInfo(
+            status=RunStatus.INTERRUPTED if interrupted else RunStatus.COMPLETE,
+            running=self.builder.running(time.time()),
+            collected=self.builder.collected,
+            signal="SIGINT" if interrupted else None,
             tiers=tuple(format_tiers(self.tiers).split(",")),
             started_at=datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds"),
             duration=round(time.time() - self.started, 3),
@@ -395,6 +417,19 @@ def _seed_everything(seed: int) -> None:
         np.random.seed(seed)
     if (torch := sys.modules.get("torch")) is not None:
         torch.manual_seed(seed)
+
+
+def _subtest_context(report: pytest.TestReport) -> dict[str, Any] | None:
+    """``{"msg", "params"}`` of a subtest's report, None for a test's own reports.
+
+    pytest 9's ``SubtestReport`` and the pytest-subtests plugin's ``SubTestReport`` (pytest 8)
+    both carry ``context`` with ``msg`` and ``kwargs``; both survive xdist's serialisation.
+    """
+    context = getattr(report, "context", None)
+    kwargs = getattr(context, "kwargs", None)
+    if context is None or kwargs is None:
+        return None
+    return {"msg": getattr(context, "msg", None), "params": {k: str(v) for k, v in kwargs.items()}}
 
 
 def _message(report: pytest.TestReport) -> str:

@@ -40,7 +40,7 @@ from urllib.parse import quote
 from . import digest as digest_mod
 from .digest import Category, Classified, Digest, classify
 from .merge import section_key
-from .results import Outcome, RunResults, TestResult
+from .results import Outcome, RunResults, RunStatus, TestResult
 from .safety import NO_SECRETS, Redactor, code_block, html_text, inline, one_line
 
 if TYPE_CHECKING:
@@ -251,9 +251,60 @@ def _counts_table(counts: Counter[str], base: Digest | None, sha: str | None) ->
     return "\n".join(lines)
 
 
-def _status(c: Classified, counts: Counter[str]) -> str:
+def empty_selection(results: RunResults) -> str:
+    """What a run whose selected tiers held no test says instead of a green heading.
+
+    >>> from mlcheck.results import RunResults, RunInfo, TestResult, Outcome
+    >>> r = RunResults(RunInfo(tiers=("real", "gpu")), (TestResult("t::a", Outcome.NOT_RUN),))
+    >>> empty_selection(r)
+    'no tests in tiers real,gpu (1 collected: fast 1)'
+    """
+    tiers = Counter(t.tier for t in results.tests)
+    order = ("fast", "real", "gpu")
+    detail = ", ".join(
+        f"{tier} {n:,}"
+        for tier, n in sorted(tiers.items(), key=lambda kv: (*order, kv[0]).index(kv[0]))
+    )
+    return (
+        f"no tests in tiers {section_key(results.run)} "
+        f"({len(results.tests):,} collected{': ' + detail if detail else ''})"
+    )
+
+
+def run_state(results: RunResults) -> str | None:
+    """How a run that did not finish ended, e.g. ``cancelled after 41 of 120 tests; 41 passed``;
+    None for a complete run.
+
+    >>> from mlcheck.results import RunResults, RunInfo, RunStatus, TestResult, Outcome
+    >>> run = RunInfo(status=RunStatus.INTERRUPTED, collected=120)
+    >>> run_state(RunResults(run, (TestResult("t::a", Outcome.PASSED),)))
+    'cancelled after 1 of 120 tests; 1 passed'
+    """
+    run = results.run
+    if run.status is RunStatus.COMPLETE:
+        return None
+    ran = [t for t in results.tests if t.outcome is not Outcome.NOT_RUN]
+    of = f" of {run.collected:,}" if run.collected else ""
+    counts = Counter(t.outcome.value for t in ran)
+    tally = ", ".join(f"{n:,} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    text = f"after {len(ran):,}{of} tests; {tally or 'none finished'}"
+    if run.status is RunStatus.INTERRUPTED:
+        by = f" ({run.signal})" if run.signal else ""
+        return f"cancelled{by} {text}"
+    running = ", ".join(r.nodeid for r in run.running)
+    where = f" in {running}" if running else ""
+    crashed = [t.nodeid for t in results.tests if "died" in t.message and t.outcome.is_failure]
+    if not where and crashed:
+        where = f" in {crashed[0]}"
+    return f"crashed{where} {text}"
+
+
+def _status(c: Classified, counts: Counter[str], results: RunResults | None = None) -> str:
     failures = len(c.new) + len(c.on_base) + len(c.uncompared)
     ran = sum(v for k, v in counts.items() if k not in (Outcome.NOT_RUN.value,))
+    state = run_state(results) if results is not None else None
+    if results is not None and state is not None:
+        return ("❌ " if failures or results.run.status is RunStatus.CRASHED else "⏹️ ") + state
     if failures:
         parts = []
         if c.new:
@@ -266,7 +317,7 @@ def _status(c: Classified, counts: Counter[str]) -> str:
     if c.flaky:
         return f"⚠️ passed, {_plural(len(c.flaky), 'flaky test')}"
     if not ran:
-        return "⏭️ nothing ran"
+        return "⏭️ " + (empty_selection(results) if results is not None else "nothing ran")
     return f"✅ {counts[Outcome.PASSED.value]:,} passed"
 
 
@@ -379,7 +430,8 @@ class _Renderer:
     # -- blocks --------------------------------------------------------------------------------
 
     def header(self) -> str:
-        title = f"### {_status(self.c, self.counts)} · {inline(self.ctx.title, 80)} · `{self.key}`"
+        status = _status(self.c, self.counts, self.results)
+        title = f"### {status} · {inline(self.ctx.title, 80)} · `{self.key}`"
         return "\n\n".join(
             [title, _counts_table(self.counts, self.base, self.sha), _facts_line(self.results)]
         )
@@ -710,6 +762,17 @@ def terminal_summary(
         c = classify(r.tests, ctx.base.get(key))
         counts = r.counts()
         console.rule(Text(f"mlcheck · {key}"))
+        state = run_state(r)
+        if state is not None:
+            console.print(Text(f"  {clean(state, 400)}", style="bold red"))
+        elif all(t.outcome is Outcome.NOT_RUN for t in r.tests):
+            console.print(Text(f"  {empty_selection(r)}", style="bold yellow"))
+        for running in r.run.running:
+            console.print(
+                Text(
+                    f"    running: {clean(running.nodeid, 300)} ({duration_text(running.duration)})"
+                )
+            )
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         columns = [(label, outs) for label, outs in _COLUMNS if any(counts[o.value] for o in outs)]
         for label, _ in columns:
@@ -760,11 +823,13 @@ __all__ = [
     "Detail",
     "RenderContext",
     "duration_text",
+    "empty_selection",
     "permalink",
     "render_annotations",
     "render_report",
     "render_section",
     "render_summary",
+    "run_state",
     "sparkline",
     "terminal_summary",
     "workflow_command",
