@@ -196,6 +196,7 @@ def to_dict(results: RunResults) -> dict[str, Any]:
     run = asdict(results.run)
     run["versions"] = dict(results.run.versions)
     run["running"] = [dict(vars(r)) for r in results.run.running]
+    run["tiers"], run["verified"] = list(results.run.tiers), list(results.run.verified)
     # schema_version first: readers check it before anything else.
     return {
         "schema_version": results.schema_version,
