@@ -528,11 +528,12 @@ class _Renderer:
             cache = f"{_plural(hit, 'hit')}, {_plural(len(known) - hit, 'miss', 'misses')}"
             cache = cache if known else "—"
             name = inline(self.ctx.redactor.clip(model_id, 200, keep="head"), 120)
-            rows.append(f"| {name} | {rev} | {len(hits):,} | {cache} |")
+            checked = "verified" if model_id in self.results.run.verified else "—"
+            rows.append(f"| {name} | {rev} | {len(hits):,} | {cache} | {checked} |")
         more = f"\n\n*… and {len(uses) - 20:,} more models*" if len(uses) > 20 else ""
         return (
-            f"#### Models ({len(uses):,})\n\n| model | revision | tests | cache |\n"
-            "| --- | --- | ---: | --- |\n" + "\n".join(rows) + more
+            f"#### Models ({len(uses):,})\n\n| model | revision | tests | cache | weights |\n"
+            "| --- | --- | ---: | --- | --- |\n" + "\n".join(rows) + more
         )
 
     def curves_block(self, detail: Detail) -> str:

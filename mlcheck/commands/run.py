@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -159,11 +161,51 @@ def handle(args: argparse.Namespace) -> int:
         if not args.safety_manifest.is_dir():
             raise UsageError(f"--safety-manifest {args.safety_manifest}: not a folder")
         env[constants.ENV_SAFETY_MANIFEST] = str(args.safety_manifest.resolve())
+    stamp_dir = Path(tempfile.mkdtemp(prefix="mlcheck-verified-"))  # outside the workspace
+    verified = _verify_weights(paths[0], tiers, stamp_dir / "stamp", env)
+    try:
+        return _run_and_report(command, env, args, results_dir, tiers, workers, shard, verified)
+    finally:
+        shutil.rmtree(stamp_dir, ignore_errors=True)
+
+
+def _verify_weights(
+    path: Path, tiers: frozenset[Tier], stamp: Path, env: dict[str, str]
+) -> tuple[str, ...]:
+    """Hash the manifest's weights once, before pytest, when the real or gpu tier runs."""
+    from ..cache import ENV_VERIFIED_STAMP, verify_weights
+    from ..manifest import find_root
+
+    if not tiers & {Tier.REAL, Tier.GPU}:
+        return ()
+    root = find_root(path.resolve() if path.is_dir() else path.resolve().parent)
+    verified, report = verify_weights(root, stamp)
+    env[ENV_VERIFIED_STAMP] = str(stamp)
+    if verified:
+        print(
+            f"mlcheck: verified {len(verified)} model(s) against the lock: "
+            f"{report.checked_bytes / 1e6:.1f} MB in {report.seconds:.2f} s "
+            f"({report.mb_per_s:.0f} MB/s)",
+            file=sys.stderr,
+        )
+    return tuple(verified)
+
+
+def _run_and_report(
+    command: list[str],
+    env: dict[str, str],
+    args: argparse.Namespace,
+    results_dir: Path,
+    tiers: frozenset[Tier],
+    workers: int | str | None,
+    shard: tuple[int, int] | None,
+    verified: tuple[str, ...],
+) -> int:
     started = time.time()
     code, received = _run_forwarding_signals(command, env)
     if received is not None or code < 0 or not (results_dir / RESULTS_FILE).exists():
-        return _salvage(results_dir, code, received, started, tiers, workers, shard)
-    return _exit_code(code, results_dir, fail_on_empty=args.fail_on_empty)
+        return _salvage(results_dir, code, received, started, tiers, workers, shard, verified)
+    return _exit_code(code, results_dir, fail_on_empty=args.fail_on_empty, verified=verified)
 
 
 GRACE_S = 5.0  # GitHub's cancel escalates SIGINT -> SIGTERM -> kill within about 10 s
@@ -232,6 +274,7 @@ def _salvage(
     tiers: frozenset[Tier],
     workers: int | str | None,
     shard: tuple[int, int] | None,
+    verified: tuple[str, ...] = (),
 ) -> int:
     """results.json, junit.xml and the report from the journal of a run cut short."""
     from dataclasses import replace
@@ -267,6 +310,7 @@ def _salvage(
         collected=builder.collected if base is None else base.collected,
         signal=name,
         pytest_exit_code=code,
+        verified=verified,
     )
     results = RunResults(run=run, tests=builder.build())
     write(results, results_dir)
@@ -313,8 +357,16 @@ def _test_env(workers: int | str | None) -> dict[str, str]:
     return env
 
 
-def _exit_code(pytest_code: int, results_dir: Path, *, fail_on_empty: bool = False) -> int:
-    from ..results import Outcome, read
+def _exit_code(
+    pytest_code: int,
+    results_dir: Path,
+    *,
+    fail_on_empty: bool = False,
+    verified: tuple[str, ...] = (),
+) -> int:
+    from dataclasses import replace
+
+    from ..results import Outcome, read, write
 
     if pytest_code == 5:
         raise NoTestsCollected("no tests collected: check the paths and pytest's testpaths")
@@ -322,6 +374,9 @@ def _exit_code(pytest_code: int, results_dir: Path, *, fail_on_empty: bool = Fal
         names = {2: "interrupted", 3: "an internal error", 4: "a usage error"}
         raise EnvironmentProblem(f"pytest stopped with {names[pytest_code]} (exit {pytest_code})")
     results = read(results_dir)
+    if verified:
+        results = replace(results, run=replace(results.run, verified=verified))
+        write(results, results_dir)
     _write_reports(results, results_dir)
     code = max(results.exit_code(), 1 if pytest_code == 1 else 0)
     if fail_on_empty and all(t.outcome is Outcome.NOT_RUN for t in results.tests):
