@@ -8,12 +8,16 @@ Usage::
 
     python bench/plugin_overhead.py [--repeat 7] [--json bench/out/plugin_overhead.json]
     python bench/plugin_overhead.py --tests 2010 --results    # results-writing overhead
+
+With ``--results`` it also times results without the per-test journal (MLCHECK_NO_JOURNAL=1)
+and prints the journal's cost as a ratio to that, measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -80,7 +84,7 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-VARIANTS = ("without", "with", "with+results")
+VARIANTS = ("without", "with", "with+results", "with+results-no-journal")
 
 
 def run_pytest(root: Path, variant: str, count: int) -> tuple[float, float]:
@@ -90,11 +94,14 @@ def run_pytest(root: Path, variant: str, count: int) -> tuple[float, float]:
     args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root)]
     if not enabled:
         args[3:3] = ["-p", "no:mlcheck"]
-    if variant == "with+results":
+    env = dict(os.environ)
+    if variant.startswith("with+results"):
         args.append(f"--mlcheck-results={root / 'results'}")
+    if variant == "with+results-no-journal":
+        env["MLCHECK_NO_JOURNAL"] = "1"  # the journal's cost is the ratio to this variant
     cpu = _children_cpu_s()
     start = time.perf_counter()
-    out = subprocess.run(args, cwd=root, capture_output=True, text=True)
+    out = subprocess.run(args, cwd=root, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start, _children_cpu_s() - cpu
     if out.returncode != 0 or f"{count} passed" not in out.stdout:
         raise SystemExit(f"pytest failed (plugin enabled={enabled}):\n{out.stdout}\n{out.stderr}")
@@ -138,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio": median / base,
             }
             line += f"; {variant} {median:.3f} s ({100 * (median / base - 1):+.1f}%)"
+        if args.results:
+            journal = statistics.median(t[index] for t in times["with+results"])
+            bare = statistics.median(t[index] for t in times["with+results-no-journal"])
+            entry["journal_ratio"] = journal / bare
+            line += f"; journal {100 * (journal / bare - 1):+.1f}% vs no journal"
         result[clock] = entry
         print(line + f"  [target <= +{100 * TARGET_OVERHEAD:.0f}%]")
     result["target_overhead"] = TARGET_OVERHEAD

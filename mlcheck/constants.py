@@ -27,6 +27,8 @@ ENV_HF_ENDPOINT = "HF_ENDPOINT"
 # (allow_pickle, trust_remote_code) instead of the project's own: GPU jobs of pull requests
 # point it at the base branch's manifest, so a PR cannot allow pickle for itself.
 ENV_SAFETY_MANIFEST = "MLCHECK_SAFETY_MANIFEST"
+# Set to 1 to write no journal.jsonl (only to measure the journal's cost: bench/plugin_overhead.py)
+ENV_NO_JOURNAL = "MLCHECK_NO_JOURNAL"
 
 DEFAULT_TIER = "fast"
 DEFAULT_SEED = 0

@@ -158,7 +158,11 @@ class MlcheckState:
             self.results_dir is not None or _xdist_controller(config)
         )
         journal = None
-        if self.records and self.results_dir is not None:
+        if (
+            self.records
+            and self.results_dir is not None
+            and os.environ.get(constants.ENV_NO_JOURNAL) != "1"
+        ):
             # every report is journaled as it comes: `mlcheck run` rebuilds results.json from it
             # when this process is killed (SIGTERM, OOM) before pytest_sessionfinish
             self.results_dir.mkdir(parents=True, exist_ok=True)

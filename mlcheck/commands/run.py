@@ -41,7 +41,8 @@ exit codes:
   0  every selected test passed (tests not run because their tier was not selected don't count)
   1  a selected test failed or errored (a cache miss or a setup error is an error)
   2  usage or environment problem: bad arguments, invalid manifest, no tests collected,
-     pytest internal error; with --fail-on-empty, no test in the selected tiers
+     pytest internal error, cached weights that differ from the lock; with
+     --fail-on-empty, no test in the selected tiers
   130, 143  cancelled by SIGINT / SIGTERM: the signal went to pytest and its workers, what
      finished is in results.json (run marked interrupted, the running tests listed)
 
