@@ -221,13 +221,16 @@ def _dump(v: Any, indent: int) -> str:
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
     """An exclusive lock for read-modify-write of one golden file (across processes)."""
+    import hashlib
+
     from filelock import FileLock  # huggingface_hub's own dependency
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path.parent / f".{path.name}.lock"))
+    # in the temp folder, not beside the file: nothing to gitignore in the project. The lock
+    # file stays: removing it would race with a process waiting for it.
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    lock = FileLock(os.path.join(tempfile.gettempdir(), f"mlcheck-golden-{digest}.lock"))
     with lock:
         yield
-    # the lock file stays: removing it would race with a waiting process
 
 
 def write(path: Path, data: Mapping[str, Any]) -> None:
