@@ -239,7 +239,18 @@ def _test_from_dict(t: Mapping[str, Any]) -> TestResult:
 
 
 def golden_use(data: Mapping[str, Any]) -> GoldenUse:
-    """A :class:`GoldenUse` from its JSON form (results files, the plugin's per-test facts)."""
+    """A :class:`GoldenUse` from its JSON form (results files, the plugin's per-test facts).
+
+    Results files may be untrusted (artifacts): wrong types raise ``ValueError``.
+    """
+    texts = ("file", "test", "name", "key", "status", "problem")
+    for f in data.get("failures") or ():
+        if not isinstance(f, Mapping) or not all(isinstance(f.get(n, ""), str) for n in texts):
+            raise ValueError("golden failures must be objects with string fields")
+        if not isinstance(f.get("value", {}), Mapping):
+            raise ValueError("a golden failure's value must be an object")
+    if not isinstance(data.get("key"), str):
+        raise ValueError("golden key must be a string")
     return GoldenUse(
         key=str(data["key"]),
         checks=int(data.get("checks", 0)),

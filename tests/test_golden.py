@@ -61,6 +61,8 @@ def test_nested_structures_and_non_float_values():
     assert diff.path == "label" and "'unsafe'" in diff.problem
     (diff,) = differs(value, {**value, "logits": torch.arange(6).reshape(3, 2)})
     assert diff.path == "logits" and "shape (3, 2)" in diff.problem
+    big = torch.tensor([2**53, 1])
+    assert differs(big, big + torch.tensor([1, 0]))  # int64 beyond float64's integers
     with pytest.raises(UsageError, match="cannot store a set"):
         encode({1, 2})
 

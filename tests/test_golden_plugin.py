@@ -1,6 +1,7 @@
 """The `golden` fixture end to end: real pytest runs (pytester) of a seeded tiny BERT."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -157,19 +158,24 @@ def test_a_hand_edited_golden_file_is_a_clear_error(pytester):
     assert '"shape": [3]' in path.read_text()  # never overwritten
 
 
-def test_concurrent_recording_under_xdist_loses_no_entry(pytester):
+def test_concurrent_recording_under_xdist_loses_no_entry(tmp_path):
+    # through `mlcheck run`, as CI does: two workers write the same golden file at once
     tests = "\n".join(
         f"def test_{i}(golden):\n    golden.check('v', {i}.5)\n    golden.check('w', [{i}, 'x'])\n"
         for i in range(12)
     )
-    pytester.makepyfile(test_many=tests)
-    result = run(pytester, "-n", "2", "--mlcheck-golden", "record")
-    result.assert_outcomes(passed=12)
-    data = json.loads((pytester.path / "__golden__" / "test_many.json").read_text())
+    (tmp_path / "test_many.py").write_text(tests)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = mlcheck("run", "--no-warm", "-n", "2", "--golden", "record", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    data = json.loads((tmp_path / "__golden__" / "test_many.json").read_text())
     assert {t: set(v) for t, v in data["tests"].items()} == {
         f"test_{i}": {"v", "w"} for i in range(12)
     }
-    run(pytester, "-n", "2").assert_outcomes(passed=12)
+    assert {k for t in data["tests"].values() for v in t.values() for k in v} == {"cpu"}
+    done = mlcheck("run", "--no-warm", "-n", "2", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert {t.golden.key for t in read(tmp_path / "mlcheck-results").tests if t.golden} == {"cpu"}
 
 
 def test_accept_refuses_paths_outside_the_project(tmp_path):

@@ -88,6 +88,22 @@ def shortest(x: float, dtype: str) -> float | str:
     return x
 
 
+def _shortest_all(x: Any, dtype: str) -> list[float | str]:
+    """:func:`shortest` of every element of a 1-D float tensor."""
+    if dtype in ("float16", "float32", "float64"):
+        try:
+            import numpy as np  # a transformers dependency; its Dragon4 is ~8x the loop below
+        except ImportError:
+            pass
+        else:
+            out: list[float | str] = []
+            for text in x.numpy().astype(str).tolist():
+                v = float(text)
+                out.append(v if math.isfinite(v) else shortest(v, dtype))
+            return out
+    return [shortest(v, dtype) for v in x.double().tolist()]
+
+
 def _decode_float(v: float | str, dtype: str = "float64") -> float:
     """A stored decimal back to the exact value the dtype holds ("nan", "inf" parse too)."""
     x = float(v)
@@ -152,7 +168,7 @@ def _encode_tensor(tensor: Any, k: int | None) -> dict[str, Any]:
 
     def listed(x: Any) -> list[Any]:
         if floating:
-            return [shortest(v, dtype) for v in x.double().tolist()]
+            return _shortest_all(x, dtype)
         return [bool(v) if dtype == "bool" else int(v) for v in x.tolist()]
 
     n = flat.numel()
@@ -376,6 +392,19 @@ def _unravel(i: int, shape: tuple[int, ...]) -> str:
     return str(tuple(reversed(idx))).replace(",)", ")")
 
 
+_TORCH_DTYPES = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32"}
+
+
+def _as_float64(raw: Sequence[Any], dtype: str) -> Any:
+    """Stored numbers as a float64 tensor holding exactly the dtype's values."""
+    import torch
+
+    t = torch.tensor([float(v) for v in raw], dtype=torch.float64)  # "nan"/"inf" parse too
+    if dtype in _TORCH_DTYPES:
+        t = t.to(getattr(torch, _TORCH_DTYPES[dtype])).double()  # round to nearest, as stored
+    return t
+
+
 def _compare_floats(
     e_raw: Sequence[Any],
     a_raw: Sequence[Any],
@@ -387,74 +416,66 @@ def _compare_floats(
     scalar: bool = False,
     index_names: Sequence[str] | None = None,
 ) -> Difference | None:
-    e = [_decode_float(v, dtype) if not isinstance(v, bool) else float(v) for v in e_raw]
-    a = [_decode_float(v, dtype) if not isinstance(v, bool) else float(v) for v in a_raw]
+    import torch
+
     if tol.mode in ("cosine", "topk") and scalar:
         raise UsageError(f"golden.check: mode={tol.mode!r} needs a tensor, not a number")
-    floating = dtype.startswith(("float", "bfloat")) or dtype == "float"
+    e, a = _as_float64(e_raw, dtype), _as_float64(a_raw, dtype)
+    floating = dtype.startswith(("float", "bfloat"))
+    if floating:
+        same = (e == a) | (torch.isnan(e) & torch.isnan(a))
+    else:  # integers compared as stored: float64 would merge int64 values above 2**53
+        same = torch.tensor([x == y for x, y in zip(e_raw, a_raw, strict=True)], dtype=torch.bool)
     stats = _stats(e, a)
-    name = index_names or [_unravel(i, shape) for i in range(len(e))]
 
+    def first(bad: Any) -> tuple[str, ...]:
+        idx = torch.nonzero(bad).reshape(-1)[:5].tolist()
+        name = (lambda i: index_names[i]) if index_names else (lambda i: _unravel(i, shape))
+        return tuple(f"{name(i)}: {_num(float(e[i]))} → {_num(float(a[i]))}" for i in idx)
+
+    n = e.numel()
     if tol.mode == "exact" or not floating:
-        bad = [i for i, (x, y) in enumerate(zip(e, a, strict=True)) if not _same(x, y)]
+        bad = ~same
         what = "not bitwise equal" if tol.mode == "exact" else "integers differ"
-    elif tol.mode == "allclose":
-        rtol, atol = (
-            (tol.rtol, tol.atol)
-            if tol.rtol is not None
-            else DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0))
-        )
-        assert rtol is not None and atol is not None
-        bad = [
-            i
-            for i, (x, y) in enumerate(zip(e, a, strict=True))
-            if not (_same(x, y) or abs(y - x) <= atol + rtol * abs(x))
-        ]
-        what = f"{len(bad):,} of {len(e):,} outside rtol={rtol:g}, atol={atol:g}"
-    elif tol.mode == "cosine":
+        count = int(bad.sum())
+        if not count:
+            return None
+        return Difference(path, f"{count:,} of {n:,} elements {what}", *stats, first(bad))
+    if tol.mode == "allclose":
+        rtol, atol = DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0))
+        if tol.rtol is not None and tol.atol is not None:
+            rtol, atol = tol.rtol, tol.atol
+        bad = ~(same | ((a - e).abs() <= atol + rtol * e.abs()))
+        count = int(bad.sum())
+        if not count:
+            return None
+        what = f"{count:,} of {n:,} outside rtol={rtol:g}, atol={atol:g}"
+        return Difference(path, what, *stats, first(bad))
+    if tol.mode == "cosine":
         limit = tol.min_cosine if tol.min_cosine is not None else DEFAULT_MIN_COSINE
         cos = stats[2]
         if cos is not None and cos >= limit:
             return None
-        bad = [i for i, (x, y) in enumerate(zip(e, a, strict=True)) if not _same(x, y)]
         shown = "undefined (a zero or non-finite vector)" if cos is None else f"{cos:.8f}"
         return Difference(
-            path,
-            f"cosine similarity {shown} < min_cosine={limit:g}",
-            *stats,
-            _first(bad, name, e, a),
+            path, f"cosine similarity {shown} < min_cosine={limit:g}", *stats, first(~same)
         )
-    else:
-        raise AssertionError(tol.mode)
-    if not bad:
-        return None
-    if tol.mode != "allclose":
-        what = f"{len(bad):,} of {len(e):,} elements {what}"
-    return Difference(path, what, *stats, _first(bad, name, e, a))
+    raise AssertionError(tol.mode)
 
 
-def _same(x: float, y: float) -> bool:
-    return x == y or (math.isnan(x) and math.isnan(y))
+def _stats(e: Any, a: Any) -> tuple[float | None, float | None, float | None]:
+    import torch
 
-
-def _first(
-    bad: Sequence[int], name: Sequence[str], e: Sequence[float], a: Sequence[float]
-) -> tuple[str, ...]:
-    return tuple(f"{name[i]}: {_num(e[i])} → {_num(a[i])}" for i in bad[:5])
-
-
-def _stats(
-    e: Sequence[float], a: Sequence[float]
-) -> tuple[float | None, float | None, float | None]:
-    finite = [(x, y) for x, y in zip(e, a, strict=True) if math.isfinite(x) and math.isfinite(y)]
-    if not finite:
+    finite = torch.isfinite(e) & torch.isfinite(a)
+    if not bool(finite.any()):
         return None, None, None
-    max_abs = max(abs(y - x) for x, y in finite)
-    max_rel = max(abs(y - x) / abs(x) if x else (0.0 if x == y else math.inf) for x, y in finite)
-    ne = math.sqrt(math.fsum(x * x for x, _ in finite))
-    na = math.sqrt(math.fsum(y * y for _, y in finite))
-    cos = math.fsum(x * y for x, y in finite) / (ne * na) if ne and na else None
-    return max_abs, max_rel, cos
+    e, a = e[finite], a[finite]
+    diff = (a - e).abs()
+    rel = torch.where(e != 0, diff / e.abs(), torch.where(diff == 0, 0.0, math.inf))
+    ne, na = float(torch.linalg.vector_norm(e)), float(torch.linalg.vector_norm(a))
+    # a non-finite value makes the cosine undefined: a NaN never passes as similar
+    cos = float(e @ a) / (ne * na) if ne and na and bool(finite.all()) else None
+    return float(diff.max()), float(rel.max()), cos
 
 
 def _topk(values: Sequence[Any], shape: tuple[int, ...], k: int | None) -> list[list[int]]:
