@@ -97,7 +97,7 @@ def _shortest_all(x: Any, dtype: str) -> list[float | str]:
             pass
         else:
             out: list[float | str] = []
-            for text in x.numpy().astype(str).tolist():
+            for text in np.asarray(x).astype(str).tolist():
                 v = float(text)
                 out.append(v if math.isfinite(v) else shortest(v, dtype))
             return out
