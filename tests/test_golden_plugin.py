@@ -189,6 +189,17 @@ def test_accept_refuses_paths_outside_the_project(tmp_path):
     done = mlcheck("golden", "accept", "out", cwd=tmp_path)
     assert done.returncode == 2 and "not a __golden__/*.json path inside the project" in done.stderr
     assert not (tmp_path.parent / "evil").exists()
+    # a path inside the project but for a test file that is not there: the wrong --root
+    elsewhere = GoldenCheck(
+        "tests/__golden__/test_x.json", "t", "n", "cpu", "missing", value={"int": 1}
+    )
+    results = RunResults(
+        RunInfo(), (TestResult("t", Outcome.FAILED, golden=GoldenUse("cpu", 1, (elsewhere,))),)
+    )
+    write(results, tmp_path / "out")
+    done = mlcheck("golden", "accept", "out", cwd=tmp_path)
+    assert done.returncode == 2 and "tests/test_x.py does not exist" in done.stderr
+    assert "pass --root" in done.stderr and not (tmp_path / "tests").exists()
 
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="file locks and paths: POSIX here")

@@ -45,7 +45,15 @@ def _safe_path(root: Path, file: str) -> Path:
             f"results name golden file {file!r}, which is not a {store.FOLDER}/*.json path "
             "inside the project; not written"
         )
-    return root.joinpath(*rel.parts)
+    target = root.joinpath(*rel.parts)
+    test_file = target.parent.parent / f"{target.stem}.py"
+    if not test_file.is_file():
+        # the results were made in another folder (a monorepo's sub-project?): say which
+        raise GoldenFileError(
+            f"results name golden file {file!r}, but {test_file} does not exist: run accept "
+            "from the project's root or pass --root"
+        )
+    return target
 
 
 def _clip(text: str, limit: int = 120) -> str:
