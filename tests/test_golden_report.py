@@ -58,3 +58,23 @@ def test_the_terminal_summary_shows_the_key():
     out = io.StringIO()
     terminal_summary(results(), console=Console(file=out, width=200))
     assert "golden key cpu, cuda:sm90" in out.getvalue()
+
+
+def test_published_results_keep_golden_values_and_refuse_bad_ones():
+    import json
+
+    import pytest
+
+    from mlcheck.errors import ResultsError
+    from mlcheck.publish import validate
+    from mlcheck.results import to_dict
+
+    data = json.loads(json.dumps(to_dict(results())))
+    for use_jsonschema in (True, False):  # with and without the optional package
+        loaded = validate(data, use_jsonschema=use_jsonschema)
+        (failure,) = loaded.tests[0].golden.failures
+        assert failure.value == {"float": 1.0} and failure.key == "cuda:sm90"
+    data["tests"][0]["golden"]["failures"][0]["key"] = 5
+    for use_jsonschema in (True, False):
+        with pytest.raises(ResultsError, match="golden"):
+            validate(data, use_jsonschema=use_jsonschema)
