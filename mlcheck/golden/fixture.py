@@ -144,7 +144,7 @@ class Golden:
         observed = encode(value, k=(k or 1) if mode == "topk" else None)
         self._facts["checks"] = self._facts.get("checks", 0) + 1
         versions = _versions()
-        keyed = store.read(self.file)["tests"].get(self.test, {}).get(name, {})
+        keyed = store.read_cached(self.file)["tests"].get(self.test, {}).get(name, {})
         found = store.lookup(keyed, self.key)
         where = f"{self.file} › {self.test} › {name}"
         if found is None:

@@ -162,6 +162,25 @@ def validate(path: Path, data: Any) -> dict[str, Any]:
     return data
 
 
+_cache: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def read_cached(path: Path) -> dict[str, Any]:
+    """:func:`read`, parsed once per process while the file is unchanged: a test file with
+    many checks reads its golden file once, not once per check. Do not modify the result."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return {"format": FORMAT, "tests": {}}
+    signature = (st.st_ino, st.st_mtime_ns, st.st_size)  # writes replace the inode
+    hit = _cache.get(path)
+    if hit is not None and hit[0] == signature:
+        return hit[1]
+    data = read(path)
+    _cache[path] = (signature, data)
+    return data
+
+
 def read(path: Path) -> dict[str, Any]:
     """The golden file at ``path`` (an empty one if it does not exist), validated."""
     try:
@@ -255,6 +274,7 @@ def put(
         old = keyed.get(key)
         keyed[key] = dict(record)
         write(path, data)
+        _cache.pop(path, None)
     return old
 
 
