@@ -6,7 +6,7 @@ Stored forms are plain JSON (the shapes ``mlcheck/schema/golden.schema.json`` de
 when a tensor is met.
 
 >>> encode({"n": 3, "label": "unsafe"})
-{'dict': {'label': {'str': 'unsafe'}, 'n': {'int': 3}}}
+{'dict': {'n': {'int': 3}, 'label': {'str': 'unsafe'}}}
 """
 
 from __future__ import annotations
