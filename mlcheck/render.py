@@ -785,6 +785,9 @@ def terminal_summary(
             facts += f" · shard {r.run.shard} only"
         if keys := golden_keys(r):
             facts += f" · golden key {', '.join(keys)}"
+            written = sum(t.golden.written for t in r.tests if t.golden is not None)
+            if written:
+                facts += f" ({written:,} values written by --golden record/update, not compared)"
         console.print(Text("  " + clean(facts, 300), style="dim"))
     if results_dir is not None:
         console.print(Text(f"  results: {results_dir}", style="dim"))

@@ -94,6 +94,7 @@ class GoldenUse:
     key: str
     checks: int = 0
     failures: tuple[GoldenCheck, ...] = ()
+    written: int = 0  # values this run recorded (--golden record/update): those checks passed
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,7 @@ def golden_use(data: Mapping[str, Any]) -> GoldenUse:
     return GoldenUse(
         key=str(data["key"]),
         checks=int(data.get("checks", 0)),
+        written=int(data.get("written", 0)),
         failures=tuple(
             GoldenCheck(
                 **{

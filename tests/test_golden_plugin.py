@@ -173,6 +173,8 @@ def test_concurrent_recording_under_xdist_loses_no_entry(tmp_path):
         f"test_{i}": {"v", "w"} for i in range(12)
     }
     assert {k for t in data["tests"].values() for v in t.values() for k in v} == {"cpu"}
+    assert sum(t.golden.written for t in read(tmp_path / "mlcheck-results").tests) == 24
+    assert "24 values written by --golden record/update, not compared" in done.stdout
     done = mlcheck("run", "--no-warm", "-n", "2", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout[-2000:]
     assert {t.golden.key for t in read(tmp_path / "mlcheck-results").tests if t.golden} == {"cpu"}

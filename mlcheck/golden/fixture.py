@@ -149,7 +149,7 @@ class Golden:
         where = f"{self.file} › {self.test} › {name}"
         if found is None:
             if self.mode is not GoldenMode.CHECK:
-                store.put(self.file, self.test, name, self.key, self._record(observed, versions))
+                self._write(name, observed, versions)
                 return
             others = ", ".join(sorted(keyed)) or "none"
             problem = f"no value for {self.key} in {where}"
@@ -165,7 +165,7 @@ class Golden:
         if not diffs:
             return
         if self.mode is GoldenMode.UPDATE:
-            store.put(self.file, self.test, name, self.key, self._record(observed, versions))
+            self._write(name, observed, versions)
             return
         head = diffs[0]
         stats = [
@@ -196,8 +196,11 @@ class Golden:
     def __repr__(self) -> str:
         return f"<golden {self.file.name} {self.test} [{self.key}] {self.mode.value}>"
 
-    def _record(self, observed: Mapping[str, Any], versions: Mapping[str, str]) -> dict[str, Any]:
-        return {"recorded_with": dict(versions), "value": dict(observed)}
+    def _write(self, name: str, observed: Mapping[str, Any], versions: Mapping[str, str]) -> None:
+        record = {"recorded_with": dict(versions), "value": dict(observed)}
+        store.put(self.file, self.test, name, self.key, record)
+        # counted in results: a check that passed because it was just written says so
+        self._facts["written"] = self._facts.get("written", 0) + 1
 
     def _failed(
         self,
