@@ -89,6 +89,8 @@ class TestResult:
     seed: int | None = None
     loss_curve: tuple[float, ...] | None = None
     run: str | None = None  # which job/section produced it (e.g. "fast", "gpu"); set on merge
+    # failed/errored tests only: code, hub, oom, device, crash, timeout (mlcheck.failure_kinds)
+    failure_kind: str | None = None
 
     __test__ = False  # not a pytest test class
 
@@ -374,6 +376,7 @@ def _finish(test: _Pending) -> TestResult:
         seed=facts.get("seed"),
         loss_curve=tuple(float(x) for x in curve) if curve is not None else None,
         run=facts.get("run"),
+        failure_kind=str(facts.get("failure_kind") or "code") if outcome.is_failure else None,
     )
 
 
