@@ -58,7 +58,7 @@ _HUB_ERRORS = "huggingface_hub\\.errors\\."
 RULES: tuple[Rule, ...] = (
     _rule(
         FailureKind.TIMEOUT,
-        r"^_pytest\.outcomes\.Failed: Timeout \(>[\d.]+s\) from pytest-timeout",
+        r"^(?:builtins|_pytest\.outcomes)\.Failed: Timeout \(>[\d.]+s\) from pytest-timeout",
     ),
     _rule(
         FailureKind.OOM,
@@ -88,13 +88,13 @@ RULES: tuple[Rule, ...] = (
         FailureKind.HUB,
         _HUB_ERRORS + r"(?:OfflineModeIsEnabled|LocalEntryNotFoundError|EntryNotFoundError): ",
         _HUB_ERRORS + r"(?:GatedRepoError|OverloadedError|XetDownloadError): ",
-        # HTTP 429 and 5xx from a hub (huggingface_hub puts the status first in its message)
-        _HUB_ERRORS + r"HfHubHTTPError: (?:429|5\d\d)\b",
+        # HTTP 429 and 5xx from a hub (the status is in huggingface_hub's message)
+        _HUB_ERRORS + r"HfHubHTTPError: [^\n]*\b(?:429|5\d\d)\b",
         # transformers wraps the hub's errors in an OSError with these words
         r"couldn't connect to '[^']*' to load (?:the|this) files?",
         r"outgoing traffic has been disabled|offline mode is enabled",
         # connection errors name the host they could not reach
-        r"^(?:httpx|requests\.exceptions|urllib3\.exceptions)\.\w*(?:Connect|Timeout)\w*: "
+        r"^(?:httpx2?|requests\.exceptions|urllib3\.exceptions)\.\w*(?:Connect|Timeout)\w*: "
         r"[^\n]*(?:huggingface\.co|hf\.co)",
         # mlcheck's own cache miss (ModelNotCached), also when reported through pytest.fail
         r"is not in the cache[^\n]*mlcheck cache warm",
