@@ -36,6 +36,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from .errors import ResultsError
+from .failure_kinds import FailureKind
 from .results import Outcome, RunResults, TestResult
 
 DIGEST_VERSION = 2
@@ -421,9 +422,12 @@ def classify(tests: Iterable[TestResult], base: Digest | None) -> Classified:
     )
 
 
+_INFRA_KINDS = frozenset(k.value for k in FailureKind if k.infrastructure)
+
+
 def is_infrastructure(t: TestResult) -> bool:
-    """A failure whose kind is not ``code`` (results of schema v1 have no kind: code)."""
-    return t.failure_kind not in (None, "code")
+    """A failure of an infrastructure kind; no kind (schema v1) or an unknown one is code."""
+    return t.failure_kind in _INFRA_KINDS
 
 
 @dataclass(frozen=True)

@@ -523,6 +523,12 @@ class _Renderer:
         if stopped is not None and stopped.total:
             names = level.max_names_per_group if detail < Detail.COUNTS else 0
             blocks.append(stopped_block(self.ctx, stopped, names))
+        elif stopped is not None and stopped.unknown:
+            blocks.append(
+                f"*Stopped running: {_plural(stopped.unknown, 'test')} skipped or not run here "
+                "could not be compared: the base digest had no room for the tests that ran on "
+                "base.*"
+            )
         if detail < Detail.COUNTS:
             slower = slower_than_base(self.results.tests, self.base)
             if slower:

@@ -200,3 +200,9 @@ def test_a_tight_budget_samples_the_ran_set_first_and_keeps_failures_whole() -> 
     assert stopped is not None and stopped.sampled
     # a sample: every test listed really ran on base; the rest are counted as not compared
     assert 0 < len(stopped.tests) < 5_000 and len(stopped.tests) + stopped.unknown == 5_000
+
+
+def test_an_unknown_failure_kind_from_untrusted_results_counts_as_code() -> None:
+    tests = [_t("t::a", Outcome.FAILED, failure_kind="totally-infra"), _t("t::b", Outcome.PASSED)]
+    c = digest.classify(tests, None)
+    assert not c.infra and [t.nodeid for t in c.uncompared] == ["t::a"]
