@@ -31,6 +31,8 @@ from .failure_kinds import (
     crash_kind,
     oom_kill_count,
 )
+from .golden import fixture as _golden
+from .golden.fixture import golden  # noqa: F401  (the fixture, registered with the plugin)
 from .progress import Progress
 from .results import DeviceInfo, ResultsBuilder, RunInfo, RunResults
 from .results import write as write_results
@@ -108,6 +110,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="I/N",
         help="recorded in results as the shard this run covers (mlcheck run --shard selects it)",
     )
+    _golden.addoption(group)
 
 
 @pytest.hookimpl(tryfirst=True)
