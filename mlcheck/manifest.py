@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from .errors import ManifestError
+from .failure_kinds import Rule, parse_rules
 
 Need = Literal["config", "weights"]
 NEEDS: tuple[Need, ...] = ("config", "weights")
@@ -46,7 +47,7 @@ REMOTE_CODE_PATTERNS = ("*.py",)
 # "org/name", or a legacy org-less id like "gpt2"
 _MODEL_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 _MODEL_KEYS = ("revision", "needs", "allow_patterns", "allow_pickle", "trust_remote_code")
-_TOP_KEYS = ("models", "markers")
+_TOP_KEYS = ("models", "markers", "failure_kinds")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class Manifest:
     markers: Mapping[str, str] = field(default_factory=dict)  # marker name -> tier
     source: Path | None = None  # the file the manifest was read from (None: no manifest)
     extra: Mapping[str, Any] = field(default_factory=dict)  # top-level keys others define
+    # the project's failure-kind patterns, tried before mlcheck's table (mlcheck.failure_kinds)
+    failure_kinds: tuple[Rule, ...] = ()
 
     def model(self, model_id: str) -> ModelSpec | None:
         return self.models.get(model_id)
@@ -127,6 +130,7 @@ def load_manifest(root: Path) -> Manifest:
     models: dict[str, ModelSpec] = {}
     markers: dict[str, str] = {}
     extra: dict[str, Any] = {}
+    failure_kinds: list[Rule] = []
     seen_in: dict[tuple[str, str], Path] = {}
     for path, table in tables:
         for key, value in table.items():
@@ -138,8 +142,18 @@ def load_manifest(root: Path) -> Manifest:
         for marker, tier in _parse_markers(path, table.get("markers", {})).items():
             _claim(seen_in, ("marker", marker), path)
             markers[marker] = tier
+        if "failure_kinds" in table:
+            where = "tool.mlcheck.failure_kinds" if path.name == PYPROJECT else "failure_kinds"
+            failure_kinds += parse_rules(table["failure_kinds"], f"{path}: `{where}`")
     source = tables[-1][0] if len(tables) == 1 else tables[0][0]
-    return Manifest(root=root, models=models, markers=markers, source=source, extra=extra)
+    return Manifest(
+        root=root,
+        models=models,
+        markers=markers,
+        source=source,
+        extra=extra,
+        failure_kinds=tuple(failure_kinds),
+    )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

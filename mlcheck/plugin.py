@@ -24,6 +24,13 @@ import pytest
 
 from . import _record, constants
 from .errors import MlcheckError
+from .failure_kinds import (
+    FailureKind,
+    classify_exception,
+    classify_text,
+    crash_kind,
+    oom_kill_count,
+)
 from .golden import fixture as _golden
 from .golden.fixture import golden  # noqa: F401  (the fixture, registered with the plugin)
 from .progress import Progress
@@ -45,6 +52,7 @@ from .tiers import (
 )
 
 if TYPE_CHECKING:
+    from .failure_kinds import Rule
     from .models import ModelFactory
 
 NEEDS_KEY = pytest.StashKey[Needs]()
@@ -152,6 +160,8 @@ class MlcheckState:
         results_dir = config.getoption("mlcheck_results")
         self.results_dir = Path(results_dir) if results_dir else None
         self.marker_map = _marker_map(config.rootpath)
+        self.failure_rules = _failure_rules(config.rootpath)
+        self.oom_kills = oom_kill_count()  # to tell the OOM killer's SIGKILL from a crash
         for marker, tier in self.marker_map.items():
             config.addinivalue_line("markers", f"{marker}: tier {tier} ([tool.mlcheck] markers)")
         self.is_worker = hasattr(config, "workerinput")
@@ -284,6 +294,8 @@ class MlcheckState:
         message = _message(report)
         if facts.get("not_run") and report.when == "setup":
             self.not_run_reported[message] += 1
+        if report.failed and "failure_kind" not in facts:
+            facts = {**facts, "failure_kind": self._kind_of_text(report.longreprtext)}
         path, line0, _ = report.location
         self.builder.report(
             nodeid=report.nodeid,
@@ -298,6 +310,12 @@ class MlcheckState:
             xfail=hasattr(report, "wasxfail"),
             facts=facts,
         )
+
+    def _kind_of_text(self, text: str) -> str:
+        kind = classify_text(text, self.failure_rules)
+        if kind is FailureKind.CRASH:
+            kind = crash_kind(self.oom_kills, oom_kill_count())
+        return kind.value
 
     def _show_progress(self, report: pytest.TestReport) -> None:
         assert self.progress is not None
@@ -366,6 +384,11 @@ class FactsOnReports:
         report = yield
         # A plain attribute travels with the report from xdist workers to the controller.
         facts = item.stash.get(FACTS_KEY, {})
+        if report.failed and call.excinfo is not None and "failure_kind" not in facts:
+            # the live exception (its cause and context chain) is only here, on the worker
+            state = item.config.pluginmanager.get_plugin("mlcheck-state")
+            rules = state.failure_rules if isinstance(state, MlcheckState) else ()
+            facts["failure_kind"] = classify_exception(call.excinfo.value, rules).value
         report.mlcheck_facts = dict(facts)  # type: ignore[attr-defined]
         return report
 
@@ -400,6 +423,13 @@ def _marker_map(root: Path) -> dict[str, str]:
     from .manifest import load_manifest
 
     return dict(load_manifest(root).markers)
+
+
+def _failure_rules(root: Path) -> tuple[Rule, ...]:
+    """The project's failure-kind patterns (``[tool.mlcheck] failure_kinds``)."""
+    from .manifest import load_manifest
+
+    return load_manifest(root).failure_kinds
 
 
 def _weights_problem(model_id: str, root: Path) -> str | None:

@@ -38,7 +38,16 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from . import digest as digest_mod
-from .digest import Category, Classified, Digest, classify
+from .digest import (
+    Category,
+    Classified,
+    Digest,
+    Stopped,
+    classify,
+    is_infrastructure,
+    slower_than_base,
+    stopped_running,
+)
 from .merge import section_key
 from .results import Outcome, RunResults, RunStatus, TestResult
 from .safety import NO_SECRETS, Redactor, code_block, html_text, inline, one_line
@@ -300,7 +309,7 @@ def run_state(results: RunResults) -> str | None:
 
 
 def _status(c: Classified, counts: Counter[str], results: RunResults | None = None) -> str:
-    failures = len(c.new) + len(c.on_base) + len(c.uncompared)
+    failures = len(c.new) + len(c.on_base) + len(c.uncompared) + len(c.infra)
     ran = sum(v for k, v in counts.items() if k not in (Outcome.NOT_RUN.value,))
     state = run_state(results) if results is not None else None
     if results is not None and state is not None:
@@ -313,6 +322,8 @@ def _status(c: Classified, counts: Counter[str], results: RunResults | None = No
             parts.append(_plural(len(c.uncompared), "failure"))
         if c.on_base:
             parts.append(f"{len(c.on_base):,} failing on base too")
+        if c.infra:
+            parts.append(_plural(len(c.infra), "infrastructure failure"))
         return "❌ " + ", ".join(parts)
     if c.flaky:
         return f"⚠️ passed, {_plural(len(c.flaky), 'flaky test')}"
@@ -393,6 +404,7 @@ _HEADINGS = {
     Category.UNCOMPARED: "❌ Failures",
     Category.ON_BASE: "🔁 Already failing on base",
     Category.FLAKY: "🎲 Flaky (passed on rerun)",
+    Category.INFRA: "🏗️ Infrastructure",
 }
 
 
@@ -417,6 +429,7 @@ class _Renderer:
             (Category.UNCOMPARED, c.uncompared),
             (Category.ON_BASE, c.on_base),
             (Category.FLAKY, c.flaky),
+            (Category.INFRA, c.infra),
         ]
 
     def link_name(self, t: TestResult) -> str:
@@ -439,6 +452,8 @@ class _Renderer:
 
     def _extras(self, t: TestResult) -> str:
         extras = []
+        if is_infrastructure(t):
+            extras.append(f"*{inline(str(t.failure_kind), 20)}*")
         if t.outcome is Outcome.ERROR and t.phase is not None:
             extras.append(f"*error in {t.phase.value}*")
         failed = sum(1 for a in t.attempts if a.outcome.is_failure)
@@ -488,6 +503,8 @@ class _Renderer:
             if category is Category.UNCOMPARED and self.base is not None:
                 title = "❓ Failures not in the base digest (not compared)"
             heading = f"#### {title} ({len(tests):,})"
+            if category is Category.INFRA:
+                heading = infrastructure_heading(tests)
             items: list[str] = []
             size = len(heading) + 2
             for t in tests if not left_out else ():
@@ -587,6 +604,34 @@ class _Renderer:
             + "\n\n</details>"
         )
 
+    def since_base_blocks(self, level: _Level, detail: Detail) -> list[str]:
+        """ "Stopped running" and "Slower than base": what changed against the base digest."""
+        blocks = []
+        stopped = stopped_running(self.results, self.base)
+        if stopped is not None and stopped.total:
+            names = level.max_names_per_group if detail < Detail.COUNTS else 0
+            blocks.append(stopped_block(self.ctx, stopped, names))
+        elif stopped is not None and stopped.unknown:
+            blocks.append(
+                f"*Stopped running: {_plural(stopped.unknown, 'test')} skipped or not run here "
+                "could not be compared: the base digest had no room for the tests that ran on "
+                "base.*"
+            )
+        if detail < Detail.COUNTS:
+            slower = slower_than_base(self.results.tests, self.base)
+            if slower:
+                rows = [
+                    f"| {inline(_name(self.ctx, s.test), 200)} | "
+                    f"{_base_time(s.base_low, s.base_high)} | {duration_text(s.test.duration)} |"
+                    for s in slower
+                ]
+                blocks.append(
+                    f"#### 🐢 Slower than base ({len(slower)})\n\n"
+                    "Took more than twice as long and over 1 s more than on base.\n\n"
+                    "| test | base | now |\n| --- | ---: | ---: |\n" + "\n".join(rows)
+                )
+        return blocks
+
     def render(self, detail: Detail, levels: Mapping[Detail, _Level], budget: int) -> str | None:
         """The section at ``detail``, or None when it does not fit (names level always fits)."""
         level = levels[detail]
@@ -596,6 +641,7 @@ class _Renderer:
             self.not_run_block(level, detail),
             self.models_block(detail),
             self.curves_block(detail),
+            *self.since_base_blocks(level, detail),
         ]
         tail = "\n\n".join(b for b in tail_blocks if b)
         fixed = len(header.encode()) + len(tail.encode()) + 600  # 600: the left-out note
@@ -624,6 +670,103 @@ class _Renderer:
         if len(text.encode()) > budget:
             return None
         return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Infrastructure failures and tests that stopped running
+
+# One line per kind: what went wrong, and what to do about it.
+INFRA_CAUSES: dict[str, tuple[str, str]] = {
+    "hub": (
+        "model files were not in the local cache, or the hub refused or failed a request",
+        "run `mlcheck cache warm` before the tests (the cache of what mlcheck.lock names); "
+        "a 429/5xx passes on retry",
+    ),
+    "oom": (
+        "out of memory (accelerator, or a worker killed by the OOM killer)",
+        "declare what the test needs with `@pytest.mark.gpu(min_memory_gb=...)` or use a bigger "
+        "runner",
+    ),
+    "device": (
+        "accelerator runtime, driver or NCCL error (not out of memory), or no accelerator",
+        "check the runner's GPU and driver (`nvidia-smi`), then rerun on a healthy runner",
+    ),
+    "crash": (
+        "the test's worker process died (segfault, abort or killed)",
+        "rerun the test alone (`pytest -p no:xdist NODEID`) to see how it dies",
+    ),
+    "timeout": (
+        "the test ran past its time limit",
+        "raise the limit (`@pytest.mark.timeout(...)`) or find what got slow",
+    ),
+}
+
+
+def infrastructure_heading(tests: Sequence[TestResult]) -> str:
+    """``#### Infrastructure (3): hub 2 · oom 1`` and one cause/fix line per kind.
+
+    These failures still fail the run; they are listed apart from the code's failures and are
+    never counted as new failures against the base.
+    """
+    kinds = Counter(str(t.failure_kind) for t in tests)
+    ordered = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
+    summary = " · ".join(f"{inline(kind, 20)} {n:,}" for kind, n in ordered)
+    lines = [f"#### {_HEADINGS[Category.INFRA]} ({len(tests):,}): {summary}", ""]
+    lines.append(
+        "Failed for a reason outside the code under test; they still fail the run, and are "
+        "not compared with the base."
+    )
+    lines.append("")
+    for kind, _ in ordered:
+        cause, fix = INFRA_CAUSES.get(kind, ("", ""))
+        if cause:
+            lines.append(f"- **{kind}**: {cause}. *Fix:* {fix}.")
+    return "\n".join(lines)
+
+
+def _base_time(low: float, high: float) -> str:
+    if low <= 0:
+        return f"< {duration_text(high)}"
+    return f"{duration_text(low)}–{duration_text(high)}"
+
+
+_STOPPED_LABEL = {Outcome.SKIPPED: "skipped", Outcome.NOT_RUN: "not run"}
+
+
+def stopped_block(ctx: RenderContext, stopped: Stopped, max_names: int) -> str:
+    """The collapsed "Stopped running (N): ..." list: tests that ran on base and did not here."""
+    groups: dict[tuple[str, str], list[TestResult]] = {}
+    for t in stopped.tests:
+        reason = one_line(ctx.redactor.clip(t.message, 400, keep="head"), 200)
+        label = _STOPPED_LABEL.get(t.outcome, t.outcome.value)
+        groups.setdefault((label, reason or "(no reason given)"), []).append(t)
+    ordered = sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    parts = [
+        f"{len(ts):,} {label} — {html_text(reason, 80)}" for (label, reason), ts in ordered[:3]
+    ]
+    if len(ordered) > 3:
+        parts.append(f"{sum(len(ts) for _, ts in ordered[3:]):,} for other reasons")
+    if stopped.gone:
+        parts.append(f"{stopped.gone:,} no longer collected")
+    summary = f"<b>⏸️ Stopped running ({stopped.total:,})</b>: " + " · ".join(parts)
+    body: list[str] = []
+    for (label, reason), ts in ordered[:20]:
+        body.append(f"- **{label}** — {inline(reason, 200)} ({len(ts):,})")
+        for t in ts[:max_names]:
+            body.append(f"  - {inline(_name(ctx, t), 200)}")
+        if max_names and len(ts) > max_names:
+            body.append(f"  - *… and {len(ts) - max_names:,} more*")
+    if stopped.gone:
+        body.append(
+            f"- **no longer collected** ({stopped.gone:,}): ran on base, not in this run "
+            "(deleted, renamed or deselected); the base digest keeps hashes, not names"
+        )
+    if stopped.sampled:
+        body.append(
+            f"- *the base digest kept a sample of the tests that ran there: counts are a lower "
+            f"bound ({stopped.unknown:,} skipped here could not be compared)*"
+        )
+    return f"<details><summary>{summary}</summary>\n\n" + "\n".join(body) + "\n\n</details>"
 
 
 def _fit(renderer: _Renderer, levels: Mapping[Detail, _Level], budget: int) -> str:
@@ -718,7 +861,14 @@ _CATEGORY_TITLE = {
     Category.NEW: "new failure",
     Category.UNCOMPARED: "failure",
     Category.ON_BASE: "failing on base too",
+    Category.INFRA: "infrastructure",
 }
+
+
+def _annotation_title(category: Category, t: TestResult) -> str:
+    if category is Category.INFRA:
+        return f"infrastructure ({one_line(str(t.failure_kind), 20)})"
+    return _CATEGORY_TITLE[category]
 
 
 def render_annotations(
@@ -737,7 +887,8 @@ def render_annotations(
         c = classify(results.tests, ctx.base.get(key))
         ordered += c.ordered()
         flaky += len(c.flaky)
-    rank = {Category.NEW: 0, Category.UNCOMPARED: 1, Category.ON_BASE: 2}
+    # code failures first: an infrastructure failure gets an annotation only if room is left
+    rank = {Category.NEW: 0, Category.UNCOMPARED: 1, Category.ON_BASE: 2, Category.INFRA: 3}
     ordered.sort(key=lambda ct: rank[ct[0]])  # stable: keeps the sections' own order
     lines = []
     for category, t in ordered[:max_errors]:
@@ -751,7 +902,7 @@ def render_annotations(
                 message or "failed",
                 file=ctx.redactor.redact(file or ""),
                 line=t.line if file else None,
-                title=f"{_CATEGORY_TITLE[category]}: {one_line(_name(ctx, t), 200)}",
+                title=f"{_annotation_title(category, t)}: {one_line(_name(ctx, t), 200)}",
             )
         )
     rest = len(ordered) - len(lines)
@@ -822,6 +973,7 @@ def terminal_summary(
             (Category.UNCOMPARED, c.uncompared),
             (Category.ON_BASE, c.on_base),
             (Category.FLAKY, c.flaky),
+            (Category.INFRA, c.infra),
         ):
             if not tests:
                 continue

@@ -152,6 +152,8 @@ class TestResult:
     loss_curve: tuple[float, ...] | None = None
     run: str | None = None  # which job/section produced it (e.g. "fast", "gpu"); set on merge
     subtests: tuple[Subtest, ...] = ()
+    # failed/errored tests only: code, hub, oom, device, crash, timeout (mlcheck.failure_kinds)
+    failure_kind: str | None = None
     golden: GoldenUse | None = None  # only for tests that used the `golden` fixture
 
     __test__ = False  # not a pytest test class
@@ -241,6 +243,8 @@ def _test_to_dict(test: TestResult) -> dict[str, Any]:
         data["subtests"] = [dict(vars(s), params=dict(s.params)) for s in test.subtests]
     else:
         del data["subtests"]
+    if test.failure_kind is None:
+        del data["failure_kind"]  # optional: only failed and errored tests have a kind
     if test.golden is None:
         del data["golden"]  # optional: absent for the tests that use no golden values
     else:
@@ -685,6 +689,7 @@ def _finish(test: _Pending) -> TestResult:
         loss_curve=tuple(float(x) for x in curve) if curve is not None else None,
         run=facts.get("run"),
         subtests=test.finished_subtests,
+        failure_kind=str(facts.get("failure_kind") or "code") if outcome.is_failure else None,
         golden=golden_use(facts["golden"]) if facts.get("golden") else None,
     )
 
