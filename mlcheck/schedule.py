@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from .errors import UsageError
-from .publish import code, resolve_author, tier_key
+from .publish.options import code, resolve_author, tier_key
 from .safety import inline
 from .tiers import DEFAULT_GPU_LABEL
 
