@@ -14,8 +14,8 @@ from github_server import ACTIONS_BOT, GitHubServer, Identity
 
 from mlcheck import results, sticky
 from mlcheck.cli import main
-from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
 from mlcheck.gpu_label import base_safety
+from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
 
 EVENTS = Path(__file__).parent / "data" / "events"
 REPO = "octo-org/ml-app"
@@ -302,9 +302,7 @@ def test_a_label_no_longer_on_the_pr_dispatches_nothing(
     assert outputs(labeled)["scheduled"] == "false"
 
 
-def test_racing_label_events_dispatch_at_most_once(
-    server: GitHubServer, labeled: Path
-) -> None:
+def test_racing_label_events_dispatch_at_most_once(server: GitHubServer, labeled: Path) -> None:
     import threading
 
     from mlcheck.event import load_event

@@ -66,8 +66,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def handle(args: argparse.Namespace) -> int:
     from ..errors import GitHubError
     from ..event import load_event
-    from ..publish import tier_key
     from ..gpu_label import ScheduleOptions, schedule
+    from ..publish import tier_key
 
     event = load_event(os.environ)
     tier_key(args.tier)  # a bad --tier is a usage error before anything is touched
