@@ -465,7 +465,6 @@ def test_oversized_results_are_refused_before_anything_is_posted(
     assert gh.count() == 0
 
 
-@pytest.mark.parametrize("use_jsonschema", [True, False], ids=["jsonschema", "dataclasses"])
 @pytest.mark.parametrize(
     ("change", "error"),
     [
@@ -478,13 +477,11 @@ def test_oversized_results_are_refused_before_anything_is_posted(
     ],
     ids=["version", "tier", "nodeid-type", "outcome", "line", "tests-type"],
 )
-def test_results_that_break_the_schema_are_refused(
-    change: object, error: str, use_jsonschema: bool
-) -> None:
+def test_results_that_break_the_schema_are_refused(change: object, error: str) -> None:
     data = json.loads(json.dumps(results.to_dict(RunResults(RunInfo(), (passed("test_a"),)))))
     change(data)  # type: ignore[operator]
     with pytest.raises(ResultsError) as e:
-        publish.validate(data, use_jsonschema=use_jsonschema)
+        publish.validate(data)
     assert error in str(e.value)
 
 
@@ -695,3 +692,51 @@ def test_a_bad_section_key_is_a_usage_error(actions: Actions, tmp_path: Path) ->
     out = write(tmp_path / "r", passed("test_a"))
     assert run_publish(actions.gh, str(out), "--section", "Bad Key!") == 2
     assert actions.gh.count() == 0
+
+
+# --- results are data (README "Security model")
+
+HOSTILE = "<details open><img src=https://evil.example/x.png> @everyone #1 [x](javascript:alert(1))"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["run"].update(workers=HOSTILE),
+        lambda d: d["run"].update(seed=HOSTILE),
+        lambda d: d["run"]["device"].update(count=HOSTILE),
+        lambda d: d["run"]["device"].update(memory_gb=HOSTILE),
+        lambda d: d["run"].update(shard=HOSTILE),
+        lambda d: d["run"].update(extra=HOSTILE),
+        lambda d: d["run"]["device"].update(extra=HOSTILE),
+    ],
+    ids=["workers", "seed", "count", "memory", "shard", "run-extra", "device-extra"],
+)
+def test_hostile_run_and_device_numbers_are_refused(change: object) -> None:
+    data = json.loads(json.dumps(results.to_dict(RunResults(RunInfo(), (passed("test_a"),)))))
+    change(data)  # type: ignore[operator]
+    with pytest.raises(ResultsError, match="results schema at run"):
+        publish.validate(data)
+
+
+def test_hostile_run_and_device_strings_are_rendered_as_text() -> None:
+    from mlcheck import render
+
+    data = json.loads(json.dumps(results.to_dict(RunResults(RunInfo(), (passed("test_a"),)))))
+    data["run"]["device"].update(name=HOSTILE, type=HOSTILE)
+    data["run"].update(ref=HOSTILE, sha=HOSTILE, started_at=HOSTILE, versions={"x": HOSTILE})
+    r = publish.validate(data)
+    text = render.render_section(r, render.RenderContext(repo="o/r"), key="fast")
+    page = cmarkgfm.github_flavored_markdown_to_html(text, options=Options.CMARK_OPT_UNSAFE)
+    assert "<details open" not in page and "<img" not in page and 'href="javascript' not in page
+    assert "@everyone" not in page.replace(f"@{ZWSP}everyone", "")
+
+
+def test_without_jsonschema_nothing_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail closed: no partial hand-written check lets unchecked fields through."""
+    data = json.loads(json.dumps(results.to_dict(RunResults(RunInfo(), (passed("test_a"),)))))
+    data["run"].update(workers=HOSTILE)
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema -> ImportError
+    for good_or_bad in (data, results.to_dict(RunResults(RunInfo(), ()))):
+        with pytest.raises(ResultsError, match="`jsonschema` package is missing"):
+            publish.validate(good_or_bad)

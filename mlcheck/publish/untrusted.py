@@ -95,25 +95,25 @@ def _schema() -> dict[str, Any]:
     return schema
 
 
-def validate(data: Any, *, use_jsonschema: bool | None = None) -> RunResults:
-    """Check untrusted results data and build :class:`RunResults` from it.
+def validate(data: Any) -> RunResults:
+    """Check untrusted results data against the whole results schema; build :class:`RunResults`.
 
-    The schema version is checked first (its message says which mlcheck wrote the file); then
-    the JSON schema when ``jsonschema`` is installed (``use_jsonschema=None``), else the
-    dataclass loader plus the type checks the schema would have made.
+    The schema version is checked first (its message says which mlcheck wrote the file), then
+    every field with ``jsonschema`` against ``mlcheck/schema/results.schema.json`` (types,
+    lengths, enums, extra fields), so fields other modules add to the schema are checked
+    without changes here. Without ``jsonschema`` nothing is accepted: a partial hand-written
+    check would let the fields it forgot reach the comment (fail closed).
     """
     if not isinstance(data, dict):
         raise ResultsError("results file is not a JSON object")
-    if use_jsonschema is None:
-        try:
-            import jsonschema
-        except ImportError:
-            use_jsonschema = False
-        else:
-            use_jsonschema = True
-    if use_jsonschema and data.get("schema_version") == SCHEMA_VERSION:
+    try:
         import jsonschema
-
+    except ImportError:
+        raise ResultsError(
+            "cannot validate untrusted results: the `jsonschema` package is missing "
+            "(it is a dependency of pytest-mlcheck: reinstall it, or use mlcheck's image)"
+        ) from None
+    if data.get("schema_version") == SCHEMA_VERSION:
         validator = jsonschema.Draft202012Validator(_schema())
         error = jsonschema.exceptions.best_match(validator.iter_errors(data))
         if error is not None:
@@ -121,48 +121,10 @@ def validate(data: Any, *, use_jsonschema: bool | None = None) -> RunResults:
             raise ResultsError(
                 f"results do not match the results schema at {where}: {error.message[:300]}"
             )
-    if not use_jsonschema and data.get("schema_version") == SCHEMA_VERSION:
-        for name, kind in (("run", dict), ("tests", list)):
-            if not isinstance(data.get(name), kind):
-                raise ResultsError(
-                    f"results do not match the results schema at {name}: not a {kind.__name__}"
-                )
-    results = from_dict(data)  # checks schema_version with an actionable message
-    if not use_jsonschema:
-        _check_types(results)
-    return results
+    return from_dict(data)  # checks schema_version with an actionable message
 
 
-_TIERS = {"fast", "real", "gpu"}
-
-
-def _check_types(results: RunResults) -> None:
-    """What the schema checks that the dataclass loader does not (used without jsonschema)."""
-
-    def bad(where: str, what: str) -> ResultsError:
-        return ResultsError(f"results do not match the results schema at {where}: {what}")
-
-    if not set(results.run.tiers) <= _TIERS:
-        raise bad("run/tiers", f"{sorted(results.run.tiers)!r} is not a list of fast, real, gpu")
-    for i, t in enumerate(results.tests):
-        for name in ("nodeid", "message", "traceback"):
-            if not isinstance(getattr(t, name), str):
-                raise bad(f"tests/{i}/{name}", "not a string")
-        if t.file is not None and not isinstance(t.file, str):
-            raise bad(f"tests/{i}/file", "not a string")
-        if t.line is not None and (not isinstance(t.line, int) or t.line < 1):
-            raise bad(f"tests/{i}/line", "not a positive integer")
-        if t.tier not in _TIERS:
-            raise bad(f"tests/{i}/tier", f"{t.tier!r} is not one of fast, real, gpu")
-        if t.run is not None and not isinstance(t.run, str):
-            raise bad(f"tests/{i}/run", "not a string")
-        if not isinstance(t.duration, int | float):
-            raise bad(f"tests/{i}/duration", "not a number")
-
-
-def load_untrusted(
-    paths: Iterable[Path], *, limits: Limits = Limits(), use_jsonschema: bool | None = None
-) -> list[RunResults]:
+def load_untrusted(paths: Iterable[Path], *, limits: Limits = Limits()) -> list[RunResults]:
     """Read results from folders or artifacts as untrusted data (see the module docstring).
 
     Raises :class:`~mlcheck.errors.ResultsError` naming the file and what is wrong with it.
@@ -196,7 +158,7 @@ def load_untrusted(
                     "raise --max-tests if that is real"
                 )
         try:
-            loaded.append(validate(data, use_jsonschema=use_jsonschema))
+            loaded.append(validate(data))
         except ResultsError as exc:
             raise ResultsError(f"{path}: {exc}") from None
     return loaded
