@@ -289,7 +289,8 @@ class GitHubClient:
                 raise GitHubUnavailable(
                     self.redact(
                         f"{method} {path}: HTTP {response.status_code} "
-                        f"{_message(response, self.redact)!r} after {attempt} attempts; retry the job"
+                        f"{_message(response, self.redact)!r} after {attempt} attempts; "
+                        "retry the job"
                     ),
                     status=response.status_code,
                     method=method,
