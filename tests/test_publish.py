@@ -317,6 +317,21 @@ def test_workflow_run_of_a_same_repo_pr(actions: Actions, tmp_path: Path) -> Non
     assert "1 passed" in section(gh, FAST)
 
 
+def test_workflow_run_naming_a_pr_whose_head_differs_posts_nothing(
+    actions: Actions, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run's `pull_requests` is not proof: PR #17 has moved on, so nothing is posted."""
+    gh = actions.gh
+    gh.state.pulls[PR]["head_sha"] = "e" * 40
+    actions.event("workflow_run", "workflow_run.json", GITHUB_SHA=MAIN)
+    out = write(tmp_path / "r", passed("test_a"))
+    assert run_publish(gh, str(out)) == 0
+    assert not gh.state.comments_on(PR)
+    assert "nothing posted: the workflow_run names PR #17, whose head is eeeeeee" in (
+        capsys.readouterr().out
+    )
+
+
 def test_dispatched_gpu_run_reports_into_the_scheduled_section(
     actions: Actions, tmp_path: Path
 ) -> None:

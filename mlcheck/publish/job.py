@@ -90,7 +90,7 @@ def publish(
         author = rec.attempt(
             "finding the token's user", lambda: resolve_author(client, token, options.author)
         )
-        pr = rec.attempt("finding the PR", lambda: _find_pr(event, client))
+        pr = rec.attempt("finding the PR", lambda: _find_pr(event, client, rec))
         read: tuple[Issue | None] | None = None  # the tracking issue, when it was read
         if author and options.base_digest is None:
             read, base = read_base(client, event.repository, author, rec)
@@ -124,9 +124,21 @@ def publish(
     )
 
 
-def _find_pr(event: Event, client: GitHubClient) -> int | None:
+def _find_pr(event: Event, client: GitHubClient, rec: Recorder) -> int | None:
     from ..event import find_pr_number
 
+    run = event.workflow_run
+    if event.name == "workflow_run" and run is not None and event.pr_number is not None:
+        # The run's PR list is not proof: confirm the PR's head is the run's commit and repo.
+        pull = client.get_pull(event.repository, event.pr_number)
+        if pull.head_sha != run.head_sha or pull.head_repo != run.head_repo:
+            rec.note(
+                f"nothing posted: the workflow_run names PR #{event.pr_number}, whose head is "
+                f"{pull.head_sha[:7]} in {pull.head_repo}, not this run's "
+                f"{run.head_sha[:7]} in {run.head_repo}"
+            )
+            return None
+        return event.pr_number
     if event.name == "pull_request" or event.pr_number is not None:
         return event.pr_number
     if event.name in ("push", "workflow_run"):
