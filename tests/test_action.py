@@ -473,6 +473,8 @@ echo "uid=$(id -u) groups=$(id -G)" > "$OUT.who"
 """
 
 
+# README security model: the project under test never holds a write token
+# (env, /proc/*/environ, files, Docker socket).
 @pytest.mark.skipif(os.geteuid() != 0, reason="the action runs as root; needs root to test it")
 @pytest.mark.parametrize("pr_user", ["", "0"])
 def test_pr_code_cannot_find_the_token(tmp_path: Path, server: GitHubServer, pr_user: str) -> None:

@@ -505,7 +505,8 @@ def test_safety_options_come_from_the_base_branch():
     from mlcheck.cache import locate
 
     trusted = Path(os.environ["MLCHECK_SAFETY_MANIFEST"])
-    assert trusted.name == ".mlcheck-base", trusted
+    assert trusted.name == "mlcheck-base", trusted  # moved to $RUNNER_TEMP before install
+    assert not trusted.resolve().is_relative_to(Path.cwd().resolve()), trusted
     assert "allow_pickle" not in (trusted / "pyproject.toml").read_text()
     assert "allow_pickle = true" in Path("pyproject.toml").read_text()  # what the PR asked for
     assert locate(MODEL_ID, need="weights").allow_pickle is False

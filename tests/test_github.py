@@ -196,6 +196,7 @@ def test_missing_actions_and_issues_permissions_name_the_fix(
         read_only.create_issue(REPO, "Nightly", "body")
 
 
+# README security model: the token never appears in error messages.
 def test_bad_token_is_an_auth_error_that_does_not_echo_the_token(gh: GitHubServer) -> None:
     with make_client(gh, token="ghp_wrongTOKENvalue") as c, pytest.raises(GitHubAuthError) as e:
         c.get_repo(REPO)
@@ -506,6 +507,7 @@ def test_a_publisher_that_keeps_losing_the_race_gives_up_with_advice(gh: GitHubS
     assert gh.count(PATCH) == 3
 
 
+# README security model: the token is redacted before any text is cut.
 def test_an_html_error_page_echoing_the_token_is_redacted_before_it_is_cut() -> None:
     """A proxy's HTML error page repeats the token so that the 200-character clip of the
     message would cut it mid-way: no piece of the token may reach the error message."""

@@ -288,6 +288,7 @@ def test_fork_pull_request_with_read_only_token_writes_summary_only(
     assert "1 failure" in actions.summary.read_text()
 
 
+# README security model: results cannot pick another section.
 def test_fork_pr_is_published_from_workflow_run_with_the_artifact_folder(
     actions: Actions, tmp_path: Path
 ) -> None:
@@ -317,6 +318,8 @@ def test_workflow_run_of_a_same_repo_pr(actions: Actions, tmp_path: Path) -> Non
     assert "1 passed" in section(gh, FAST)
 
 
+# README security model: the workflow_run publisher posts only after GET /pulls/N
+# confirms the head SHA and repository.
 def test_workflow_run_naming_a_pr_whose_head_differs_posts_nothing(
     actions: Actions, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -467,6 +470,7 @@ def test_comment_on_failure_and_off(actions: Actions, tmp_path: Path) -> None:
 # --- untrusted results
 
 
+# README security model: size and test-count limits.
 def test_oversized_results_are_refused_before_anything_is_posted(
     actions: Actions, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -500,6 +504,7 @@ def test_results_that_break_the_schema_are_refused(change: object, error: str) -
     assert error in str(e.value)
 
 
+# README security model: symbolic links are refused.
 def test_symlinks_and_missing_results_are_refused(tmp_path: Path) -> None:
     secret = tmp_path / "secret.json"
     secret.write_text("{}")
@@ -714,6 +719,7 @@ def test_a_bad_section_key_is_a_usage_error(actions: Actions, tmp_path: Path) ->
 HOSTILE = "<details open><img src=https://evil.example/x.png> @everyone #1 [x](javascript:alert(1))"
 
 
+# README security model: results must match the whole schema.
 @pytest.mark.parametrize(
     "change",
     [
@@ -734,6 +740,7 @@ def test_hostile_run_and_device_numbers_are_refused(change: object) -> None:
         publish.validate(data)
 
 
+# README security model: strings from results are escaped, numbers go through int()/float().
 def test_hostile_run_and_device_strings_are_rendered_as_text() -> None:
     from mlcheck import render
 
@@ -747,6 +754,7 @@ def test_hostile_run_and_device_strings_are_rendered_as_text() -> None:
     assert "@everyone" not in page.replace(f"@{ZWSP}everyone", "")
 
 
+# README security model: without jsonschema nothing is accepted.
 def test_without_jsonschema_nothing_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail closed: no partial hand-written check lets unchecked fields through."""
     data = json.loads(json.dumps(results.to_dict(RunResults(RunInfo(), (passed("test_a"),)))))

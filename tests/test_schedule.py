@@ -136,6 +136,7 @@ def test_maintainer_label_dispatches_the_pinned_head(
     print(f"\nschedule, dispatched: {requests} requests")
 
 
+# README security model: only maintainers start GPU runs; the label is removed either way.
 @pytest.mark.parametrize("role", ["read", "triage", None])
 def test_outsider_label_is_removed_and_nothing_runs(
     server: GitHubServer, labeled: Path, role: str | None
@@ -212,6 +213,7 @@ def test_other_events_are_a_usage_error(
     assert run_schedule(server) == (2, 0)
 
 
+# README security model: the scheduler reads the base checkout; a PR-head workspace is refused.
 def test_safety_options_come_from_the_base_checkout_never_the_pr(
     workspace: Path, tmp_path: Path
 ) -> None:
@@ -260,6 +262,7 @@ def test_label_to_results_end_to_end_with_a_moved_head(
 # --- attacks on the gate (issue 9): each must dispatch nothing
 
 
+# README security model: GPU runs are for the commit the maintainer labeled.
 def test_label_then_push_dispatches_nothing(server: GitHubServer, labeled: Path) -> None:
     """The author pushes between the label and the scheduler: the new commit never runs."""
     server.state.collaborators["mona"] = "admin"
@@ -274,6 +277,7 @@ def test_label_then_push_dispatches_nothing(server: GitHubServer, labeled: Path)
     assert requests == 6  # remove label, permission, PR, list + create + list
 
 
+# README security model: a re-run of the scheduler job dispatches nothing.
 def test_rerun_of_a_used_label_event_dispatches_nothing(
     server: GitHubServer, labeled: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -291,6 +295,7 @@ def test_rerun_of_a_used_label_event_dispatches_nothing(
     assert "scheduled" in gpu_section(server)  # the winner's section is left alone
 
 
+# README security model: a label already gone dispatches nothing.
 def test_a_label_no_longer_on_the_pr_dispatches_nothing(
     server: GitHubServer, labeled: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -302,6 +307,7 @@ def test_a_label_no_longer_on_the_pr_dispatches_nothing(
     assert outputs(labeled)["scheduled"] == "false"
 
 
+# README security model: of several racing label events at most one dispatches.
 def test_racing_label_events_dispatch_at_most_once(server: GitHubServer, labeled: Path) -> None:
     import threading
 
