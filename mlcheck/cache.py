@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -127,6 +127,14 @@ def locate(
 def _safety_spec(model_id: str, spec: ModelSpec | None) -> ModelSpec | None:
     """Where allow_pickle / trust_remote_code come from: the trusted manifest when one is set
     (``MLCHECK_SAFETY_MANIFEST``; a model it does not name gets neither), else the project's."""
+    from .manifest import ModelSpec
+    from .trusted_options import captured
+
+    fixed = captured()  # what `mlcheck run --safety-manifest` resolved before the tests ran
+    if fixed is not None:
+        pickle, remote = fixed.get(model_id, (False, False))
+        base = spec or ModelSpec(model_id)
+        return replace(base, allow_pickle=pickle, trust_remote_code=remote)
     trusted = env_safety_manifest()
     if trusted is None:
         return spec

@@ -22,7 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import _record, constants
+from . import (
+    _record,
+    constants,
+    trusted_options,  # noqa: F401  (reads MLCHECK_SAFETY_OPTIONS before any conftest)
+)
 from .errors import MlcheckError
 from .failure_kinds import (
     FailureKind,

@@ -188,9 +188,10 @@ def permalink(ctx: RenderContext, file: str | None, line: int | None, sha: str |
     if not (ctx.repo and sha and file and _REPO.fullmatch(ctx.repo) and _SHA.fullmatch(sha)):
         return ""
     path = f"{ctx.path_prefix.strip('/')}/{file}" if ctx.path_prefix else file
+    path = ctx.redactor.redact(path)  # a URL leaves the comment unescaped: redact it too
     # quote() leaves only URL-safe characters: nothing in it can end the Markdown link.
     url = f"{ctx.server_url.rstrip('/')}/{ctx.repo}/blob/{sha}/{quote(path.lstrip('/'), safe='/')}"
-    return f"{url}#L{line}" if line else url
+    return f"{url}#L{int(line)}" if line else url
 
 
 def _reason(ctx: RenderContext, t: TestResult, limit: int = 160) -> str:
@@ -336,20 +337,21 @@ def _facts_line(results: RunResults) -> str:
     run = results.run
     dev = run.device
     device = dev.name if dev.name else dev.type
-    if dev.count > 1:
-        device += f" ×{dev.count}"
+    # Numbers from results go out through int()/float(), strings through inline().
+    if int(dev.count) > 1:
+        device += f" ×{int(dev.count)}"
     if dev.memory_gb:
-        device += f" ({dev.memory_gb:.0f} GB)"
+        device += f" ({float(dev.memory_gb):.0f} GB)"
     test_time = sum(t.duration for t in results.tests)
     parts = [f"**Device:** {inline(device, 120)}", f"**Time:** {duration_text(run.duration)}"]
     if test_time and abs(test_time - run.duration) > 1:
         parts[-1] += f" (tests {duration_text(test_time)})"
     if run.workers:
-        parts.append(f"**Workers:** {run.workers}")
+        parts.append(f"**Workers:** {int(run.workers)}")
     if run.shard:
         parts.append(f"**Shard:** {inline(run.shard, 20)} only")
     if run.seed is not None:
-        parts.append(f"**Seed:** {run.seed}")
+        parts.append(f"**Seed:** {int(run.seed)}")
     if keys := golden_keys(results):
         parts.append("**Golden key:** " + ", ".join(inline(k, 40) for k in keys))
     return " · ".join(parts)

@@ -180,6 +180,10 @@ def handle(args: argparse.Namespace) -> int:
         if not args.safety_manifest.is_dir():
             raise UsageError(f"--safety-manifest {args.safety_manifest}: not a folder")
         env[constants.ENV_SAFETY_MANIFEST] = str(args.safety_manifest.resolve())
+        # Resolved here, in the parent, before any PR code of the test process runs.
+        from ..trusted_options import ENV_SAFETY_OPTIONS, encode, resolve
+
+        env[ENV_SAFETY_OPTIONS] = encode(resolve(args.safety_manifest))
     stamp_dir = Path(tempfile.mkdtemp(prefix="mlcheck-verified-"))  # outside the workspace
     verified = _verify_weights(paths[0], tiers, stamp_dir / "stamp", env)
     try:
