@@ -24,6 +24,8 @@ import pytest
 
 from . import _record, constants
 from .errors import MlcheckError
+from .golden import fixture as _golden
+from .golden.fixture import golden  # noqa: F401  (the fixture, registered with the plugin)
 from .progress import Progress
 from .results import DeviceInfo, ResultsBuilder, RunInfo, RunResults
 from .results import write as write_results
@@ -100,6 +102,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="I/N",
         help="recorded in results as the shard this run covers (mlcheck run --shard selects it)",
     )
+    _golden.addoption(group)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -288,7 +288,42 @@ def _facts_line(results: RunResults) -> str:
         parts.append(f"**Shard:** {inline(run.shard, 20)} only")
     if run.seed is not None:
         parts.append(f"**Seed:** {run.seed}")
+    if keys := golden_keys(results):
+        parts.append("**Golden key:** " + ", ".join(inline(k, 40) for k in keys))
     return " · ".join(parts)
+
+
+# -- golden values (mlcheck/golden) ------------------------------------------------------------
+
+_GOLDEN_LISTED = 10
+
+
+def golden_keys(results: RunResults) -> list[str]:
+    """The hardware keys the run's golden checks used (``cpu``, ``cuda:sm90``)."""
+    return sorted({t.golden.key for t in results.tests if t.golden is not None})
+
+
+def golden_block(results: RunResults, ctx: RenderContext) -> str:
+    """Failing or missing golden values, and the one command that accepts them."""
+    failures = [f for t in results.tests if t.golden is not None for f in t.golden.failures]
+    if not failures:
+        return ""
+    lines = [f"#### Golden values differ or are missing ({len(failures):,})", ""]
+
+    def clean(text: str, limit: int) -> str:
+        return inline(ctx.redactor.clip(text, 4 * limit, keep="head"), limit)
+
+    for f in failures[:_GOLDEN_LISTED]:
+        where = clean(f"{f.file} › {f.test} › {f.name} [{f.key}]", 300)
+        lines.append(f"- {where} — {clean(f.problem, 240)}")
+    if len(failures) > _GOLDEN_LISTED:
+        lines.append(f"- *… and {len(failures) - _GOLDEN_LISTED:,} more*")
+    # the artifact name is ours (the workflow's input), not the tests': a code span is safe
+    artifact = re.sub(r"[^A-Za-z0-9._-]", "", ctx.artifact_name or "") or None
+    source = f"the `{artifact}` artifact into `{artifact}/`" if artifact else "the results folder"
+    command = f"mlcheck golden accept {artifact or 'RESULTS_DIR'}"
+    lines += ["", f"If the change is intended, download {source} and run `{command}`, then commit."]
+    return "\n".join(lines)
 
 
 def _where_else(ctx: RenderContext, summary: bool) -> str:
@@ -504,6 +539,7 @@ class _Renderer:
         level = levels[detail]
         header = self.header()
         tail_blocks = [
+            golden_block(self.results, self.ctx) if detail < Detail.COUNTS else "",
             self.not_run_block(level, detail),
             self.models_block(detail),
             self.curves_block(detail),
@@ -747,6 +783,11 @@ def terminal_summary(
         facts = f"device {dev.name or dev.type} · time {duration_text(r.run.duration)}"
         if r.run.shard:
             facts += f" · shard {r.run.shard} only"
+        if keys := golden_keys(r):
+            facts += f" · golden key {', '.join(keys)}"
+            written = sum(t.golden.written for t in r.tests if t.golden is not None)
+            if written:
+                facts += f" ({written:,} values written by --golden record/update, not compared)"
         console.print(Text("  " + clean(facts, 300), style="dim"))
     if results_dir is not None:
         console.print(Text(f"  results: {results_dir}", style="dim"))

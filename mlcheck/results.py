@@ -73,6 +73,31 @@ class ModelUse:
 
 
 @dataclass(frozen=True)
+class GoldenCheck:
+    """A ``golden.check`` that failed or had no value, with what it observed (to accept it)."""
+
+    file: str  # the golden file, relative to the project root
+    test: str  # node name inside the test file
+    name: str  # the check's name
+    key: str  # hardware key the run used (cpu, cuda:sm90, ...)
+    status: str  # "missing" or "mismatch"
+    problem: str = ""
+    compared_with: str | None = None  # the key whose value it was compared with
+    recorded_with: Mapping[str, str] = field(default_factory=dict)  # torch/transformers versions
+    value: Mapping[str, Any] = field(default_factory=dict)  # stored form (mlcheck.golden.values)
+
+
+@dataclass(frozen=True)
+class GoldenUse:
+    """A test's golden checks: the hardware key, how many, and the ones that failed."""
+
+    key: str
+    checks: int = 0
+    failures: tuple[GoldenCheck, ...] = ()
+    written: int = 0  # values this run recorded (--golden record/update): those checks passed
+
+
+@dataclass(frozen=True)
 class TestResult:
     nodeid: str
     outcome: Outcome
@@ -89,6 +114,7 @@ class TestResult:
     seed: int | None = None
     loss_curve: tuple[float, ...] | None = None
     run: str | None = None  # which job/section produced it (e.g. "fast", "gpu"); set on merge
+    golden: GoldenUse | None = None  # only for tests that used the `golden` fixture
 
     __test__ = False  # not a pytest test class
 
@@ -166,6 +192,10 @@ def _test_to_dict(test: TestResult) -> dict[str, Any]:
     data = dict(vars(test))
     data["attempts"] = [dict(vars(a)) for a in test.attempts]
     data["models"] = [dict(vars(m)) for m in test.models]
+    if test.golden is None:
+        del data["golden"]  # optional: absent for the tests that use no golden values
+    else:
+        data["golden"] = asdict(test.golden)
     return data
 
 
@@ -205,7 +235,38 @@ def _test_from_dict(t: Mapping[str, Any]) -> TestResult:
     t["models"] = tuple(ModelUse(**m) for m in t.get("models") or ())
     if t.get("loss_curve") is not None:
         t["loss_curve"] = tuple(float(x) for x in t["loss_curve"])
+    t["golden"] = golden_use(t["golden"]) if t.get("golden") is not None else None
     return TestResult(**t)
+
+
+def golden_use(data: Mapping[str, Any]) -> GoldenUse:
+    """A :class:`GoldenUse` from its JSON form (results files, the plugin's per-test facts).
+
+    Results files may be untrusted (artifacts): wrong types raise ``ValueError``.
+    """
+    texts = ("file", "test", "name", "key", "status", "problem")
+    for f in data.get("failures") or ():
+        if not isinstance(f, Mapping) or not all(isinstance(f.get(n, ""), str) for n in texts):
+            raise ValueError("golden failures must be objects with string fields")
+        if not isinstance(f.get("value", {}), Mapping):
+            raise ValueError("a golden failure's value must be an object")
+    if not isinstance(data.get("key"), str):
+        raise ValueError("golden key must be a string")
+    return GoldenUse(
+        key=str(data["key"]),
+        checks=int(data.get("checks", 0)),
+        written=int(data.get("written", 0)),
+        failures=tuple(
+            GoldenCheck(
+                **{
+                    **f,
+                    "recorded_with": dict(f.get("recorded_with") or {}),
+                    "value": dict(f.get("value") or {}),
+                }
+            )
+            for f in data.get("failures") or ()
+        ),
+    )
 
 
 def write(results: RunResults, directory: Path) -> Path:
@@ -374,6 +435,7 @@ def _finish(test: _Pending) -> TestResult:
         seed=facts.get("seed"),
         loss_curve=tuple(float(x) for x in curve) if curve is not None else None,
         run=facts.get("run"),
+        golden=golden_use(facts["golden"]) if facts.get("golden") else None,
     )
 
 

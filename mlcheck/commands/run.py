@@ -93,6 +93,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="never fetch missing locked model files before the run (fully offline)",
     )
+    parser.add_argument(
+        "--golden",
+        choices=["check", "record", "update"],
+        default=None,
+        help="golden values: check (default), record (write missing values for this "
+        "machine's key) or update (also rewrite failing ones)",
+    )
+    parser.add_argument(
+        "--golden-key",
+        default=None,
+        metavar="KEY",
+        help="record and look up golden values under KEY (default, cuda, ...) instead of this "
+        "machine's key (cpu, cuda:sm90, ...)",
+    )
     parser.set_defaults(handler=handle, accepts_passthrough=True)
 
 
@@ -130,6 +144,10 @@ def handle(args: argparse.Namespace) -> int:
         command.append(f"--mlcheck-seed={args.seed}")
     if args.allow_missing:
         command.append("--mlcheck-allow-missing")
+    if args.golden is not None:
+        command.append(f"--mlcheck-golden={args.golden}")
+    if args.golden_key is not None:
+        command.append(f"--mlcheck-golden-key={args.golden_key}")
     if workers is not None:
         command += ["-n", str(workers)]
     if shard is not None:
