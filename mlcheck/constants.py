@@ -22,6 +22,9 @@ ENV_HF_HUB_CACHE = "HF_HUB_CACHE"
 ENV_HF_HOME = "HF_HOME"
 ENV_HF_TOKEN = "HF_TOKEN"
 ENV_HF_ENDPOINT = "HF_ENDPOINT"
+# transformers' and accelerate's `@slow` run only when this is truthy (read at their import);
+# the process of the tier that `slow` maps to (real, by default) gets RUN_SLOW=1.
+ENV_RUN_SLOW = "RUN_SLOW"
 
 # A folder whose manifest (pyproject.toml / mlcheck.toml) is trusted for safety options
 # (allow_pickle, trust_remote_code) instead of the project's own: GPU jobs of pull requests

@@ -14,7 +14,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -118,10 +118,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    if not _opted_in(early_config, args):
+        return  # inert: plain pytest stays exactly as without mlcheck
     # Tests run offline (SPEC §2). huggingface_hub reads this at import, so set it before any
     # conftest can import it; `mlcheck run` also sets it in the test process's environment.
     os.environ[constants.ENV_HF_HUB_OFFLINE] = "1"
+    _set_run_slow(early_config)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -135,6 +138,8 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{GPU_MARKER}(min_memory_gb=None, count=1): needs an accelerator (tier gpu); not run "
         "unless the tier is selected",
     )
+    if not _opted_in(config, config.invocation_params.args):
+        return  # markers and fixtures stay available; no hooks, no environment changes
     os.environ[constants.ENV_HF_HUB_OFFLINE] = "1"
     hub_constants = sys.modules.get("huggingface_hub.constants")
     if hub_constants is not None:
@@ -166,6 +171,7 @@ class MlcheckState:
         self.marker_map = _marker_map(config.rootpath)
         self.failure_rules = _failure_rules(config.rootpath)
         self.oom_kills = oom_kill_count()  # to tell the OOM killer's SIGKILL from a crash
+        self.decorator_rules = _decorator_rules(config.rootpath)
         for marker, tier in self.marker_map.items():
             config.addinivalue_line("markers", f"{marker}: tier {tier} ([tool.mlcheck] markers)")
         self.is_worker = hasattr(config, "workerinput")
@@ -201,6 +207,7 @@ class MlcheckState:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
             marks = [MarkInfo(m.name, tuple(m.args), dict(m.kwargs)) for m in item.iter_markers()]
+            marks += _decorator_marks(item, self.decorator_rules)
             try:
                 needs = needs_of(marks, self.marker_map)
             except MlcheckError as exc:
@@ -216,13 +223,20 @@ class MlcheckState:
                 self.not_run[needs.tier] += 1
                 self.not_run_reasons[reason] += 1
 
-    def pytest_report_collectionfinish(self) -> str:
+    def pytest_report_collectionfinish(self, items: Sequence[pytest.Item]) -> list[str]:
         selected = sum(self.selected.values())
         line = f"mlcheck: tiers {format_tiers(self.tiers)}: {selected} selected"
         if self.not_run:
             detail = ", ".join(f"{tier} {n}" for tier, n in sorted(self.not_run.items()))
             line += f", {sum(self.not_run.values())} not run ({detail})"
-        return line
+        if not self.config.option.collectonly:
+            return [line]
+        # `--collect-only` lists each test's tier: what a CPU and a GPU runner must agree on.
+        return [line] + [
+            f"mlcheck: tier {needs.tier.value} {item.nodeid}"
+            for item in items
+            if (needs := item.stash.get(NEEDS_KEY, None)) is not None
+        ]
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed and self.records:
@@ -413,9 +427,10 @@ def models(request: pytest.FixtureRequest) -> Iterator[ModelFactory]:
     from .models import ModelFactory
 
     state = request.config.pluginmanager.get_plugin("mlcheck-state")
-    assert isinstance(state, MlcheckState)
+    # Without opt-in there is no state: the fixture still works, with the default seed.
+    seed = state.seed if isinstance(state, MlcheckState) else constants.env_seed()
     # Read through the project's lock (pinned commits, safety options from its manifest).
-    yield ModelFactory(locate=partial(locate, root=request.config.rootpath), seed=state.seed)
+    yield ModelFactory(locate=partial(locate, root=request.config.rootpath), seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,6 +449,61 @@ def _failure_rules(root: Path) -> tuple[Rule, ...]:
     from .manifest import load_manifest
 
     return load_manifest(root).failure_kinds
+
+
+OPTED_IN_KEY = pytest.StashKey[bool]()
+
+
+def _opted_in(config: pytest.Config, args: Sequence[str]) -> bool:
+    """Decided once per process (see mlcheck.opt_in), from the first hook that sees the args."""
+    if OPTED_IN_KEY not in config.stash:
+        from .manifest import find_root
+        from .opt_in import opted_in
+
+        roots = {config.rootpath, find_root(config.invocation_params.dir)}
+        config.stash[OPTED_IN_KEY] = opted_in(args, roots, os.environ)
+    return config.stash[OPTED_IN_KEY]
+
+
+def _set_run_slow(config: pytest.Config) -> None:
+    """``RUN_SLOW=1`` when a selected tier is where ``@slow`` tests go: transformers and
+    accelerate read it when their testing helpers are imported, i.e. before any test module."""
+    from .decorators import slow_tier
+
+    try:
+        text = config.known_args_namespace.mlcheck_tier or constants.env_tier()
+        tiers = parse_tiers(text or constants.DEFAULT_TIER)
+        slow = slow_tier(_decorator_rules(config.rootpath))
+    except MlcheckError:
+        return  # reported with its message by pytest_configure
+    # a `@slow @require_torch_gpu` test is in the gpu tier and needs RUN_SLOW there too
+    if slow is not None and slow != Tier.FAST and tiers & {Tier(slow), Tier.GPU}:
+        os.environ[constants.ENV_RUN_SLOW] = "1"
+
+
+def _decorator_rules(root: Path) -> dict[str, Any]:
+    """The ecosystem's test decorators mapped to tiers, extended by the manifest's."""
+    from .decorators import rules
+    from .manifest import load_manifest
+
+    return rules(load_manifest(root).decorators)
+
+
+def _decorator_marks(item: pytest.Item, table: dict[str, Any]) -> list[MarkInfo]:
+    """The tiers that the test's decorators (function and class, read from source) give it, as
+    the markers that mean the same."""
+    from .decorators import tiers_of
+
+    obj = getattr(item, "obj", None)
+    if obj is None:
+        return []
+    marks: list[MarkInfo] = []
+    for found in tiers_of(obj, getattr(item, "cls", None), table):
+        if found.tier == Tier.GPU:
+            marks.append(MarkInfo(GPU_MARKER, kwargs={"count": found.gpu_count}))
+        elif found.tier == Tier.REAL:
+            marks.append(MarkInfo(REAL_MARKER))
+    return marks
 
 
 def _weights_problem(model_id: str, root: Path) -> str | None:
