@@ -57,6 +57,7 @@ OUTPUTS = (
     "failed",
     "errors",
     "not-run",
+    "selected",
     "new-failures",
     "results-dir",
     "comment-url",
@@ -281,7 +282,7 @@ def empty_outputs(p: Plan) -> dict[str, str]:
     outputs = {name: "" for name in OUTPUTS} | {"results-dir": p.relative(p.results_dir)}
     return (
         outputs
-        | {name: "0" for name in ("passed", "failed", "errors", "not-run")}
+        | {name: "0" for name in ("passed", "failed", "errors", "not-run", "selected")}
         | {"new-failures": "0"}
     )
 
@@ -315,6 +316,8 @@ def report(
         "failed": str(counts[Outcome.FAILED.value]),
         "errors": str(counts[Outcome.ERROR.value]),
         "not-run": str(counts[Outcome.NOT_RUN.value]),
+        # 0 is an empty selection (e.g. a GPU dispatch on a project whose tests are all fast)
+        "selected": str(len(results.tests) - counts[Outcome.NOT_RUN.value]),
         "new-failures": str(new),
     }
     if not write:

@@ -101,7 +101,8 @@ def _environ(ws: Path, event: str, payload: dict[str, object], **inputs: str) ->
 
 def _outputs(env: dict[str, str], *more: str) -> dict[str, str]:
     path = env["GITHUB_OUTPUT"]
-    names = ("passed", "failed", "errors", "not-run", "new-failures", "results-dir", "comment-url")
+    names = ("passed", "failed", "errors", "not-run", "selected", "new-failures", "results-dir")
+    names += ("comment-url",)
     return {name: read_output(path, name) for name in (*names, *more)}
 
 
@@ -280,6 +281,7 @@ def test_push_run_writes_outputs_summary_and_annotations(
         "failed": "1",
         "errors": "0",
         "not-run": "1",
+        "selected": "2",  # the not-run test is outside the selection
         "new-failures": "0",  # no base digest: nothing can be called new
         "results-dir": "proj/mlcheck-results",  # relative to the repository
         "comment-url": "",
@@ -375,6 +377,7 @@ def test_pull_request_run_publishes_once_compared_with_the_tracking_issue(
     # publish compared with the base digest: test_breaks passed on main, so it is new
     assert outputs["new-failures"] == "1"
     assert (outputs["passed"], outputs["failed"], outputs["not-run"]) == ("1", "1", "1")
+    assert outputs["selected"] == "2"  # the not-run test is outside the selection
     comments = server.state.comments_on(pr)
     assert len(comments) == 1 and comments[0]["user"] == ACTIONS_BOT
     assert outputs["comment-url"].endswith(f"#issuecomment-{comments[0]['id']}")

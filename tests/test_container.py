@@ -435,12 +435,20 @@ def test_act_fast_tier_on_push_pr_fork_pr_and_the_fork_publisher(
     assert "act-upload: mlcheck-results-fast" in run.log
     assert github.token not in run.log
 
+    # the same-repo PR adds a test that hunts for the write token, as PR code would: in its
+    # environment, every readable /proc/*/environ and cmdline, readable files, the Docker socket
+    # README security model: "nothing the project under test runs can read the token"
+    pushed = int(out["passed"])
+    hunt = user_repo / "tests" / "test_token_hunt.py"
+    hunt.write_text(TOKEN_HUNT.replace("@TOKEN@", github.token[::-1]))
     # the same-repo PR: its comment is updated in place, compared with the base digest
     pull = {"action": "synchronize", "number": pr, "pull_request": _pr_payload(gh, pr)}
     writes = _writes(github)
     run = _act(user_repo, act_env, "pull_request", "mlcheck.yml", pull, github=github)
     assert run.code == 0, run.tail()
     out = run.outputs("fast")
+    assert (out["failed"], out["errors"]) == ("0", "0"), run.tail()  # the hunt found nothing
+    assert int(out["passed"]) == pushed + 1, out  # the hunt ran, and found nothing
     comment = _one_comment(github, pr)  # still one comment
     assert out["comment-url"].endswith(_url_of(comment))
     assert _writes(github) <= writes + 1  # updated once, or not at all when nothing changed
@@ -489,6 +497,49 @@ def _pr_payload(gh: Any, number: int) -> dict[str, Any]:
         "base": {"sha": pull["base_sha"], "ref": "main", "repo": {"full_name": REPO}},
         "user": {"login": gh.issues[number]["user"]},
     }  # fmt: skip
+
+
+TOKEN_HUNT = """\
+\"\"\"Added by a same-repository PR: looks for the action's write token wherever it can.\"\"\"
+import glob
+import os
+import socket
+
+TOKEN = "@TOKEN@"[::-1]  # reversed here, so this file does not hold it
+NAMES = ("GITHUB_TOKEN", "INPUT_GITHUB-TOKEN", "ACTIONS_RUNTIME_TOKEN", "GH_TOKEN")
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(1 << 20)
+    except OSError:
+        return b""
+
+
+def test_pr_code_cannot_find_the_token():
+    found = [f"env {k}" for k in NAMES if k in os.environ]
+    found += [f"env {k}" for k, v in os.environ.items() if TOKEN in v]
+    for path in glob.glob("/proc/*/environ") + glob.glob("/proc/*/cmdline"):
+        if TOKEN.encode() in _read(path):
+            found.append(path)
+    for top in ("/github", "/tmp", os.path.expanduser("~"), "/root"):
+        for folder, _dirs, files in os.walk(top):
+            for name in files:
+                if TOKEN.encode() in _read(os.path.join(folder, name)):
+                    found.append(os.path.join(folder, name))
+    for sock in ("/var/run/docker.sock", "/run/docker.sock"):
+        if os.path.exists(sock):
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(sock)
+                    s.sendall(b"GET /containers/json HTTP/1.0\\r\\n\\r\\n")
+                    if s.recv(64):
+                        found.append(f"{sock} answers")
+            except OSError:
+                pass  # refused: not this user's socket
+    assert not found, found
+"""
 
 
 PROBE = '''\

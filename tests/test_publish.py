@@ -763,3 +763,18 @@ def test_without_jsonschema_nothing_is_accepted(monkeypatch: pytest.MonkeyPatch)
     for good_or_bad in (data, results.to_dict(RunResults(RunInfo(), ()))):
         with pytest.raises(ResultsError, match="`jsonschema` package is missing"):
             publish.validate(good_or_bad)
+
+
+def test_selected_output_is_zero_for_an_empty_selection() -> None:
+    # A GPU dispatch on a project whose tests are all fast: nothing selected, never "green".
+    only_fast = RunResults(
+        RunInfo(tiers=("real", "gpu")),
+        (TestResult("t.py::a", Outcome.NOT_RUN, tier="fast"),),
+    )
+    counted = publish.counts({"real,gpu": only_fast}, {})
+    assert (counted.selected, counted.not_run, counted.passed) == (0, 1, 0)
+    ran = RunResults(
+        RunInfo(tiers=("fast",)),
+        (TestResult("t.py::a", Outcome.PASSED), TestResult("t.py::b", Outcome.FAILED)),
+    )
+    assert publish.counts({"fast": ran}, {}).selected == 2

@@ -56,14 +56,16 @@ class Counts:
     failed: int = 0
     errors: int = 0
     not_run: int = 0
+    selected: int = 0  # tests in the selected tiers; 0 is an empty selection, not a green run
     new_failures: int = 0
 
 
 def counts(sections: Mapping[str, RunResults], base: Mapping[str, Digest]) -> Counts:
     """The action outputs' numbers; ``new_failures`` counts failures classified as new."""
     total: dict[str, int] = {}
-    new = 0
+    new = selected = 0
     for key, r in sections.items():
+        selected += sum(t.outcome is not Outcome.NOT_RUN for t in r.tests)
         for outcome, n in r.counts().items():
             total[outcome] = total.get(outcome, 0) + n
         new += len(classify(r.tests, base.get(key)).new)
@@ -72,6 +74,7 @@ def counts(sections: Mapping[str, RunResults], base: Mapping[str, Digest]) -> Co
         failed=total.get(Outcome.FAILED.value, 0),
         errors=total.get(Outcome.ERROR.value, 0),
         not_run=total.get(Outcome.NOT_RUN.value, 0),
+        selected=selected,
         new_failures=new,
     )
 
@@ -124,6 +127,7 @@ class PublishResult:
             "failed": str(self.counts.failed),
             "errors": str(self.counts.errors),
             "not-run": str(self.counts.not_run),
+            "selected": str(self.counts.selected),
             "new-failures": str(self.counts.new_failures),
             "comment-url": self.comment_url or "",
             "issue-url": self.issue_url or "",
