@@ -52,7 +52,7 @@ from .tiers import (
     format_tiers,
     needs_of,
     not_run_reason,
-    parse_tiers,
+    selected_tiers,
 )
 
 if TYPE_CHECKING:
@@ -160,8 +160,7 @@ class MlcheckState:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        tier_text = config.getoption("mlcheck_tier") or constants.env_tier()
-        self.tiers = parse_tiers(tier_text or constants.DEFAULT_TIER)
+        self.tiers = selected_tiers(config.getoption("mlcheck_tier"), "--mlcheck-tier")
         self.allow_missing: bool = config.getoption("mlcheck_allow_missing")
         seed = config.getoption("mlcheck_seed")
         self.seed: int = seed if seed is not None else constants.env_seed()
@@ -471,8 +470,7 @@ def _set_run_slow(config: pytest.Config) -> None:
     from .decorators import slow_tier
 
     try:
-        text = config.known_args_namespace.mlcheck_tier or constants.env_tier()
-        tiers = parse_tiers(text or constants.DEFAULT_TIER)
+        tiers = selected_tiers(config.known_args_namespace.mlcheck_tier, "--mlcheck-tier")
         slow = slow_tier(_decorator_rules(config.rootpath))
     except MlcheckError:
         return  # reported with its message by pytest_configure

@@ -17,6 +17,7 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
+from . import constants
 from .errors import AcceleratorMissing, UsageError
 
 REAL_MARKER = "real_model"
@@ -33,11 +34,17 @@ class Tier(StrEnum):
 ALL_TIERS = frozenset(Tier)
 
 
-def parse_tiers(text: str) -> frozenset[Tier]:
-    """Parse ``"fast,real"`` or ``"all"``; unknown names are a usage error naming the valid ones."""
+def parse_tiers(text: str, *, source: str | None = None) -> frozenset[Tier]:
+    """Parse ``"fast,real"`` or ``"all"``; unknown names are a usage error naming the valid ones
+    (and ``source``, where the text came from, e.g. ``MLCHECK_TIER``).
+
+    >>> sorted(parse_tiers("real,fast"))
+    [<Tier.FAST: 'fast'>, <Tier.REAL: 'real'>]
+    """
+    where = f"{source}: " if source else ""
     names = [part.strip().lower() for part in text.split(",") if part.strip()]
     if not names:
-        raise UsageError("no tier given: use fast, real, gpu (comma-separated) or all")
+        raise UsageError(f"{where}no tier given: use fast, real, gpu (comma-separated) or all")
     tiers: set[Tier] = set()
     for name in names:
         if name == "all":
@@ -45,8 +52,24 @@ def parse_tiers(text: str) -> frozenset[Tier]:
         elif name in Tier.__members__.values():
             tiers.add(Tier(name))
         else:
-            raise UsageError(f"unknown tier {name!r}: use fast, real, gpu (comma-separated) or all")
+            raise UsageError(
+                f"{where}unknown tier {name!r}: use fast, real, gpu (comma-separated) or all"
+            )
     return frozenset(tiers)
+
+
+def selected_tiers(option: str | None, option_name: str) -> frozenset[Tier]:
+    """The tiers a run selects: the option when given (an empty one is an error), else
+    ``MLCHECK_TIER``, else the default; errors name where the bad text came from.
+
+    >>> sorted(selected_tiers("gpu", "--tier"))
+    [<Tier.GPU: 'gpu'>]
+    """
+    if option is not None:
+        return parse_tiers(option, source=option_name)
+    if (env := constants.env_tier()) is not None:
+        return parse_tiers(env, source=f"{constants.ENV_TIER}={env}")
+    return parse_tiers(constants.DEFAULT_TIER)
 
 
 def format_tiers(tiers: Iterable[Tier]) -> str:

@@ -10,10 +10,33 @@ from typing import Any
 from ..manifest import find_root
 
 HELP = "fill, check, list and prune the local model cache (the Hugging Face cache)"
-EXIT_CODES = """\
-exit codes: 0 done (verify: every file matches the lock); 1 verify found missing or corrupted
-files; 2 usage or environment problem (no lock, bad manifest, hub unreachable, repository or
-file not found on the hub)."""
+# Each subcommand says what it does and what its exit codes mean (`mlcheck cache warm --help`).
+_ENV_PROBLEM = "2 usage or environment problem (no lock, bad manifest"
+EXIT_CODES = {
+    "cache": "exit codes: those of the ACTION (see `mlcheck cache ACTION --help`); 2 no ACTION.",
+    "add": f"exit codes: 0 added; {_ENV_PROBLEM}, the folder is not a model).",
+    "warm": "exit codes: 0 every locked file is in the cache; "
+    f"{_ENV_PROBLEM}, hub unreachable, repository or file not found on the hub).",
+    "verify": "exit codes: 0 every file matches the lock; 1 missing or corrupted files "
+    f"(`mlcheck cache warm` repairs them); {_ENV_PROBLEM}).",
+    "list": f"exit codes: 0 listed; {_ENV_PROBLEM}).",
+    "prune": f"exit codes: 0 pruned (or, with --dry-run, listed); {_ENV_PROBLEM}).",
+}
+DESCRIPTIONS = {
+    "add": "Put a local model folder into the cache as MODEL at REVISION, and record its files "
+    "in mlcheck.lock: for air-gapped teams, and for weights that come from a package.",
+    "warm": "Download exactly what mlcheck.lock names and the cache lacks (configs and tokenizer "
+    'files for `needs = "config"` models, weights for `needs = "weights"` ones) from '
+    "HF_ENDPOINT (token from HF_TOKEN), with progress, resuming and retrying 429/5xx. Cached "
+    "files are re-hashed against the lock unless --quick.",
+    "verify": "Re-hash every cached file of the locked revisions against mlcheck.lock (sha256 "
+    "for LFS files, git blob ids for the rest). Offline.",
+    "list": "The manifest's models: locked revision, what is cached, its size, and the tier "
+    "that needs it. Offline.",
+    "prune": "Remove cached revisions of the manifest's models that mlcheck.lock no longer "
+    "pins. Models the manifest does not name are never touched (the Hugging Face cache is "
+    "shared).",
+}
 
 
 def register(subparsers: Any) -> None:
@@ -21,7 +44,7 @@ def register(subparsers: Any) -> None:
         "cache",
         help=HELP,
         description=HELP + ". The cache is HF_HUB_CACHE (or HF_HOME/hub).",
-        epilog=EXIT_CODES,
+        epilog=EXIT_CODES["cache"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(handler=lambda args: _help(parser))
@@ -30,7 +53,7 @@ def register(subparsers: Any) -> None:
     add = sub.add_parser(
         "add",
         help="put a local model folder into the cache as a model and revision (air-gapped)",
-        epilog=EXIT_CODES,
+        **_texts("add"),
     )
     add.add_argument("path", type=Path, help="folder holding the model files (config.json, ...)")
     add.add_argument("--model", required=True, help='model id to file it under, e.g. "org/name"')
@@ -44,7 +67,7 @@ def register(subparsers: Any) -> None:
     warm = sub.add_parser(
         "warm",
         help="download what mlcheck.lock names and the cache lacks (HF_ENDPOINT, HF_TOKEN)",
-        epilog=EXIT_CODES,
+        **_texts("warm"),
     )
     warm.add_argument("models", nargs="*", help="only these models (default: all locked)")
     warm.add_argument(
@@ -58,24 +81,30 @@ def register(subparsers: Any) -> None:
     warm.set_defaults(handler=_warm)
 
     verify = sub.add_parser(
-        "verify", help="re-hash cached files against mlcheck.lock", epilog=EXIT_CODES
+        "verify", help="re-hash cached files against mlcheck.lock", **_texts("verify")
     )
     verify.add_argument("models", nargs="*", help="only these models (default: all locked)")
     _common(verify)
     verify.set_defaults(handler=_verify)
 
-    lst = sub.add_parser("list", help="models, revisions, sizes and the tier that needs them")
+    lst = sub.add_parser(
+        "list", help="models, revisions, sizes and the tier that needs them", **_texts("list")
+    )
     _common(lst)
     lst.set_defaults(handler=_list)
 
     prune = sub.add_parser(
         "prune",
         help="remove revisions of the manifest's models that the lock does not pin",
-        epilog=EXIT_CODES,
+        **_texts("prune"),
     )
     prune.add_argument("--dry-run", action="store_true", help="say what would be removed")
     _common(prune)
     prune.set_defaults(handler=_prune)
+
+
+def _texts(name: str) -> dict[str, str]:
+    return {"description": DESCRIPTIONS[name], "epilog": EXIT_CODES[name]}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from ..manifest import find_root
 
 HELP = "resolve the manifest's model revisions to commits and file hashes in mlcheck.lock"
@@ -52,6 +53,11 @@ def _lock(args: argparse.Namespace) -> int:
 
     root = Path(args.root) if args.root is not None else find_root()
     manifest = load_manifest(root)
+    if manifest.source is None:
+        raise UsageError(
+            f"no manifest in {root}: declare the models your tests use under "
+            "[tool.mlcheck.models] in pyproject.toml (or in mlcheck.toml), then run `mlcheck lock`"
+        )
     lock = read_lock(root)
     if args.check:
         reasons = stale_reasons(manifest, lock)
@@ -60,7 +66,7 @@ def _lock(args: argparse.Namespace) -> int:
         if reasons:
             print("mlcheck.lock is out of date; run `mlcheck lock` and commit the result")
             return 1
-        print(f"{lock_path(root)} is up to date ({len(manifest.models)} models)")
+        print(f"{lock_path(root)} is up to date ({_models(len(manifest.models))})")
         return 0
     upgrade: list[str] | bool = (
         False if args.upgrade is None else (list(args.upgrade) if args.upgrade else True)
@@ -74,5 +80,9 @@ def _lock(args: argparse.Namespace) -> int:
             f"({len(entry.files)} files, {entry.size / 1e6:.1f} MB)"
         )
     kept = len(new.models) - len(changed)
-    print(f"wrote {path}: {len(new.models)} models ({kept} unchanged)")
+    print(f"wrote {path}: {_models(len(new.models))} ({kept} unchanged)")
     return 0
+
+
+def _models(n: int) -> str:
+    return f"{n} model" if n == 1 else f"{n} models"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "report",
         help="merge results (shards, tiers, jobs) and write the report",
-        description=__doc__,
+        # reST's ``literal`` markup reads as noise in a terminal
+        description=re.sub(r"``([^`]+)``", r"`\1`", __doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="results dirs or files")

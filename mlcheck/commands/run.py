@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from .. import constants
 from ..errors import EnvironmentProblem, NoTestsCollected, UsageError
 from ..results import JOURNAL_FILE, JUNIT_FILE, RESULTS_FILE
-from ..tiers import Tier, format_tiers, parse_tiers
+from ..tiers import Tier, format_tiers, selected_tiers
 
 if TYPE_CHECKING:
     from ..results import RunResults
@@ -129,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def handle(args: argparse.Namespace) -> int:
-    tiers = parse_tiers(args.tier or constants.env_tier() or constants.DEFAULT_TIER)
+    tiers = selected_tiers(args.tier, "--tier")
     paths = [Path(p) for p in args.paths] or [Path(".")]
     for path in paths:
         if not path.exists():
