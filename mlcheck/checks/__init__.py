@@ -17,23 +17,26 @@ RNG state, so they neither depend on nor disturb the test's own random stream.
 >>> assert_output_shape(torch.nn.Linear(4, 3), torch.zeros(2, 4), ("B", 3))
 {'B': 2}
 
-The checks live in modules by concern (``shapes``, ``devices``, ``training``,
-``labels``, ``numerics``, ``equivalence``); this package re-exports them.
+The checks live in modules by concern (``shapes``, ``devices``, ``training``, ``losses``,
+``labels``, ``numerics``, ``equivalence``, ``generation``); this package re-exports them.
 """
 
 from __future__ import annotations
 
 from ..errors import CheckFailed
 from .devices import assert_device_roundtrip
-from .equivalence import assert_batch_invariant, assert_save_load_roundtrip
+from .equivalence import assert_batch_invariant, assert_equivalent, assert_save_load_roundtrip
+from .generation import assert_cache_consistent, assert_causal
 from .labels import assert_labels, assert_predicts
-from .numerics import assert_deterministic, assert_finite
+from .losses import assert_initial_loss, assert_loss_matches
+from .numerics import assert_deterministic, assert_dtype_agrees, assert_finite
 from .shapes import assert_output_shape
 from .training import (
     assert_frozen,
     assert_loss_decreases,
     assert_overfits,
     assert_params_update,
+    assert_train_mode,
 )
 from .types import LossFn, OptimizerFactory, ReferenceLoss, Shape
 
@@ -44,15 +47,22 @@ __all__ = [
     "ReferenceLoss",
     "Shape",
     "assert_batch_invariant",
+    "assert_cache_consistent",
+    "assert_causal",
     "assert_deterministic",
     "assert_device_roundtrip",
+    "assert_dtype_agrees",
+    "assert_equivalent",
     "assert_finite",
     "assert_frozen",
+    "assert_initial_loss",
     "assert_labels",
     "assert_loss_decreases",
+    "assert_loss_matches",
     "assert_output_shape",
     "assert_overfits",
     "assert_params_update",
     "assert_predicts",
     "assert_save_load_roundtrip",
+    "assert_train_mode",
 ]

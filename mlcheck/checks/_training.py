@@ -20,6 +20,70 @@ class _Training:
     initial: float  # eval-mode loss on the batch before the first step
     curve: list[float]  # training-mode loss at each step
     final: float  # eval-mode loss after the last step
+    fit: _Fit | None = None  # how well the predictions fit the labels at the end (None: not judged)
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """Argmax predictions against integer labels, on the non-ignored (``!= -100``) labels."""
+
+    kind: str  # what was compared, for the message
+    correct: int
+    total: int
+    first_wrong: str  # "" when all are right
+
+    @property
+    def perfect(self) -> bool:
+        return self.correct == self.total
+
+
+def _fit(model: nn.Module, batch: Any) -> _Fit | None:
+    """Judge the predictions (eval mode); None where there is nothing to judge (float labels)."""
+    if isinstance(batch, Mapping):
+        labels, inputs = batch.get("labels"), batch
+    elif isinstance(batch, tuple | list) and len(batch) == 2:
+        inputs, labels = batch
+    else:
+        return None
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point():
+        return None
+    model.eval()
+    with torch.no_grad():
+        named = _named_outputs(_call(model, inputs))
+    if isinstance(batch, Mapping) and "logits" not in named:
+        return None
+    _, logits = _pick(named, "logits" if "logits" in named else None)
+    labels = labels.to(logits.device)
+    ids = batch.get("input_ids") if isinstance(batch, Mapping) else None
+    if _is_causal_lm(model) and ids is not None and labels.shape == ids.shape:
+        kind = "causal LM: argmax of logits[:, :-1] against labels[:, 1:]"
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    elif labels.dim() == 1 and logits.dim() == 2:
+        kind = "classification: argmax of the logits against the labels"
+    elif tuple(labels.shape) == tuple(logits.shape[:-1]):
+        kind = "token classification: argmax per token against the labels"
+    else:
+        return None
+    predicted = logits.argmax(-1)
+    counted = labels != -100
+    wrong = (predicted != labels) & counted
+    first = ""
+    if wrong.any():
+        at = tuple(int(i) for i in wrong.nonzero()[0])
+        where = f"row {at[0]}" + (f", position {at[1]}" if len(at) > 1 else "")
+        first = f"{where}: predicted {int(predicted[at])}, label {int(labels[at])}"
+    return _Fit(kind, int((~wrong & counted).sum()), int(counted.sum()), first)
+
+
+def _is_causal_lm(model: nn.Module) -> bool:
+    if type(model).__name__.endswith("ForCausalLM"):
+        return True
+    try:
+        from transformers import GenerationMixin
+    except ImportError:  # pragma: no cover - transformers is a core dependency
+        return False
+    encoder_decoder = getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+    return isinstance(model, GenerationMixin) and not encoder_decoder
 
 
 def _train(
@@ -32,13 +96,18 @@ def _train(
     seed: int,
     restore: bool,
     stop: Callable[[float, float], bool] | None,
+    judge: bool = False,
 ) -> _Training:
+    """Train on ``batch``; with ``stop``, check every 10 steps and stop once it holds (and, with
+    ``judge``, once every prediction is right; a negative cross-entropy-type loss stops too)."""
     compute = loss_fn or _default_loss
     curve: list[float] = []
+    fit = None
     with _restored(model, restore), _seeded(seed):
         initial = _eval_loss(model, batch, compute)
         opt = _optimizer(model, lr, optimizer)
         final = initial
+        judged = judge and _fit(model, batch) is not None
         for step in range(1, steps + 1):
             model.train()
             opt.zero_grad(set_to_none=True)
@@ -48,12 +117,15 @@ def _train(
             curve.append(float(loss.detach()))
             if stop is not None and (step % 10 == 0 or step == steps):
                 final = _eval_loss(model, batch, compute)
-                if stop(initial, final):
+                fit = _fit(model, batch) if judged else None
+                if judged and final < 0:
+                    break
+                if stop(initial, final) and (fit is None or fit.perfect):
                     break
         if stop is None:
             final = _eval_loss(model, batch, compute)
     _record.record("loss_curve", curve)
-    return _Training(initial, curve, final)
+    return _Training(initial, curve, final, fit)
 
 
 def _one_step(

@@ -79,9 +79,24 @@ def assert_save_load_roundtrip(
         after = _detached(_forward(loaded, inputs, seed))
     finally:
         model.train(was_training)
+    saved = set(model.state_dict())
+    reloaded = dict(loaded.named_buffers())
+    # non-persistent buffers are not saved: the reloaded model recomputes them, or gets garbage
+    transient = [
+        f"{key} (max |Δ| = {(buf.double() - reloaded[key].to(buf).double()).abs().max():.3g})"
+        for key, buf in model.named_buffers()
+        if key not in saved
+        and key in reloaded
+        and buf.shape == reloaded[key].shape
+        and not torch.equal(buf, reloaded[key].to(buf.device))
+    ]
     keys = "".join(
         f"\n{label}: {_listing(sorted(found))}"
-        for label, found in (("missing keys", missing), ("unexpected keys", unexpected))
+        for label, found in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("non-persistent buffers (not saved) that differ after reload", transient),
+        )
         if found
     )
     try:
@@ -190,7 +205,9 @@ def assert_batch_invariant(
             actual=_listing(problems),
             difference=f"{len(problems)} of {rows} rows differ, max |Δ| = {worst:.3g}",
             seed=seed,
-            details="padded rows that differ usually mean the attention mask is ignored"
+            details="padded rows that differ usually mean the attention mask is ignored; with "
+            "left padding, also check the position ids: they must count real tokens only "
+            "(position_ids = attention_mask.cumsum(-1) - 1), not start at the padding"
             if mask is not None
             else "rows that differ mean forward mixes rows (batch statistics, reshapes)",
         )
@@ -209,3 +226,72 @@ def _row(value: Any, i: int, keep: torch.Tensor | None, rows: int, length: int |
     if isinstance(value, tuple | list):
         return type(value)(_row(v, i, keep, rows, length) for v in value)
     return value
+
+
+def assert_equivalent(
+    model: nn.Module,
+    reference: nn.Module,
+    inputs: Any,
+    *,
+    output: str | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    seed: int | None = None,
+) -> None:
+    """Two models give the same outputs on ``inputs`` within dtype-aware tolerances (eval mode).
+
+    For a wrapper and the model it wraps, compiled vs eager, a refactor against the code before
+    it, a fused kernel against the plain one. Every output the two share by name is compared
+    (or only ``output``); float32 tolerance rtol=1e-4, atol=1e-5 (same device, different kernels:
+    the batch tolerance). The message gives the max absolute and relative difference and where
+    (the index: batch row, position, ...). A wrapper whose position ids start at 1, or that
+    drops the attention mask, fails here where batch invariance passes. Deterministic given
+    ``seed`` (both run under it).
+
+    >>> assert_equivalent(MyWrapper(model), model, batch)  # doctest: +SKIP
+    """
+    name = "assert_equivalent"
+    seed = _seed(seed)
+    modes = (model.training, reference.training)
+    model.eval()
+    reference.eval()
+    try:
+        got = _detached(_forward(model, inputs, seed))
+        want = _detached(_forward(reference, inputs, seed))
+    finally:
+        model.train(modes[0])
+        reference.train(modes[1])
+    shared = [k for k in want if k in got]
+    if output is None and not shared:
+        raise CheckFailed(
+            name,
+            "the two models share no output name",
+            expected=f"outputs {', '.join(want)}",
+            actual=f"outputs {', '.join(got)}",
+            seed=seed,
+        )
+    if output is None and "logits" in shared:
+        shared = ["logits", *[k for k in shared if k != "logits"]]
+    keys = [output] if output is not None else shared
+    try:
+        _require_close(
+            name, want, got, output if output is not None else None, "batch", rtol, atol, seed,
+            what="the model and the reference",
+        )  # fmt: skip
+    except CheckFailed as failed:
+        rel = []
+        for key in keys:
+            a, b = got[key].double().cpu(), want[key].double().cpu()
+            if a.shape == b.shape and a.is_floating_point():
+                rel.append(f"{key}: max relative |Δ| = "
+                           f"{((a - b).abs() / b.abs().clamp_min(1e-12)).max():.3g}")  # fmt: skip
+        raise CheckFailed(
+            name,
+            failed.problem,
+            expected=failed.expected,
+            actual=failed.actual,
+            difference=f"{failed.difference}; " + "; ".join(rel),
+            seed=seed,
+            details="the index is (batch row, position, ...); differences at every position "
+            "usually mean shifted position ids or a dropped attention mask",
+        ) from None
