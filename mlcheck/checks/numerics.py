@@ -67,8 +67,15 @@ def assert_finite(
                 )
                 if where is None:
                     raise
-                failed.add_note(f"  first module producing a non-finite value: {where}")
-                raise
+                raise CheckFailed(
+                    name,
+                    failed.problem,
+                    expected=failed.expected,
+                    actual=failed.actual,
+                    difference=failed.difference,
+                    seed=seed,
+                    details=f"first module producing a non-finite value: {where}",
+                ) from None
             if not grads:
                 return
             if loss_fn is not None:
@@ -216,7 +223,7 @@ def _first_module(model: nn.Module, inputs: Any, seed: int, bad: Any) -> str | N
 
 
 # relative error (||low - float32|| / ||float32||) a healthy model stays under, by dtype
-_DTYPE_RTOL = {torch.float16: 0.02, torch.bfloat16: 0.1}
+_DTYPE_RTOL = {torch.float16: 0.02, torch.bfloat16: 0.05}
 
 
 def assert_dtype_agrees(
@@ -232,7 +239,7 @@ def assert_dtype_agrees(
 
     Runs the model (eval mode) in float32 and a deep copy cast to ``dtype`` (float inputs cast
     too) with forward hooks on every module, and compares the main output by relative error
-    ``||low - fp32|| / ||fp32||``: at most 0.02 for float16 and 0.1 for bfloat16 by default. On
+    ``||low - fp32|| / ||fp32||``: at most 0.02 for float16 and 0.05 for bfloat16 by default. On
     a failure the message names the first module, in execution order, whose output is
     non-finite or beyond the tolerance, with its error: an RMSNorm computing ``x**2`` in float16
     without a float32 upcast overflows to Inf, ``rsqrt`` gives 0, and the outputs are finite
@@ -240,10 +247,12 @@ def assert_dtype_agrees(
     float16 and bfloat16.
 
     Statistical design: deterministic given the model and inputs. The tolerances were measured on
-    tiny random BERT, GPT-2 and Llama models and a plain MLP over 5 seeds each
-    (``tests/test_checks.py``): the largest errors were about 0.004 (float16) and 0.03
-    (bfloat16), so the defaults sit 3-5x above what healthy models show; the float16 RMSNorm
-    bug gives an error of 1.0 (all zeros).
+    tiny random BERT, GPT-2 and Llama models (2 layers, 32 wide) and an RMSNorm MLP fed
+    activations of a few hundred, 5 seeds each (the cases of ``tests/test_checks_v2.py``): the
+    largest errors were 0.002 (float16) and 0.0094 (bfloat16), so the defaults sit 10x and 5x
+    above what healthy models showed, aiming at no false failure on models of that kind (deeper
+    models accumulate more rounding: raise ``rtol`` for them); the float16 RMSNorm bug gives an
+    error of 1.0 (all zeros).
 
     >>> assert_dtype_agrees(model, batch, dtype=torch.float16)  # doctest: +SKIP
     """
