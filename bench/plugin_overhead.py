@@ -2,18 +2,23 @@
 
 Generates a plain-Python suite (300 tests by default) in a temporary folder and times
 ``pytest`` on it, as a fresh process each time, with the plugin disabled (``-p no:mlcheck``, as
-if not installed), enabled, and (``--results``) enabled and writing ``results.json``,
+if not installed), installed but not opted in (inert), opted in (``--mlcheck-tier=fast``), and
+(``--results``) opted in and writing ``results.json``,
 alternating runs so that machine noise hits all alike. Reports medians and the ratios.
 Usage::
 
     python bench/plugin_overhead.py [--repeat 7] [--json bench/out/plugin_overhead.json]
     python bench/plugin_overhead.py --tests 2010 --results    # results-writing overhead
+
+With ``--results`` it also times results without the per-test journal (MLCHECK_NO_JOURNAL=1)
+and prints the journal's cost as a ratio to that, measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -80,25 +85,34 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-VARIANTS = ("without", "with", "with+results")
+# without: -p no:mlcheck (as if not installed); installed: loaded but the project has not opted
+# in (must be inert); with: opted in (--mlcheck-tier); with+results: opted in, writing
+# results; with+results-no-journal: the same without the journal (its cost is the ratio).
+VARIANTS = ("without", "installed", "with", "with+results", "with+results-no-journal")
 
 
 def run_pytest(root: Path, variant: str, count: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one pytest process; CPU time suffers less from a busy
     machine than wall time does."""
-    enabled = variant != "without"
+    enabled = variant not in ("without", "installed")  # opted in: the plugin's hooks are active
     args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root)]
-    if not enabled:
+    if variant == "without":
         args[3:3] = ["-p", "no:mlcheck"]
-    if variant == "with+results":
+    env = dict(os.environ)
+    if variant == "with":
+        args.append("--mlcheck-tier=fast")
+    if variant.startswith("with+results"):
         args.append(f"--mlcheck-results={root / 'results'}")
+    if variant == "with+results-no-journal":
+        env["MLCHECK_NO_JOURNAL"] = "1"  # the journal's cost is the ratio to this variant
     cpu = _children_cpu_s()
     start = time.perf_counter()
-    out = subprocess.run(args, cwd=root, capture_output=True, text=True)
+    out = subprocess.run(args, cwd=root, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start, _children_cpu_s() - cpu
     if out.returncode != 0 or f"{count} passed" not in out.stdout:
         raise SystemExit(f"pytest failed (plugin enabled={enabled}):\n{out.stdout}\n{out.stderr}")
-    if enabled != ("mlcheck" in out.stdout):  # the plugin prints its tier line when loaded
+    # opted in, the plugin prints its tier line; installed but not opted in, nothing at all
+    if enabled != ("mlcheck" in out.stdout):
         raise SystemExit(f"plugin enabled={enabled} but its output says otherwise:\n{out.stdout}")
     return elapsed
 
@@ -112,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
-    variants = VARIANTS if args.results else VARIANTS[:2]
+    variants = VARIANTS if args.results else VARIANTS[:3]
 
     times: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="plain-suite-") as tmp:
@@ -138,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio": median / base,
             }
             line += f"; {variant} {median:.3f} s ({100 * (median / base - 1):+.1f}%)"
+        if args.results:
+            journal = statistics.median(t[index] for t in times["with+results"])
+            bare = statistics.median(t[index] for t in times["with+results-no-journal"])
+            entry["journal_ratio"] = journal / bare
+            line += f"; journal {100 * (journal / bare - 1):+.1f}% vs no journal"
         result[clock] = entry
         print(line + f"  [target <= +{100 * TARGET_OVERHEAD:.0f}%]")
     result["target_overhead"] = TARGET_OVERHEAD

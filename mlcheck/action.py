@@ -6,7 +6,8 @@ never reads ``INPUT_*`` variables. One action run:
 1. reads the inputs (:class:`Inputs`, from ``INPUT_<NAME>``; inputs with dashes keep them:
    ``INPUT_GITHUB-TOKEN``) and the event (:mod:`mlcheck.event`), and resolves ``command: auto``
    and ``tier: auto`` by event;
-2. runs the ``install`` command in the project folder;
+2. runs the ``install`` command in the project folder, and ``mlcheck run``, as the image's
+   unprivileged user with no secret in reach (:mod:`mlcheck.pr_code`);
 3. runs the mlcheck CLI for the command (``mlcheck run``, ``mlcheck schedule``,
    ``mlcheck publish``), so the action does nothing the CLI cannot do locally;
 4. after ``run``: hands the results to ``mlcheck publish`` (PR comment section, tracking issue
@@ -16,7 +17,7 @@ never reads ``INPUT_*`` variables. One action run:
    ``new-failures`` and ``comment-url`` are the action's. Without publish (or when publish
    could not read the results) the action writes the summary and annotations itself, compared
    with the ``base-digest`` input only. Either way they are written once;
-5. gives every file it created in the workspace to the workspace's owner (the container runs
+5. gives every file created in the workspace to the workspace's owner (the container runs
    as root; the runner's user must be able to clean the workspace).
 
 Exit codes: those of the CLI (0 passed, 1 a selected test failed or errored, 2 usage or
@@ -32,16 +33,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import constants as C
 from .errors import EnvironmentProblem, MlcheckError, UsageError
 from .event import PUBLISH, RUN, SCHEDULE, Event, load_event
+
+if TYPE_CHECKING:
+    from .pr_code import Sandbox
 
 COMMANDS = ("auto", RUN, SCHEDULE, PUBLISH)
 COMMENT_MODES = ("always", "on-failure", "off")
@@ -51,6 +57,7 @@ OUTPUTS = (
     "failed",
     "errors",
     "not-run",
+    "selected",
     "new-failures",
     "results-dir",
     "comment-url",
@@ -225,8 +232,11 @@ def publish_after_run(inputs: Inputs, p: Plan) -> list[str]:
 
 
 def _mlcheck(args: Sequence[str], cwd: Path, env: Mapping[str, str]) -> int:
+    """The CLI as this (trusted) process's user, Python isolated (``-I``): no user site, no
+    ``PYTHON*`` variables and not ``cwd`` on ``sys.path``, so files the tests wrote in the
+    project or in ``HOME`` cannot run here."""
     sys.stdout.flush()
-    return subprocess.call([sys.executable, "-m", "mlcheck", *args], cwd=cwd, env=dict(env))
+    return subprocess.call([sys.executable, "-I", "-m", "mlcheck", *args], cwd=cwd, env=dict(env))
 
 
 def _has_command(name: str) -> bool:
@@ -235,13 +245,14 @@ def _has_command(name: str) -> bool:
     return any(m.__name__.rsplit(".", 1)[-1] == name for m in COMMAND_MODULES)
 
 
-def run_install(command: str, cwd: Path, env: Mapping[str, str]) -> None:
-    """Run the ``install`` input with bash in the project folder; raise when it fails."""
+def run_install(command: str, cwd: Path, sandbox: Sandbox) -> None:
+    """Run the ``install`` input with bash in the project folder, as the project's user
+    (:mod:`mlcheck.pr_code`); raise when it fails."""
     if not command.strip():
         return
     print("::group::install", flush=True)
     try:
-        code = subprocess.call(["bash", "-eo", "pipefail", "-c", command], cwd=cwd, env=dict(env))
+        code = sandbox.call(["bash", "-eo", "pipefail", "-c", command], cwd)
     finally:
         print("::endgroup::", flush=True)
     if code != 0:
@@ -271,7 +282,7 @@ def empty_outputs(p: Plan) -> dict[str, str]:
     outputs = {name: "" for name in OUTPUTS} | {"results-dir": p.relative(p.results_dir)}
     return (
         outputs
-        | {name: "0" for name in ("passed", "failed", "errors", "not-run")}
+        | {name: "0" for name in ("passed", "failed", "errors", "not-run", "selected")}
         | {"new-failures": "0"}
     )
 
@@ -305,6 +316,8 @@ def report(
         "failed": str(counts[Outcome.FAILED.value]),
         "errors": str(counts[Outcome.ERROR.value]),
         "not-run": str(counts[Outcome.NOT_RUN.value]),
+        # 0 is an empty selection (e.g. a GPU dispatch on a project whose tests are all fast)
+        "selected": str(len(results.tests) - counts[Outcome.NOT_RUN.value]),
         "new-failures": str(new),
     }
     if not write:
@@ -359,28 +372,15 @@ def read_output(path: str | None, name: str) -> str:
 
 
 def give_back(workspace: Path) -> int:
-    """Give what this (root) process created under ``workspace`` to the workspace's owner.
+    """Give what root created under ``workspace`` to the workspace's owner; a count.
 
     The Docker action runs as root while the runner's user owns the checkout; without this,
-    the runner cannot clean up root-owned results and caches. Returns how many paths changed.
+    the runner cannot clean up root-owned results and caches.
     """
-    if os.geteuid() != 0 or not workspace.is_dir():
-        return 0
-    owner = workspace.stat()
-    if owner.st_uid == 0:
-        return 0
-    changed = 0
-    for root, dirs, files in os.walk(workspace):
-        for name in (*dirs, *files):
-            path = os.path.join(root, name)
-            try:
-                st = os.lstat(path)
-                if st.st_uid == 0:
-                    os.lchown(path, owner.st_uid, owner.st_gid)
-                    changed += 1
-            except OSError:
-                continue  # vanished or not ours to change: leave it
-    return changed
+    from .pr_code import give_back as give
+
+    owner = _owner(workspace)
+    return give(workspace, owner, (0,)) if owner is not None and owner[0] != 0 else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,31 +389,44 @@ def give_back(workspace: Path) -> int:
 
 def run_action(environ: Mapping[str, str]) -> int:
     """One action run (see the module docstring); returns the exit code."""
+    from . import pr_code
+
     inputs = Inputs.from_env(environ)
     event = load_event(environ)
     p = plan(inputs, event, environ)
-    env = dict(environ)
+    token = inputs.github_token or environ.get(C.ENV_GITHUB_TOKEN) or None
+    owner = _owner(p.workspace)
+    # The project under test runs as another user without any secret (mlcheck/pr_code.py).
+    sandbox = pr_code.prepare(environ, token, p.workspace)
+    for warning in (sandbox.user.warning, pr_code.docker_socket_warning()):
+        if warning:
+            print(f"::warning::mlcheck: {warning}", flush=True)
+    # What stays root: the token, and a private copy of the event (the tests can write the
+    # runner's copy as the runner's uid).
+    trusted = {k: v for k, v in environ.items() if not k.startswith("INPUT_")}
     if inputs.github_token:
-        env[C.ENV_GITHUB_TOKEN] = inputs.github_token
-    # Only the action reads INPUT_*: the CLI gets explicit arguments.
-    env = {k: v for k, v in env.items() if not k.startswith("INPUT_")}
+        trusted[C.ENV_GITHUB_TOKEN] = inputs.github_token
+    if event_path := environ.get("GITHUB_EVENT_PATH"):
+        copy = sandbox.private / "event.json"
+        shutil.copyfile(event_path, copy)
+        trusted["GITHUB_EVENT_PATH"] = str(copy)
     print(f"mlcheck: {p.command}" + (f", tier {p.tier}" if p.command == RUN else ""), flush=True)
     outputs = empty_outputs(p)
     output_file = environ.get("GITHUB_OUTPUT")
     try:
-        run_install(inputs.install, p.project, env)
+        run_install(inputs.install, p.project, sandbox)
         if p.command != RUN:
             if not _has_command(p.command):
                 raise UsageError(f"`mlcheck {p.command}` is not available in this version")
-            code = _mlcheck(cli_args(inputs, p), p.project, env)
+            code = _mlcheck(cli_args(inputs, p), p.project, trusted)
             outputs |= cli_outputs(output_file)
             return code
-        code = _mlcheck(cli_args(inputs, p), p.project, env)
+        code = sandbox.call([sandbox.python, "-m", "mlcheck", *cli_args(inputs, p)], p.project)
         post, why_not = should_publish(inputs, event)
         ran = (p.results_dir / "results.json").exists()
         published = False
         if post and ran:
-            reported = _mlcheck(publish_after_run(inputs, p), p.project, env)
+            reported = _mlcheck(publish_after_run(inputs, p), p.project, trusted)
             published = reported in _PUBLISH_REPORTED
             if reported != 0:
                 # A reporting failure never hides the test result (SPEC §7).
@@ -431,7 +444,18 @@ def run_action(environ: Mapping[str, str]) -> int:
         # outputs that do not apply to this command stay unset rather than empty
         optional = ("issue-url", "scheduled")
         write_outputs({k: v for k, v in outputs.items() if v or k not in optional}, environ)
-        give_back(p.workspace)
+        if owner is not None:
+            uids = (0, *((sandbox.user.uid,) if sandbox.user.uid is not None else ()))
+            pr_code.give_back(p.workspace, owner, uids)
+        sandbox.close()
+
+
+def _owner(workspace: Path) -> tuple[int, int] | None:
+    try:
+        st = workspace.stat()
+    except OSError:
+        return None
+    return st.st_uid, st.st_gid
 
 
 def cli_outputs(path: str | None) -> dict[str, str]:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -127,6 +127,14 @@ def locate(
 def _safety_spec(model_id: str, spec: ModelSpec | None) -> ModelSpec | None:
     """Where allow_pickle / trust_remote_code come from: the trusted manifest when one is set
     (``MLCHECK_SAFETY_MANIFEST``; a model it does not name gets neither), else the project's."""
+    from .manifest import ModelSpec
+    from .trusted_options import captured
+
+    fixed = captured()  # what `mlcheck run --safety-manifest` resolved before the tests ran
+    if fixed is not None:
+        pickle, remote = fixed.get(model_id, (False, False))
+        base = spec or ModelSpec(model_id)
+        return replace(base, allow_pickle=pickle, trust_remote_code=remote)
     trusted = env_safety_manifest()
     if trusted is None:
         return spec
@@ -156,16 +164,109 @@ def _locate_locked(entry: LockedModel, need: Need, cache: Path) -> LocalModel:
             entry.revision,
             f"locked commit {entry.commit[:12]}: missing {_few(missing)}",
         )
-    for f in wanted:
-        problem = file_problem(snapshot / f.path, f, full=False)
-        if problem is not None:
+    # Weights are hashed (once per run, see verify_weights) before anything loads them: a
+    # same-size corruption passes the size check.
+    full = need == "weights" and not _already_verified(entry, cache)
+    problems = _hash_files(snapshot, wanted, full=full)
+    if problems:
+        path, problem = problems[0]
+        raise CacheCorrupted(
+            entry.model_id,
+            entry.revision,
+            f"{path} at locked commit {entry.commit[:12]} has {problem}; "
+            "`mlcheck cache warm` repairs it",
+        )
+    if full:
+        _verified.add(_stamp_key(entry, cache))
+    return LocalModel(model_id=entry.model_id, revision=entry.commit, path=snapshot)
+
+
+# --- verification stamps ---------------------------------------------------------------------
+# `mlcheck run` hashes the manifest's weights models once, in parallel, before pytest starts,
+# and lists them in a stamp file outside the workspace (a temp dir; PR code can write the
+# workspace), named by $MLCHECK_VERIFIED_STAMP; the test process and its xdist workers read it
+# instead of hashing again. Plain pytest, and models met only at collection, hash on first load.
+
+ENV_VERIFIED_STAMP = "MLCHECK_VERIFIED_STAMP"
+_verified: set[str] = set()  # this process's
+
+
+def _stamp_key(entry: LockedModel, cache: Path) -> str:
+    return f"{entry.model_id}@{entry.commit}@{cache.resolve()}"
+
+
+def _already_verified(entry: LockedModel, cache: Path) -> bool:
+    key = _stamp_key(entry, cache)
+    if key in _verified:
+        return True
+    stamp = os.environ.get(ENV_VERIFIED_STAMP)
+    if stamp:
+        try:
+            lines = Path(stamp).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return False
+        if key in lines:
+            _verified.add(key)
+            return True
+    return False
+
+
+def _hash_files(
+    snapshot: Path, files: Sequence[LockedFile], *, full: bool
+) -> list[tuple[str, str]]:
+    """(path, problem) of the files that differ from the lock, hashed in parallel when full
+    (hashlib releases the GIL, so threads use several cores)."""
+    if not full:
+        checks = [(f.path, file_problem(snapshot / f.path, f, full=False)) for f in files]
+    else:
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            found = pool.map(lambda f: (f.path, file_problem(snapshot / f.path, f)), files)
+            checks = list(found)
+    return [(path, problem) for path, problem in checks if problem is not None]
+
+
+def verify_weights(
+    root: Path, stamp: Path, *, cache_dir: Path | None = None
+) -> tuple[list[str], VerifyReport]:
+    """Hash every locked file of the manifest's ``needs = "weights"`` models that are in the
+    cache, raise :class:`CacheCorrupted` on a mismatch, and write the verified ones to ``stamp``.
+
+    Returns (verified model ids, what was hashed). Models not cached are left to the tests
+    (a cache miss is their error).
+
+    >>> verify_weights(Path("."), Path("/tmp/stamp"))  # doctest: +SKIP
+    (['sentence-transformers/all-MiniLM-L6-v2'], VerifyReport(...))
+    """
+    lock = read_lock(root)
+    cache = Path(cache_dir) if cache_dir is not None else hf_hub_cache()
+    start = time.perf_counter()
+    verified: list[str] = []
+    keys: list[str] = []
+    count = nbytes = 0
+    manifest = load_manifest(root)
+    for entry in lock.models.values() if lock is not None else ():
+        spec = manifest.models.get(entry.model_id)
+        if spec is None or spec.needs != "weights":
+            continue
+        snapshot = snapshot_dir(cache, entry.model_id, entry.commit)
+        if not all((snapshot / f.path).exists() for f in entry.files):
+            continue
+        problems = _hash_files(snapshot, entry.files, full=True)
+        if problems:
+            path, problem = problems[0]
             raise CacheCorrupted(
                 entry.model_id,
                 entry.revision,
-                f"{f.path} at locked commit {entry.commit[:12]} has {problem}; "
+                f"{path} at locked commit {entry.commit[:12]} has {problem}; "
                 "`mlcheck cache warm` repairs it",
             )
-    return LocalModel(model_id=entry.model_id, revision=entry.commit, path=snapshot)
+        count += len(entry.files)
+        nbytes += sum(f.size for f in entry.files)
+        verified.append(entry.model_id)
+        keys.append(_stamp_key(entry, cache))
+        _verified.add(keys[-1])
+    stamp.write_text("".join(k + "\n" for k in keys), encoding="utf-8")
+    return verified, VerifyReport(count, nbytes, time.perf_counter() - start)
 
 
 def _locate_in_hf_cache(model_id: str, revision: str | None, cache_dir: Path) -> LocalModel:

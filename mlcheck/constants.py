@@ -22,11 +22,16 @@ ENV_HF_HUB_CACHE = "HF_HUB_CACHE"
 ENV_HF_HOME = "HF_HOME"
 ENV_HF_TOKEN = "HF_TOKEN"
 ENV_HF_ENDPOINT = "HF_ENDPOINT"
+# transformers' and accelerate's `@slow` run only when this is truthy (read at their import);
+# the process of the tier that `slow` maps to (real, by default) gets RUN_SLOW=1.
+ENV_RUN_SLOW = "RUN_SLOW"
 
 # A folder whose manifest (pyproject.toml / mlcheck.toml) is trusted for safety options
 # (allow_pickle, trust_remote_code) instead of the project's own: GPU jobs of pull requests
 # point it at the base branch's manifest, so a PR cannot allow pickle for itself.
 ENV_SAFETY_MANIFEST = "MLCHECK_SAFETY_MANIFEST"
+# Set to 1 to write no journal.jsonl (only to measure the journal's cost: bench/plugin_overhead.py)
+ENV_NO_JOURNAL = "MLCHECK_NO_JOURNAL"
 
 DEFAULT_TIER = "fast"
 DEFAULT_SEED = 0

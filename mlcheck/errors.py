@@ -168,3 +168,15 @@ class GitHubUnavailable(GitHubError):
 
 class StickyCommentConflict(GitHubError):
     """Concurrent writers kept overwriting the sticky comment; nothing converged."""
+
+
+# --- Golden values (mlcheck/golden/) ------------------------------------------------------------
+
+
+class GoldenFileError(UsageError):
+    """A golden file (``__golden__/*.json``) is malformed; the message names the file and entry."""
+
+
+class GoldenMismatch(CheckFailed):
+    """``golden.check``: the value differs from the golden value, or none is recorded for this
+    machine's hardware key (a failure, never a skip)."""

@@ -216,7 +216,7 @@ class GitHubClient:
             and (
                 "retry-after" in headers
                 or headers.get("x-ratelimit-remaining") == "0"
-                or "rate limit" in _message(response).lower()
+                or "rate limit" in _message(response, self.redact).lower()
             )
         )
         if not limited and status not in _RETRY_STATUSES:
@@ -230,7 +230,7 @@ class GitHubClient:
             reset = headers.get("x-ratelimit-reset")
             if reset and reset.isdigit():
                 return max(0.0, int(reset) - time.time())
-        if limited and "secondary rate limit" in _message(response).lower():
+        if limited and "secondary rate limit" in _message(response, self.redact).lower():
             return 60.0  # GitHub's advice when a secondary limit gives no retry-after
         return self._backoff(attempt)
 
@@ -289,7 +289,8 @@ class GitHubClient:
                 raise GitHubUnavailable(
                     self.redact(
                         f"{method} {path}: HTTP {response.status_code} "
-                        f"{_message(response)!r} after {attempt} attempts; retry the job"
+                        f"{_message(response, self.redact)!r} after {attempt} attempts; "
+                        "retry the job"
                     ),
                     status=response.status_code,
                     method=method,
@@ -302,7 +303,7 @@ class GitHubClient:
         self, response: httpx.Response, method: str, path: str, permission: str | None
     ) -> GitHubError:
         status = response.status_code
-        said = f"{method} {path}: HTTP {status} {_message(response)!r}"
+        said = f"{method} {path}: HTTP {status} {_message(response, self.redact)!r}"
         kind: type[GitHubError] = GitHubError
         if status == 401:
             kind = GitHubAuthError
@@ -520,12 +521,13 @@ class GitHubClient:
         return self.update_issue(repo, issue.number, title=title, body=full, state=state)
 
 
-def _message(response: httpx.Response) -> str:
+def _message(response: httpx.Response, redact: Callable[[str], str] = str) -> str:
+    """The error's message, redacted **before** it is cut (a cut token would survive)."""
     try:
         data = response.json()
     except ValueError:
-        return response.text[:200]
-    return str(data.get("message", "")) if isinstance(data, dict) else ""
+        return redact(response.text)[:200]
+    return redact(str(data.get("message", "")))[:500] if isinstance(data, dict) else ""
 
 
 _REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")

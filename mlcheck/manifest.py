@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from .errors import ManifestError
+from .failure_kinds import Rule, parse_rules
 
 Need = Literal["config", "weights"]
 NEEDS: tuple[Need, ...] = ("config", "weights")
@@ -46,7 +47,7 @@ REMOTE_CODE_PATTERNS = ("*.py",)
 # "org/name", or a legacy org-less id like "gpt2"
 _MODEL_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 _MODEL_KEYS = ("revision", "needs", "allow_patterns", "allow_pickle", "trust_remote_code")
-_TOP_KEYS = ("models", "markers")
+_TOP_KEYS = ("models", "markers", "failure_kinds", "decorators")
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,12 @@ class Manifest:
     root: Path
     models: Mapping[str, ModelSpec] = field(default_factory=dict)
     markers: Mapping[str, str] = field(default_factory=dict)  # marker name -> tier
+    # test decorator name (or dotted origin.name) -> tier, extending mlcheck.decorators.BUILTIN
+    decorators: Mapping[str, str] = field(default_factory=dict)
     source: Path | None = None  # the file the manifest was read from (None: no manifest)
     extra: Mapping[str, Any] = field(default_factory=dict)  # top-level keys others define
+    # the project's failure-kind patterns, tried before mlcheck's table (mlcheck.failure_kinds)
+    failure_kinds: tuple[Rule, ...] = ()
 
     def model(self, model_id: str) -> ModelSpec | None:
         return self.models.get(model_id)
@@ -126,7 +131,9 @@ def load_manifest(root: Path) -> Manifest:
 
     models: dict[str, ModelSpec] = {}
     markers: dict[str, str] = {}
+    decorators: dict[str, str] = {}
     extra: dict[str, Any] = {}
+    failure_kinds: list[Rule] = []
     seen_in: dict[tuple[str, str], Path] = {}
     for path, table in tables:
         for key, value in table.items():
@@ -138,8 +145,24 @@ def load_manifest(root: Path) -> Manifest:
         for marker, tier in _parse_markers(path, table.get("markers", {})).items():
             _claim(seen_in, ("marker", marker), path)
             markers[marker] = tier
+        if "failure_kinds" in table:
+            where = "tool.mlcheck.failure_kinds" if path.name == PYPROJECT else "failure_kinds"
+            failure_kinds += parse_rules(table["failure_kinds"], f"{path}: `{where}`")
+        for name, tier in _parse_tier_table(
+            path, "decorators", table.get("decorators", {})
+        ).items():
+            _claim(seen_in, ("decorator", name), path)
+            decorators[name] = tier
     source = tables[-1][0] if len(tables) == 1 else tables[0][0]
-    return Manifest(root=root, models=models, markers=markers, source=source, extra=extra)
+    return Manifest(
+        root=root,
+        models=models,
+        markers=markers,
+        decorators=decorators,
+        source=source,
+        extra=extra,
+        failure_kinds=tuple(failure_kinds),
+    )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -164,11 +187,22 @@ def _models_key(path: Path) -> str:
 
 
 def _parse_markers(path: Path, raw: object) -> dict[str, str]:
-    key = "tool.mlcheck.markers" if path.name == PYPROJECT else "markers"
+    return _parse_tier_table(path, "markers", raw)
+
+
+_TIER_TABLE_EXAMPLES = {
+    "markers": 'markers = { slow = "real", cuda = "gpu" }',
+    "decorators": 'decorators = { require_my_tpu = "gpu", slow = "real" }',
+}
+
+
+def _parse_tier_table(path: Path, name: str, raw: object) -> dict[str, str]:
+    """``markers`` / ``decorators``: a table of name = tier."""
+    key = f"tool.mlcheck.{name}" if path.name == PYPROJECT else name
+    what = name.removesuffix("s")
     if not isinstance(raw, dict):
         raise ManifestError(
-            f"{path}: `{key}` must be a table of marker = tier, e.g. "
-            f'markers = {{ slow = "real", cuda = "gpu" }}'
+            f"{path}: `{key}` must be a table of {what} = tier, e.g. {_TIER_TABLE_EXAMPLES[name]}"
         )
     markers: dict[str, str] = {}
     for marker, tier in raw.items():

@@ -19,9 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from .errors import ResultsError
-from .results import DeviceInfo, Outcome, RunInfo, RunResults, TestResult
+from .results import DeviceInfo, Outcome, RunInfo, RunResults, RunStatus, TestResult
 
 TIER_ORDER = ("fast", "real", "gpu")
+_STATUS_RANK = [RunStatus.COMPLETE, RunStatus.INTERRUPTED, RunStatus.CRASHED]
 
 # Which report of the same test wins when two results files both have it (a re-run job, or a
 # test listed as not run by one job and run by another): a real outcome beats "not run".
@@ -75,6 +76,12 @@ def _merge_run(runs: Sequence[RunInfo]) -> RunInfo:
         ref=next((r.ref for r in runs if r.ref), None),
         versions=versions,
         pytest_exit_code=max(codes) if codes else None,
+        # a section with one cancelled or crashed job is not complete (crashed says most)
+        status=max((r.status for r in runs), key=_STATUS_RANK.index, default=RunStatus.COMPLETE),
+        running=tuple(x for r in runs for x in r.running),
+        collected=sum(r.collected for r in runs if r.collected) or None,
+        signal=next((r.signal for r in runs if r.signal), None),
+        verified=tuple(dict.fromkeys(m for r in runs for m in r.verified)),
     )
 
 

@@ -14,7 +14,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -22,10 +22,23 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import _record, constants
+from . import (
+    _record,
+    constants,
+    trusted_options,  # noqa: F401  (reads MLCHECK_SAFETY_OPTIONS before any conftest)
+)
 from .errors import MlcheckError
+from .failure_kinds import (
+    FailureKind,
+    classify_exception,
+    classify_text,
+    crash_kind,
+    oom_kill_count,
+)
+from .golden import fixture as _golden
+from .golden.fixture import golden  # noqa: F401  (the fixture, registered with the plugin)
 from .progress import Progress
-from .results import DeviceInfo, ResultsBuilder, RunInfo, RunResults
+from .results import JOURNAL_FILE, DeviceInfo, ResultsBuilder, RunInfo, RunResults, RunStatus
 from .results import write as write_results
 from .tiers import (
     DEFAULT_GPU_LABEL,
@@ -43,6 +56,7 @@ from .tiers import (
 )
 
 if TYPE_CHECKING:
+    from .failure_kinds import Rule
     from .models import ModelFactory
 
 NEEDS_KEY = pytest.StashKey[Needs]()
@@ -100,13 +114,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="I/N",
         help="recorded in results as the shard this run covers (mlcheck run --shard selects it)",
     )
+    _golden.addoption(group)
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    if not _opted_in(early_config, args):
+        return  # inert: plain pytest stays exactly as without mlcheck
     # Tests run offline (SPEC §2). huggingface_hub reads this at import, so set it before any
     # conftest can import it; `mlcheck run` also sets it in the test process's environment.
     os.environ[constants.ENV_HF_HUB_OFFLINE] = "1"
+    _set_run_slow(early_config)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -120,6 +138,8 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{GPU_MARKER}(min_memory_gb=None, count=1): needs an accelerator (tier gpu); not run "
         "unless the tier is selected",
     )
+    if not _opted_in(config, config.invocation_params.args):
+        return  # markers and fixtures stay available; no hooks, no environment changes
     os.environ[constants.ENV_HF_HUB_OFFLINE] = "1"
     hub_constants = sys.modules.get("huggingface_hub.constants")
     if hub_constants is not None:
@@ -149,6 +169,9 @@ class MlcheckState:
         results_dir = config.getoption("mlcheck_results")
         self.results_dir = Path(results_dir) if results_dir else None
         self.marker_map = _marker_map(config.rootpath)
+        self.failure_rules = _failure_rules(config.rootpath)
+        self.oom_kills = oom_kill_count()  # to tell the OOM killer's SIGKILL from a crash
+        self.decorator_rules = _decorator_rules(config.rootpath)
         for marker, tier in self.marker_map.items():
             config.addinivalue_line("markers", f"{marker}: tier {tier} ([tool.mlcheck] markers)")
         self.is_worker = hasattr(config, "workerinput")
@@ -157,7 +180,18 @@ class MlcheckState:
         self.records = not self.is_worker and (
             self.results_dir is not None or _xdist_controller(config)
         )
-        self.builder = ResultsBuilder()
+        journal = None
+        if (
+            self.records
+            and self.results_dir is not None
+            and os.environ.get(constants.ENV_NO_JOURNAL) != "1"
+        ):
+            # every report is journaled as it comes: `mlcheck run` rebuilds results.json from it
+            # when this process is killed (SIGTERM, OOM) before pytest_sessionfinish
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            journal = self.results_dir / JOURNAL_FILE
+            journal.unlink(missing_ok=True)
+        self.builder = ResultsBuilder(journal=journal)
         self.progress = None if self.is_worker else Progress(config.getoption("mlcheck_progress"))
         self.progress_outcome: dict[str, str] = {}
         self.started = time.time()
@@ -173,6 +207,7 @@ class MlcheckState:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
             marks = [MarkInfo(m.name, tuple(m.args), dict(m.kwargs)) for m in item.iter_markers()]
+            marks += _decorator_marks(item, self.decorator_rules)
             try:
                 needs = needs_of(marks, self.marker_map)
             except MlcheckError as exc:
@@ -188,13 +223,20 @@ class MlcheckState:
                 self.not_run[needs.tier] += 1
                 self.not_run_reasons[reason] += 1
 
-    def pytest_report_collectionfinish(self) -> str:
+    def pytest_report_collectionfinish(self, items: Sequence[pytest.Item]) -> list[str]:
         selected = sum(self.selected.values())
         line = f"mlcheck: tiers {format_tiers(self.tiers)}: {selected} selected"
         if self.not_run:
             detail = ", ".join(f"{tier} {n}" for tier, n in sorted(self.not_run.items()))
             line += f", {sum(self.not_run.values())} not run ({detail})"
-        return line
+        if not self.config.option.collectonly:
+            return [line]
+        # `--collect-only` lists each test's tier: what a CPU and a GPU runner must agree on.
+        return [line] + [
+            f"mlcheck: tier {needs.tier.value} {item.nodeid}"
+            for item in items
+            if (needs := item.stash.get(NEEDS_KEY, None)) is not None
+        ]
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed and self.records:
@@ -247,11 +289,19 @@ class MlcheckState:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if self.progress is not None and session.items:
             self.progress.total = len(session.items)
+        if self.records and session.items:
+            self.builder.set_collected(len(session.items))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         if self.progress is not None:
             self.progress.total = len(ids)  # every worker collects the whole suite
+        if self.records and self.builder.collected is None:
+            self.builder.set_collected(len(ids))
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if self.records:
+            self.builder.start(nodeid, time.time())
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.progress is not None:
@@ -262,10 +312,13 @@ class MlcheckState:
         message = _message(report)
         if facts.get("not_run") and report.when == "setup":
             self.not_run_reported[message] += 1
+        if report.failed and "failure_kind" not in facts:
+            facts = {**facts, "failure_kind": self._kind_of_text(report.longreprtext)}
         path, line0, _ = report.location
         self.builder.report(
             nodeid=report.nodeid,
             when=report.when or "call",
+            subtest=_subtest_context(report),
             outcome=report.outcome,
             duration=report.duration,
             file=path,
@@ -275,6 +328,12 @@ class MlcheckState:
             xfail=hasattr(report, "wasxfail"),
             facts=facts,
         )
+
+    def _kind_of_text(self, text: str) -> str:
+        kind = classify_text(text, self.failure_rules)
+        if kind is FailureKind.CRASH:
+            kind = crash_kind(self.oom_kills, oom_kill_count())
+        return kind.value
 
     def _show_progress(self, report: pytest.TestReport) -> None:
         assert self.progress is not None
@@ -309,10 +368,16 @@ class MlcheckState:
             return
         results = RunResults(run=self._run_info(int(exitstatus)), tests=self.builder.build())
         write_results(results, self.results_dir)
+        self.builder.close()
 
     def _run_info(self, exitstatus: int) -> RunInfo:
         workers = getattr(self.config.option, "numprocesses", None)
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
         return RunInfo(
+            status=RunStatus.INTERRUPTED if interrupted else RunStatus.COMPLETE,
+            running=self.builder.running(time.time()),
+            collected=self.builder.collected,
+            signal="SIGINT" if interrupted else None,
             tiers=tuple(format_tiers(self.tiers).split(",")),
             started_at=datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds"),
             duration=round(time.time() - self.started, 3),
@@ -337,6 +402,11 @@ class FactsOnReports:
         report = yield
         # A plain attribute travels with the report from xdist workers to the controller.
         facts = item.stash.get(FACTS_KEY, {})
+        if report.failed and call.excinfo is not None and "failure_kind" not in facts:
+            # the live exception (its cause and context chain) is only here, on the worker
+            state = item.config.pluginmanager.get_plugin("mlcheck-state")
+            rules = state.failure_rules if isinstance(state, MlcheckState) else ()
+            facts["failure_kind"] = classify_exception(call.excinfo.value, rules).value
         report.mlcheck_facts = dict(facts)  # type: ignore[attr-defined]
         return report
 
@@ -357,9 +427,10 @@ def models(request: pytest.FixtureRequest) -> Iterator[ModelFactory]:
     from .models import ModelFactory
 
     state = request.config.pluginmanager.get_plugin("mlcheck-state")
-    assert isinstance(state, MlcheckState)
+    # Without opt-in there is no state: the fixture still works, with the default seed.
+    seed = state.seed if isinstance(state, MlcheckState) else constants.env_seed()
     # Read through the project's lock (pinned commits, safety options from its manifest).
-    yield ModelFactory(locate=partial(locate, root=request.config.rootpath), seed=state.seed)
+    yield ModelFactory(locate=partial(locate, root=request.config.rootpath), seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,6 +442,68 @@ def _marker_map(root: Path) -> dict[str, str]:
     from .manifest import load_manifest
 
     return dict(load_manifest(root).markers)
+
+
+def _failure_rules(root: Path) -> tuple[Rule, ...]:
+    """The project's failure-kind patterns (``[tool.mlcheck] failure_kinds``)."""
+    from .manifest import load_manifest
+
+    return load_manifest(root).failure_kinds
+
+
+OPTED_IN_KEY = pytest.StashKey[bool]()
+
+
+def _opted_in(config: pytest.Config, args: Sequence[str]) -> bool:
+    """Decided once per process (see mlcheck.opt_in), from the first hook that sees the args."""
+    if OPTED_IN_KEY not in config.stash:
+        from .manifest import find_root
+        from .opt_in import opted_in
+
+        roots = {config.rootpath, find_root(config.invocation_params.dir)}
+        config.stash[OPTED_IN_KEY] = opted_in(args, roots, os.environ)
+    return config.stash[OPTED_IN_KEY]
+
+
+def _set_run_slow(config: pytest.Config) -> None:
+    """``RUN_SLOW=1`` when a selected tier is where ``@slow`` tests go: transformers and
+    accelerate read it when their testing helpers are imported, i.e. before any test module."""
+    from .decorators import slow_tier
+
+    try:
+        text = config.known_args_namespace.mlcheck_tier or constants.env_tier()
+        tiers = parse_tiers(text or constants.DEFAULT_TIER)
+        slow = slow_tier(_decorator_rules(config.rootpath))
+    except MlcheckError:
+        return  # reported with its message by pytest_configure
+    # a `@slow @require_torch_gpu` test is in the gpu tier and needs RUN_SLOW there too
+    if slow is not None and slow != Tier.FAST and tiers & {Tier(slow), Tier.GPU}:
+        os.environ[constants.ENV_RUN_SLOW] = "1"
+
+
+def _decorator_rules(root: Path) -> dict[str, Any]:
+    """The ecosystem's test decorators mapped to tiers, extended by the manifest's."""
+    from .decorators import rules
+    from .manifest import load_manifest
+
+    return rules(load_manifest(root).decorators)
+
+
+def _decorator_marks(item: pytest.Item, table: dict[str, Any]) -> list[MarkInfo]:
+    """The tiers that the test's decorators (function and class, read from source) give it, as
+    the markers that mean the same."""
+    from .decorators import tiers_of
+
+    obj = getattr(item, "obj", None)
+    if obj is None:
+        return []
+    marks: list[MarkInfo] = []
+    for found in tiers_of(obj, getattr(item, "cls", None), table):
+        if found.tier == Tier.GPU:
+            marks.append(MarkInfo(GPU_MARKER, kwargs={"count": found.gpu_count}))
+        elif found.tier == Tier.REAL:
+            marks.append(MarkInfo(REAL_MARKER))
+    return marks
 
 
 def _weights_problem(model_id: str, root: Path) -> str | None:
@@ -395,6 +528,19 @@ def _seed_everything(seed: int) -> None:
         np.random.seed(seed)
     if (torch := sys.modules.get("torch")) is not None:
         torch.manual_seed(seed)
+
+
+def _subtest_context(report: pytest.TestReport) -> dict[str, Any] | None:
+    """``{"msg", "params"}`` of a subtest's report, None for a test's own reports.
+
+    pytest 9's ``SubtestReport`` and the pytest-subtests plugin's ``SubTestReport`` (pytest 8)
+    both carry ``context`` with ``msg`` and ``kwargs``; both survive xdist's serialisation.
+    """
+    context = getattr(report, "context", None)
+    kwargs = getattr(context, "kwargs", None)
+    if context is None or kwargs is None:
+        return None
+    return {"msg": getattr(context, "msg", None), "params": {k: str(v) for k, v in kwargs.items()}}
 
 
 def _message(report: pytest.TestReport) -> str:

@@ -38,9 +38,18 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from . import digest as digest_mod
-from .digest import Category, Classified, Digest, classify
+from .digest import (
+    Category,
+    Classified,
+    Digest,
+    Stopped,
+    classify,
+    is_infrastructure,
+    slower_than_base,
+    stopped_running,
+)
 from .merge import section_key
-from .results import Outcome, RunResults, TestResult
+from .results import Outcome, RunResults, RunStatus, TestResult
 from .safety import NO_SECRETS, Redactor, code_block, html_text, inline, one_line
 
 if TYPE_CHECKING:
@@ -179,9 +188,10 @@ def permalink(ctx: RenderContext, file: str | None, line: int | None, sha: str |
     if not (ctx.repo and sha and file and _REPO.fullmatch(ctx.repo) and _SHA.fullmatch(sha)):
         return ""
     path = f"{ctx.path_prefix.strip('/')}/{file}" if ctx.path_prefix else file
+    path = ctx.redactor.redact(path)  # a URL leaves the comment unescaped: redact it too
     # quote() leaves only URL-safe characters: nothing in it can end the Markdown link.
     url = f"{ctx.server_url.rstrip('/')}/{ctx.repo}/blob/{sha}/{quote(path.lstrip('/'), safe='/')}"
-    return f"{url}#L{line}" if line else url
+    return f"{url}#L{int(line)}" if line else url
 
 
 def _reason(ctx: RenderContext, t: TestResult, limit: int = 160) -> str:
@@ -251,9 +261,60 @@ def _counts_table(counts: Counter[str], base: Digest | None, sha: str | None) ->
     return "\n".join(lines)
 
 
-def _status(c: Classified, counts: Counter[str]) -> str:
-    failures = len(c.new) + len(c.on_base) + len(c.uncompared)
+def empty_selection(results: RunResults) -> str:
+    """What a run whose selected tiers held no test says instead of a green heading.
+
+    >>> from mlcheck.results import RunResults, RunInfo, TestResult, Outcome
+    >>> r = RunResults(RunInfo(tiers=("real", "gpu")), (TestResult("t::a", Outcome.NOT_RUN),))
+    >>> empty_selection(r)
+    'no tests in tiers real,gpu (1 collected: fast 1)'
+    """
+    tiers = Counter(t.tier for t in results.tests)
+    order = ("fast", "real", "gpu")
+    detail = ", ".join(
+        f"{tier} {n:,}"
+        for tier, n in sorted(tiers.items(), key=lambda kv: (*order, kv[0]).index(kv[0]))
+    )
+    return (
+        f"no tests in tiers {section_key(results.run)} "
+        f"({len(results.tests):,} collected{': ' + detail if detail else ''})"
+    )
+
+
+def run_state(results: RunResults) -> str | None:
+    """How a run that did not finish ended, e.g. ``cancelled after 41 of 120 tests; 41 passed``;
+    None for a complete run.
+
+    >>> from mlcheck.results import RunResults, RunInfo, RunStatus, TestResult, Outcome
+    >>> run = RunInfo(status=RunStatus.INTERRUPTED, collected=120)
+    >>> run_state(RunResults(run, (TestResult("t::a", Outcome.PASSED),)))
+    'cancelled after 1 of 120 tests; 1 passed'
+    """
+    run = results.run
+    if run.status is RunStatus.COMPLETE:
+        return None
+    ran = [t for t in results.tests if t.outcome is not Outcome.NOT_RUN]
+    of = f" of {run.collected:,}" if run.collected else ""
+    counts = Counter(t.outcome.value for t in ran)
+    tally = ", ".join(f"{n:,} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    text = f"after {len(ran):,}{of} tests; {tally or 'none finished'}"
+    if run.status is RunStatus.INTERRUPTED:
+        by = f" ({run.signal})" if run.signal else ""
+        return f"cancelled{by} {text}"
+    running = ", ".join(r.nodeid for r in run.running)
+    where = f" in {running}" if running else ""
+    crashed = [t.nodeid for t in results.tests if "died" in t.message and t.outcome.is_failure]
+    if not where and crashed:
+        where = f" in {crashed[0]}"
+    return f"crashed{where} {text}"
+
+
+def _status(c: Classified, counts: Counter[str], results: RunResults | None = None) -> str:
+    failures = len(c.new) + len(c.on_base) + len(c.uncompared) + len(c.infra)
     ran = sum(v for k, v in counts.items() if k not in (Outcome.NOT_RUN.value,))
+    state = run_state(results) if results is not None else None
+    if results is not None and state is not None:
+        return ("❌ " if failures or results.run.status is RunStatus.CRASHED else "⏹️ ") + state
     if failures:
         parts = []
         if c.new:
@@ -262,11 +323,13 @@ def _status(c: Classified, counts: Counter[str]) -> str:
             parts.append(_plural(len(c.uncompared), "failure"))
         if c.on_base:
             parts.append(f"{len(c.on_base):,} failing on base too")
+        if c.infra:
+            parts.append(_plural(len(c.infra), "infrastructure failure"))
         return "❌ " + ", ".join(parts)
     if c.flaky:
         return f"⚠️ passed, {_plural(len(c.flaky), 'flaky test')}"
     if not ran:
-        return "⏭️ nothing ran"
+        return "⏭️ " + (empty_selection(results) if results is not None else "nothing ran")
     return f"✅ {counts[Outcome.PASSED.value]:,} passed"
 
 
@@ -274,21 +337,57 @@ def _facts_line(results: RunResults) -> str:
     run = results.run
     dev = run.device
     device = dev.name if dev.name else dev.type
-    if dev.count > 1:
-        device += f" ×{dev.count}"
+    # Numbers from results go out through int()/float(), strings through inline().
+    if int(dev.count) > 1:
+        device += f" ×{int(dev.count)}"
     if dev.memory_gb:
-        device += f" ({dev.memory_gb:.0f} GB)"
+        device += f" ({float(dev.memory_gb):.0f} GB)"
     test_time = sum(t.duration for t in results.tests)
     parts = [f"**Device:** {inline(device, 120)}", f"**Time:** {duration_text(run.duration)}"]
     if test_time and abs(test_time - run.duration) > 1:
         parts[-1] += f" (tests {duration_text(test_time)})"
     if run.workers:
-        parts.append(f"**Workers:** {run.workers}")
+        parts.append(f"**Workers:** {int(run.workers)}")
     if run.shard:
         parts.append(f"**Shard:** {inline(run.shard, 20)} only")
     if run.seed is not None:
-        parts.append(f"**Seed:** {run.seed}")
+        parts.append(f"**Seed:** {int(run.seed)}")
+    if keys := golden_keys(results):
+        parts.append("**Golden key:** " + ", ".join(inline(k, 40) for k in keys))
     return " · ".join(parts)
+
+
+# -- golden values (mlcheck/golden) ------------------------------------------------------------
+
+_GOLDEN_LISTED = 10
+
+
+def golden_keys(results: RunResults) -> list[str]:
+    """The hardware keys the run's golden checks used (``cpu``, ``cuda:sm90``)."""
+    return sorted({t.golden.key for t in results.tests if t.golden is not None})
+
+
+def golden_block(results: RunResults, ctx: RenderContext) -> str:
+    """Failing or missing golden values, and the one command that accepts them."""
+    failures = [f for t in results.tests if t.golden is not None for f in t.golden.failures]
+    if not failures:
+        return ""
+    lines = [f"#### Golden values differ or are missing ({len(failures):,})", ""]
+
+    def clean(text: str, limit: int) -> str:
+        return inline(ctx.redactor.clip(text, 4 * limit, keep="head"), limit)
+
+    for f in failures[:_GOLDEN_LISTED]:
+        where = clean(f"{f.file} › {f.test} › {f.name} [{f.key}]", 300)
+        lines.append(f"- {where} — {clean(f.problem, 240)}")
+    if len(failures) > _GOLDEN_LISTED:
+        lines.append(f"- *… and {len(failures) - _GOLDEN_LISTED:,} more*")
+    # the artifact name is ours (the workflow's input), not the tests': a code span is safe
+    artifact = re.sub(r"[^A-Za-z0-9._-]", "", ctx.artifact_name or "") or None
+    source = f"the `{artifact}` artifact into `{artifact}/`" if artifact else "the results folder"
+    command = f"mlcheck golden accept {artifact or 'RESULTS_DIR'}"
+    lines += ["", f"If the change is intended, download {source} and run `{command}`, then commit."]
+    return "\n".join(lines)
 
 
 def _where_else(ctx: RenderContext, summary: bool) -> str:
@@ -307,6 +406,7 @@ _HEADINGS = {
     Category.UNCOMPARED: "❌ Failures",
     Category.ON_BASE: "🔁 Already failing on base",
     Category.FLAKY: "🎲 Flaky (passed on rerun)",
+    Category.INFRA: "🏗️ Infrastructure",
 }
 
 
@@ -331,6 +431,7 @@ class _Renderer:
             (Category.UNCOMPARED, c.uncompared),
             (Category.ON_BASE, c.on_base),
             (Category.FLAKY, c.flaky),
+            (Category.INFRA, c.infra),
         ]
 
     def link_name(self, t: TestResult) -> str:
@@ -353,6 +454,8 @@ class _Renderer:
 
     def _extras(self, t: TestResult) -> str:
         extras = []
+        if is_infrastructure(t):
+            extras.append(f"*{inline(str(t.failure_kind), 20)}*")
         if t.outcome is Outcome.ERROR and t.phase is not None:
             extras.append(f"*error in {t.phase.value}*")
         failed = sum(1 for a in t.attempts if a.outcome.is_failure)
@@ -379,7 +482,8 @@ class _Renderer:
     # -- blocks --------------------------------------------------------------------------------
 
     def header(self) -> str:
-        title = f"### {_status(self.c, self.counts)} · {inline(self.ctx.title, 80)} · `{self.key}`"
+        status = _status(self.c, self.counts, self.results)
+        title = f"### {status} · {inline(self.ctx.title, 80)} · `{self.key}`"
         return "\n\n".join(
             [title, _counts_table(self.counts, self.base, self.sha), _facts_line(self.results)]
         )
@@ -401,6 +505,8 @@ class _Renderer:
             if category is Category.UNCOMPARED and self.base is not None:
                 title = "❓ Failures not in the base digest (not compared)"
             heading = f"#### {title} ({len(tests):,})"
+            if category is Category.INFRA:
+                heading = infrastructure_heading(tests)
             items: list[str] = []
             size = len(heading) + 2
             for t in tests if not left_out else ():
@@ -476,11 +582,12 @@ class _Renderer:
             cache = f"{_plural(hit, 'hit')}, {_plural(len(known) - hit, 'miss', 'misses')}"
             cache = cache if known else "—"
             name = inline(self.ctx.redactor.clip(model_id, 200, keep="head"), 120)
-            rows.append(f"| {name} | {rev} | {len(hits):,} | {cache} |")
+            checked = "verified" if model_id in self.results.run.verified else "—"
+            rows.append(f"| {name} | {rev} | {len(hits):,} | {cache} | {checked} |")
         more = f"\n\n*… and {len(uses) - 20:,} more models*" if len(uses) > 20 else ""
         return (
-            f"#### Models ({len(uses):,})\n\n| model | revision | tests | cache |\n"
-            "| --- | --- | ---: | --- |\n" + "\n".join(rows) + more
+            f"#### Models ({len(uses):,})\n\n| model | revision | tests | cache | weights |\n"
+            "| --- | --- | ---: | --- | --- |\n" + "\n".join(rows) + more
         )
 
     def curves_block(self, detail: Detail) -> str:
@@ -499,14 +606,44 @@ class _Renderer:
             + "\n\n</details>"
         )
 
+    def since_base_blocks(self, level: _Level, detail: Detail) -> list[str]:
+        """ "Stopped running" and "Slower than base": what changed against the base digest."""
+        blocks = []
+        stopped = stopped_running(self.results, self.base)
+        if stopped is not None and stopped.total:
+            names = level.max_names_per_group if detail < Detail.COUNTS else 0
+            blocks.append(stopped_block(self.ctx, stopped, names))
+        elif stopped is not None and stopped.unknown:
+            blocks.append(
+                f"*Stopped running: {_plural(stopped.unknown, 'test')} skipped or not run here "
+                "could not be compared: the base digest had no room for the tests that ran on "
+                "base.*"
+            )
+        if detail < Detail.COUNTS:
+            slower = slower_than_base(self.results.tests, self.base)
+            if slower:
+                rows = [
+                    f"| {inline(_name(self.ctx, s.test), 200)} | "
+                    f"{_base_time(s.base_low, s.base_high)} | {duration_text(s.test.duration)} |"
+                    for s in slower
+                ]
+                blocks.append(
+                    f"#### 🐢 Slower than base ({len(slower)})\n\n"
+                    "Took more than twice as long and over 1 s more than on base.\n\n"
+                    "| test | base | now |\n| --- | ---: | ---: |\n" + "\n".join(rows)
+                )
+        return blocks
+
     def render(self, detail: Detail, levels: Mapping[Detail, _Level], budget: int) -> str | None:
         """The section at ``detail``, or None when it does not fit (names level always fits)."""
         level = levels[detail]
         header = self.header()
         tail_blocks = [
+            golden_block(self.results, self.ctx) if detail < Detail.COUNTS else "",
             self.not_run_block(level, detail),
             self.models_block(detail),
             self.curves_block(detail),
+            *self.since_base_blocks(level, detail),
         ]
         tail = "\n\n".join(b for b in tail_blocks if b)
         fixed = len(header.encode()) + len(tail.encode()) + 600  # 600: the left-out note
@@ -535,6 +672,103 @@ class _Renderer:
         if len(text.encode()) > budget:
             return None
         return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Infrastructure failures and tests that stopped running
+
+# One line per kind: what went wrong, and what to do about it.
+INFRA_CAUSES: dict[str, tuple[str, str]] = {
+    "hub": (
+        "model files were not in the local cache, or the hub refused or failed a request",
+        "run `mlcheck cache warm` before the tests (the cache of what mlcheck.lock names); "
+        "a 429/5xx passes on retry",
+    ),
+    "oom": (
+        "out of memory (accelerator, or a worker killed by the OOM killer)",
+        "declare what the test needs with `@pytest.mark.gpu(min_memory_gb=...)` or use a bigger "
+        "runner",
+    ),
+    "device": (
+        "accelerator runtime, driver or NCCL error (not out of memory), or no accelerator",
+        "check the runner's GPU and driver (`nvidia-smi`), then rerun on a healthy runner",
+    ),
+    "crash": (
+        "the test's worker process died (segfault, abort or killed)",
+        "rerun the test alone (`pytest -p no:xdist NODEID`) to see how it dies",
+    ),
+    "timeout": (
+        "the test ran past its time limit",
+        "raise the limit (`@pytest.mark.timeout(...)`) or find what got slow",
+    ),
+}
+
+
+def infrastructure_heading(tests: Sequence[TestResult]) -> str:
+    """``#### Infrastructure (3): hub 2 · oom 1`` and one cause/fix line per kind.
+
+    These failures still fail the run; they are listed apart from the code's failures and are
+    never counted as new failures against the base.
+    """
+    kinds = Counter(str(t.failure_kind) for t in tests)
+    ordered = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
+    summary = " · ".join(f"{inline(kind, 20)} {n:,}" for kind, n in ordered)
+    lines = [f"#### {_HEADINGS[Category.INFRA]} ({len(tests):,}): {summary}", ""]
+    lines.append(
+        "Failed for a reason outside the code under test; they still fail the run, and are "
+        "not compared with the base."
+    )
+    lines.append("")
+    for kind, _ in ordered:
+        cause, fix = INFRA_CAUSES.get(kind, ("", ""))
+        if cause:
+            lines.append(f"- **{kind}**: {cause}. *Fix:* {fix}.")
+    return "\n".join(lines)
+
+
+def _base_time(low: float, high: float) -> str:
+    if low <= 0:
+        return f"< {duration_text(high)}"
+    return f"{duration_text(low)}–{duration_text(high)}"
+
+
+_STOPPED_LABEL = {Outcome.SKIPPED: "skipped", Outcome.NOT_RUN: "not run"}
+
+
+def stopped_block(ctx: RenderContext, stopped: Stopped, max_names: int) -> str:
+    """The collapsed "Stopped running (N): ..." list: tests that ran on base and did not here."""
+    groups: dict[tuple[str, str], list[TestResult]] = {}
+    for t in stopped.tests:
+        reason = one_line(ctx.redactor.clip(t.message, 400, keep="head"), 200)
+        label = _STOPPED_LABEL.get(t.outcome, t.outcome.value)
+        groups.setdefault((label, reason or "(no reason given)"), []).append(t)
+    ordered = sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    parts = [
+        f"{len(ts):,} {label} — {html_text(reason, 80)}" for (label, reason), ts in ordered[:3]
+    ]
+    if len(ordered) > 3:
+        parts.append(f"{sum(len(ts) for _, ts in ordered[3:]):,} for other reasons")
+    if stopped.gone:
+        parts.append(f"{stopped.gone:,} no longer collected")
+    summary = f"<b>⏸️ Stopped running ({stopped.total:,})</b>: " + " · ".join(parts)
+    body: list[str] = []
+    for (label, reason), ts in ordered[:20]:
+        body.append(f"- **{label}** — {inline(reason, 200)} ({len(ts):,})")
+        for t in ts[:max_names]:
+            body.append(f"  - {inline(_name(ctx, t), 200)}")
+        if max_names and len(ts) > max_names:
+            body.append(f"  - *… and {len(ts) - max_names:,} more*")
+    if stopped.gone:
+        body.append(
+            f"- **no longer collected** ({stopped.gone:,}): ran on base, not in this run "
+            "(deleted, renamed or deselected); the base digest keeps hashes, not names"
+        )
+    if stopped.sampled:
+        body.append(
+            f"- *the base digest kept a sample of the tests that ran there: counts are a lower "
+            f"bound ({stopped.unknown:,} skipped here could not be compared)*"
+        )
+    return f"<details><summary>{summary}</summary>\n\n" + "\n".join(body) + "\n\n</details>"
 
 
 def _fit(renderer: _Renderer, levels: Mapping[Detail, _Level], budget: int) -> str:
@@ -629,7 +863,14 @@ _CATEGORY_TITLE = {
     Category.NEW: "new failure",
     Category.UNCOMPARED: "failure",
     Category.ON_BASE: "failing on base too",
+    Category.INFRA: "infrastructure",
 }
+
+
+def _annotation_title(category: Category, t: TestResult) -> str:
+    if category is Category.INFRA:
+        return f"infrastructure ({one_line(str(t.failure_kind), 20)})"
+    return _CATEGORY_TITLE[category]
 
 
 def render_annotations(
@@ -648,7 +889,8 @@ def render_annotations(
         c = classify(results.tests, ctx.base.get(key))
         ordered += c.ordered()
         flaky += len(c.flaky)
-    rank = {Category.NEW: 0, Category.UNCOMPARED: 1, Category.ON_BASE: 2}
+    # code failures first: an infrastructure failure gets an annotation only if room is left
+    rank = {Category.NEW: 0, Category.UNCOMPARED: 1, Category.ON_BASE: 2, Category.INFRA: 3}
     ordered.sort(key=lambda ct: rank[ct[0]])  # stable: keeps the sections' own order
     lines = []
     for category, t in ordered[:max_errors]:
@@ -662,7 +904,7 @@ def render_annotations(
                 message or "failed",
                 file=ctx.redactor.redact(file or ""),
                 line=t.line if file else None,
-                title=f"{_CATEGORY_TITLE[category]}: {one_line(_name(ctx, t), 200)}",
+                title=f"{_annotation_title(category, t)}: {one_line(_name(ctx, t), 200)}",
             )
         )
     rest = len(ordered) - len(lines)
@@ -710,6 +952,17 @@ def terminal_summary(
         c = classify(r.tests, ctx.base.get(key))
         counts = r.counts()
         console.rule(Text(f"mlcheck · {key}"))
+        state = run_state(r)
+        if state is not None:
+            console.print(Text(f"  {clean(state, 400)}", style="bold red"))
+        elif all(t.outcome is Outcome.NOT_RUN for t in r.tests):
+            console.print(Text(f"  {empty_selection(r)}", style="bold yellow"))
+        for running in r.run.running:
+            console.print(
+                Text(
+                    f"    running: {clean(running.nodeid, 300)} ({duration_text(running.duration)})"
+                )
+            )
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         columns = [(label, outs) for label, outs in _COLUMNS if any(counts[o.value] for o in outs)]
         for label, _ in columns:
@@ -722,6 +975,7 @@ def terminal_summary(
             (Category.UNCOMPARED, c.uncompared),
             (Category.ON_BASE, c.on_base),
             (Category.FLAKY, c.flaky),
+            (Category.INFRA, c.infra),
         ):
             if not tests:
                 continue
@@ -747,6 +1001,11 @@ def terminal_summary(
         facts = f"device {dev.name or dev.type} · time {duration_text(r.run.duration)}"
         if r.run.shard:
             facts += f" · shard {r.run.shard} only"
+        if keys := golden_keys(r):
+            facts += f" · golden key {', '.join(keys)}"
+            written = sum(t.golden.written for t in r.tests if t.golden is not None)
+            if written:
+                facts += f" ({written:,} values written by --golden record/update, not compared)"
         console.print(Text("  " + clean(facts, 300), style="dim"))
     if results_dir is not None:
         console.print(Text(f"  results: {results_dir}", style="dim"))
@@ -760,11 +1019,13 @@ __all__ = [
     "Detail",
     "RenderContext",
     "duration_text",
+    "empty_selection",
     "permalink",
     "render_annotations",
     "render_report",
     "render_section",
     "render_summary",
+    "run_state",
     "sparkline",
     "terminal_summary",
     "workflow_command",

@@ -23,14 +23,19 @@ from typing import Any
 
 from .errors import ResultsError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 2 only added optional fields (subtests, run status, verified models), so version 1
+# files read as version 2 files with those fields at their defaults.
+READABLE_VERSIONS = (1, 2)
 RESULTS_FILE = "results.json"
 JUNIT_FILE = "junit.xml"
 REPORT_FILE = "report.md"
+JOURNAL_FILE = "journal.jsonl"  # every report as it came, so a killed run loses nothing
 
 # Caps keep results files bounded whatever the tests print (a multi-MB assertion message).
 MAX_MESSAGE_CHARS = 2_000
 MAX_TRACEBACK_CHARS = 20_000
+MAX_SUBTESTS = 1_000  # recorded per test; the outcome counts every one
 
 
 class Outcome(StrEnum):
@@ -66,10 +71,67 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Subtest:
+    """One ``subTest``/``subtests.test`` block of a test; a failing one fails its test."""
+
+    params: Mapping[str, str] = field(default_factory=dict)
+    msg: str | None = None
+    outcome: Outcome = Outcome.PASSED
+    message: str = ""
+    duration: float = 0.0
+
+    def describe(self) -> str:
+        """``[msg] (i=1)`` as pytest prints it, or ``(<subtest>)``."""
+        parts = [f"[{self.msg}]"] if self.msg is not None else []
+        if self.params:
+            parts.append("(" + ", ".join(f"{k}={v}" for k, v in self.params.items()) + ")")
+        return " ".join(parts) or "(<subtest>)"
+
+
+class RunStatus(StrEnum):
+    COMPLETE = "complete"
+    INTERRUPTED = "interrupted"  # cancelled: SIGTERM/SIGINT, a timeout
+    CRASHED = "crashed"  # the test process died (OOM kill, segfault)
+
+
+@dataclass(frozen=True)
+class RunningTest:
+    """A test that was running when the run was interrupted or crashed."""
+
+    nodeid: str
+    duration: float = 0.0  # so far
+
+
+@dataclass(frozen=True)
 class ModelUse:
     id: str
     revision: str | None = None
     cache_hit: bool | None = None  # found in the local cache (None: not known)
+
+
+@dataclass(frozen=True)
+class GoldenCheck:
+    """A ``golden.check`` that failed or had no value, with what it observed (to accept it)."""
+
+    file: str  # the golden file, relative to the project root
+    test: str  # node name inside the test file
+    name: str  # the check's name
+    key: str  # hardware key the run used (cpu, cuda:sm90, ...)
+    status: str  # "missing" or "mismatch"
+    problem: str = ""
+    compared_with: str | None = None  # the key whose value it was compared with
+    recorded_with: Mapping[str, str] = field(default_factory=dict)  # torch/transformers versions
+    value: Mapping[str, Any] = field(default_factory=dict)  # stored form (mlcheck.golden.values)
+
+
+@dataclass(frozen=True)
+class GoldenUse:
+    """A test's golden checks: the hardware key, how many, and the ones that failed."""
+
+    key: str
+    checks: int = 0
+    failures: tuple[GoldenCheck, ...] = ()
+    written: int = 0  # values this run recorded (--golden record/update): those checks passed
 
 
 @dataclass(frozen=True)
@@ -89,6 +151,10 @@ class TestResult:
     seed: int | None = None
     loss_curve: tuple[float, ...] | None = None
     run: str | None = None  # which job/section produced it (e.g. "fast", "gpu"); set on merge
+    subtests: tuple[Subtest, ...] = ()
+    # failed/errored tests only: code, hub, oom, device, crash, timeout (mlcheck.failure_kinds)
+    failure_kind: str | None = None
+    golden: GoldenUse | None = None  # only for tests that used the `golden` fixture
 
     __test__ = False  # not a pytest test class
 
@@ -118,6 +184,11 @@ class RunInfo:
     ref: str | None = None
     versions: Mapping[str, str] = field(default_factory=dict)  # python, torch, transformers...
     pytest_exit_code: int | None = None
+    status: RunStatus = RunStatus.COMPLETE
+    running: tuple[RunningTest, ...] = ()  # interrupted or crashed while these ran
+    collected: int | None = None  # tests pytest collected, run or not
+    signal: str | None = None  # what stopped the run: SIGTERM, SIGINT, SIGKILL...
+    verified: tuple[str, ...] = ()  # models whose weights were hashed against the lock
 
 
 @dataclass(frozen=True)
@@ -152,6 +223,8 @@ def truncate(text: str, limit: int) -> str:
 def to_dict(results: RunResults) -> dict[str, Any]:
     run = asdict(results.run)
     run["versions"] = dict(results.run.versions)
+    run["running"] = [dict(vars(r)) for r in results.run.running]
+    run["tiers"], run["verified"] = list(results.run.tiers), list(results.run.verified)
     # schema_version first: readers check it before anything else.
     return {
         "schema_version": results.schema_version,
@@ -166,6 +239,16 @@ def _test_to_dict(test: TestResult) -> dict[str, Any]:
     data = dict(vars(test))
     data["attempts"] = [dict(vars(a)) for a in test.attempts]
     data["models"] = [dict(vars(m)) for m in test.models]
+    if test.subtests:
+        data["subtests"] = [dict(vars(s), params=dict(s.params)) for s in test.subtests]
+    else:
+        del data["subtests"]
+    if test.failure_kind is None:
+        del data["failure_kind"]  # optional: only failed and errored tests have a kind
+    if test.golden is None:
+        del data["golden"]  # optional: absent for the tests that use no golden values
+    else:
+        data["golden"] = asdict(test.golden)
     return data
 
 
@@ -173,15 +256,19 @@ def from_dict(data: Mapping[str, Any]) -> RunResults:
     if not isinstance(data, Mapping):
         raise ResultsError("results file is not a JSON object")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ResultsError(
             f"results schema_version {version!r} is not supported by this mlcheck "
-            f"(it reads version {SCHEMA_VERSION}); use the mlcheck version that wrote it"
+            f"(it reads versions {', '.join(map(str, READABLE_VERSIONS))}); "
+            "use the mlcheck version that wrote it"
         )
     try:
         run_data = dict(data["run"])
         run_data["device"] = DeviceInfo(**run_data.get("device") or {})
         run_data["tiers"] = tuple(run_data.get("tiers") or ())
+        run_data["status"] = RunStatus(run_data.get("status") or RunStatus.COMPLETE)
+        run_data["running"] = tuple(RunningTest(**r) for r in run_data.get("running") or ())
+        run_data["verified"] = tuple(run_data.get("verified") or ())
         run = RunInfo(**run_data)
         tests = tuple(_test_from_dict(t) for t in data["tests"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -203,9 +290,50 @@ def _test_from_dict(t: Mapping[str, Any]) -> TestResult:
         for a in t.get("attempts") or ()
     )
     t["models"] = tuple(ModelUse(**m) for m in t.get("models") or ())
+    t["subtests"] = tuple(
+        Subtest(
+            params={str(k): str(v) for k, v in (s.get("params") or {}).items()},
+            msg=s.get("msg"),
+            outcome=Outcome(s.get("outcome", "passed")),
+            message=str(s.get("message", "")),
+            duration=float(s.get("duration", 0.0)),
+        )
+        for s in t.get("subtests") or ()
+    )
     if t.get("loss_curve") is not None:
         t["loss_curve"] = tuple(float(x) for x in t["loss_curve"])
+    t["golden"] = golden_use(t["golden"]) if t.get("golden") is not None else None
     return TestResult(**t)
+
+
+def golden_use(data: Mapping[str, Any]) -> GoldenUse:
+    """A :class:`GoldenUse` from its JSON form (results files, the plugin's per-test facts).
+
+    Results files may be untrusted (artifacts): wrong types raise ``ValueError``.
+    """
+    texts = ("file", "test", "name", "key", "status", "problem")
+    for f in data.get("failures") or ():
+        if not isinstance(f, Mapping) or not all(isinstance(f.get(n, ""), str) for n in texts):
+            raise ValueError("golden failures must be objects with string fields")
+        if not isinstance(f.get("value", {}), Mapping):
+            raise ValueError("a golden failure's value must be an object")
+    if not isinstance(data.get("key"), str):
+        raise ValueError("golden key must be a string")
+    return GoldenUse(
+        key=str(data["key"]),
+        checks=int(data.get("checks", 0)),
+        written=int(data.get("written", 0)),
+        failures=tuple(
+            GoldenCheck(
+                **{
+                    **f,
+                    "recorded_with": dict(f.get("recorded_with") or {}),
+                    "value": dict(f.get("value") or {}),
+                }
+            )
+            for f in data.get("failures") or ()
+        ),
+    )
 
 
 def write(results: RunResults, directory: Path) -> Path:
@@ -219,6 +347,54 @@ def write(results: RunResults, directory: Path) -> Path:
         fh.write(json.dumps(to_dict(results), ensure_ascii=False, separators=(",", ":")))
         fh.write("\n")
     os.replace(tmp, path)
+    return path
+
+
+def write_junit(results: RunResults, path: Path) -> Path:
+    """A JUnit XML file (xunit2, as pytest writes it) for a run pytest could not finish.
+
+    pytest writes ``junit.xml`` itself at the end of its session; a run killed before then
+    gets this one, built from the journal, so CI tools that read JUnit still see what ran.
+    """
+    import xml.etree.ElementTree as ET
+
+    counts = results.counts()
+    failures = counts[Outcome.FAILED.value]
+    errors = counts[Outcome.ERROR.value]
+    skipped = sum(counts[o.value] for o in (Outcome.SKIPPED, Outcome.NOT_RUN, Outcome.XFAILED))
+    suite = ET.Element(
+        "testsuite",
+        name="mlcheck",
+        tests=str(len(results.tests)),
+        failures=str(failures),
+        errors=str(errors),
+        skipped=str(skipped),
+        time=f"{results.run.duration:.3f}",
+    )
+    for t in results.tests:
+        classname, _, name = t.nodeid.rpartition("::")
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=classname.replace("/", ".").removesuffix(".py"),
+            name=name,
+            time=f"{t.duration:.3f}",
+        )
+        if t.outcome is Outcome.FAILED:
+            ET.SubElement(case, "failure", message=t.message[:500]).text = t.traceback
+        elif t.outcome is Outcome.ERROR:
+            ET.SubElement(case, "error", message=t.message[:500]).text = t.traceback
+        elif t.outcome in (Outcome.SKIPPED, Outcome.NOT_RUN, Outcome.XFAILED):
+            ET.SubElement(case, "skipped", message=t.message[:500])
+    if results.run.status is not RunStatus.COMPLETE:
+        running = ", ".join(r.nodeid for r in results.run.running) or "none"
+        ET.SubElement(suite, "system-err").text = (
+            f"mlcheck: run {results.run.status.value} ({results.run.signal or '?'}); "
+            f"running: {running}"
+        )
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
     return path
 
 
@@ -254,6 +430,8 @@ class _Pending:
     message: str = ""
     traceback: str = ""  # of the latest failure
     phases: set[Phase] = field(default_factory=set)  # seen in the attempt in progress
+    subtests: list[Subtest] = field(default_factory=list)  # of the attempt in progress
+    finished_subtests: tuple[Subtest, ...] = ()  # of the last closed attempt
 
     def fail(self, phase: Phase, message: str, traceback: str) -> None:
         if self.current is None or not self.current.is_failure:  # the first failure decides
@@ -276,8 +454,13 @@ class _Pending:
             )
         )
         self.current, self.phase, self.attempt_duration, self.phases = None, None, 0.0, set()
+        self.finished_subtests = tuple(self.subtests[:MAX_SUBTESTS])
+        self.subtests = []
         if outcome is Outcome.PASSED:
             self.message = ""
+
+
+_PHASES = frozenset(p.value for p in Phase)
 
 
 class ResultsBuilder:
@@ -286,11 +469,66 @@ class ResultsBuilder:
     Call :meth:`report` for every setup/call/teardown report (from any xdist worker), then
     :meth:`build`. A rerun (pytest-rerunfailures) reports the failed phase with
     ``outcome="rerun"``; the next setup report starts a new attempt. A test whose last attempt
-    passed after a failed one is ``flaky``.
+    passed after a failed one is ``flaky``. Subtest reports (``subtest=`` given: pytest 9's
+    ``subtests``/``unittest.subTest``, or the pytest-subtests plugin) are recorded under their
+    test and never start an attempt; a failing subtest fails the test.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, journal: Path | None = None) -> None:
         self._tests: dict[str, _Pending] = {}
+        self._started: dict[str, float] = {}  # running tests: nodeid -> start time (epoch)
+        self.collected: int | None = None
+        # Line-buffered: each event reaches the OS as its line ends, so a SIGKILL of this
+        # process loses at most the line being written (replay skips a torn last line).
+        self._journal = open(journal, "a", encoding="utf-8", buffering=1) if journal else None  # noqa: SIM115
+
+    def _log(self, kind: str, data: Mapping[str, Any]) -> None:
+        if self._journal is not None:
+            self._journal.write(json.dumps([kind, data], ensure_ascii=False, default=str) + "\n")
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    @classmethod
+    def replay(cls, path: Path) -> ResultsBuilder:
+        """A builder fed with a journal's events, as if they had just happened."""
+        builder = cls()
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            return builder
+        for text in lines:
+            try:
+                kind, data = json.loads(text)
+            except (ValueError, TypeError):
+                continue  # the line a killed process was writing
+            if kind == "report":
+                builder.report(**data)
+            elif kind == "start":
+                builder.start(data["nodeid"], data["at"])
+            elif kind == "collected":
+                builder.set_collected(data["count"])
+            elif kind == "collection_error":
+                builder.collection_error(**data)
+        return builder
+
+    def set_collected(self, count: int) -> None:
+        self._log("collected", {"count": count})
+        self.collected = count
+
+    def start(self, nodeid: str, at: float) -> None:
+        """A test began running (``pytest_runtest_logstart``)."""
+        self._log("start", {"nodeid": nodeid, "at": at})
+        self._started[nodeid] = at
+
+    def running(self, now: float) -> tuple[RunningTest, ...]:
+        """Tests started and not finished, with how long they have run by ``now``."""
+        return tuple(
+            RunningTest(nodeid, round(max(0.0, now - at), 3))
+            for nodeid, at in self._started.items()
+        )
 
     def report(
         self,
@@ -305,12 +543,38 @@ class ResultsBuilder:
         traceback: str = "",
         xfail: bool = False,
         facts: Mapping[str, Any] | None = None,
+        subtest: Mapping[str, Any] | None = None,
     ) -> None:
+        if self._journal is not None:
+            event = {"nodeid": nodeid, "when": when, "outcome": outcome, "duration": duration}
+            for key, value in (
+                ("file", file),
+                ("line", line),
+                ("message", message),
+                ("traceback", traceback),
+                ("xfail", xfail),
+                ("facts", facts),
+                ("subtest", subtest),
+            ):
+                if value:
+                    event[key] = value
+            self._log("report", event)
         test = self._tests.get(nodeid)
         if test is None:
             test = self._tests[nodeid] = _Pending(nodeid, file, line)
         if facts:
             test.facts.update(facts)
+        if subtest is not None:
+            self._subtest(test, subtest, outcome, duration, message, traceback, xfail)
+            return
+        if when not in _PHASES:
+            # pytest-xdist's report for a test that crashed its worker (when="???"): the test
+            # failed, once; nothing else of this attempt will come
+            test.fail(Phase.CALL, message, traceback)
+            test.duration += duration
+            test.close_attempt()
+            self._started.pop(nodeid, None)
+            return
         phase = Phase(when)
         if phase in test.phases:
             # pytest-rerunfailures before 15 sent no teardown report after a rerun
@@ -331,17 +595,67 @@ class ResultsBuilder:
             test.mark(Outcome.XPASSED, message)
         if phase is Phase.TEARDOWN:
             test.close_attempt()
+            self._started.pop(nodeid, None)
+
+    @staticmethod
+    def _subtest(
+        test: _Pending,
+        context: Mapping[str, Any],
+        outcome: str,
+        duration: float,
+        message: str,
+        traceback: str,
+        xfail: bool,
+    ) -> None:
+        if outcome == "failed":
+            result = Outcome.FAILED
+        elif outcome == "skipped":
+            result = Outcome.XFAILED if xfail else Outcome.SKIPPED
+        else:
+            result = Outcome.PASSED
+        params = context.get("params") or {}
+        sub = Subtest(
+            params={str(k): str(v) for k, v in params.items()},
+            msg=None if context.get("msg") is None else str(context["msg"]),
+            outcome=result,
+            message=truncate(message, MAX_MESSAGE_CHARS) if result is not Outcome.PASSED else "",
+            duration=round(duration, 6),
+        )
+        test.subtests.append(sub)
+        if result is Outcome.FAILED:
+            # the test fails with the first failing subtest's reason, named like pytest does
+            test.fail(Phase.CALL, f"{sub.describe()}: {message}", traceback)
 
     def collection_error(self, *, nodeid: str, message: str, traceback: str = "") -> None:
+        self._log(
+            "collection_error", {"nodeid": nodeid, "message": message, "traceback": traceback}
+        )
         test = self._tests[nodeid] = _Pending(nodeid, nodeid.split("::")[0] or None, None)
         test.fail(Phase.COLLECT, message, traceback)
         test.close_attempt()
 
     def build(self) -> tuple[TestResult, ...]:
-        for test in self._tests.values():
-            if test.current is not None:  # interrupted before teardown
+        for nodeid, test in self._tests.items():
+            if nodeid in self._started:
+                continue  # still running (interrupted or crashed): not a verdict, see running()
+            if test.current is not None:  # a verdict came, its teardown report did not
                 test.close_attempt()
-        return tuple(_finish(t) for t in self._tests.values() if t.attempts)
+        return tuple(
+            _finish(t)
+            for nodeid, t in self._tests.items()
+            if t.attempts and nodeid not in self._started
+        )
+
+    def crashed(self, now: float, why: str) -> None:
+        """The test process died: each running test failed (as xdist reports a crashed worker)."""
+        for item in self.running(now):
+            test = self._tests.get(item.nodeid) or _Pending(item.nodeid, None, None)
+            self._tests[item.nodeid] = test
+            test.fail(Phase.CALL, f"{why} while this test ran ({item.duration:.1f} s)", "")
+            test.attempt_duration += item.duration
+            test.duration += item.duration
+            test.close_attempt()
+        self._started.clear()
 
 
 def _finish(test: _Pending) -> TestResult:
@@ -374,6 +688,9 @@ def _finish(test: _Pending) -> TestResult:
         seed=facts.get("seed"),
         loss_curve=tuple(float(x) for x in curve) if curve is not None else None,
         run=facts.get("run"),
+        subtests=test.finished_subtests,
+        failure_kind=str(facts.get("failure_kind") or "code") if outcome.is_failure else None,
+        golden=golden_use(facts["golden"]) if facts.get("golden") else None,
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from github_server import ACTIONS_BOT, GitHubServer
 
+from mlcheck import results
 from mlcheck.action import (
     INPUT_DEFAULTS,
     Inputs,
@@ -89,6 +90,9 @@ def _environ(ws: Path, event: str, payload: dict[str, object], **inputs: str) ->
         "GITHUB_OUTPUT": str(ws.parent / "output.txt"),
         "GITHUB_STEP_SUMMARY": str(ws.parent / "summary.md"),
     }
+    # Root here (the dev machine's Python lives under /root): these runs keep the project
+    # as root; test_pr_code_cannot_find_the_token runs it as the image's user.
+    env["MLCHECK_PR_USER"] = "0"
     env |= {input_env_name(k): v for k, v in INPUT_DEFAULTS.items()}
     env[input_env_name("github-token")] = ""
     env |= {input_env_name(k.replace("_", "-")): v for k, v in inputs.items()}
@@ -97,7 +101,8 @@ def _environ(ws: Path, event: str, payload: dict[str, object], **inputs: str) ->
 
 def _outputs(env: dict[str, str], *more: str) -> dict[str, str]:
     path = env["GITHUB_OUTPUT"]
-    names = ("passed", "failed", "errors", "not-run", "new-failures", "results-dir", "comment-url")
+    names = ("passed", "failed", "errors", "not-run", "selected", "new-failures", "results-dir")
+    names += ("comment-url",)
     return {name: read_output(path, name) for name in (*names, *more)}
 
 
@@ -276,6 +281,7 @@ def test_push_run_writes_outputs_summary_and_annotations(
         "failed": "1",
         "errors": "0",
         "not-run": "1",
+        "selected": "2",  # the not-run test is outside the selection
         "new-failures": "0",  # no base digest: nothing can be called new
         "results-dir": "proj/mlcheck-results",  # relative to the repository
         "comment-url": "",
@@ -371,6 +377,7 @@ def test_pull_request_run_publishes_once_compared_with_the_tracking_issue(
     # publish compared with the base digest: test_breaks passed on main, so it is new
     assert outputs["new-failures"] == "1"
     assert (outputs["passed"], outputs["failed"], outputs["not-run"]) == ("1", "1", "1")
+    assert outputs["selected"] == "2"  # the not-run test is outside the selection
     comments = server.state.comments_on(pr)
     assert len(comments) == 1 and comments[0]["user"] == ACTIONS_BOT
     assert outputs["comment-url"].endswith(f"#issuecomment-{comments[0]['id']}")
@@ -453,3 +460,70 @@ def test_schedule_command_dispatches_the_gpu_workflow(
     assert outputs["comment-url"].endswith(f"#issuecomment-{comment['id']}")
     assert f"GPU run scheduled for `{SHA[:7]}` by @maint" in comment["body"]
     assert not (workspace / "mlcheck-results").exists()  # nothing ran
+
+
+# --- the write token is out of the project's reach (README "Security model")
+
+HUNT = r"""
+SECRET="$SECRET_A$SECRET_B"  # in two halves: the action drops variables holding the token
+env | grep -qF "$SECRET" && { echo "env" >> "$OUT"; found=1; }
+for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do
+  if tr '\0' '\n' < "$f" 2>/dev/null | grep -qF "$SECRET"; then echo "$f" >> "$OUT"; fi
+done
+grep -rlsF "$SECRET" "$HOME" "$WS" /tmp/mlcheck-* >> "$OUT" 2>/dev/null || true
+for s in /var/run/docker.sock /run/docker.sock; do [ -w "$s" ] && echo "$s" >> "$OUT"; done
+echo "uid=$(id -u) groups=$(id -G)" > "$OUT.who"
+"""
+
+
+# README security model: the project under test never holds a write token
+# (env, /proc/*/environ, files, Docker socket).
+@pytest.mark.skipif(os.geteuid() != 0, reason="the action runs as root; needs root to test it")
+@pytest.mark.parametrize("pr_user", ["", "0"])
+def test_pr_code_cannot_find_the_token(tmp_path: Path, server: GitHubServer, pr_user: str) -> None:
+    """PR code (the install command, as bash: this machine's Python is private to root) hunts
+    the write token in its environment, every readable /proc/*/environ and cmdline, the files
+    it can read, and the Docker socket, while the action process (root, as in the container)
+    holds it in its own environment. With the project as root (the control), the hunt works."""
+    import stat
+    import subprocess
+    import sys
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="mlcheck-hunt-", dir="/tmp"))  # not under /root
+    root.chmod(0o755)
+    ws = root / "ws"
+    results.write(RunResults(RunInfo(tiers=("fast",)), ()), ws / "mlcheck-results")
+    os.chown(ws, 1001, 1001)  # the hosted runner's user owns the checkout
+    out = ws / "found.txt"
+    pr = server.state.add_pull(head_sha=SHA)
+    payload = {"action": "opened", "pull_request": _pr(pr, REPO["full_name"])}
+    env = _to(server, _environ(ws, "pull_request", payload, command="publish"))
+    secret = env["INPUT_GITHUB-TOKEN"]
+    env |= {"MLCHECK_PR_USER": pr_user, "GITHUB_TOKEN": secret, "ACTIONS_RUNTIME_TOKEN": secret}
+    half = len(secret) // 2
+    env |= {"SECRET_A": secret[:half], "SECRET_B": secret[half:]}  # what the hunt looks for
+    env |= {"OUT": str(out), "WS": str(ws)}
+    (root / "home").mkdir()
+    env["HOME"] = str(root / "home")  # the runner's HOME (not /root: grep would read it all)
+    env["INPUT_INSTALL"] = HUNT
+    entry = Path(__file__).parents[1] / "entrypoint.py"
+    try:
+        done = subprocess.run(
+            [sys.executable, str(entry)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        who = Path(f"{out}.who").read_text()
+        found = out.read_text().split() if out.exists() else []
+        if pr_user == "0":  # the control: root finds it (its env is scrubbed, /proc is not)
+            assert who.startswith("uid=0") and any("/proc/" in f for f in found), found
+            assert "env" not in found
+        else:
+            assert who.strip() == "uid=1001 groups=1001", who
+            assert found == [], found
+            assert "::warning::" not in done.stdout  # nothing to warn about
+        assert server.state.comments_on(pr)  # publish (root, with the token) still posted
+        assert stat.S_IMODE(ws.stat().st_mode) and ws.stat().st_uid == 1001
+        assert (ws / "mlcheck-results").stat().st_uid == 1001  # results stay the owner's
+    finally:
+        subprocess.run(["rm", "-rf", str(root)], check=False)

@@ -167,12 +167,19 @@ def test_gpu_job_takes_safety_options_from_the_base_branch_manifest() -> None:
     assert base["with"]["persist-credentials"] is False
     assert base["with"]["sparse-checkout-cone-mode"] is False
     assert set(base["with"]["sparse-checkout"].split()) == {"pyproject.toml", "mlcheck.toml"}
-    runs = [s["run"] for s in job["steps"] if "mlcheck run" in s.get("run", "")]
+    # Moved out of the workspace and hashed BEFORE the first PR code (the install step).
+    steps = [s.get("run", "") for s in job["steps"]]
+    move = next(i for i, run in enumerate(steps) if f'mv {folder} "$RUNNER_TEMP/' in run)
+    assert "sha256sum" in steps[move]
+    install = next(i for i, run in enumerate(steps) if "pip install" in run)
+    assert move < install
+    runs = [run for run in steps if "mlcheck run" in run]
     assert runs and all(
-        f"--safety-manifest {folder}" in " ".join(run.split())
-        or job.get("env", {}).get("MLCHECK_SAFETY_MANIFEST") == folder
-        for run in runs
+        '--safety-manifest "$RUNNER_TEMP/mlcheck-base"' in " ".join(run.split()) for run in runs
     ), runs
+    # README security model: no actions/cache in jobs that run PR code.
+    for name in ("mlcheck.yml", "mlcheck-gpu.yml"):
+        assert "actions/cache" not in yaml.safe_dump(_workflow(name)), name
 
 
 def _permissions(workflow: dict[str, Any], job: str) -> dict[str, str]:

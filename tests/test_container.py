@@ -435,12 +435,20 @@ def test_act_fast_tier_on_push_pr_fork_pr_and_the_fork_publisher(
     assert "act-upload: mlcheck-results-fast" in run.log
     assert github.token not in run.log
 
+    # the same-repo PR adds a test that hunts for the write token, as PR code would: in its
+    # environment, every readable /proc/*/environ and cmdline, readable files, the Docker socket
+    # README security model: "nothing the project under test runs can read the token"
+    pushed = int(out["passed"])
+    hunt = user_repo / "tests" / "test_token_hunt.py"
+    hunt.write_text(TOKEN_HUNT.replace("@TOKEN@", github.token[::-1]))
     # the same-repo PR: its comment is updated in place, compared with the base digest
     pull = {"action": "synchronize", "number": pr, "pull_request": _pr_payload(gh, pr)}
     writes = _writes(github)
     run = _act(user_repo, act_env, "pull_request", "mlcheck.yml", pull, github=github)
     assert run.code == 0, run.tail()
     out = run.outputs("fast")
+    assert (out["failed"], out["errors"]) == ("0", "0"), run.tail()  # the hunt found nothing
+    assert int(out["passed"]) == pushed + 1, out  # the hunt ran, and found nothing
     comment = _one_comment(github, pr)  # still one comment
     assert out["comment-url"].endswith(_url_of(comment))
     assert _writes(github) <= writes + 1  # updated once, or not at all when nothing changed
@@ -491,6 +499,49 @@ def _pr_payload(gh: Any, number: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+TOKEN_HUNT = """\
+\"\"\"Added by a same-repository PR: looks for the action's write token wherever it can.\"\"\"
+import glob
+import os
+import socket
+
+TOKEN = "@TOKEN@"[::-1]  # reversed here, so this file does not hold it
+NAMES = ("GITHUB_TOKEN", "INPUT_GITHUB-TOKEN", "ACTIONS_RUNTIME_TOKEN", "GH_TOKEN")
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(1 << 20)
+    except OSError:
+        return b""
+
+
+def test_pr_code_cannot_find_the_token():
+    found = [f"env {k}" for k in NAMES if k in os.environ]
+    found += [f"env {k}" for k, v in os.environ.items() if TOKEN in v]
+    for path in glob.glob("/proc/*/environ") + glob.glob("/proc/*/cmdline"):
+        if TOKEN.encode() in _read(path):
+            found.append(path)
+    for top in ("/github", "/tmp", os.path.expanduser("~"), "/root"):
+        for folder, _dirs, files in os.walk(top):
+            for name in files:
+                if TOKEN.encode() in _read(os.path.join(folder, name)):
+                    found.append(os.path.join(folder, name))
+    for sock in ("/var/run/docker.sock", "/run/docker.sock"):
+        if os.path.exists(sock):
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(sock)
+                    s.sendall(b"GET /containers/json HTTP/1.0\\r\\n\\r\\n")
+                    if s.recv(64):
+                        found.append(f"{sock} answers")
+            except OSError:
+                pass  # refused: not this user's socket
+    assert not found, found
+"""
+
+
 PROBE = '''\
 """Added by the PR: which manifest decides what this run may load?"""
 import os
@@ -505,7 +556,8 @@ def test_safety_options_come_from_the_base_branch():
     from mlcheck.cache import locate
 
     trusted = Path(os.environ["MLCHECK_SAFETY_MANIFEST"])
-    assert trusted.name == ".mlcheck-base", trusted
+    assert trusted.name == "mlcheck-base", trusted  # moved to $RUNNER_TEMP before install
+    assert not trusted.resolve().is_relative_to(Path.cwd().resolve()), trusted
     assert "allow_pickle" not in (trusted / "pyproject.toml").read_text()
     assert "allow_pickle = true" in Path("pyproject.toml").read_text()  # what the PR asked for
     assert locate(MODEL_ID, need="weights").allow_pickle is False
@@ -601,7 +653,7 @@ def test_act_label_dispatch_gpu_run_and_publish(
     row = re.search(r"\| this run `\w+` \| (\d+) \| (\d+) \| (\d+) \|", log)
     assert row is not None, run.tail()  # the job summary's counts table
     passed, failed, errors = (int(n) for n in row.groups())
-    assert passed >= 2 and failed == 0 and errors == 2, row.group(0)  # the probe passed too
+    assert passed >= 2 and failed == 0 and errors == 2, row.group(0) + run.tail()  # probe passed
     # the publish job replaced "scheduled" with the results, for the pinned commit
     assert "act-download: mlcheck-results-gpu" in log
     comment = _one_comment(github, pr)

@@ -80,6 +80,10 @@ def test_fast_and_real_tiers_pass_on_the_example(project):
     assert any(m.id == MINILM_ID and m.revision == locked for t in real for m in t.models)
     gpu = next(t for t in results.tests if t.tier == "gpu")
     assert "mlcheck:gpu" in gpu.message
+    # the golden logits of the real model, checked against tests/__golden__/ under `cpu`
+    (golden,) = [t for t in real if t.golden is not None]
+    assert golden.golden is not None
+    assert (golden.golden.key, golden.golden.checks, golden.golden.failures) == ("cpu", 2, ())
     assert (path / "mlcheck-results" / "report.md").read_text().strip()
 
 

@@ -196,6 +196,7 @@ def test_missing_actions_and_issues_permissions_name_the_fix(
         read_only.create_issue(REPO, "Nightly", "body")
 
 
+# README security model: the token never appears in error messages.
 def test_bad_token_is_an_auth_error_that_does_not_echo_the_token(gh: GitHubServer) -> None:
     with make_client(gh, token="ghp_wrongTOKENvalue") as c, pytest.raises(GitHubAuthError) as e:
         c.get_repo(REPO)
@@ -504,3 +505,39 @@ def test_a_publisher_that_keeps_losing_the_race_gives_up_with_advice(gh: GitHubS
                 client, REPO, number, "fast", "new", author=ACTIONS_BOT, max_rounds=3
             )
     assert gh.count(PATCH) == 3
+
+
+# README security model: the token is redacted before any text is cut.
+def test_an_html_error_page_echoing_the_token_is_redacted_before_it_is_cut() -> None:
+    """A proxy's HTML error page repeats the token so that the 200-character clip of the
+    message would cut it mid-way: no piece of the token may reach the error message."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    token = "ghs_" + "Ab3" * 12  # 40 characters
+    page = (
+        "<html><body><p>" + "x" * 150 + f"Bad request with token {token}</p></body></html>"
+    ).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(400)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        with GitHubClient(token, api_url=url, max_attempts=1) as c, pytest.raises(Exception) as e:
+            c.get_repo(REPO)
+    finally:
+        httpd.shutdown()
+    assert page.decode().index(token) < 200 < page.decode().index(token) + len(token)
+    said = str(e.value)
+    assert "***" in said
+    assert not any(token[i : i + 8] in said for i in range(len(token) - 7)), said

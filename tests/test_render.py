@@ -119,6 +119,45 @@ def test_golden_new_failures_content() -> None:
     assert html.count("<table>") == 2  # counts and models
 
 
+def test_golden_infrastructure_group_and_stopped_running_as_github_renders_them() -> None:
+    text = (GOLDEN / "infrastructure.comment.md").read_text(encoding="utf-8")
+    html = to_html(text)
+    # infrastructure below the code failures, never counted as new failures
+    assert text.index("New failures (1)") < text.index("Infrastructure (3): hub 2 · oom 1")
+    assert "❌ 1 new failure, 3 infrastructure failures" in text
+    group = html.split("Infrastructure (3)")[1].split("</h4>")[1].split("<h4>")[0]
+    assert "<strong>hub</strong>" in group and "<code>mlcheck cache warm</code>" in group
+    assert "<code>@pytest.mark.gpu(min_memory_gb=...)</code>" in group
+    assert group.count("<em>hub</em>") == 2 and group.count("<em>oom</em>") == 1
+    # stopped running: collapsed, counts in the summary line, the skipped test named
+    summary = re.search(r"<summary><b>⏸️ Stopped running \(2\)</b>: (.*?)</summary>", html)
+    assert summary is not None
+    assert summary.group(1) == "1 skipped — test requires a GPU · 1 no longer collected"
+    stopped = html.split("Stopped running (2)")[1].split("</details>")[0]
+    assert "<li>tests/test_gpu.py::test_bf16</li>" in stopped
+    assert "no longer collected</strong> (1)" in stopped
+    slower = html.split("Slower than base (1)")[1]
+    assert "<td>tests/test_train.py::test_overfits</td>" in slower
+    assert '<td align="right">9.0 s</td>' in slower
+    notes = (GOLDEN / "infrastructure.annotations.txt").read_text().splitlines()
+    assert "title=new failure" in notes[0]  # code failures are annotated first
+    assert all("title=infrastructure (" in line for line in notes[1:])
+
+
+def test_infrastructure_failures_with_room_for_one_annotation_leave_code_first() -> None:
+    results, base = cases.infrastructure()
+    lines = render_annotations(results, replace(cases.CTX, base=base), max_errors=1)
+    assert "test_label_order" in lines[0] and "3 more failures not annotated" in lines[1]
+
+
+def test_only_infrastructure_failures_are_still_red() -> None:
+    results, base = cases.infrastructure()
+    infra = replace(results, tests=tuple(t for t in results.tests if digest.is_infrastructure(t)))
+    text = render_section(infra, replace(cases.CTX, base=base))
+    assert text.startswith("### ❌ 3 infrastructure failures")
+    assert "New failures" not in text and infra.exit_code() == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Small pieces
 

@@ -168,3 +168,75 @@ def test_read_errors_are_clear(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"schema_version": 1, "tests": []}))
     with pytest.raises(ResultsError, match="malformed"):
         read(tmp_path)
+
+
+def test_failing_subtest_fails_the_test_and_adds_no_attempt(tmp_path):
+    b = ResultsBuilder()
+    b.report(nodeid="t::v", when="setup", outcome="passed")
+    for i, outcome in enumerate(["passed", "failed", "passed"]):
+        b.report(
+            nodeid="t::v",
+            when="call",
+            outcome=outcome,
+            message="1 != 1" if outcome == "failed" else "",
+            subtest={"msg": None, "params": {"i": str(i)}},
+        )
+    b.report(nodeid="t::v", when="call", outcome="passed")  # the test's own call report
+    b.report(nodeid="t::v", when="teardown", outcome="passed")
+    (t,) = b.build()
+    assert (t.outcome, len(t.attempts), t.message) == (Outcome.FAILED, 1, "(i=1): 1 != 1")
+    assert [s.outcome for s in t.subtests] == [Outcome.PASSED, Outcome.FAILED, Outcome.PASSED]
+    results = RunResults(RunInfo(), (t,))
+    data = to_dict(results)
+    jsonschema.validate(data, SCHEMA)
+    assert from_dict(data) == results
+
+
+def test_journal_replay_rebuilds_what_the_builder_saw(tmp_path):
+    journal = tmp_path / "journal.jsonl"
+    live = ResultsBuilder(journal=journal)
+    live.set_collected(3)
+    for name in ("a", "b"):
+        live.start(f"t::{name}", 100.0)
+        live.report(nodeid=f"t::{name}", when="setup", outcome="passed", facts={"tier": "fast"})
+        live.report(nodeid=f"t::{name}", when="call", outcome="failed" if name == "b" else "passed")
+        live.report(nodeid=f"t::{name}", when="teardown", outcome="passed")
+    live.start("t::running", 100.0)
+    live.report(nodeid="t::running", when="setup", outcome="passed")
+    with journal.open("a") as fh:
+        fh.write('["report", {"nodeid": "t::running", "wh')  # torn by a SIGKILL
+    replayed = ResultsBuilder.replay(journal)
+    assert replayed.build() == live.build()
+    assert replayed.collected == 3
+    # the running test has no verdict; it is listed as running
+    assert [t.nodeid for t in replayed.build()] == ["t::a", "t::b"]
+    assert [(r.nodeid, r.duration) for r in replayed.running(102.5)] == [("t::running", 2.5)]
+    # a crash fails it, once
+    replayed.crashed(103.0, "the test process died (SIGKILL)")
+    crashed = {t.nodeid: t for t in replayed.build()}["t::running"]
+    assert (crashed.outcome, len(crashed.attempts)) == (Outcome.FAILED, 1)
+    assert "died (SIGKILL)" in crashed.message
+    live.close()
+
+
+def test_crashed_xdist_worker_report_is_one_failure():
+    b = ResultsBuilder()
+    b.start("t::c", 0.0)
+    b.report(nodeid="t::c", when="setup", outcome="passed")
+    b.report(nodeid="t::c", when="???", outcome="failed", message="worker 'gw0' crashed")
+    (t,) = b.build()
+    assert (t.outcome, len(t.attempts), t.message) == (Outcome.FAILED, 1, "worker 'gw0' crashed")
+    assert b.running(1.0) == ()
+
+
+def test_version_1_files_stay_readable(tmp_path):
+    v1 = {
+        "schema_version": 1,
+        "run": {"tiers": ["fast"], "pytest_exit_code": 1},
+        "tests": [{"nodeid": "t::a", "outcome": "failed", "message": "boom"}],
+    }
+    (tmp_path / "results.json").write_text(json.dumps(v1))
+    results = read(tmp_path)
+    assert results.tests[0].outcome is Outcome.FAILED and results.tests[0].subtests == ()
+    assert results.run.status.value == "complete" and results.exit_code() == 1
+    jsonschema.validate(to_dict(results), SCHEMA)  # read as version 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cmarkgfm
 import pytest
 from cmarkgfm.cmark import Options
@@ -94,3 +96,36 @@ def test_code_block_cannot_be_closed_from_inside() -> None:
     assert rendered.count("<pre") == 1 and rendered.count("</details>") == 1
     assert "&lt;/details&gt;" in rendered
     assert "<!-- mlcheck:" not in block  # a test cannot forge hidden markers
+
+
+# README security model: a PR's manifest or environment cannot grant allow_pickle or
+# trust_remote_code to mlcheck's model loading once `--safety-manifest` is given.
+def test_a_pr_manifest_and_environment_cannot_grant_allow_pickle(tmp_path: Path) -> None:
+    from runcli import mlcheck
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "pyproject.toml").write_text(
+        '[tool.mlcheck.models]\n"org/legacy" = { revision = "main" }\n'
+    )
+    pr = tmp_path / "pr"
+    (pr / "tests").mkdir(parents=True)
+    grant = '"org/legacy" = { revision = "main", allow_pickle = true, trust_remote_code = true }'
+    (pr / "pyproject.toml").write_text(f"[tool.mlcheck.models]\n{grant}\n")
+    # The PR's conftest removes what the parent passed, and points the manifest at its own.
+    (pr / "tests" / "conftest.py").write_text(
+        "import os\n"
+        "os.environ.pop('MLCHECK_SAFETY_OPTIONS', None)\n"
+        "os.environ['MLCHECK_SAFETY_MANIFEST'] = os.getcwd()\n"
+    )
+    (pr / "tests" / "test_grant.py").write_text(
+        "from mlcheck.cache import _safety_spec\n"
+        "from mlcheck.manifest import load_manifest\n"
+        "def test_not_granted():\n"
+        "    spec = load_manifest('.').model('org/legacy')\n"
+        "    assert spec.allow_pickle and spec.trust_remote_code  # what the PR asked for\n"
+        "    got = _safety_spec('org/legacy', spec)\n"
+        "    assert not got.allow_pickle and not got.trust_remote_code\n"
+    )
+    proc = mlcheck("run", "tests", "--safety-manifest", str(base), cwd=pr)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

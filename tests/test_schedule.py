@@ -14,13 +14,13 @@ from github_server import ACTIONS_BOT, GitHubServer, Identity
 
 from mlcheck import results, sticky
 from mlcheck.cli import main
+from mlcheck.gpu_label import base_safety
 from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
-from mlcheck.schedule import base_safety
 
 EVENTS = Path(__file__).parent / "data" / "events"
 REPO = "octo-org/ml-app"
 HEAD = "6dcb09b5b57875f334f61aebed695e2e4193db5e"  # the PR head in the labeled payload
-PUSHED = "c" * 40  # the PR head by the time the scheduler reads it
+PUSHED = "c" * 40  # a push after the label
 PR = 17
 GPU = "real,gpu"
 FAST_OPTS = ["--settle", "0", "--backoff", "0.001", "--max-wait", "1", "--retries", "3"]
@@ -35,7 +35,7 @@ def server(gh: GitHubServer) -> GitHubServer:
     gh.state.owner, gh.state.name = "octo-org", "ml-app"
     gh.state.next_number = PR
     gh.state.add_pull(
-        head_sha=PUSHED, head_ref="swap-head", head_repo="mallory/ml-app", labels=["mlcheck:gpu"]
+        head_sha=HEAD, head_ref="swap-head", head_repo="mallory/ml-app", labels=["mlcheck:gpu"]
     )
     return gh
 
@@ -108,17 +108,17 @@ def test_maintainer_label_dispatches_the_pinned_head(
     code, requests = run_schedule(server)
     assert code == 0
     assert server.state.removed_labels == [(PR, "mlcheck:gpu")]
-    # The head is pinned from the API (PUSHED), not from the older payload (HEAD).
+    # The commit the label event carries: the one the maintainer saw.
     assert server.state.dispatches == [
         {
             "workflow": "mlcheck-gpu.yml",
             "ref": "main",
-            "inputs": {"sha": PUSHED, "pr": str(PR), "tier": GPU},
+            "inputs": {"sha": HEAD, "pr": str(PR), "tier": GPU},
             "by": ACTIONS_BOT,
         }
     ]
     text = gpu_section(server)
-    assert f"GPU run scheduled for `{PUSHED[:7]}` by @mona" in text
+    assert f"GPU run scheduled for `{HEAD[:7]}` by @mona" in text
     page = cmarkgfm.github_flavored_markdown_to_html(text, options=Options.CMARK_OPT_UNSAFE)
     assert (
         'href="https://github.localhost/octo-org/ml-app/actions/workflows/mlcheck-gpu.yml'
@@ -127,15 +127,16 @@ def test_maintainer_label_dispatches_the_pinned_head(
     assert "org/legacy-bin" in text and "allow\\_pickle" in text  # from the base manifest
     assert outputs(labeled) == {
         "scheduled": "true",
-        "sha": PUSHED,
+        "sha": HEAD,
         "comment-url": outputs(labeled)["comment-url"],
     }
-    assert f"for {PUSHED[:7]}" in capsys.readouterr().out
+    assert f"for {HEAD[:7]}" in capsys.readouterr().out
     # remove label, permission, PR, dispatch, then list + create + list for the comment
     assert requests == 7
     print(f"\nschedule, dispatched: {requests} requests")
 
 
+# README security model: only maintainers start GPU runs; the label is removed either way.
 @pytest.mark.parametrize("role", ["read", "triage", None])
 def test_outsider_label_is_removed_and_nothing_runs(
     server: GitHubServer, labeled: Path, role: str | None
@@ -174,6 +175,7 @@ def test_a_different_label_does_nothing(
     assert server.state.removed_labels == [] and server.state.dispatches == []
     assert not server.state.comments
     # A configured label other than the default is honoured.
+    server.state.issues[PR]["labels"].append("bug")
     code, _ = run_schedule(server, "--label", "bug", "--tier", "gpu")
     assert code == 0 and server.state.dispatches[0]["inputs"]["tier"] == "gpu"
 
@@ -211,6 +213,7 @@ def test_other_events_are_a_usage_error(
     assert run_schedule(server) == (2, 0)
 
 
+# README security model: the scheduler reads the base checkout; a PR-head workspace is refused.
 def test_safety_options_come_from_the_base_checkout_never_the_pr(
     workspace: Path, tmp_path: Path
 ) -> None:
@@ -253,4 +256,80 @@ def test_label_to_results_end_to_end_with_a_moved_head(
     assert main(["publish", str(out), *FAST_OPTS]) == 0
     text = gpu_section(server)
     assert "GPU run scheduled" not in text and "1 passed" in text
-    assert f"results are for `{PUSHED[:7]}`" in text and "moved to `ddddddd`" in text
+    assert f"results are for `{HEAD[:7]}`" in text and "moved to `ddddddd`" in text
+
+
+# --- attacks on the gate (issue 9): each must dispatch nothing
+
+
+# README security model: GPU runs are for the commit the maintainer labeled.
+def test_label_then_push_dispatches_nothing(server: GitHubServer, labeled: Path) -> None:
+    """The author pushes between the label and the scheduler: the new commit never runs."""
+    server.state.collaborators["mona"] = "admin"
+    server.state.pulls[PR]["head_sha"] = PUSHED
+    code, requests = run_schedule(server)
+    assert code == 0
+    assert server.state.dispatches == []
+    text = gpu_section(server)
+    assert f"the PR moved to `{PUSHED[:7]}` after the label" in text
+    assert "label it again to test the new head" in text
+    assert outputs(labeled)["scheduled"] == "false"
+    assert requests == 6  # remove label, permission, PR, list + create + list
+
+
+# README security model: a re-run of the scheduler job dispatches nothing.
+def test_rerun_of_a_used_label_event_dispatches_nothing(
+    server: GitHubServer, labeled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.state.collaborators["mona"] = "admin"
+    assert run_schedule(server)[0] == 0
+    assert len(server.state.dispatches) == 1
+    # Re-run of the same job: the label is gone, the payload is the old one.
+    assert run_schedule(server)[0] == 0
+    assert len(server.state.dispatches) == 1
+    # Even with the label back on the PR, attempt 2 of the old run dispatches nothing.
+    server.state.issues[PR]["labels"].append("mlcheck:gpu")
+    monkeypatch.setenv("GITHUB_RUN_ATTEMPT", "2")
+    assert run_schedule(server) == (0, 0)
+    assert len(server.state.dispatches) == 1
+    assert "scheduled" in gpu_section(server)  # the winner's section is left alone
+
+
+# README security model: a label already gone dispatches nothing.
+def test_a_label_no_longer_on_the_pr_dispatches_nothing(
+    server: GitHubServer, labeled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.state.collaborators["mona"] = "admin"
+    server.state.issues[PR]["labels"].remove("mlcheck:gpu")
+    code, requests = run_schedule(server)
+    assert (code, requests, server.state.dispatches) == (0, 1, [])
+    assert "no longer on PR #17" in capsys.readouterr().out
+    assert outputs(labeled)["scheduled"] == "false"
+
+
+# README security model: of several racing label events at most one dispatches.
+def test_racing_label_events_dispatch_at_most_once(server: GitHubServer, labeled: Path) -> None:
+    import threading
+
+    from mlcheck.event import load_event
+    from mlcheck.github import GitHubClient
+    from mlcheck.gpu_label import ScheduleOptions, schedule
+
+    server.state.collaborators["mona"] = "admin"
+    event = load_event(os.environ)
+    barrier = threading.Barrier(4)
+    statuses: list[str] = []
+
+    def one() -> None:
+        with GitHubClient(server.token, api_url=server.url, backoff=0.001) as client:
+            barrier.wait()
+            result = schedule(event, client, ScheduleOptions(settle=0), token=server.token)
+            statuses.append(result.status)
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(statuses) == ["dispatched", "ignored", "ignored", "ignored"]
+    assert [d["inputs"]["sha"] for d in server.state.dispatches] == [HEAD]

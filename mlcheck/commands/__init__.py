@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import cache, lock, publish, report, run, schedule
+from . import cache, golden, lock, publish, report, run, schedule
 
 # Order is the order in `mlcheck --help`.
-COMMAND_MODULES: list[ModuleType] = [run, lock, cache, report, schedule, publish]
+COMMAND_MODULES: list[ModuleType] = [run, lock, cache, report, schedule, publish, golden]

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import constants
 from ..errors import EnvironmentProblem, NoTestsCollected, UsageError
+from ..results import JOURNAL_FILE, JUNIT_FILE, RESULTS_FILE
 from ..tiers import Tier, format_tiers, parse_tiers
 
 if TYPE_CHECKING:
@@ -35,7 +41,14 @@ exit codes:
   0  every selected test passed (tests not run because their tier was not selected don't count)
   1  a selected test failed or errored (a cache miss or a setup error is an error)
   2  usage or environment problem: bad arguments, invalid manifest, no tests collected,
-     pytest internal error or interruption"""
+     pytest internal error, cached weights that differ from the lock; with
+     --fail-on-empty, no test in the selected tiers
+  130, 143  cancelled by SIGINT / SIGTERM: the signal went to pytest and its workers, what
+     finished is in results.json (run marked interrupted, the running tests listed)
+
+On SIGTERM or SIGINT the tests get the signal, then at most 5 s to stop before they are
+killed. If pytest dies (OOM kill, segfault) the finished results survive; the run is marked
+crashed and the running test failed."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,6 +106,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="never fetch missing locked model files before the run (fully offline)",
     )
+    parser.add_argument(
+        "--fail-on-empty",
+        action="store_true",
+        help="exit 2 when the selected tiers contain no test (default: exit 0, and say so)",
+    )
+    parser.add_argument(
+        "--golden",
+        choices=["check", "record", "update"],
+        default=None,
+        help="golden values: check (default), record (write missing values for this "
+        "machine's key) or update (also rewrite failing ones)",
+    )
+    parser.add_argument(
+        "--golden-key",
+        default=None,
+        metavar="KEY",
+        help="record and look up golden values under KEY (default, cuda, ...) instead of this "
+        "machine's key (cpu, cuda:sm90, ...)",
+    )
     parser.set_defaults(handler=handle, accepts_passthrough=True)
 
 
@@ -111,8 +143,9 @@ def handle(args: argparse.Namespace) -> int:
 
     results_dir: Path = args.results_dir
     results_dir.mkdir(parents=True, exist_ok=True)
-    stale = results_dir / "results.json"
-    stale.unlink(missing_ok=True)  # never report a previous run's results as this run's
+    for stale in (RESULTS_FILE, JOURNAL_FILE, JUNIT_FILE):
+        # never report a previous run's results as this run's
+        (results_dir / stale).unlink(missing_ok=True)
 
     command = [
         sys.executable,
@@ -130,6 +163,10 @@ def handle(args: argparse.Namespace) -> int:
         command.append(f"--mlcheck-seed={args.seed}")
     if args.allow_missing:
         command.append("--mlcheck-allow-missing")
+    if args.golden is not None:
+        command.append(f"--mlcheck-golden={args.golden}")
+    if args.golden_key is not None:
+        command.append(f"--mlcheck-golden-key={args.golden_key}")
     if workers is not None:
         command += ["-n", str(workers)]
     if shard is not None:
@@ -143,8 +180,167 @@ def handle(args: argparse.Namespace) -> int:
         if not args.safety_manifest.is_dir():
             raise UsageError(f"--safety-manifest {args.safety_manifest}: not a folder")
         env[constants.ENV_SAFETY_MANIFEST] = str(args.safety_manifest.resolve())
-    code = subprocess.call(command, env=env)
-    return _exit_code(code, results_dir)
+        # Resolved here, in the parent, before any PR code of the test process runs.
+        from ..trusted_options import ENV_SAFETY_OPTIONS, encode, resolve
+
+        env[ENV_SAFETY_OPTIONS] = encode(resolve(args.safety_manifest))
+    stamp_dir = Path(tempfile.mkdtemp(prefix="mlcheck-verified-"))  # outside the workspace
+    verified = _verify_weights(paths[0], tiers, stamp_dir / "stamp", env)
+    try:
+        return _run_and_report(command, env, args, results_dir, tiers, workers, shard, verified)
+    finally:
+        shutil.rmtree(stamp_dir, ignore_errors=True)
+
+
+def _verify_weights(
+    path: Path, tiers: frozenset[Tier], stamp: Path, env: dict[str, str]
+) -> tuple[str, ...]:
+    """Hash the manifest's weights once, before pytest, when the real or gpu tier runs."""
+    from ..cache import ENV_VERIFIED_STAMP, verify_weights
+    from ..manifest import find_root
+
+    if not tiers & {Tier.REAL, Tier.GPU}:
+        return ()
+    root = find_root(path.resolve() if path.is_dir() else path.resolve().parent)
+    verified, report = verify_weights(root, stamp)
+    env[ENV_VERIFIED_STAMP] = str(stamp)
+    if verified:
+        print(
+            f"mlcheck: verified {len(verified)} model(s) against the lock: "
+            f"{report.checked_bytes / 1e6:.1f} MB in {report.seconds:.2f} s "
+            f"({report.mb_per_s:.0f} MB/s)",
+            file=sys.stderr,
+        )
+    return tuple(verified)
+
+
+def _run_and_report(
+    command: list[str],
+    env: dict[str, str],
+    args: argparse.Namespace,
+    results_dir: Path,
+    tiers: frozenset[Tier],
+    workers: int | str | None,
+    shard: tuple[int, int] | None,
+    verified: tuple[str, ...],
+) -> int:
+    started = time.time()
+    code, received = _run_forwarding_signals(command, env)
+    if received is not None or code < 0 or not (results_dir / RESULTS_FILE).exists():
+        return _salvage(results_dir, code, received, started, tiers, workers, shard, verified)
+    return _exit_code(code, results_dir, fail_on_empty=args.fail_on_empty, verified=verified)
+
+
+GRACE_S = 5.0  # GitHub's cancel escalates SIGINT -> SIGTERM -> kill within about 10 s
+
+
+def _run_forwarding_signals(command: list[str], env: dict[str, str]) -> tuple[int, int | None]:
+    """Run pytest in its own process group; forward SIGTERM/SIGINT to the whole group.
+
+    Returns (pytest's exit status, negative for a signal; the signal this process received).
+    After a forwarded signal pytest gets ``GRACE_S`` seconds, then the group is killed; and
+    whatever is left of the group when pytest exits (orphaned xdist workers, servers a test
+    started) is killed too, so nothing outlives the run.
+    """
+    received: list[int] = []
+    group: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if group:
+            _signal_group(group[0], signum)
+
+    # Installed before the child starts: exec resets handled signals to their defaults, so
+    # pytest can take SIGINT as KeyboardInterrupt even where this process was started with
+    # SIGINT ignored (a background job of a non-interactive shell).
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        proc = subprocess.Popen(command, env=env, start_new_session=True)
+    except BaseException:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        raise
+    group.append(proc.pid)
+    if received:  # arrived before the group existed
+        _signal_group(proc.pid, received[0])
+    try:
+        deadline: float | None = None
+        while True:
+            try:
+                code = proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if received and deadline is None:
+                deadline = time.monotonic() + GRACE_S
+            if deadline is not None and time.monotonic() > deadline:
+                _signal_group(proc.pid, signal.SIGKILL)
+                code = proc.wait()
+                break
+    finally:
+        _signal_group(proc.pid, signal.SIGKILL)  # the rest of the group, if any
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code, received[0] if received else None
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
+        os.killpg(pgid, signum)
+
+
+def _salvage(
+    results_dir: Path,
+    code: int,
+    received: int | None,
+    started: float,
+    tiers: frozenset[Tier],
+    workers: int | str | None,
+    shard: tuple[int, int] | None,
+    verified: tuple[str, ...] = (),
+) -> int:
+    """results.json, junit.xml and the report from the journal of a run cut short."""
+    from dataclasses import replace
+
+    from ..results import ResultsBuilder, RunInfo, RunResults, RunStatus, read, write, write_junit
+
+    builder = ResultsBuilder.replay(results_dir / JOURNAL_FILE)
+    now = time.time()
+    base: RunInfo | None = None
+    if (results_dir / RESULTS_FILE).exists():  # pytest finished its session (SIGINT)
+        base = read(results_dir).run
+    name: str | None
+    if received is not None:
+        status, name = RunStatus.INTERRUPTED, signal.Signals(received).name
+        exit_code = 128 + received
+    else:
+        status = RunStatus.CRASHED
+        name = signal.Signals(-code).name if code < 0 else None
+        why = f"the test process died ({name})" if name else f"pytest exited {code} early"
+        builder.crashed(now, why)
+        exit_code = 1
+    run = RunInfo(
+        tiers=tuple(format_tiers(tiers).split(",")),
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(started)),
+        shard=f"{shard[0]}/{shard[1]}" if shard else None,
+        workers=workers if isinstance(workers, int) else 0,
+    )
+    run = replace(
+        base or run,
+        duration=round(now - started, 3),
+        status=status,
+        running=builder.running(now),
+        collected=builder.collected if base is None else base.collected,
+        signal=name,
+        pytest_exit_code=code,
+        verified=verified,
+    )
+    results = RunResults(run=run, tests=builder.build())
+    write(results, results_dir)
+    if not (results_dir / JUNIT_FILE).exists():
+        write_junit(results, results_dir / JUNIT_FILE)
+    _write_reports(results, results_dir)
+    return exit_code if status is RunStatus.INTERRUPTED else max(exit_code, results.exit_code())
 
 
 def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
@@ -184,8 +380,16 @@ def _test_env(workers: int | str | None) -> dict[str, str]:
     return env
 
 
-def _exit_code(pytest_code: int, results_dir: Path) -> int:
-    from ..results import read
+def _exit_code(
+    pytest_code: int,
+    results_dir: Path,
+    *,
+    fail_on_empty: bool = False,
+    verified: tuple[str, ...] = (),
+) -> int:
+    from dataclasses import replace
+
+    from ..results import Outcome, read, write
 
     if pytest_code == 5:
         raise NoTestsCollected("no tests collected: check the paths and pytest's testpaths")
@@ -193,8 +397,17 @@ def _exit_code(pytest_code: int, results_dir: Path) -> int:
         names = {2: "interrupted", 3: "an internal error", 4: "a usage error"}
         raise EnvironmentProblem(f"pytest stopped with {names[pytest_code]} (exit {pytest_code})")
     results = read(results_dir)
+    if verified:
+        results = replace(results, run=replace(results.run, verified=verified))
+        write(results, results_dir)
     _write_reports(results, results_dir)
-    return max(results.exit_code(), 1 if pytest_code == 1 else 0)
+    code = max(results.exit_code(), 1 if pytest_code == 1 else 0)
+    if fail_on_empty and all(t.outcome is Outcome.NOT_RUN for t in results.tests):
+        from ..render import empty_selection
+
+        print(f"mlcheck: {empty_selection(results)} (--fail-on-empty)", file=sys.stderr)
+        return max(code, 2)
+    return code
 
 
 def _write_reports(results: RunResults, results_dir: Path) -> None:

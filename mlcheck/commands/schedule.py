@@ -9,11 +9,13 @@ from pathlib import Path
 
 from .publish import add_github_options, github_client, github_token, report_problem, write_outputs
 
-HELP = "on pull_request_target labeled: dispatch the GPU workflow for the PR's pinned head"
+HELP = "on pull_request_target labeled: dispatch the GPU workflow for the labeled commit"
 DESCRIPTION = """\
 Run on `pull_request_target: [labeled]`. When the label is --label (default mlcheck:gpu):
-remove it (one label = one run), check through the API that the user who added it has write,
-maintain or admin permission, pin the PR head SHA from the API, dispatch --workflow on the
+skip re-runs of the job, remove it (one label = one run; a label already gone dispatches
+nothing), check through the API that the user who added it has write,
+maintain or admin permission, pin the head SHA the label event carries (if the PR has moved
+since, nothing is dispatched: label again), dispatch --workflow on the
 default branch with inputs sha, pr and tier (the GPU workflow must declare all three), and say
 "GPU run scheduled for <sha> by @user" in the PR comment's section for --tier, or why nothing
 ran. Any other label: nothing happens.
@@ -64,8 +66,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def handle(args: argparse.Namespace) -> int:
     from ..errors import GitHubError
     from ..event import load_event
+    from ..gpu_label import ScheduleOptions, schedule
     from ..publish import tier_key
-    from ..schedule import ScheduleOptions, schedule
 
     event = load_event(os.environ)
     tier_key(args.tier)  # a bad --tier is a usage error before anything is touched

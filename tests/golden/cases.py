@@ -251,6 +251,46 @@ def huge_suite() -> tuple[RunResults, dict[str, digest.Digest]]:
     return results, digest.parse(digest.encode(base, section="fast"))
 
 
+def infrastructure() -> tuple[RunResults, dict[str, digest.Digest]]:
+    """One code failure, three infrastructure failures (hub 2, oom 1), two tests that stopped
+    running (one now skipped, one deleted) and one test that got slower than on base."""
+    hub = "OSError: We couldn't connect to 'https://huggingface.co' to load the files"
+    tests = (
+        passed("tests/test_model.py::test_shape", 5),
+        failed(
+            "tests/test_nli.py::test_label_order", 30, "AssertionError: class 1 is not entailment"
+        ),
+        failed("tests/test_real.py::test_embeds", 8, hub, failure_kind="hub"),
+        failed("tests/test_real.py::test_classify", 20, hub, failure_kind="hub"),
+        failed(
+            "tests/test_gpu.py::test_fp16",
+            12,
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB",
+            failure_kind="oom",
+        ),
+        TestResult(
+            "tests/test_gpu.py::test_bf16",
+            Outcome.SKIPPED,
+            file="tests/test_gpu.py",
+            line=30,
+            message="test requires a GPU",
+        ),
+        replace(passed("tests/test_train.py::test_overfits", 40), duration=9.0),
+    )
+    base_tests = (
+        passed("tests/test_model.py::test_shape", 5),
+        passed("tests/test_nli.py::test_label_order", 30),
+        passed("tests/test_real.py::test_embeds", 8),
+        passed("tests/test_real.py::test_classify", 20),
+        passed("tests/test_gpu.py::test_fp16", 12),
+        passed("tests/test_gpu.py::test_bf16", 30),
+        passed("tests/test_train.py::test_overfits", 40),
+        passed("tests/test_old.py::test_removed", 3),
+    )
+    base = RunResults(run_info(sha=BASE_SHA), base_tests)
+    return RunResults(run_info(), tests), digest.parse(digest.encode(base, section="fast"))
+
+
 def render_all() -> dict[str, str]:
     """Every golden file's expected content, by file name."""
     out: dict[str, str] = {}
@@ -266,6 +306,8 @@ def render_all() -> dict[str, str]:
     add("flaky", {"fast": flaky()})
     add("not_run", {"fast": not_run_case()})
     add("merged_shards", merged_shards())
+    results, base = infrastructure()
+    add("infrastructure", {"fast": results}, replace(CTX, base=base))
     results, base = huge_suite()
     huge_ctx = replace(CTX, base=base)
     out["huge_suite.comment.md"] = render_report({"fast": results}, huge_ctx) + "\n"

@@ -66,6 +66,21 @@ def test_predict_returns_labels_and_confident_scores(
 
 
 @real
+def test_canary_logits_are_golden(
+    real_clf: TextClassifier, real_tokenizer: Any, golden: Any
+) -> None:
+    # "The model still says what it said": the logits of the canaries, recorded for `cpu` in
+    # tests/__golden__/test_real.json (`mlcheck run --tier real --golden record`). CPUs differ
+    # in their float kernels (AVX2, AVX-512, thread count), so the tolerance is wider than the
+    # float32 default; the argmax must agree exactly.
+    batch = real_tokenizer([c["text"] for c in CANARIES], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = real_clf(**batch).logits
+    golden.check("logits", logits, rtol=1e-4, atol=1e-4)
+    golden.check("top class", logits, mode="topk", k=1)
+
+
+@real
 def test_embeddings_match_sentence_transformers(
     real_clf: TextClassifier, real_tokenizer: Any
 ) -> None:

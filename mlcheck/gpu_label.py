@@ -1,17 +1,26 @@
-"""`mlcheck schedule`: turn a label on a PR into one GPU run, for people allowed to start one.
+"""The GPU label gate (``mlcheck schedule``): one maintainer's label becomes one GPU run of
+exactly the commit they labeled.
 
 Runs on ``pull_request_target`` ``labeled`` (the base branch's workflow, with a write token).
 When the label is the GPU label (default ``mlcheck:gpu``):
 
-1. the label is removed, whoever added it: one label = one run, and a refused label does not
-   linger looking accepted;
-2. the sender's permission is read from the API (``GET .../collaborators/{user}/permission``):
+1. a re-run of the job (``GITHUB_RUN_ATTEMPT`` > 1) does nothing: its payload and labeler
+   are the first attempt's, and one label is one run;
+2. the label is removed, whoever added it. If it is already gone (another event for the same
+   label won the race, or someone removed it), nothing is dispatched: of two racing label
+   events at most one dispatches;
+3. the sender's permission is read from the API (``GET .../collaborators/{user}/permission``):
    write, maintain or admin may start GPU runs; read, triage, outsiders and errors may not;
-3. the PR head SHA is pinned from the API (the payload can be older than the PR);
-4. the GPU workflow is dispatched on the default branch with inputs ``sha``, ``pr`` and
+4. the commit is the one **the label event carries** (``pull_request.head.sha``): the
+   maintainer saw that one. If ``GET /pulls/N`` says the PR has moved since, nothing is
+   dispatched and the comment says to label again;
+5. the GPU workflow is dispatched on the default branch with inputs ``sha``, ``pr`` and
    ``tier`` (all three must be declared by that workflow's ``workflow_dispatch``);
-5. the PR comment's section for that tier says "GPU run scheduled for `abc1234` by @user" with
+6. the PR comment's section for that tier says "GPU run scheduled for `abc1234` by @user" with
    a link to the workflow's runs, or why nothing ran. The GPU run's results replace it.
+
+Steps 1 and 2 write only to the log: the section may already hold the winner's "scheduled"
+or a GPU run's results, which a loser must not overwrite.
 
 It never checks out, imports or runs PR code. The safety options (``allow_pickle``,
 ``trust_remote_code``) it shows come from the manifest in the **workspace**, which in a
@@ -33,7 +42,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from .errors import UsageError
-from .publish import code, resolve_author, tier_key
+from .publish.options import code, resolve_author, tier_key
 from .safety import inline
 from .tiers import DEFAULT_GPU_LABEL
 
@@ -58,7 +67,7 @@ class ScheduleOptions:
 
 @dataclass(frozen=True)
 class ScheduleResult:
-    status: Literal["ignored", "dispatched", "refused"]
+    status: Literal["ignored", "dispatched", "refused"]  # ignored: nothing written to GitHub
     message: str  # one line for the log
     pr: int | None = None
     sha: str | None = None
@@ -135,6 +144,11 @@ def _git_head(workspace: Path) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def _short(sha: str) -> str:
+    """Seven hex digits of a SHA, or ``?`` for anything that is not one (payloads are input)."""
+    return sha[:7] if re.fullmatch(r"[0-9a-fA-F]{7,64}", sha) else "?"
+
+
 def runs_url(event: Event, workflow: str) -> str:
     """Where the dispatched runs show up (the dispatch API answers 204 with no run id)."""
     return (
@@ -179,7 +193,24 @@ def schedule(
         )
         return done.comment.html_url
 
-    client.remove_label(repo, pr, options.label)  # one label = one run, allowed or not
+    if event.run_attempt and event.run_attempt != "1":
+        return ScheduleResult(
+            "ignored",
+            f"nothing dispatched: this is attempt {inline(event.run_attempt, 10)} of the job, "
+            "and one label is one run; add the label again to start a new GPU run",
+            pr=pr,
+        )
+    labeled_sha = event.pull_request.head_sha  # the commit the maintainer saw when labeling
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", labeled_sha):
+        raise UsageError(f"the label event's pull_request.head.sha {labeled_sha!r} is no SHA")
+    # One label = one run, allowed or not. A label already gone was used by another event.
+    if not client.remove_label(repo, pr, options.label):
+        return ScheduleResult(
+            "ignored",
+            f"nothing dispatched: {options.label!r} is no longer on PR #{pr} (another run "
+            "already used it, or it was removed); add it again to start a GPU run",
+            pr=pr,
+        )
     refusal = None
     if not _LOGIN.fullmatch(sender):
         refusal = "the event names no valid user who added the label"
@@ -191,33 +222,33 @@ def schedule(
                 f"write, maintain or admin permission on this repository (they have "
                 f"`{inline(permission.role_name, 20)}`)"
             )
-    pull = None
     if refusal is None:
         pull = client.get_pull(repo, pr)
         if pull.state != "open":
             refusal = f"the PR is {inline(pull.state, 20)}"
-    if refusal is not None or pull is None:
-        reason = refusal or "the PR could not be read"
+        elif pull.head_sha != labeled_sha:
+            refusal = (
+                f"the PR moved to `{_short(pull.head_sha)}` after the label was added to "
+                f"`{_short(labeled_sha)}`; label it again to test the new head"
+            )
+    if refusal is not None:
         section = (
-            f"### ⛔ GPU run not scheduled · `{key}`\n\n{reason}. The label was removed; "
+            f"### ⛔ GPU run not scheduled · `{key}`\n\n{refusal}. The label was removed; "
             f"a maintainer can add {code(options.label)} again to run the GPU tests "
             "on this PR."
         )
         return ScheduleResult(
-            "refused", f"refused: {reason}", pr=pr, section=key, comment_url=write(section)
+            "refused", f"refused: {refusal}", pr=pr, section=key, comment_url=write(section)
         )
 
-    sha = pull.head_sha  # pinned from the API: the payload may predate a push
+    sha = labeled_sha
     safety = base_safety(options.workspace, sha)
     branch = event.default_branch or client.get_repo(repo).default_branch
     inputs = {"sha": sha, "pr": str(pr), "tier": options.tier}
     client.dispatch_workflow(repo, options.workflow, branch, inputs)
-    moved = ""
-    if event.pull_request.head_sha != sha:
-        moved = f" (the PR's head when the label was added was `{event.pull_request.head_sha[:7]}`)"
     section = (
         f"### ⏳ GPU run scheduled · `{key}`\n\n"
-        f"GPU run scheduled for `{sha[:7]}` by @{sender}{moved}: "
+        f"GPU run scheduled for `{sha[:7]}` by @{sender}: "
         f"[{inline(options.workflow, 80)} runs]({runs_url(event, options.workflow)}). "
         "Its results replace this section.\n\n"
         f"<sub>{safety.describe()}</sub>"

@@ -1,0 +1,107 @@
+"""The sticky PR comment: one section per tier, written without clobbering the others."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from .. import render, sticky
+from ..results import RunResults
+from ..safety import NO_SECRETS, Redactor, inline
+
+if TYPE_CHECKING:
+    from ..event import Event
+    from ..github import GitHubClient
+from .options import PublishOptions, Recorder, code, known_section, resolve_author
+
+
+def publish_refusal(
+    event: Event,
+    client: GitHubClient,
+    reason: str,
+    options: PublishOptions = PublishOptions(),
+    *,
+    redactor: Redactor = NO_SECRETS,
+    token: str | None = None,
+) -> str | None:
+    """Say in the PR's section that its results were refused (else "scheduled" would stay).
+
+    Only where the publisher knows the section (a dispatched run, ``--section``) and the PR;
+    returns the comment URL, or None when there is nowhere to say it. ``reason`` is escaped.
+    """
+    from ..github import update_sticky_section
+
+    key = options.section or known_section(event)
+    pr = event.pr_number
+    if not key or pr is None or event.read_only_token:
+        return None
+    text = (
+        f"### ⚠️ Results not published · `{key}`\n\n"
+        f"mlcheck refused this run's results: {inline(redactor.redact(reason), 600)}"
+    )
+    if event.run_url:
+        text += f"\n\nSee [the workflow run]({event.run_url})."
+    author = resolve_author(client, token, options.author)
+    done = update_sticky_section(
+        client, event.repository, pr, key, text, author=author, settle=options.settle
+    )
+    return done.comment.html_url
+
+
+# ---------------------------------------------------------------------------------------------
+# The PR comment
+
+
+def write_comment(
+    client: GitHubClient,
+    event: Event,
+    pr: int,
+    sections: Mapping[str, RunResults],
+    ctx: render.RenderContext,
+    options: PublishOptions,
+    author: str,
+    rec: Recorder,
+) -> str | None:
+    from ..github import update_sticky_section
+
+    warning = ""
+    if event.name == "workflow_dispatch":
+        pull = rec.attempt("reading the PR", lambda: client.get_pull(event.repository, pr))
+        if pull is not None and pull.head_sha != event.head_sha:
+            warning = head_moved_note(event.head_sha, pull.head_sha, options.gpu_label)
+            rec.note(f"the PR head moved to {pull.head_sha[:7]} since {event.head_sha[:7]}")
+    failing = any(r.failures() for r in sections.values())
+    if options.comment == "on-failure" and not failing:
+        mine = rec.attempt(
+            "reading the PR comments", lambda: client.list_comments(event.repository, pr)
+        )
+        if not any(c.author == author and sticky.is_sticky(c.body) for c in mine or ()):
+            rec.note("comment: on-failure, and nothing failed")
+            return None
+    url = None
+    for key, r in sections.items():
+        budget = options.budget - len(warning)
+        text = render.render_section(r, ctx, key=key, budget=budget)
+        if warning:
+            text = f"{warning}\n\n{text}"
+        done = rec.attempt(
+            f"updating the PR comment (section {key})",
+            lambda key=key, text=text: update_sticky_section(  # type: ignore[misc]
+                client, event.repository, pr, key, text, author=author, settle=options.settle
+            ),
+        )
+        if done is not None:
+            url = done.comment.html_url
+    return url
+
+
+def head_moved_note(pinned: str, head: str, label: str) -> str:
+    """The warning a section gets when the PR moved past the commit its run tested."""
+    return (
+        f"> [!WARNING]\n> These results are for `{pinned[:7]}`, the commit this run was "
+        f"scheduled for: the PR head has since moved to `{head[:7]}`. Add the "
+        f"{code(label)} label again to test the new head."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
