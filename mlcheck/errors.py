@@ -17,6 +17,12 @@ class UsageError(MlcheckError):
     """Bad command-line input or configuration (exit code 2)."""
 
 
+class NothingToCheck(UsageError, ValueError):
+    """A check was given a model or inputs it cannot judge (``assert_train_mode`` on a model
+    without dropout, ``assert_initial_loss`` on a regression head): a usage error, never a
+    silent pass. A ``ValueError`` too, like the checks' other argument errors."""
+
+
 class EnvironmentProblem(MlcheckError):
     """The machine lacks something the command needs (exit code 2)."""
 

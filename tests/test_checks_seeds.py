@@ -1,8 +1,10 @@
 """The training checks' defaults hold across seeds: correct models pass on every one of 20.
 
 This is the check on the statistical design stated in the docstrings of
-``assert_loss_decreases`` / ``assert_overfits``: the seed changes the model's initialisation,
-the data and the dropout masks; the defaults must not fail a model that learns.
+``assert_loss_decreases`` / ``assert_overfits`` (which judges predictions as well as the loss) /
+``assert_initial_loss`` / ``assert_train_mode`` / ``assert_loss_matches`` / ``assert_frozen``: the
+seed changes the model's initialisation, the data and the dropout masks; the defaults must not
+fail a correct model.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
 from mlcheck.checks import (
     CheckFailed,
+    assert_frozen,
+    assert_initial_loss,
     assert_loss_decreases,
+    assert_loss_matches,
     assert_overfits,
     assert_params_update,
+    assert_train_mode,
 )
 
 SEEDS = range(20)
@@ -51,19 +57,53 @@ def mlp(seed: int) -> tuple[nn.Module, Any]:
     return model, (torch.randn(8, 8, generator=g), torch.randint(0, 3, (8,), generator=g))
 
 
+def gpt2(seed: int) -> tuple[nn.Module, Any]:
+    torch.manual_seed(seed)
+    config = GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=32)
+    model = GPT2LMHeadModel(config)
+    ids = torch.randint(5, 100, (2, 10), generator=torch.Generator().manual_seed(seed))
+    return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
+def frozen_embeddings(model: nn.Module, batch: Any, seed: int) -> None:
+    name = "bert.embeddings" if hasattr(model, "bert") else "transformer.wte"
+    model.get_submodule(name).requires_grad_(False)
+    assert_frozen(model, name, batch, seed=seed)
+
+
+def inputs_only(check: Callable[..., Any]) -> Callable[..., Any]:
+    def run(model: nn.Module, batch: Any, seed: int) -> Any:
+        return check(model, {k: v for k, v in batch.items() if k != "labels"}, seed=seed)
+
+    return run
+
+
 CHECKS: dict[str, Callable[..., Any]] = {
     "loss_decreases": assert_loss_decreases,
     "overfits": assert_overfits,
     "params_update": assert_params_update,
+    "initial_loss": assert_initial_loss,
+    "train_mode": inputs_only(assert_train_mode),
+    "loss_matches": lambda model, batch, seed: assert_loss_matches(
+        model,
+        batch,
+        "causal-lm" if isinstance(model, GPT2LMHeadModel) else "sequence-classification",
+        seed=seed,
+    ),
+    "frozen": frozen_embeddings,
 }
+# what does not apply: a plain MLP has no dropout, no `loss` of its own, no named embeddings
+SKIP = {("mlp", "train_mode"), ("mlp", "loss_matches"), ("mlp", "frozen")}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", [mlp, bert], ids=["mlp", "bert"])
+@pytest.mark.parametrize("family", [mlp, bert, gpt2], ids=["mlp", "bert", "gpt2"])
 @pytest.mark.parametrize("check", list(CHECKS))
 def test_correct_models_pass_on_every_seed(
     family: Callable[[int], tuple[nn.Module, Any]], check: str
 ) -> None:
+    if (family.__name__, check) in SKIP:
+        pytest.skip(f"{check} does not apply to {family.__name__}")
     failures = []
     for seed in SEEDS:
         model, batch = family(seed)

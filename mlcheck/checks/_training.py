@@ -1,0 +1,244 @@
+"""The training loop the training checks share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import _record
+from ..errors import CheckFailed
+from ._common import _call, _named_outputs, _pick, _restored, _seeded
+from .types import LossFn, OptimizerFactory
+
+
+@dataclass(frozen=True)
+class _Training:
+    initial: float  # eval-mode loss on the batch before the first step
+    curve: list[float]  # training-mode loss at each step
+    final: float  # eval-mode loss after the last step
+    fit: _Fit | None = None  # how well the predictions fit the labels at the end (None: not judged)
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """Argmax predictions against integer labels, on the non-ignored (``!= -100``) labels."""
+
+    kind: str  # what was compared, for the message
+    correct: int
+    total: int
+    first_wrong: str  # "" when all are right
+
+    @property
+    def perfect(self) -> bool:
+        return self.correct == self.total
+
+
+def _fit(model: nn.Module, batch: Any) -> _Fit | None:
+    """Judge the predictions (eval mode); None where there is nothing to judge (float labels)."""
+    if isinstance(batch, Mapping):
+        labels, inputs = batch.get("labels"), batch
+    elif isinstance(batch, tuple | list) and len(batch) == 2:
+        inputs, labels = batch
+    else:
+        return None
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point():
+        return None
+    model.eval()
+    with torch.no_grad():
+        named = _named_outputs(_call(model, inputs))
+    if isinstance(batch, Mapping) and "logits" not in named:
+        return None
+    _, logits = _pick(named, "logits" if "logits" in named else None)
+    labels = labels.to(logits.device)
+    ids = batch.get("input_ids") if isinstance(batch, Mapping) else None
+    if _is_causal_lm(model) and ids is not None and labels.shape == ids.shape:
+        kind = "causal LM: argmax of logits[:, :-1] against labels[:, 1:]"
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    elif labels.dim() == 1 and logits.dim() == 2:
+        kind = "classification: argmax of the logits against the labels"
+    elif tuple(labels.shape) == tuple(logits.shape[:-1]):
+        kind = "token classification: argmax per token against the labels"
+    else:
+        return None
+    predicted = logits.argmax(-1)
+    counted = labels != -100
+    wrong = (predicted != labels) & counted
+    first = ""
+    if wrong.any():
+        at = tuple(int(i) for i in wrong.nonzero()[0])
+        where = f"row {at[0]}" + (f", position {at[1]}" if len(at) > 1 else "")
+        first = f"{where}: predicted {int(predicted[at])}, label {int(labels[at])}"
+    return _Fit(kind, int((~wrong & counted).sum()), int(counted.sum()), first)
+
+
+def _is_causal_lm(model: nn.Module) -> bool:
+    if type(model).__name__.endswith("ForCausalLM"):
+        return True
+    try:
+        from transformers import GenerationMixin
+    except ImportError:  # pragma: no cover - transformers is a core dependency
+        return False
+    encoder_decoder = getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+    return isinstance(model, GenerationMixin) and not encoder_decoder
+
+
+def _train(
+    model: nn.Module,
+    batch: Any,
+    steps: int,
+    lr: float,
+    loss_fn: LossFn | None,
+    optimizer: OptimizerFactory | None,
+    seed: int,
+    restore: bool,
+    stop: Callable[[float, float], bool] | None,
+    judge: bool = False,
+) -> _Training:
+    """Train on ``batch``; with ``stop``, check every 10 steps and stop once it holds (and, with
+    ``judge``, once every prediction is right; a negative cross-entropy-type loss stops too)."""
+    compute = loss_fn or _default_loss
+    curve: list[float] = []
+    fit = None
+    with _restored(model, restore), _seeded(seed):
+        initial = _eval_loss(model, batch, compute)
+        opt = _optimizer(model, lr, optimizer)
+        final = initial
+        judged = judge and _fit(model, batch) is not None
+        for step in range(1, steps + 1):
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            loss = compute(model, batch)
+            loss.backward()
+            opt.step()
+            curve.append(float(loss.detach()))
+            if stop is not None and (step % 10 == 0 or step == steps):
+                final = _eval_loss(model, batch, compute)
+                fit = _fit(model, batch) if judged else None
+                if judged and final < 0:
+                    break
+                if stop(initial, final) and (fit is None or fit.perfect):
+                    break
+        if stop is None:
+            final = _eval_loss(model, batch, compute)
+    _record.record("loss_curve", curve)
+    return _Training(initial, curve, final, fit)
+
+
+def _one_step(
+    model: nn.Module,
+    batch: Any,
+    lr: float,
+    loss_fn: LossFn | None,
+    optimizer: OptimizerFactory | None,
+    seed: int,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None]]:
+    """One training step; returns the parameters before it and the gradients it used."""
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with _seeded(seed):
+        opt = _optimizer(model, lr, optimizer)
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        (loss_fn or _default_loss)(model, batch).backward()
+        grads = {
+            n: (p.grad.detach().clone() if p.grad is not None else None)
+            for n, p in model.named_parameters()
+        }
+        opt.step()
+    return before, grads
+
+
+def _optimizer(
+    model: nn.Module, lr: float, factory: OptimizerFactory | None
+) -> torch.optim.Optimizer:
+    if factory is not None:
+        return factory(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise CheckFailed(
+            "training check",
+            "the model has no trainable parameters",
+            expected="parameters with requires_grad=True",
+            actual="none",
+        )
+    return torch.optim.Adam(trainable, lr=lr)
+
+
+def _default_loss(model: nn.Module, batch: Any) -> torch.Tensor:
+    """Hugging Face ``loss`` from ``labels``, else cross-entropy / MSE on ``(inputs, targets)``."""
+    if isinstance(batch, Mapping):
+        out = model(**batch)
+        loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
+        if loss is None:
+            raise ValueError(
+                "the model returned no `loss`: put `labels` in the batch, pass a batch "
+                "(inputs, targets), or pass loss_fn=lambda model, batch: ..."
+            )
+        return loss
+    if isinstance(batch, tuple | list) and len(batch) == 2:
+        inputs, targets = batch
+        _, pred = _pick(_named_outputs(_call(model, inputs)), None)
+        if not targets.is_floating_point():
+            return nn.functional.cross_entropy(
+                pred.reshape(-1, pred.shape[-1]), targets.reshape(-1)
+            )
+        return nn.functional.mse_loss(pred, targets)
+    raise ValueError(
+        "cannot compute a loss for this batch: pass a mapping with `labels` (Hugging Face), "
+        "a pair (inputs, targets), or loss_fn=lambda model, batch: ..."
+    )
+
+
+def _eval_loss(model: nn.Module, batch: Any, compute: LossFn) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float(compute(model, batch))
+
+
+def _why_unchanged(param: nn.Parameter, grad: torch.Tensor | None) -> str:
+    if not param.requires_grad:
+        return "requires_grad=False (frozen; list it in frozen= if intended)"
+    if grad is None:
+        return "no gradient (not used in the loss, or detached from it)"
+    if not grad.any():
+        return "gradient is exactly zero"
+    return (
+        f"gradient norm {grad.float().norm():.3g} but the optimizer did not change it "
+        "(not in its parameter groups, or learning rate 0)"
+    )
+
+
+def _training_details(
+    model: nn.Module, run: _Training, lr: float, optimizer: OptimizerFactory | None
+) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    how = "optimizer=<yours>" if optimizer is not None else f"Adam lr={lr:g}"
+    hints = []
+    if trainable == 0:
+        hints.append("no parameter requires grad")
+    elif run.initial == run.final:
+        hints.append(
+            "the eval loss did not change at all: no weight moved (learning rate 0, or the "
+            "loss detached from the weights)"
+        )
+    return (
+        f"loss curve (training mode, per step): {_fmt_curve(run.curve)}\n"
+        f"eval loss: {run.initial:.4g} -> {run.final:.4g}; {how}; "
+        f"{trainable:,} of {total:,} parameters trainable"
+        + ("".join(f"\nhint: {h}" for h in hints))
+    )
+
+
+def _fmt_curve(curve: Sequence[float], points: int = 12) -> str:
+    if len(curve) <= points:
+        return ", ".join(f"{v:.4g}" for v in curve)
+    picks = sorted({round(i * (len(curve) - 1) / (points - 1)) for i in range(points)})
+    return ", ".join(f"[{i}] {curve[i]:.4g}" for i in picks)
+
+
+def _matches(name: str, prefixes: Sequence[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)

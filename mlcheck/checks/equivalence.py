@@ -1,0 +1,297 @@
+"""Saved and reloaded, batched and alone, two implementations: the same outputs."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten
+
+from ..errors import CheckFailed
+from ._common import (
+    _detached,
+    _device_of,
+    _diff,
+    _forward,
+    _listing,
+    _named_outputs,
+    _pick,
+    _require_close,
+    _seed,
+    _seeded,
+    _tol,
+)
+
+
+def assert_save_load_roundtrip(
+    model: nn.Module,
+    inputs: Any,
+    tmp_path: str | os.PathLike[str],
+    *,
+    factory: Callable[[], nn.Module] | None = None,
+    output: str | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    seed: int | None = None,
+) -> None:
+    """Saving and loading gives a model with the same outputs (eval mode).
+
+    Hugging Face models go through ``save_pretrained``/``from_pretrained``; other modules
+    through ``state_dict`` into a fresh instance from ``factory()`` (default: the class called
+    with no arguments). The fresh instance is built under ``seed + 1``, so anything the saved
+    state does not hold (a head kept as a plain tensor attribute, a non-persistent buffer
+    filled randomly, a parameter left out of the checkpoint) comes back different and fails
+    the check, with the missing keys named.
+
+    >>> assert_save_load_roundtrip(model, batch, tmp_path)  # doctest: +SKIP
+    """
+    name = "assert_save_load_roundtrip"
+    seed = _seed(seed)
+    folder = Path(tmp_path) / "mlcheck-roundtrip"
+    device = _device_of(model)
+    was_training = model.training
+    model.eval()
+    try:
+        reference = _detached(_forward(model, inputs, seed))
+        missing: list[str] = []
+        unexpected: list[str] = []
+        with _seeded(seed + 1):
+            if factory is None and hasattr(model, "save_pretrained"):
+                model.save_pretrained(folder)  # type: ignore[operator]
+                loaded, info = type(model).from_pretrained(  # type: ignore[attr-defined]
+                    folder, output_loading_info=True
+                )
+                missing, unexpected = list(info["missing_keys"]), list(info["unexpected_keys"])
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
+                torch.save(model.state_dict(), folder / "state_dict.pt")
+                loaded = (factory or _default_factory(model))()
+                result = loaded.load_state_dict(
+                    torch.load(folder / "state_dict.pt", weights_only=True), strict=False
+                )
+                missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+        loaded.to(device).eval()
+        after = _detached(_forward(loaded, inputs, seed))
+    finally:
+        model.train(was_training)
+    saved = set(model.state_dict())
+    reloaded = dict(loaded.named_buffers())
+    # non-persistent buffers are not saved: the reloaded model recomputes them, or gets garbage
+    transient = [
+        f"{key} (max |Δ| = {(buf.double() - reloaded[key].to(buf).double()).abs().max():.3g})"
+        for key, buf in model.named_buffers()
+        if key not in saved
+        and key in reloaded
+        and buf.shape == reloaded[key].shape
+        and not torch.equal(buf, reloaded[key].to(buf.device))
+    ]
+    keys = "".join(
+        f"\n{label}: {_listing(sorted(found))}"
+        for label, found in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("non-persistent buffers (not saved) that differ after reload", transient),
+        )
+        if found
+    )
+    try:
+        _require_close(
+            name,
+            reference,
+            after,
+            output,
+            "exact",
+            rtol,
+            atol,
+            seed,
+            what="the model before saving and after loading",
+        )
+    except CheckFailed as failed:
+        raise CheckFailed(
+            name,
+            failed.problem,
+            expected=failed.expected,
+            actual=failed.actual,
+            difference=failed.difference,
+            seed=seed,
+            details=keys.strip()
+            + "\nsomething the model needs is not in what it saves: register tensors as "
+            "parameters or persistent buffers",
+        ) from None
+    if missing:
+        raise CheckFailed(
+            name,
+            "the checkpoint lacks some of the model's weights",
+            expected="every weight saved and loaded",
+            actual=keys.strip(),
+            seed=seed,
+        )
+
+
+def _default_factory(model: nn.Module) -> Callable[[], nn.Module]:
+    cls = type(model)
+    required = [
+        p
+        for p in inspect.signature(cls).parameters.values()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
+        raise TypeError(
+            f"assert_save_load_roundtrip: {cls.__name__}() needs arguments "
+            f"({', '.join(p.name for p in required)}): pass factory=lambda: {cls.__name__}(...)"
+        )
+    return cls
+
+
+def assert_batch_invariant(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    output: str | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    seed: int | None = None,
+) -> None:
+    """Each row's output in the batch equals its output when run alone (eval mode).
+
+    With an ``attention_mask`` in the inputs, each row is run alone without its padding (the
+    positions where the mask is 0, left or right), and per-token outputs are compared on the
+    real tokens only: a model that ignores the mask, or normalises across the batch, fails.
+    Tolerance is dtype-aware (float32: rtol=1e-4, atol=1e-5).
+
+    >>> enc = tokenizer(["a long sentence", "short"], padding=True, return_tensors="pt")
+    ... # doctest: +SKIP
+    >>> assert_batch_invariant(model, dict(enc))  # doctest: +SKIP
+    """
+    name = "assert_batch_invariant"
+    seed = _seed(seed)
+    mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+    first = next(t for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor))
+    rows = first.shape[0]
+    length = mask.shape[1] if mask is not None else None
+    was_training = model.training
+    model.eval()
+    problems: list[str] = []
+    worst = 0.0
+    try:
+        out_name, batched = _pick(_named_outputs(_forward(model, inputs, seed)), output)
+        for i in range(rows):
+            keep = mask[i].bool() if mask is not None else None
+            row_inputs = _row(inputs, i, keep, rows, length)
+            single = _named_outputs(_forward(model, row_inputs, seed))[out_name][0]
+            row = batched[i]
+            if keep is not None and row.dim() >= 1 and row.shape[0] == length:
+                row = row[keep.to(row.device)]
+            if row.shape != single.shape:
+                problems.append(f"row {i}: shape {tuple(row.shape)} vs {tuple(single.shape)} alone")
+                continue
+            r, a = _tol(row.dtype, "batch", rtol, atol)
+            if not torch.allclose(row.double(), single.double(), rtol=r, atol=a):
+                worst = max(worst, (row.double() - single.double()).abs().max().item())
+                real = f", {int(keep.sum())} real tokens of {length}" if keep is not None else ""
+                problems.append(f"row {i}{real}: {_diff(row, single, r, a)}")
+    finally:
+        model.train(was_training)
+    if problems:
+        raise CheckFailed(
+            name,
+            f"{out_name!r} of a row changes when it is batched with others",
+            expected="each row's output in the batch == its output alone",
+            actual=_listing(problems),
+            difference=f"{len(problems)} of {rows} rows differ, max |Δ| = {worst:.3g}",
+            seed=seed,
+            details="padded rows that differ usually mean the attention mask is ignored; with "
+            "left padding, also check the position ids: they must count real tokens only "
+            "(position_ids = attention_mask.cumsum(-1) - 1), not start at the padding"
+            if mask is not None
+            else "rows that differ mean forward mixes rows (batch statistics, reshapes)",
+        )
+
+
+def _row(value: Any, i: int, keep: torch.Tensor | None, rows: int, length: int | None) -> Any:
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0 or value.shape[0] != rows:
+            return value
+        one = value[i : i + 1]
+        if keep is not None and one.dim() >= 2 and one.shape[1] == length:
+            one = one[:, keep.to(one.device)]
+        return one
+    if isinstance(value, Mapping):
+        return {k: _row(v, i, keep, rows, length) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return type(value)(_row(v, i, keep, rows, length) for v in value)
+    return value
+
+
+def assert_equivalent(
+    model: nn.Module,
+    reference: nn.Module,
+    inputs: Any,
+    *,
+    output: str | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    seed: int | None = None,
+) -> None:
+    """Two models give the same outputs on ``inputs`` within dtype-aware tolerances (eval mode).
+
+    For a wrapper and the model it wraps, compiled vs eager, a refactor against the code before
+    it, a fused kernel against the plain one. Every output the two share by name is compared
+    (or only ``output``); float32 tolerance rtol=1e-4, atol=1e-5 (same device, different kernels:
+    the batch tolerance). The message gives the max absolute and relative difference and where
+    (the index: batch row, position, ...). A wrapper whose position ids start at 1, or that
+    drops the attention mask, fails here where batch invariance passes. Deterministic given
+    ``seed`` (both run under it).
+
+    >>> assert_equivalent(MyWrapper(model), model, batch)  # doctest: +SKIP
+    """
+    name = "assert_equivalent"
+    seed = _seed(seed)
+    modes = (model.training, reference.training)
+    model.eval()
+    reference.eval()
+    try:
+        got = _detached(_forward(model, inputs, seed))
+        want = _detached(_forward(reference, inputs, seed))
+    finally:
+        model.train(modes[0])
+        reference.train(modes[1])
+    shared = [k for k in want if k in got]
+    if output is None and not shared:
+        raise CheckFailed(
+            name,
+            "the two models share no output name",
+            expected=f"outputs {', '.join(want)}",
+            actual=f"outputs {', '.join(got)}",
+            seed=seed,
+        )
+    if output is None and "logits" in shared:
+        shared = ["logits", *[k for k in shared if k != "logits"]]
+    keys = [output] if output is not None else shared
+    try:
+        _require_close(
+            name, want, got, output if output is not None else None, "batch", rtol, atol, seed,
+            what="the model and the reference",
+        )  # fmt: skip
+    except CheckFailed as failed:
+        rel = []
+        for key in keys:
+            a, b = got[key].double().cpu(), want[key].double().cpu()
+            if a.shape == b.shape and a.is_floating_point():
+                rel.append(f"{key}: max relative |Δ| = "
+                           f"{((a - b).abs() / b.abs().clamp_min(1e-12)).max():.3g}")  # fmt: skip
+        raise CheckFailed(
+            name,
+            failed.problem,
+            expected=failed.expected,
+            actual=failed.actual,
+            difference=f"{failed.difference}; " + "; ".join(rel),
+            seed=seed,
+            details="the index is (batch row, position, ...); differences at every position "
+            "usually mean shifted position ids or a dropped attention mask",
+        ) from None
