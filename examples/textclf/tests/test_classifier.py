@@ -20,11 +20,14 @@ from mlcheck.checks import (
     assert_device_roundtrip,
     assert_finite,
     assert_frozen,
+    assert_initial_loss,
     assert_loss_decreases,
+    assert_loss_matches,
     assert_output_shape,
     assert_overfits,
     assert_params_update,
     assert_save_load_roundtrip,
+    assert_train_mode,
 )
 
 
@@ -138,3 +141,25 @@ def test_device_placement_on_meta(
 ) -> None:
     # Catches tensors created on the wrong device inside forward, on a CPU-only machine.
     assert_device_roundtrip(tiny_clf, inputs, device="meta")
+
+
+def test_loss_at_init_is_about_ln_of_the_label_count(
+    tiny_clf: TextClassifier, batch: dict[str, torch.Tensor]
+) -> None:
+    # a random head predicts about uniformly over the labels: ln(3); a `sum` reduction or a
+    # loss scaled by the batch would be far off
+    assert_initial_loss(tiny_clf, batch, seed=0)
+
+
+def test_loss_is_cross_entropy_against_the_labels(
+    tiny_clf: TextClassifier, batch: dict[str, torch.Tensor]
+) -> None:
+    assert_loss_matches(tiny_clf, batch, reference="sequence-classification")
+
+
+def test_training_mode_turns_the_encoders_dropout_on(
+    tiny_clf: TextClassifier, inputs: dict[str, torch.Tensor]
+) -> None:
+    # (with freeze_encoder=True, train() keeps the encoder in eval on purpose: a fixed feature
+    # extractor; this is the fine-tuning path, where dropout must be on)
+    assert_train_mode(tiny_clf, inputs, seed=0)
