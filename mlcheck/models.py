@@ -142,8 +142,30 @@ class ModelFactory:
         auto = self._auto_class(task)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed if seed is None else seed)
-            model = self._from_config(auto, config, task, dtype=dtype or torch.float32)
+            model = self._random_once(auto, config, task, dtype=dtype or torch.float32)
         return model.eval()
+
+    def _random_once(
+        self, auto: Any, config: PretrainedConfig, task: str | None, dtype: torch.dtype
+    ) -> PreTrainedModel:
+        """``from_config`` with one init pass instead of two.
+
+        A plain ``from_config`` initialises every weight twice: torch's default init in each
+        layer's constructor, then the model's own ``_init_weights``; for the 32k-50k-row
+        embeddings that T5 and BART keep, that is most of the build. Built under transformers'
+        ``no_init_weights`` (both skipped), then ``init_weights()`` once, the model gets exactly
+        the init its authors wrote — the path ``from_pretrained`` takes for missing weights,
+        which transformers' own tests check covers every parameter of its models. Models from a
+        repository's own code have no such guarantee: they keep the double init.
+        """
+        if not type(config).__module__.startswith("transformers."):
+            return self._from_config(auto, config, task, dtype=dtype)
+        from transformers.initialization import no_init_weights
+
+        with no_init_weights():
+            model = self._from_config(auto, config, task, dtype=dtype)
+        model.init_weights()
+        return model
 
     def empty(
         self,

@@ -685,7 +685,7 @@ def test_act_nightly_keeps_the_tracking_issue(
     assert len(issues) == 1, issues
     issue = issues[0]
     assert issue["user"] == ACTIONS_BOT and issue["state"] == "open"  # the gpu tests errored
-    assert issue["title"].startswith("mlcheck nightly: ❌ 2 failing"), issue["title"]
+    assert issue["title"].startswith("mlcheck nightly: ❌ 2 failing"), issue["body"][:4000]
     assert issue["body"].startswith("<!-- mlcheck:tracking v1 -->")
     assert f"Nightly run of `{head[:7]}`" in issue["body"]
     assert "needs an accelerator" in issue["body"]

@@ -143,6 +143,69 @@ def test_random_is_deterministic_by_seed_and_leaves_global_rng_alone() -> None:
     assert not _same(first, _state(models.random(config, task="causal-lm", seed=6)))
 
 
+SINGLE_INIT_FAMILIES = {
+    "bert": (tf.BertConfig, None),
+    "t5": (lambda: tf.T5Config(d_model=768, d_ff=3072, num_layers=12, num_heads=12), "seq2seq-lm"),
+    "bart": (tf.BartConfig, "seq2seq-lm"),
+    "gpt2": (tf.GPT2Config, "causal-lm"),
+    "clip": (tf.CLIPConfig, None),
+    "vit": (tf.ViTConfig, None),
+}
+
+
+@pytest.mark.parametrize("family", sorted(SINGLE_INIT_FAMILIES))
+def test_random_inits_once_with_the_models_own_init(family: str) -> None:
+    """One init pass (the model's ``_init_weights``) gives what the double init gave: every
+    parameter drawn from the same distribution (none left as uninitialised memory)."""
+    from mlcheck.shrinking import shrink
+
+    make, task = SINGLE_INIT_FAMILIES[family]
+    once = ModelFactory(seed=3).random(make(), task=task)
+    auto = getattr(tf, __import__("mlcheck.models").models.TASKS[task])
+    torch.manual_seed(3)
+    twice = auto.from_config(shrink(make()), dtype=torch.float32)  # torch's init, then HF's
+    a, b = _state(once), _state(twice)
+    assert a.keys() == b.keys()
+    for name, value in a.items():
+        assert torch.isfinite(value).all(), name
+        if value.is_floating_point() and value.numel() > 64:
+            # same init rule: the same spread and centre (a fresh allocation would be 0 or wild)
+            expected = b[name].float()
+            assert value.float().std().item() == pytest.approx(
+                expected.std().item(), rel=0.2, abs=1e-6
+            ), name
+            assert value.float().mean().item() == pytest.approx(
+                expected.mean().item(), abs=0.05 + 0.2 * expected.std().item()
+            ), name
+
+
+def test_random_weights_are_the_same_in_another_process() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, torch, transformers as tf\n"
+        "from mlcheck.models import ModelFactory\n"
+        "m = ModelFactory(seed=7).random(tf.BartConfig(), task='seq2seq-lm')\n"
+        "h = hashlib.sha256()\n"
+        "for k, v in sorted(m.state_dict().items()):\n"
+        "    h.update(k.encode()); h.update(v.contiguous().numpy().tobytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    model = ModelFactory(seed=7).random(tf.BartConfig(), task="seq2seq-lm")
+    here = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        here.update(k.encode())
+        here.update(v.contiguous().numpy().tobytes())
+    assert digests == {here.hexdigest()}
+
+
 def test_random_shrinks_by_default_and_builds_in_eval_mode() -> None:
     full = tf.BertConfig()
     model = ModelFactory().random(full, task="sequence-classification")
