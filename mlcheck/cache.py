@@ -167,15 +167,7 @@ def _locate_locked(entry: LockedModel, need: Need, cache: Path) -> LocalModel:
     # Weights are hashed (once per run, see verify_weights) before anything loads them: a
     # same-size corruption passes the size check.
     full = need == "weights" and not _already_verified(entry, cache)
-    problems = _hash_files(snapshot, wanted, full=full)
-    if problems:
-        path, problem = problems[0]
-        raise CacheCorrupted(
-            entry.model_id,
-            entry.revision,
-            f"{path} at locked commit {entry.commit[:12]} has {problem}; "
-            "`mlcheck cache warm` repairs it",
-        )
+    _raise_first(entry, _hash_files(snapshot, wanted, full=full))
     if full:
         _verified.add(_stamp_key(entry, cache))
     return LocalModel(model_id=entry.model_id, revision=entry.commit, path=snapshot)
@@ -209,6 +201,18 @@ def _already_verified(entry: LockedModel, cache: Path) -> bool:
             _verified.add(key)
             return True
     return False
+
+
+def _raise_first(entry: LockedModel, problems: list[tuple[str, str]]) -> None:
+    """A corrupted cached file is an error naming it and the fix."""
+    if problems:
+        path, problem = problems[0]
+        raise CacheCorrupted(
+            entry.model_id,
+            entry.revision,
+            f"{path} at locked commit {entry.commit[:12]} has {problem}; "
+            "`mlcheck cache warm` repairs it",
+        )
 
 
 def _hash_files(
@@ -251,15 +255,7 @@ def verify_weights(
         snapshot = snapshot_dir(cache, entry.model_id, entry.commit)
         if not all((snapshot / f.path).exists() for f in entry.files):
             continue
-        problems = _hash_files(snapshot, entry.files, full=True)
-        if problems:
-            path, problem = problems[0]
-            raise CacheCorrupted(
-                entry.model_id,
-                entry.revision,
-                f"{path} at locked commit {entry.commit[:12]} has {problem}; "
-                "`mlcheck cache warm` repairs it",
-            )
+        _raise_first(entry, _hash_files(snapshot, entry.files, full=True))
         count += len(entry.files)
         nbytes += sum(f.size for f in entry.files)
         verified.append(entry.model_id)
