@@ -122,6 +122,21 @@ class CheckFailed(AssertionError):
             lines.extend("  " + line for line in details.rstrip().splitlines())
         super().__init__("\n".join(lines))
 
+    def explained(
+        self, details: str, *, check: str | None = None, difference: object = None
+    ) -> CheckFailed:
+        """The same failure with ``details`` (the hint a calling check knows), and optionally
+        its own name and a fuller difference; raise it ``from None``."""
+        return CheckFailed(
+            self.check if check is None else check,
+            self.problem,
+            expected=self.expected,
+            actual=self.actual,
+            difference=self.difference if difference is None else difference,
+            seed=self.seed,
+            details=details,
+        )
+
 
 # --- GitHub (mlcheck/github.py) -----------------------------------------------------------------
 

@@ -112,16 +112,10 @@ def assert_save_load_roundtrip(
             what="the model before saving and after loading",
         )
     except CheckFailed as failed:
-        raise CheckFailed(
-            name,
-            failed.problem,
-            expected=failed.expected,
-            actual=failed.actual,
-            difference=failed.difference,
-            seed=seed,
-            details=keys.strip()
-            + "\nsomething the model needs is not in what it saves: register tensors as "
-            "parameters or persistent buffers",
+        raise failed.explained(
+            keys.strip() + "\nsomething the model needs is not in what it saves: register "
+            "tensors as parameters or persistent buffers",
+            check=name,
         ) from None
     if missing:
         raise CheckFailed(
@@ -285,13 +279,9 @@ def assert_equivalent(
             if a.shape == b.shape and a.is_floating_point():
                 rel.append(f"{key}: max relative |Δ| = "
                            f"{((a - b).abs() / b.abs().clamp_min(1e-12)).max():.3g}")  # fmt: skip
-        raise CheckFailed(
-            name,
-            failed.problem,
-            expected=failed.expected,
-            actual=failed.actual,
-            difference=f"{failed.difference}; " + "; ".join(rel),
-            seed=seed,
-            details="the index is (batch row, position, ...); differences at every position "
+        raise failed.explained(
+            "the index is (batch row, position, ...); differences at every position "
             "usually mean shifted position ids or a dropped attention mask",
+            check=name,
+            difference=f"{failed.difference}; " + "; ".join(rel),
         ) from None

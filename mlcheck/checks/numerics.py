@@ -67,14 +67,8 @@ def assert_finite(
                 )
                 if where is None:
                     raise
-                raise CheckFailed(
-                    name,
-                    failed.problem,
-                    expected=failed.expected,
-                    actual=failed.actual,
-                    difference=failed.difference,
-                    seed=seed,
-                    details=f"first module producing a non-finite value: {where}",
+                raise failed.explained(
+                    f"first module producing a non-finite value: {where}", check=name
                 ) from None
             if not grads:
                 return
@@ -156,15 +150,7 @@ def assert_deterministic(
             what="two identical calls",
         )
     except CheckFailed as failed:
-        raise CheckFailed(
-            failed.check,
-            failed.problem,
-            expected=failed.expected,
-            actual=failed.actual,
-            difference=failed.difference,
-            seed=seed,
-            details=_nondeterminism_hint(model),
-        ) from None
+        raise failed.explained(_nondeterminism_hint(model)) from None
 
 
 def _nondeterminism_hint(model: nn.Module) -> str:
