@@ -154,7 +154,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _warm(args: argparse.Namespace) -> int:
-    from ..cache import RetryPolicy, warm
+    from ..hub import RetryPolicy, warm
 
     report = warm(
         _root(args),
@@ -235,6 +235,8 @@ def _prune(args: argparse.Namespace) -> int:
         print(f"{verb} {model_id}@{commit[:12]}")
     for model_id in report.skipped:
         print(f"kept {model_id}: not in mlcheck.lock (run `mlcheck lock` first)")
+    for model_id, why in report.damaged:
+        print(f"kept {model_id}: huggingface_hub cannot read its cache folder ({why})")
     print(f"{verb} {len(report.removed)} revisions, {_mb(report.freed_bytes)}")
     return 0
 

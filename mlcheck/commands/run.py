@@ -196,8 +196,9 @@ def _verify_weights(
     path: Path, tiers: frozenset[Tier], stamp: Path, env: dict[str, str]
 ) -> tuple[str, ...]:
     """Hash the manifest's weights once, before pytest, when the real or gpu tier runs."""
-    from ..cache import ENV_VERIFIED_STAMP, verify_weights
+    from ..cache import verify_weights
     from ..manifest import find_root
+    from ..verify import ENV_VERIFIED_STAMP
 
     if not tiers & {Tier.REAL, Tier.GPU}:
         return ()
@@ -349,7 +350,7 @@ def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
     The tests then run in a separate process with HF_HUB_OFFLINE=1 (huggingface_hub reads it
     at import). A project without a lock has nothing to warm.
     """
-    from ..cache import warm
+    from ..hub import warm
     from ..lock import read_lock
     from ..manifest import find_root
 
