@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from mlcheck.tiers import tier_order  # absolute: survives the move to report/
+
 from . import digest as digest_mod
 from .digest import (
     Category,
@@ -270,10 +272,8 @@ def empty_selection(results: RunResults) -> str:
     'no tests in tiers real,gpu (1 collected: fast 1)'
     """
     tiers = Counter(t.tier for t in results.tests)
-    order = ("fast", "real", "gpu")
     detail = ", ".join(
-        f"{tier} {n:,}"
-        for tier, n in sorted(tiers.items(), key=lambda kv: (*order, kv[0]).index(kv[0]))
+        f"{tier} {n:,}" for tier, n in sorted(tiers.items(), key=lambda kv: tier_order(kv[0]))
     )
     return (
         f"no tests in tiers {section_key(results.run)} "
