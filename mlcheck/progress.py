@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 ETA_AFTER = 5  # finished tests before the first estimate of the time left
 
+
 class Progress:
     def __init__(self, interval: float = 30.0, clock: Callable[[], float] = time.monotonic):
         self.interval = interval

@@ -189,6 +189,7 @@ class RunInfo:
     collected: int | None = None  # tests pytest collected, run or not
     signal: str | None = None  # what stopped the run: SIGTERM, SIGINT, SIGKILL...
     verified: tuple[str, ...] = ()  # models whose weights were hashed against the lock
+    deselected: int = 0  # collected, then deselected (-k, -m, --deselect): not in ``tests``
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,8 @@ def to_dict(results: RunResults) -> dict[str, Any]:
     run["versions"] = dict(results.run.versions)
     run["running"] = [dict(vars(r)) for r in results.run.running]
     run["tiers"], run["verified"] = list(results.run.tiers), list(results.run.verified)
+    if not results.run.deselected:
+        del run["deselected"]  # optional: only a run given -k/-m has it
     # schema_version first: readers check it before anything else.
     return {
         "schema_version": results.schema_version,

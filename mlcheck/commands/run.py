@@ -392,6 +392,13 @@ def _exit_code(
     from ..results import Outcome, read, write
 
     if pytest_code == 5:
+        deselected = (
+            read(results_dir).run.deselected if (results_dir / RESULTS_FILE).exists() else 0
+        )
+        if deselected:
+            raise NoTestsCollected(
+                f"{deselected:,} collected, all deselected (-k, -m or --deselect): no test ran"
+            )
         raise NoTestsCollected("no tests collected: check the paths and pytest's testpaths")
     if pytest_code in (2, 3, 4):
         names = {2: "interrupted", 3: "an internal error", 4: "a usage error"}
