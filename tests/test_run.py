@@ -61,6 +61,9 @@ def test_failure_and_missing_weights_exit_1(suite):
 def test_allow_missing_exits_0(suite):
     proc = mlcheck("run", "tests", "--tier", "all", "--allow-missing", cwd=suite)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the summary says what was missing (pytest's own -r shows no skip reasons here)
+    assert "Skipped (" in proc.stdout
+    assert "(--mlcheck-allow-missing): 'org/name' is not in the cache" in proc.stdout
 
 
 @pytest.mark.parametrize(
