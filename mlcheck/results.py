@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -343,13 +343,19 @@ def write(results: RunResults, directory: Path) -> Path:
     """Write ``results.json`` atomically (a crash never leaves half a file)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / RESULTS_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".results-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        # compact and one-shot: json.dump's streaming and indenting encoders are pure Python,
-        # several times slower than dumps' C encoder on 100k tests
-        fh.write(json.dumps(to_dict(results), ensure_ascii=False, separators=(",", ":")))
-        fh.write("\n")
-    os.replace(tmp, path)
+    # A fresh name opened exclusively, not mkstemp: mkstemp's file is 0600 whatever the umask,
+    # and results.json must be readable like junit.xml next to it (a CI user, a container's).
+    tmp = directory / f".results-{os.getpid()}-{secrets.token_hex(4)}.json"
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            # compact and one-shot: json.dump's streaming and indenting encoders are pure
+            # Python, several times slower than dumps' C encoder on 100k tests
+            fh.write(json.dumps(to_dict(results), ensure_ascii=False, separators=(",", ":")))
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
