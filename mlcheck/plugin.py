@@ -507,11 +507,14 @@ def _decorator_marks(item: pytest.Item, table: dict[str, Any]) -> list[MarkInfo]
 def _weights_problem(model_id: str, root: Path) -> str | None:
     from .cache import locate
     from .errors import ModelNotCached
+    from .models import record_model
 
     try:
-        locate(model_id, need="weights", root=root)
+        local = locate(model_id, need="weights", root=root)
     except ModelNotCached as exc:
+        record_model(model_id, exc.revision, cache_hit=False)
         return str(exc)
+    record_model(model_id, local.revision, cache_hit=True)
     return None
 
 

@@ -60,6 +60,7 @@ COMMENT_BUDGET = 60_000  # what all sections of a comment aim for, leaving room 
 SUMMARY_LIMIT = 1_048_576  # GitHub's job summary limit (bytes)
 SUMMARY_BUDGET = 1_000_000
 MAX_ERROR_ANNOTATIONS = 10
+SLOWEST_LISTED = 5  # the slowest tests a section lists
 
 SPARK = "▁▂▃▄▅▆▇█"
 _RULE = "\n\n---\n\n"
@@ -269,16 +270,32 @@ def empty_selection(results: RunResults) -> str:
     >>> empty_selection(r)
     'no tests in tiers real,gpu (1 collected: fast 1)'
     """
-    tiers = Counter(t.tier for t in results.tests)
-    order = ("fast", "real", "gpu")
-    detail = ", ".join(
-        f"{tier} {n:,}"
-        for tier, n in sorted(tiers.items(), key=lambda kv: (*order, kv[0]).index(kv[0]))
-    )
+    detail = ", ".join(f"{tier} {n:,}" for tier, n in tier_counts(results.tests))
     return (
         f"no tests in tiers {section_key(results.run)} "
         f"({len(results.tests):,} collected{': ' + detail if detail else ''})"
     )
+
+
+def tier_counts(tests: Sequence[TestResult]) -> list[tuple[str, int]]:
+    """How many of ``tests`` are in each tier, in tier order (fast, real, gpu, then others).
+
+    >>> from mlcheck.results import TestResult, Outcome
+    >>> tests = [TestResult("a", Outcome.PASSED, tier="real"), TestResult("b", Outcome.PASSED)]
+    >>> tier_counts(tests)
+    [('fast', 1), ('real', 1)]
+    """
+    order = ("fast", "real", "gpu")
+    tiers = Counter(t.tier for t in tests)
+    return sorted(tiers.items(), key=lambda kv: (*order, kv[0]).index(kv[0]))
+
+
+def tiers_ran(results: RunResults) -> str:
+    """``25 fast · 6 real`` when the tests that ran came from several tiers, else ""."""
+    counts = tier_counts([t for t in results.tests if t.outcome is not Outcome.NOT_RUN])
+    if len(counts) < 2:
+        return ""
+    return " · ".join(f"{n:,} {inline(tier, 20)}" for tier, n in counts)
 
 
 def run_state(results: RunResults) -> str | None:
@@ -401,6 +418,20 @@ def _where_else(ctx: RenderContext, summary: bool) -> str:
     return " and ".join(places)
 
 
+def _cache_state(hits: Sequence[bool | None]) -> str:
+    """The Models table's cache cell: ``cached``, ``not cached``, or hits and misses when the
+    tests disagree; "—" when no test knew (a local folder, or results from an older mlcheck)."""
+    known = [h for h in hits if h is not None]
+    hit = sum(known)
+    if not known:
+        return "—"
+    if hit == len(known):
+        return "cached"
+    if hit == 0:
+        return "**not cached**"
+    return f"{_plural(hit, 'hit')}, {_plural(len(known) - hit, 'miss', 'misses')}"
+
+
 _HEADINGS = {
     Category.NEW: "🆕 New failures",
     Category.UNCOMPARED: "❌ Failures",
@@ -483,6 +514,8 @@ class _Renderer:
 
     def header(self) -> str:
         status = _status(self.c, self.counts, self.results)
+        if by_tier := tiers_ran(self.results):
+            status += f" · {by_tier}"
         title = f"### {status} · {inline(self.ctx.title, 80)} · `{self.key}`"
         return "\n\n".join(
             [title, _counts_table(self.counts, self.base, self.sha), _facts_line(self.results)]
@@ -542,28 +575,29 @@ class _Renderer:
                 by_reason.setdefault(reason or "(no reason given)", []).append(t)
             ordered = sorted(by_reason.items(), key=lambda kv: -len(kv[1]))
             shown = ordered[:20] if detail < Detail.COUNTS else []
-            rows = [f"| {inline(r, 200)} | {len(ts):,} |" for r, ts in shown]
+            # Each reason is said once: the first ones as collapsed lists of the tests they
+            # cover (at the levels that list names), the rest as rows of a table.
+            named = shown[:5] if level.max_names_per_group else []
+            blocks = []
+            for reason, ts in named:
+                listed = "\n".join(
+                    f"- {inline(_name(self.ctx, t), 200)}" for t in ts[: level.max_names_per_group]
+                )
+                more = len(ts) - level.max_names_per_group
+                if more > 0:
+                    listed += f"\n- *… and {more:,} more*"
+                blocks.append(
+                    f"<details><summary><b>{len(ts):,}</b> · {html_text(reason, 200)}</summary>"
+                    f"\n\n{listed}\n\n</details>"
+                )
+            rows = [f"| {inline(r, 200)} | {len(ts):,} |" for r, ts in shown[len(named) :]]
             if len(ordered) > len(shown):
                 rest = sum(len(ts) for _, ts in ordered[len(shown) :])
                 rows.append(f"| *{len(ordered) - len(shown):,} other reasons* | {rest:,} |")
-            table = f"| {note} | tests |\n| --- | ---: |\n" + "\n".join(rows)
-            names = []
-            if level.max_names_per_group:
-                for reason, ts in shown[:5]:
-                    listed = "\n".join(
-                        f"- {inline(_name(self.ctx, t), 200)}"
-                        for t in ts[: level.max_names_per_group]
-                    )
-                    more = len(ts) - level.max_names_per_group
-                    if more > 0:
-                        listed += f"\n- *… and {more:,} more*"
-                    names.append(
-                        f"<details><summary>{html_text(reason, 100)}</summary>\n\n{listed}\n\n"
-                        "</details>"
-                    )
-            block = f"#### {title} ({len(tests):,})\n\n{table}"
-            if names:
-                block += "\n\n" + "\n\n".join(names)
+            if rows:
+                head = f"other {note}" if named else note
+                blocks.append(f"| {head} | tests |\n| --- | ---: |\n" + "\n".join(rows))
+            block = f"#### {title} ({len(tests):,})\n\n" + "\n\n".join(blocks)
             parts.append(block)
         return "\n\n".join(parts)
 
@@ -577,10 +611,7 @@ class _Renderer:
         rows = []
         for (model_id, revision), hits in sorted(uses.items(), key=lambda kv: -len(kv[1]))[:20]:
             rev = inline(revision[:12], 20) if revision else "—"
-            known = [h for h in hits if h is not None]
-            hit = sum(known)
-            cache = f"{_plural(hit, 'hit')}, {_plural(len(known) - hit, 'miss', 'misses')}"
-            cache = cache if known else "—"
+            cache = _cache_state(hits)
             name = inline(self.ctx.redactor.clip(model_id, 200, keep="head"), 120)
             checked = "verified" if model_id in self.results.run.verified else "—"
             rows.append(f"| {name} | {rev} | {len(hits):,} | {cache} | {checked} |")
@@ -588,6 +619,20 @@ class _Renderer:
         return (
             f"#### Models ({len(uses):,})\n\n| model | revision | tests | cache | weights |\n"
             "| --- | --- | ---: | --- | --- |\n" + "\n".join(rows) + more
+        )
+
+    def slowest_block(self, detail: Detail) -> str:
+        """The slowest tests that ran, collapsed: where the run's time went."""
+        ran = [t for t in self.results.tests if t.outcome is not Outcome.NOT_RUN and t.duration > 0]
+        if len(ran) < 2 or detail >= Detail.NAMES:
+            return ""
+        slowest = sorted(ran, key=lambda t: -t.duration)[:SLOWEST_LISTED]
+        rows = [
+            f"| {inline(_name(self.ctx, t), 200)} | {duration_text(t.duration)} |" for t in slowest
+        ]
+        return (
+            f"<details><summary>Slowest tests ({len(slowest)} of {len(ran):,})</summary>\n\n"
+            "| test | time |\n| --- | ---: |\n" + "\n".join(rows) + "\n\n</details>"
         )
 
     def curves_block(self, detail: Detail) -> str:
@@ -643,6 +688,7 @@ class _Renderer:
             self.not_run_block(level, detail),
             self.models_block(detail),
             self.curves_block(detail),
+            self.slowest_block(detail),
             *self.since_base_blocks(level, detail),
         ]
         tail = "\n\n".join(b for b in tail_blocks if b)
