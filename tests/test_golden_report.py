@@ -6,7 +6,7 @@ import cmarkgfm
 from cmarkgfm.cmark import Options
 from rich.console import Console
 
-from mlcheck.render import RenderContext, render_section, terminal_summary
+from mlcheck.report import RenderContext, render_section, terminal_summary
 from mlcheck.results import GoldenCheck, GoldenUse, Outcome, RunInfo, RunResults, TestResult
 
 

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from mlcheck import digest, sticky
-from mlcheck.render import (
+from mlcheck import digest
+from mlcheck.report import (
     COMMENT_BUDGET,
     SUMMARY_LIMIT,
     RenderContext,
@@ -32,6 +32,7 @@ from mlcheck.render import (
     render_section,
     render_summary,
     sparkline,
+    sticky,
     terminal_summary,
     workflow_command,
 )

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlcheck import sticky
+from mlcheck.report import sticky
 
 KEYS = st.sampled_from(["fast", "real", "gpu", "shard-1", "nightly", "real,gpu"])
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)

@@ -403,7 +403,7 @@ def _exit_code(
     _write_reports(results, results_dir)
     code = max(results.exit_code(), 1 if pytest_code == 1 else 0)
     if fail_on_empty and all(t.outcome is Outcome.NOT_RUN for t in results.tests):
-        from ..render import empty_selection
+        from ..report import empty_selection
 
         print(f"mlcheck: {empty_selection(results)} (--fail-on-empty)", file=sys.stderr)
         return max(code, 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .. import render, sticky
+from ..report import RenderContext, render_section, sticky
 from ..results import RunResults
 from ..safety import NO_SECRETS, Redactor, inline
 
@@ -57,7 +57,7 @@ def write_comment(
     event: Event,
     pr: int,
     sections: Mapping[str, RunResults],
-    ctx: render.RenderContext,
+    ctx: RenderContext,
     options: PublishOptions,
     author: str,
     rec: Recorder,
@@ -81,7 +81,7 @@ def write_comment(
     url = None
     for key, r in sections.items():
         budget = options.budget - len(warning)
-        text = render.render_section(r, ctx, key=key, budget=budget)
+        text = render_section(r, ctx, key=key, budget=budget)
         if warning:
             text = f"{warning}\n\n{text}"
         done = rec.attempt(

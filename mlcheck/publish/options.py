@@ -8,10 +8,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .. import render, sticky
 from ..digest import Digest, classify
 from ..errors import GitHubError, UsageError
 from ..merge import merge, section_key
+from ..report import COMMENT_BUDGET, sticky
 from ..results import Outcome, RunInfo, RunResults
 from ..safety import Redactor, one_line
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..event import Event
     from ..github import GitHubClient
 
-SECTION_BUDGET = render.COMMENT_BUDGET // 2  # a PR comment holds a fast and a GPU section
+SECTION_BUDGET = COMMENT_BUDGET // 2  # a PR comment holds a fast and a GPU section
 
 TRACKING_TITLE = "mlcheck nightly"  # the tracking issue's title, before its status
 COMMENT_MODES = ("always", "on-failure", "off")

@@ -8,9 +8,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 from .. import digest as digest_mod
-from .. import render, sticky
 from ..digest import Digest
 from ..errors import GitHubError, ResultsError
+from ..report import COMMENT_BUDGET, RenderContext, render_report, sticky
 from ..results import Outcome, RunResults, TestResult
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ def nightly(
     client: GitHubClient,
     event: Event,
     sections: Mapping[str, RunResults],
-    ctx: render.RenderContext,
+    ctx: RenderContext,
     options: PublishOptions,
     author: str,
     rec: Recorder,
@@ -202,14 +202,14 @@ def nightly(
     prev_sha = next((d.sha for d in previous.values() if d.sha), None)
     intro = _nightly_intro(event, sha, prev_sha, bool(previous), c)
     budget = (
-        render.COMMENT_BUDGET
+        COMMENT_BUDGET
         - len(base)
         - len(intro)
         - len(_ABOUT)
         - len(TRACKING_MARKER)
         - 400  # section markers
     )
-    report = render.render_report(sections, replace(ctx, base=previous), budget=budget)
+    report = render_report(sections, replace(ctx, base=previous), budget=budget)
     body = issue_body(
         {**old, NIGHTLY_KEY: f"{intro}\n\n{report}", ABOUT_KEY: _ABOUT, BASE_KEY: base}
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlcheck import digest
 from mlcheck.merge import merge_sections
-from mlcheck.render import (
+from mlcheck.report import (
     RenderContext,
     render_annotations,
     render_report,

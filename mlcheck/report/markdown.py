@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from . import digest as digest_mod
-from .digest import (
+from .. import digest as digest_mod
+from ..digest import (
     Category,
     Classified,
     Digest,
@@ -48,9 +48,9 @@ from .digest import (
     slower_than_base,
     stopped_running,
 )
-from .merge import section_key
-from .results import Outcome, RunResults, RunStatus, TestResult
-from .safety import NO_SECRETS, Redactor, code_block, html_text, inline, one_line
+from ..merge import section_key
+from ..results import Outcome, RunResults, RunStatus, TestResult
+from ..safety import NO_SECRETS, Redactor, code_block, html_text, inline, one_line
 
 if TYPE_CHECKING:
     from rich.console import Console
