@@ -1,12 +1,8 @@
-"""Pure renderers: results in, text out (no network, no environment reads).
+"""The sticky PR comment's sections (Markdown): results in, text out (no network, no environment).
 
 - :func:`render_section` — one section of the sticky PR comment (a tier's or a run's), with its
   hidden digest, within a character budget.
 - :func:`render_report` — every section, one after the other (``report.md``, tracking issue).
-- :func:`render_summary` — the job summary (``GITHUB_STEP_SUMMARY``, up to 1 MiB).
-- :func:`render_annotations` — GitHub workflow commands: at most 10 ``::error``, new failures first,
-  and one ``::notice`` for the rest.
-- :func:`terminal_summary` — the summary ``mlcheck run`` and ``mlcheck report`` print (rich).
 
 What a section shows, in order: status and counts with the change against the base branch;
 new failures, failures not compared (no base), failures already on base, flaky tests — each with
@@ -27,22 +23,16 @@ True
 
 from __future__ import annotations
 
-import math
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
-from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 from .. import digest as digest_mod
 from ..digest import (
     Category,
     Classified,
     Digest,
-    Stopped,
     classify,
     is_infrastructure,
     slower_than_base,
@@ -50,20 +40,30 @@ from ..digest import (
 )
 from ..merge import section_key
 from ..results import Outcome, RunResults, RunStatus, TestResult
-from ..safety import NO_SECRETS, Redactor, code_block, html_text, inline, one_line
-
-if TYPE_CHECKING:
-    from rich.console import Console
+from ..safety import code_block, html_text, inline, one_line
+from .blocks import base_time, golden_block, infrastructure_heading, stopped_block
+from .messages import HEADINGS
+from .text import (
+    COLUMNS,
+    SHA_RE,
+    RenderContext,
+    curve,
+    duration_text,
+    empty_selection,
+    golden_keys,
+    name_of,
+    permalink,
+    plural,
+    reason_of,
+    run_state,
+    tiers_ran,
+)
 
 COMMENT_LIMIT = 65_536  # GitHub refuses longer comment bodies
 COMMENT_BUDGET = 60_000  # what all sections of a comment aim for, leaving room for markers
-SUMMARY_LIMIT = 1_048_576  # GitHub's job summary limit (bytes)
-SUMMARY_BUDGET = 1_000_000
-MAX_ERROR_ANNOTATIONS = 10
 SLOWEST_LISTED = 5  # the slowest tests a section lists
 
-SPARK = "▁▂▃▄▅▆▇█"
-_RULE = "\n\n---\n\n"
+RULE = "\n\n---\n\n"
 _MORE_RESERVE = 200  # room for the headings and "… and N more" of lists that get cut
 
 
@@ -77,138 +77,18 @@ class Detail(IntEnum):
 
 
 @dataclass(frozen=True)
-class _Level:
+class Level:
     traceback_chars: int
     max_tracebacks: int
     max_names_per_group: int  # names listed under each not-run reason
 
 
-_COMMENT_LEVELS = {
-    Detail.FULL: _Level(3_000, 20, 20),
-    Detail.SHORT: _Level(600, 50, 10),
-    Detail.NAMES: _Level(0, 0, 0),
-    Detail.COUNTS: _Level(0, 0, 0),
+COMMENT_LEVELS = {
+    Detail.FULL: Level(3_000, 20, 20),
+    Detail.SHORT: Level(600, 50, 10),
+    Detail.NAMES: Level(0, 0, 0),
+    Detail.COUNTS: Level(0, 0, 0),
 }
-_SUMMARY_LEVELS = {
-    Detail.FULL: _Level(10_000, 300, 200),
-    Detail.SHORT: _Level(2_000, 300, 50),
-    Detail.NAMES: _Level(0, 0, 0),
-    Detail.COUNTS: _Level(0, 0, 0),
-}
-
-
-@dataclass(frozen=True)
-class RenderContext:
-    """Where the report goes and what it links to; built at the edge from the environment.
-
-    ``base`` holds the base branch's digests by section key (from its comment or report.md).
-    """
-
-    repo: str | None = None  # owner/name
-    server_url: str = "https://github.com"
-    sha: str | None = None  # head SHA for permalinks; defaults to the results' run.sha
-    run_url: str | None = None  # the workflow run, where the job summary is
-    artifact_name: str | None = None  # the uploaded results artifact
-    title: str = "mlcheck"
-    base: Mapping[str, Digest] = field(default_factory=dict)
-    redactor: Redactor = NO_SECRETS
-    path_prefix: str = ""  # the project's folder inside the repository, if not the root
-
-
-# ---------------------------------------------------------------------------------------------
-# Small pieces
-
-
-def sparkline(values: Sequence[float], width: int = 16) -> str:
-    """A loss curve in eight block characters, averaged down to ``width``.
-
-    >>> sparkline([3.0, 2.0, 1.0, 0.5])
-    '█▅▂▁'
-    """
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return "×" * min(len(values), width) if values else ""
-    if len(values) > width:
-        size = len(values) / width
-        buckets = [
-            values[int(i * size) : max(int((i + 1) * size), int(i * size) + 1)]
-            for i in range(width)
-        ]
-        values = [_mean(b) for b in buckets]
-    lo, hi = min(finite), max(finite)
-    span = hi - lo
-    chars = []
-    for v in values:
-        if not math.isfinite(v):
-            chars.append("×")  # NaN or inf: the run diverged here
-        elif span <= 0:
-            chars.append(SPARK[0])
-        else:
-            chars.append(SPARK[min(7, int((v - lo) / span * 7.999))])
-    return "".join(chars)
-
-
-def _mean(values: Sequence[float]) -> float:
-    if any(not math.isfinite(v) for v in values):
-        return math.nan
-    return sum(values) / len(values)
-
-
-def _curve(values: Sequence[float]) -> str:
-    if not values:
-        return ""
-    return f"{sparkline(values)} {_num(values[0])} → {_num(values[-1])}"
-
-
-def _num(v: float) -> str:
-    return f"{v:.3g}" if math.isfinite(v) else str(v)
-
-
-def duration_text(seconds: float) -> str:
-    """Human time: ``850 ms``, ``12.3 s``, ``4 min 05 s``, ``1 h 02 min``."""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
-
-
-_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
-_SHA = re.compile(r"[0-9a-fA-F]{7,64}")
-
-
-def permalink(ctx: RenderContext, file: str | None, line: int | None, sha: str | None) -> str:
-    """``{server}/{repo}/blob/{sha}/{file}#L{line}``, or "" when something is missing.
-
-    >>> permalink(RenderContext(repo="o/r"), "tests/t.py", 3, "abc1234")
-    'https://github.com/o/r/blob/abc1234/tests/t.py#L3'
-    """
-    sha = ctx.sha or sha
-    if not (ctx.repo and sha and file and _REPO.fullmatch(ctx.repo) and _SHA.fullmatch(sha)):
-        return ""
-    path = f"{ctx.path_prefix.strip('/')}/{file}" if ctx.path_prefix else file
-    path = ctx.redactor.redact(path)  # a URL leaves the comment unescaped: redact it too
-    # quote() leaves only URL-safe characters: nothing in it can end the Markdown link.
-    url = f"{ctx.server_url.rstrip('/')}/{ctx.repo}/blob/{sha}/{quote(path.lstrip('/'), safe='/')}"
-    return f"{url}#L{int(line)}" if line else url
-
-
-def _reason(ctx: RenderContext, t: TestResult, limit: int = 160) -> str:
-    message = ctx.redactor.clip(t.message, 4 * limit, keep="head")
-    first = next((ln for ln in message.splitlines() if ln.strip()), "")
-    if not first:
-        return f"failed in {t.phase.value}" if t.phase else ""
-    return first
-
-
-def _name(ctx: RenderContext, t: TestResult) -> str:
-    return ctx.redactor.clip(t.nodeid, 400, keep="head")
-
-
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n:,} {word if n == 1 else (plural or word + 's')}"
 
 
 def _delta(now: int, before: int | None) -> str:
@@ -218,39 +98,24 @@ def _delta(now: int, before: int | None) -> str:
     return f"+{d:,}" if d > 0 else f"−{-d:,}" if d < 0 else "±0"
 
 
-# ---------------------------------------------------------------------------------------------
-# Markdown
-
-
-_COLUMNS: list[tuple[str, tuple[Outcome, ...]]] = [
-    ("passed", (Outcome.PASSED,)),
-    ("failed", (Outcome.FAILED,)),
-    ("errors", (Outcome.ERROR,)),
-    ("flaky", (Outcome.FLAKY,)),
-    ("skipped", (Outcome.SKIPPED,)),
-    ("not run", (Outcome.NOT_RUN,)),
-    ("xfail", (Outcome.XFAILED, Outcome.XPASSED)),
-]
-
-
 def _counts_table(counts: Counter[str], base: Digest | None, sha: str | None) -> str:
     columns = [
         (label, outs)
-        for label, outs in _COLUMNS
+        for label, outs in COLUMNS
         if label != "xfail" or any(counts[o.value] for o in outs)
     ]
     head = "| | " + " | ".join(label for label, _ in columns) + " | total |"
     rule = "| --- |" + " ---: |" * (len(columns) + 1)
     total = sum(counts.values())
     row = (
-        f"| this run{f' `{sha[:7]}`' if sha and _SHA.fullmatch(sha) else ''} | "
+        f"| this run{f' `{sha[:7]}`' if sha and SHA_RE.fullmatch(sha) else ''} | "
         + " | ".join(f"{sum(counts[o.value] for o in outs):,}" for _, outs in columns)
         + f" | {total:,} |"
     )
     lines = [head, rule, row]
     if base is not None:
         bc = Counter(base.counts)
-        bsha = f" `{base.sha[:7]}`" if base.sha and _SHA.fullmatch(base.sha) else ""
+        bsha = f" `{base.sha[:7]}`" if base.sha and SHA_RE.fullmatch(base.sha) else ""
         lines.append(
             f"| change vs base{bsha} | "
             + " | ".join(
@@ -262,70 +127,6 @@ def _counts_table(counts: Counter[str], base: Digest | None, sha: str | None) ->
     return "\n".join(lines)
 
 
-def empty_selection(results: RunResults) -> str:
-    """What a run whose selected tiers held no test says instead of a green heading.
-
-    >>> from mlcheck.results import RunResults, RunInfo, TestResult, Outcome
-    >>> r = RunResults(RunInfo(tiers=("real", "gpu")), (TestResult("t::a", Outcome.NOT_RUN),))
-    >>> empty_selection(r)
-    'no tests in tiers real,gpu (1 collected: fast 1)'
-    """
-    detail = ", ".join(f"{tier} {n:,}" for tier, n in tier_counts(results.tests))
-    return (
-        f"no tests in tiers {section_key(results.run)} "
-        f"({len(results.tests):,} collected{': ' + detail if detail else ''})"
-    )
-
-
-def tier_counts(tests: Sequence[TestResult]) -> list[tuple[str, int]]:
-    """How many of ``tests`` are in each tier, in tier order (fast, real, gpu, then others).
-
-    >>> from mlcheck.results import TestResult, Outcome
-    >>> tests = [TestResult("a", Outcome.PASSED, tier="real"), TestResult("b", Outcome.PASSED)]
-    >>> tier_counts(tests)
-    [('fast', 1), ('real', 1)]
-    """
-    order = ("fast", "real", "gpu")
-    tiers = Counter(t.tier for t in tests)
-    return sorted(tiers.items(), key=lambda kv: (*order, kv[0]).index(kv[0]))
-
-
-def tiers_ran(results: RunResults) -> str:
-    """``25 fast · 6 real`` when the tests that ran came from several tiers, else ""."""
-    counts = tier_counts([t for t in results.tests if t.outcome is not Outcome.NOT_RUN])
-    if len(counts) < 2:
-        return ""
-    return " · ".join(f"{n:,} {inline(tier, 20)}" for tier, n in counts)
-
-
-def run_state(results: RunResults) -> str | None:
-    """How a run that did not finish ended, e.g. ``cancelled after 41 of 120 tests; 41 passed``;
-    None for a complete run.
-
-    >>> from mlcheck.results import RunResults, RunInfo, RunStatus, TestResult, Outcome
-    >>> run = RunInfo(status=RunStatus.INTERRUPTED, collected=120)
-    >>> run_state(RunResults(run, (TestResult("t::a", Outcome.PASSED),)))
-    'cancelled after 1 of 120 tests; 1 passed'
-    """
-    run = results.run
-    if run.status is RunStatus.COMPLETE:
-        return None
-    ran = [t for t in results.tests if t.outcome is not Outcome.NOT_RUN]
-    of = f" of {run.collected:,}" if run.collected else ""
-    counts = Counter(t.outcome.value for t in ran)
-    tally = ", ".join(f"{n:,} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    text = f"after {len(ran):,}{of} tests; {tally or 'none finished'}"
-    if run.status is RunStatus.INTERRUPTED:
-        by = f" ({run.signal})" if run.signal else ""
-        return f"cancelled{by} {text}"
-    running = ", ".join(r.nodeid for r in run.running)
-    where = f" in {running}" if running else ""
-    crashed = [t.nodeid for t in results.tests if "died" in t.message and t.outcome.is_failure]
-    if not where and crashed:
-        where = f" in {crashed[0]}"
-    return f"crashed{where} {text}"
-
-
 def _status(c: Classified, counts: Counter[str], results: RunResults | None = None) -> str:
     failures = len(c.new) + len(c.on_base) + len(c.uncompared) + len(c.infra)
     ran = sum(v for k, v in counts.items() if k not in (Outcome.NOT_RUN.value,))
@@ -335,16 +136,16 @@ def _status(c: Classified, counts: Counter[str], results: RunResults | None = No
     if failures:
         parts = []
         if c.new:
-            parts.append(_plural(len(c.new), "new failure"))
+            parts.append(plural(len(c.new), "new failure"))
         if c.uncompared:
-            parts.append(_plural(len(c.uncompared), "failure"))
+            parts.append(plural(len(c.uncompared), "failure"))
         if c.on_base:
             parts.append(f"{len(c.on_base):,} failing on base too")
         if c.infra:
-            parts.append(_plural(len(c.infra), "infrastructure failure"))
+            parts.append(plural(len(c.infra), "infrastructure failure"))
         return "❌ " + ", ".join(parts)
     if c.flaky:
-        return f"⚠️ passed, {_plural(len(c.flaky), 'flaky test')}"
+        return f"⚠️ passed, {plural(len(c.flaky), 'flaky test')}"
     if not ran:
         return "⏭️ " + (empty_selection(results) if results is not None else "nothing ran")
     return f"✅ {counts[Outcome.PASSED.value]:,} passed"
@@ -374,39 +175,6 @@ def _facts_line(results: RunResults) -> str:
     return " · ".join(parts)
 
 
-# -- golden values (mlcheck/golden) ------------------------------------------------------------
-
-_GOLDEN_LISTED = 10
-
-
-def golden_keys(results: RunResults) -> list[str]:
-    """The hardware keys the run's golden checks used (``cpu``, ``cuda:sm90``)."""
-    return sorted({t.golden.key for t in results.tests if t.golden is not None})
-
-
-def golden_block(results: RunResults, ctx: RenderContext) -> str:
-    """Failing or missing golden values, and the one command that accepts them."""
-    failures = [f for t in results.tests if t.golden is not None for f in t.golden.failures]
-    if not failures:
-        return ""
-    lines = [f"#### Golden values differ or are missing ({len(failures):,})", ""]
-
-    def clean(text: str, limit: int) -> str:
-        return inline(ctx.redactor.clip(text, 4 * limit, keep="head"), limit)
-
-    for f in failures[:_GOLDEN_LISTED]:
-        where = clean(f"{f.file} › {f.test} › {f.name} [{f.key}]", 300)
-        lines.append(f"- {where} — {clean(f.problem, 240)}")
-    if len(failures) > _GOLDEN_LISTED:
-        lines.append(f"- *… and {len(failures) - _GOLDEN_LISTED:,} more*")
-    # the artifact name is ours (the workflow's input), not the tests': a code span is safe
-    artifact = re.sub(r"[^A-Za-z0-9._-]", "", ctx.artifact_name or "") or None
-    source = f"the `{artifact}` artifact into `{artifact}/`" if artifact else "the results folder"
-    command = f"mlcheck golden accept {artifact or 'RESULTS_DIR'}"
-    lines += ["", f"If the change is intended, download {source} and run `{command}`, then commit."]
-    return "\n".join(lines)
-
-
 def _where_else(ctx: RenderContext, summary: bool) -> str:
     places = []
     if not summary:
@@ -429,19 +197,10 @@ def _cache_state(hits: Sequence[bool | None]) -> str:
         return "cached"
     if hit == 0:
         return "**not cached**"
-    return f"{_plural(hit, 'hit')}, {_plural(len(known) - hit, 'miss', 'misses')}"
+    return f"{plural(hit, 'hit')}, {plural(len(known) - hit, 'miss', 'misses')}"
 
 
-_HEADINGS = {
-    Category.NEW: "🆕 New failures",
-    Category.UNCOMPARED: "❌ Failures",
-    Category.ON_BASE: "🔁 Already failing on base",
-    Category.FLAKY: "🎲 Flaky (passed on rerun)",
-    Category.INFRA: "🏗️ Infrastructure",
-}
-
-
-class _Renderer:
+class Renderer:
     """One section at one detail level; caches item text across levels."""
 
     def __init__(self, results: RunResults, ctx: RenderContext, key: str, summary: bool) -> None:
@@ -467,7 +226,7 @@ class _Renderer:
 
     def link_name(self, t: TestResult) -> str:
         url = permalink(self.ctx, t.file, t.line, self.sha)
-        name = inline(_name(self.ctx, t), 300)
+        name = inline(name_of(self.ctx, t), 300)
         return f"[{name}]({url})" if url else name
 
     def name_line(self, t: TestResult) -> str:
@@ -476,7 +235,7 @@ class _Renderer:
         if cached is not None:
             return cached
         bits = [self.link_name(t)]
-        reason = _reason(self.ctx, t)
+        reason = reason_of(self.ctx, t)
         if reason:
             bits.append(inline(reason, 160))
         line = "- " + " — ".join(bits) + self._extras(t)
@@ -493,7 +252,7 @@ class _Renderer:
         if len(t.attempts) > 1:
             extras.append(f"failed {failed} of {len(t.attempts)} attempts")
         if t.loss_curve:
-            extras.append(f"loss {_curve(t.loss_curve)}")
+            extras.append(f"loss {curve(t.loss_curve)}")
         return "".join(f" · {e}" for e in extras)
 
     def detailed(self, t: TestResult, chars: int) -> str:
@@ -521,7 +280,7 @@ class _Renderer:
             [title, _counts_table(self.counts, self.base, self.sha), _facts_line(self.results)]
         )
 
-    def failure_blocks(self, level: _Level, budget: int) -> tuple[list[str], int]:
+    def failure_blocks(self, level: Level, budget: int) -> tuple[list[str], int]:
         """Failure lists that fit ``budget`` bytes; returns (blocks, tests left out).
 
         Lists come in order of relevance (new first); once one is cut, the later ones are only
@@ -534,7 +293,7 @@ class _Renderer:
         for category, tests in self.groups():
             if not tests:
                 continue
-            title = _HEADINGS[category]
+            title = HEADINGS[category]
             if category is Category.UNCOMPARED and self.base is not None:
                 title = "❓ Failures not in the base digest (not compared)"
             heading = f"#### {title} ({len(tests):,})"
@@ -560,7 +319,7 @@ class _Renderer:
             used += size + len(tail.encode()) + 2
         return blocks, left_out
 
-    def not_run_block(self, level: _Level, detail: Detail) -> str:
+    def not_run_block(self, level: Level, detail: Detail) -> str:
         parts = []
         for outcome, title, note in (
             (Outcome.NOT_RUN, "⏭️ Not run", "reason and how to run them"),
@@ -581,7 +340,8 @@ class _Renderer:
             blocks = []
             for reason, ts in named:
                 listed = "\n".join(
-                    f"- {inline(_name(self.ctx, t), 200)}" for t in ts[: level.max_names_per_group]
+                    f"- {inline(name_of(self.ctx, t), 200)}"
+                    for t in ts[: level.max_names_per_group]
                 )
                 more = len(ts) - level.max_names_per_group
                 if more > 0:
@@ -628,7 +388,8 @@ class _Renderer:
             return ""
         slowest = sorted(ran, key=lambda t: -t.duration)[:SLOWEST_LISTED]
         rows = [
-            f"| {inline(_name(self.ctx, t), 200)} | {duration_text(t.duration)} |" for t in slowest
+            f"| {inline(name_of(self.ctx, t), 200)} | {duration_text(t.duration)} |"
+            for t in slowest
         ]
         return (
             f"<details><summary>Slowest tests ({len(slowest)} of {len(ran):,})</summary>\n\n"
@@ -640,7 +401,7 @@ class _Renderer:
         if not tests or detail >= Detail.NAMES:
             return ""
         lines = [
-            f"- {inline(_name(self.ctx, t), 200)} · {_curve(t.loss_curve or ())}"
+            f"- {inline(name_of(self.ctx, t), 200)} · {curve(t.loss_curve or ())}"
             for t in tests[:20]
         ]
         if len(tests) > 20:
@@ -651,7 +412,7 @@ class _Renderer:
             + "\n\n</details>"
         )
 
-    def since_base_blocks(self, level: _Level, detail: Detail) -> list[str]:
+    def since_base_blocks(self, level: Level, detail: Detail) -> list[str]:
         """ "Stopped running" and "Slower than base": what changed against the base digest."""
         blocks = []
         stopped = stopped_running(self.results, self.base)
@@ -660,7 +421,7 @@ class _Renderer:
             blocks.append(stopped_block(self.ctx, stopped, names))
         elif stopped is not None and stopped.unknown:
             blocks.append(
-                f"*Stopped running: {_plural(stopped.unknown, 'test')} skipped or not run here "
+                f"*Stopped running: {plural(stopped.unknown, 'test')} skipped or not run here "
                 "could not be compared: the base digest had no room for the tests that ran on "
                 "base.*"
             )
@@ -668,8 +429,8 @@ class _Renderer:
             slower = slower_than_base(self.results.tests, self.base)
             if slower:
                 rows = [
-                    f"| {inline(_name(self.ctx, s.test), 200)} | "
-                    f"{_base_time(s.base_low, s.base_high)} | {duration_text(s.test.duration)} |"
+                    f"| {inline(name_of(self.ctx, s.test), 200)} | "
+                    f"{base_time(s.base_low, s.base_high)} | {duration_text(s.test.duration)} |"
                     for s in slower
                 ]
                 blocks.append(
@@ -679,7 +440,7 @@ class _Renderer:
                 )
         return blocks
 
-    def render(self, detail: Detail, levels: Mapping[Detail, _Level], budget: int) -> str | None:
+    def render(self, detail: Detail, levels: Mapping[Detail, Level], budget: int) -> str | None:
         """The section at ``detail``, or None when it does not fit (names level always fits)."""
         level = levels[detail]
         header = self.header()
@@ -720,104 +481,7 @@ class _Renderer:
         return text
 
 
-# ---------------------------------------------------------------------------------------------
-# Infrastructure failures and tests that stopped running
-
-# One line per kind: what went wrong, and what to do about it.
-INFRA_CAUSES: dict[str, tuple[str, str]] = {
-    "hub": (
-        "model files were not in the local cache, or the hub refused or failed a request",
-        "run `mlcheck cache warm` before the tests (the cache of what mlcheck.lock names); "
-        "a 429/5xx passes on retry",
-    ),
-    "oom": (
-        "out of memory (accelerator, or a worker killed by the OOM killer)",
-        "declare what the test needs with `@pytest.mark.gpu(min_memory_gb=...)` or use a bigger "
-        "runner",
-    ),
-    "device": (
-        "accelerator runtime, driver or NCCL error (not out of memory), or no accelerator",
-        "check the runner's GPU and driver (`nvidia-smi`), then rerun on a healthy runner",
-    ),
-    "crash": (
-        "the test's worker process died (segfault, abort or killed)",
-        "rerun the test alone (`pytest -p no:xdist NODEID`) to see how it dies",
-    ),
-    "timeout": (
-        "the test ran past its time limit",
-        "raise the limit (`@pytest.mark.timeout(...)`) or find what got slow",
-    ),
-}
-
-
-def infrastructure_heading(tests: Sequence[TestResult]) -> str:
-    """``#### Infrastructure (3): hub 2 · oom 1`` and one cause/fix line per kind.
-
-    These failures still fail the run; they are listed apart from the code's failures and are
-    never counted as new failures against the base.
-    """
-    kinds = Counter(str(t.failure_kind) for t in tests)
-    ordered = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
-    summary = " · ".join(f"{inline(kind, 20)} {n:,}" for kind, n in ordered)
-    lines = [f"#### {_HEADINGS[Category.INFRA]} ({len(tests):,}): {summary}", ""]
-    lines.append(
-        "Failed for a reason outside the code under test; they still fail the run, and are "
-        "not compared with the base."
-    )
-    lines.append("")
-    for kind, _ in ordered:
-        cause, fix = INFRA_CAUSES.get(kind, ("", ""))
-        if cause:
-            lines.append(f"- **{kind}**: {cause}. *Fix:* {fix}.")
-    return "\n".join(lines)
-
-
-def _base_time(low: float, high: float) -> str:
-    if low <= 0:
-        return f"< {duration_text(high)}"
-    return f"{duration_text(low)}–{duration_text(high)}"
-
-
-_STOPPED_LABEL = {Outcome.SKIPPED: "skipped", Outcome.NOT_RUN: "not run"}
-
-
-def stopped_block(ctx: RenderContext, stopped: Stopped, max_names: int) -> str:
-    """The collapsed "Stopped running (N): ..." list: tests that ran on base and did not here."""
-    groups: dict[tuple[str, str], list[TestResult]] = {}
-    for t in stopped.tests:
-        reason = one_line(ctx.redactor.clip(t.message, 400, keep="head"), 200)
-        label = _STOPPED_LABEL.get(t.outcome, t.outcome.value)
-        groups.setdefault((label, reason or "(no reason given)"), []).append(t)
-    ordered = sorted(groups.items(), key=lambda kv: -len(kv[1]))
-    parts = [
-        f"{len(ts):,} {label} — {html_text(reason, 80)}" for (label, reason), ts in ordered[:3]
-    ]
-    if len(ordered) > 3:
-        parts.append(f"{sum(len(ts) for _, ts in ordered[3:]):,} for other reasons")
-    if stopped.gone:
-        parts.append(f"{stopped.gone:,} no longer collected")
-    summary = f"<b>⏸️ Stopped running ({stopped.total:,})</b>: " + " · ".join(parts)
-    body: list[str] = []
-    for (label, reason), ts in ordered[:20]:
-        body.append(f"- **{label}** — {inline(reason, 200)} ({len(ts):,})")
-        for t in ts[:max_names]:
-            body.append(f"  - {inline(_name(ctx, t), 200)}")
-        if max_names and len(ts) > max_names:
-            body.append(f"  - *… and {len(ts) - max_names:,} more*")
-    if stopped.gone:
-        body.append(
-            f"- **no longer collected** ({stopped.gone:,}): ran on base, not in this run "
-            "(deleted, renamed or deselected); the base digest keeps hashes, not names"
-        )
-    if stopped.sampled:
-        body.append(
-            f"- *the base digest kept a sample of the tests that ran there: counts are a lower "
-            f"bound ({stopped.unknown:,} skipped here could not be compared)*"
-        )
-    return f"<details><summary>{summary}</summary>\n\n" + "\n".join(body) + "\n\n</details>"
-
-
-def _fit(renderer: _Renderer, levels: Mapping[Detail, _Level], budget: int) -> str:
+def fit(renderer: Renderer, levels: Mapping[Detail, Level], budget: int) -> str:
     for detail in Detail:
         text = renderer.render(detail, levels, budget)
         if text is not None:
@@ -848,7 +512,7 @@ def render_section(
             results, section=key, sha=ctx.sha, max_chars=max(200, min(8_000, budget // 5))
         )
     body_budget = budget - len(line) - 2
-    text = _fit(_Renderer(results, ctx, key, summary=False), _COMMENT_LEVELS, body_budget)
+    text = fit(Renderer(results, ctx, key, summary=False), COMMENT_LEVELS, body_budget)
     return f"{text}\n\n{line}" if line else text
 
 
@@ -862,217 +526,7 @@ def render_report(
     """Every section, one after the other, sharing ``budget`` (``report.md``, tracking issue)."""
     if not sections:
         return "*mlcheck: no results*"
-    share = (budget - len(_RULE) * (len(sections) - 1)) // len(sections)
-    return _RULE.join(
+    share = (budget - len(RULE) * (len(sections) - 1)) // len(sections)
+    return RULE.join(
         render_section(r, ctx, key=key, budget=share, digest=digest) for key, r in sections.items()
     )
-
-
-def render_summary(
-    sections: Mapping[str, RunResults], ctx: RenderContext, *, budget: int = SUMMARY_BUDGET
-) -> str:
-    """The job summary: every section with more detail, no digest, at most ``budget`` bytes."""
-    if not sections:
-        return "*mlcheck: no results*"
-    share = (budget - len(_RULE) * (len(sections) - 1)) // len(sections)
-    return _RULE.join(
-        _fit(_Renderer(r, ctx, key, summary=True), _SUMMARY_LEVELS, share)
-        for key, r in sections.items()
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Annotations (workflow commands)
-
-
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
-def workflow_command(command: str, message: str, **properties: str | int | None) -> str:
-    """``::command key=value,...::message`` with GitHub's escaping.
-
-    >>> workflow_command("error", "50% off\\nnow", file="a,b.py", line=3)
-    '::error file=a%2Cb.py,line=3::50%25 off%0Anow'
-    """
-    props = ",".join(
-        f"{k}={_escape_property(str(v))}" for k, v in properties.items() if v not in (None, "")
-    )
-    return f"::{command}{' ' + props if props else ''}::{_escape_data(message)}"
-
-
-_CATEGORY_TITLE = {
-    Category.NEW: "new failure",
-    Category.UNCOMPARED: "failure",
-    Category.ON_BASE: "failing on base too",
-    Category.INFRA: "infrastructure",
-}
-
-
-def _annotation_title(category: Category, t: TestResult) -> str:
-    if category is Category.INFRA:
-        return f"infrastructure ({one_line(str(t.failure_kind), 20)})"
-    return _CATEGORY_TITLE[category]
-
-
-def render_annotations(
-    sections: Mapping[str, RunResults] | RunResults,
-    ctx: RenderContext,
-    *,
-    max_errors: int = MAX_ERROR_ANNOTATIONS,
-) -> list[str]:
-    """Workflow-command lines: the most relevant failures as errors (new first), then one notice
-    for every failure and flaky test left out."""
-    if isinstance(sections, RunResults):
-        sections = {section_key(sections.run): sections}
-    ordered: list[tuple[Category, TestResult]] = []
-    flaky = 0
-    for key, results in sections.items():
-        c = classify(results.tests, ctx.base.get(key))
-        ordered += c.ordered()
-        flaky += len(c.flaky)
-    # code failures first: an infrastructure failure gets an annotation only if room is left
-    rank = {Category.NEW: 0, Category.UNCOMPARED: 1, Category.ON_BASE: 2, Category.INFRA: 3}
-    ordered.sort(key=lambda ct: rank[ct[0]])  # stable: keeps the sections' own order
-    lines = []
-    for category, t in ordered[:max_errors]:
-        reason = one_line(_reason(ctx, t, 300), 300)
-        tb = ctx.redactor.clip(t.traceback, 1_500, keep="tail") if t.traceback else ""
-        message = reason + (f"\n\n{tb}" if tb else "")
-        file = f"{ctx.path_prefix.strip('/')}/{t.file}" if ctx.path_prefix and t.file else t.file
-        lines.append(
-            workflow_command(
-                "error",
-                message or "failed",
-                file=ctx.redactor.redact(file or ""),
-                line=t.line if file else None,
-                title=f"{_annotation_title(category, t)}: {one_line(_name(ctx, t), 200)}",
-            )
-        )
-    rest = len(ordered) - len(lines)
-    if rest or flaky:
-        parts = []
-        if rest:
-            parts.append(f"{_plural(rest, 'more failure')} not annotated")
-        if flaky:
-            parts.append(f"{_plural(flaky, 'flaky test')} (passed on rerun)")
-        lines.append(
-            workflow_command("notice", "; ".join(parts) + ": see the job summary", title="mlcheck")
-        )
-    return lines
-
-
-# ---------------------------------------------------------------------------------------------
-# Terminal
-
-
-def terminal_summary(
-    results: RunResults | Mapping[str, RunResults],
-    *,
-    results_dir: Path | None = None,
-    ctx: RenderContext | None = None,
-    console: Console | None = None,
-    max_per_group: int = 30,
-) -> None:
-    """Print the run's summary: counts, failures (new first), not-run reasons, device, time.
-
-    Untrusted text is printed as plain ``Text`` (no rich markup) on lines that start with our
-    own prefix, so a test cannot forge a workflow command (``::error::``) in CI logs.
-    """
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    ctx = ctx or RenderContext()
-    console = console or Console(soft_wrap=True, highlight=False)
-    sections = {section_key(results.run): results} if isinstance(results, RunResults) else results
-
-    def clean(text: str, limit: int = 200) -> str:
-        return one_line(ctx.redactor.clip(text, 4 * limit, keep="head"), limit)
-
-    for key, r in sections.items():
-        c = classify(r.tests, ctx.base.get(key))
-        counts = r.counts()
-        console.rule(Text(f"mlcheck · {key}"))
-        state = run_state(r)
-        if state is not None:
-            console.print(Text(f"  {clean(state, 400)}", style="bold red"))
-        elif all(t.outcome is Outcome.NOT_RUN for t in r.tests):
-            console.print(Text(f"  {empty_selection(r)}", style="bold yellow"))
-        for running in r.run.running:
-            console.print(
-                Text(
-                    f"    running: {clean(running.nodeid, 300)} ({duration_text(running.duration)})"
-                )
-            )
-        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-        columns = [(label, outs) for label, outs in _COLUMNS if any(counts[o.value] for o in outs)]
-        for label, _ in columns:
-            table.add_column(label, justify="right")
-        if columns:
-            table.add_row(*(f"{sum(counts[o.value] for o in outs):,}" for _, outs in columns))
-            console.print(table)
-        for category, tests in (
-            (Category.NEW, c.new),
-            (Category.UNCOMPARED, c.uncompared),
-            (Category.ON_BASE, c.on_base),
-            (Category.FLAKY, c.flaky),
-            (Category.INFRA, c.infra),
-        ):
-            if not tests:
-                continue
-            console.print(Text(f"  {_HEADINGS[category]} ({len(tests):,})", style="bold"))
-            style = "yellow" if category is Category.FLAKY else "red"
-            for t in tests[:max_per_group]:
-                line = Text("    ✗ " if style == "red" else "    ~ ", style=style)
-                line.append(clean(t.nodeid, 300))
-                reason = clean(_reason(ctx, t))
-                if reason:
-                    line.append(f" — {reason}", style="dim")
-                if t.loss_curve:
-                    line.append(f" loss {_curve(t.loss_curve)}", style="dim")
-                console.print(line)
-            if len(tests) > max_per_group:
-                console.print(Text(f"    … and {len(tests) - max_per_group:,} more"))
-        not_run = Counter(clean(t.message) for t in r.tests if t.outcome is Outcome.NOT_RUN)
-        if not_run:
-            console.print(Text(f"  Not run ({sum(not_run.values()):,})", style="bold"))
-            for reason, n in not_run.most_common(10):
-                console.print(Text(f"    {n:6,}  {reason or '(no reason given)'}"))
-        dev = r.run.device
-        facts = f"device {dev.name or dev.type} · time {duration_text(r.run.duration)}"
-        if r.run.shard:
-            facts += f" · shard {r.run.shard} only"
-        if keys := golden_keys(r):
-            facts += f" · golden key {', '.join(keys)}"
-            written = sum(t.golden.written for t in r.tests if t.golden is not None)
-            if written:
-                facts += f" ({written:,} values written by --golden record/update, not compared)"
-        console.print(Text("  " + clean(facts, 300), style="dim"))
-    if results_dir is not None:
-        console.print(Text(f"  results: {results_dir}", style="dim"))
-
-
-__all__ = [
-    "COMMENT_BUDGET",
-    "COMMENT_LIMIT",
-    "SUMMARY_BUDGET",
-    "SUMMARY_LIMIT",
-    "Detail",
-    "RenderContext",
-    "duration_text",
-    "empty_selection",
-    "permalink",
-    "render_annotations",
-    "render_report",
-    "render_section",
-    "render_summary",
-    "run_state",
-    "sparkline",
-    "terminal_summary",
-    "workflow_command",
-]
