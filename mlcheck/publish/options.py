@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..digest import Digest, classify
 from ..errors import GitHubError, UsageError
 from ..merge import merge, section_key
-from ..report import COMMENT_BUDGET, sticky
+from ..report import COMMENT_BUDGET, messages, sticky
 from ..results import Outcome, RunInfo, RunResults
-from ..safety import Redactor, one_line
+from ..safety import Redactor
 
 if TYPE_CHECKING:
     from ..event import Event
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 SECTION_BUDGET = COMMENT_BUDGET // 2  # a PR comment holds a fast and a GPU section
 
-TRACKING_TITLE = "mlcheck nightly"  # the tracking issue's title, before its status
+TRACKING_TITLE = messages.TRACKING_TITLE
 COMMENT_MODES = ("always", "on-failure", "off")
 EXIT_OK = 0
 EXIT_TESTS_FAILED = 1  # only with fail_on="failures"
@@ -177,9 +177,7 @@ class Recorder:
             return None
 
 
-def code(text: str, limit: int = 80) -> str:
-    """A short code span for a configured name (a label, a workflow file): no backticks inside."""
-    return "`" + one_line(text, limit).replace("`", "'") + "`"
+code = messages.code  # the one definition is where the sentences are
 
 
 def write_github_output(path: Path, values: Mapping[str, str]) -> None:
