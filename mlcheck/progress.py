@@ -1,21 +1,23 @@
 """Progress during long runs: a status line every few seconds.
 
 pytest's own dots and percentages are unreadable in CI logs of big suites and say nothing about
-failures so far; a line like ``mlcheck: 1,200/5,000 done (24%) · 3 failed · 1 error · ~4m
-left`` every ``interval`` seconds (0: after every test; negative: never) is readable in a terminal
-and in a log alike (a live bar would
-fight pytest's own output). Pure: the plugin feeds it finished tests and prints what it returns.
+failures so far; a line like ``mlcheck: 1,200/5,000 done (24%) · 3 failed · 1 error · ~4 min
+05 s left`` every ``interval`` seconds (0: after every test; negative: never) is readable in a
+terminal and in a log alike (a live bar would fight pytest's own output). Pure: the plugin feeds
+it finished tests and prints what it returns.
 
 >>> p = Progress(interval=0, clock=iter([0.0, 10.0]).__next__)
 >>> p.total = 4
 >>> p.finished("passed")
-'mlcheck: 1/4 done (25%) · ~30s left'
+'mlcheck: 1/4 done (25%) · ~30.0 s left'
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+
+from .report.text import duration_text  # one duration format for all mlcheck prints
 
 
 class Progress:
@@ -51,13 +53,5 @@ class Progress:
             parts.append(f"{self.errors:,} error" + ("s" if self.errors > 1 else ""))
         if self.total and self.done:
             left = (now - self._start) / self.done * (self.total - self.done)
-            parts.append(f"~{_duration(left)} left")
+            parts.append(f"~{duration_text(left)} left")
         return " · ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"

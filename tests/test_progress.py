@@ -9,9 +9,11 @@ def test_prints_every_interval_with_failures_and_time_left():
     p = Progress(interval=30, clock=clock(0, 10, 31, 40, 70))
     p.total = 8
     assert p.finished("passed") is None  # t=10: too early
-    assert p.finished("failed") == "mlcheck: 2/8 done (25%) · 1 failed · ~2m left"  # t=31: 93 s
+    # t=31: 93 s left
+    assert p.finished("failed") == "mlcheck: 2/8 done (25%) · 1 failed · ~1 min 33 s left"
     assert p.finished("error") is None  # t=40
-    assert p.finished("error") == "mlcheck: 4/8 done (50%) · 1 failed · 2 errors · ~70s left"
+    line = p.finished("error")
+    assert line == "mlcheck: 4/8 done (50%) · 1 failed · 2 errors · ~1 min 10 s left"
 
 
 def test_negative_interval_never_prints_and_unknown_total_still_counts():
