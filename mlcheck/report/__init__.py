@@ -9,7 +9,7 @@
 - :mod:`.sticky` — the comment's hidden markers and sections
 - :mod:`.text` — the small pieces they share (durations, sparklines, permalinks, counts)
 
-Nothing here reads the environment or talks to the network (tests/test_layout.py checks).
+Nothing here reads the environment or talks to the network (tests/test_report_package.py checks).
 """
 
 from __future__ import annotations
