@@ -20,7 +20,7 @@ from .options import PublishOptions, Recorder, counts
 
 # --- where things go
 
-TRACKING_MARKER = "<!-- mlcheck:tracking v1 -->"
+TRACKING_MARKER = sticky.TRACKING_MARKER
 TRACKING_LABELS = ("mlcheck",)
 NIGHTLY_KEY = "nightly"  # the visible report in the tracking issue
 BASE_KEY = "base"  # the hidden base digests in the tracking issue

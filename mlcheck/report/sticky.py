@@ -28,6 +28,8 @@ import re
 from collections.abc import Iterable, Mapping
 
 MARKER = "<!-- mlcheck:comment v1 -->"
+# The tracking issue's first line; its sections below are built like a comment's.
+TRACKING_MARKER = "<!-- mlcheck:tracking v1 -->"
 # GitHub refuses comment and issue bodies longer than this (characters).
 MAX_BODY = 65536
 # Known keys keep a fixed order in the comment; any other key follows, sorted.
