@@ -352,6 +352,7 @@ def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
     from ..cache import warm
     from ..lock import read_lock
     from ..manifest import find_root
+    from ..report.text import duration_text
 
     root = find_root(path.resolve() if path.is_dir() else path.resolve().parent)
     if read_lock(root) is None:
@@ -362,7 +363,7 @@ def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
         mb = report.downloaded_bytes / 1e6
         print(
             f"mlcheck: fetched {len(report.downloaded)} locked file(s), {mb:.1f} MB, "
-            f"in {report.seconds:.1f} s",
+            f"in {duration_text(report.seconds)}",
             file=sys.stderr,
         )
 
