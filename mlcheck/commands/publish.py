@@ -184,7 +184,7 @@ def redactor_for(environ: Mapping[str, str], token: str | None) -> Redactor:
 
 def report_problem(text: str) -> None:
     """A reporting failure: one line on stderr, and an error annotation inside Actions."""
-    from ..render import workflow_command
+    from ..report import workflow_command
 
     print(f"mlcheck: reporting failed: {text}", file=sys.stderr)
     if os.environ.get(constants.ENV_GITHUB_ACTIONS) == "true":
@@ -210,7 +210,7 @@ def handle(args: argparse.Namespace) -> int:
         publish_refusal,
         write_step_summary,
     )
-    from ..render import terminal_summary
+    from ..report import terminal_summary
 
     env = os.environ
     dirs = args.dirs or [Path(env.get(constants.ENV_RESULTS_DIR, constants.DEFAULT_RESULTS_DIR))]
