@@ -30,6 +30,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from . import constants
 from .constants import env_safety_manifest, hf_hub_cache
 from .errors import CacheCorrupted, HubError, ManifestError, ModelNotCached, UsageError
 from .lock import (
@@ -179,7 +180,6 @@ def _locate_locked(entry: LockedModel, need: Need, cache: Path) -> LocalModel:
 # workspace), named by $MLCHECK_VERIFIED_STAMP; the test process and its xdist workers read it
 # instead of hashing again. Plain pytest, and models met only at collection, hash on first load.
 
-ENV_VERIFIED_STAMP = "MLCHECK_VERIFIED_STAMP"
 _verified: set[str] = set()  # this process's
 
 
@@ -191,7 +191,7 @@ def _already_verified(entry: LockedModel, cache: Path) -> bool:
     key = _stamp_key(entry, cache)
     if key in _verified:
         return True
-    stamp = os.environ.get(ENV_VERIFIED_STAMP)
+    stamp = constants.verified_stamp()
     if stamp:
         try:
             lines = Path(stamp).read_text(encoding="utf-8").splitlines()

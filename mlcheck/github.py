@@ -21,7 +21,6 @@ GitHubClient(api_url='https://ghe.example.com/api/v3', token=***)
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import time
@@ -32,8 +31,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from mlcheck import sticky
-from mlcheck.constants import DEFAULT_GITHUB_API_URL, ENV_GITHUB_API_URL, ENV_GITHUB_TOKEN
+from mlcheck import constants, sticky
+from mlcheck.constants import DEFAULT_GITHUB_API_URL
 from mlcheck.errors import (
     GitHubAuthError,
     GitHubError,
@@ -174,10 +173,9 @@ class GitHubClient:
         cls, token: str | None = None, environ: Mapping[str, str] | None = None, **kwargs: Any
     ) -> GitHubClient:
         """A client for ``GITHUB_API_URL`` with ``token`` (default: ``GITHUB_TOKEN``)."""
-        env = os.environ if environ is None else environ
         return cls(
-            token if token is not None else env.get(ENV_GITHUB_TOKEN),
-            api_url=env.get(ENV_GITHUB_API_URL) or None,
+            token if token is not None else constants.get(constants.ENV_GITHUB_TOKEN, environ),
+            api_url=constants.github_api_url(environ),
             **kwargs,
         )
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from .constants import ENV_HF_TOKEN
+from . import constants as C
 from .errors import HubError, ManifestError
 from .manifest import Manifest, ModelSpec, Need
 
@@ -477,17 +477,10 @@ def hub_error(exc: BaseException, what: str, status: int | None = None) -> HubEr
         detail = f"cannot reach the hub ({type(exc).__name__})"
     else:
         return None
-    return HubError(redact(f"{what}: {detail} {where}"))
+    from .safety import Redactor  # the one redactor: HF_TOKEN's value and token shapes
 
-
-def redact(text: str) -> str:
-    """Hide ``HF_TOKEN``'s value wherever it appears in text that will be printed.
-
-    >>> redact("no token here")
-    'no token here'
-    """
-    token = os.environ.get(ENV_HF_TOKEN)
-    return text.replace(token, "***") if token and len(token) >= 4 else text
+    hidden = Redactor.from_env({C.ENV_HF_TOKEN: C.hf_token() or ""})
+    return HubError(hidden.redact(f"{what}: {detail} {where}"))
 
 
 def update_lock(

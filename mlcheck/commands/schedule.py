@@ -7,7 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from .publish import add_github_options, github_client, github_token, report_problem, write_outputs
+from .. import workflow
+from ..constants import github_token
+from .publish import add_github_options, github_client, report_problem
 
 HELP = "on pull_request_target labeled: dispatch the GPU workflow for the labeled commit"
 DESCRIPTION = """\
@@ -70,6 +72,7 @@ def handle(args: argparse.Namespace) -> int:
     from ..publish import tier_key
 
     event = load_event(os.environ)
+    wf = workflow.Workflow.from_env(os.environ)
     tier_key(args.tier)  # a bad --tier is a usage error before anything is touched
     token = github_token(os.environ)
     options = ScheduleOptions(
@@ -84,12 +87,12 @@ def handle(args: argparse.Namespace) -> int:
         try:
             result = schedule(event, client, options, token=token)
         except GitHubError as exc:
-            report_problem(f"scheduling the GPU run failed: {exc}")
-            write_outputs({"scheduled": "false", "sha": "", "comment-url": ""})
+            report_problem(f"scheduling the GPU run failed: {exc}", wf)
+            wf.set_outputs({"scheduled": "false", "sha": "", "comment-url": ""})
             return 3
     print(f"mlcheck: {result.message}")
     if result.comment_url:
         print(f"mlcheck: PR comment: {result.comment_url}")
-    write_outputs(result.outputs())
+    wf.set_outputs(result.outputs())
     sys.stdout.flush()
     return 0

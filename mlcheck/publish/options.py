@@ -180,15 +180,3 @@ class Recorder:
 def code(text: str, limit: int = 80) -> str:
     """A short code span for a configured name (a label, a workflow file): no backticks inside."""
     return "`" + one_line(text, limit).replace("`", "'") + "`"
-
-
-def write_github_output(path: Path, values: Mapping[str, str]) -> None:
-    """Append ``name=value`` lines to ``GITHUB_OUTPUT`` (values are single-line by design)."""
-    with path.open("a", encoding="utf-8") as fh:
-        for name, value in values.items():
-            fh.write(f"{name}={value.replace(chr(10), ' ').replace(chr(13), ' ')}\n")
-
-
-def write_step_summary(path: Path, text: str) -> None:
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(text.rstrip("\n") + "\n")
