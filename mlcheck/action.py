@@ -4,8 +4,8 @@
 never reads ``INPUT_*`` variables. One action run:
 
 1. reads the inputs (:class:`Inputs`, from ``INPUT_<NAME>``; inputs with dashes keep them:
-   ``INPUT_GITHUB-TOKEN``) and the event (:mod:`mlcheck.event`), and resolves ``command: auto``
-   and ``tier: auto`` by event;
+   ``INPUT_GITHUB-TOKEN``) and the event (:mod:`mlcheck.github.event`), and resolves
+   ``command: auto`` and ``tier: auto`` by event;
 2. runs the ``install`` command in the project folder, and ``mlcheck run``, as the image's
    unprivileged user with no secret in reach (:mod:`mlcheck.pr_code`);
 3. runs the mlcheck CLI for the command (``mlcheck run``, ``mlcheck schedule``,
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 from . import constants as C
 from .errors import EnvironmentProblem, MlcheckError, UsageError
-from .event import PUBLISH, RUN, SCHEDULE, Event, load_event
+from .github.event import PUBLISH, RUN, SCHEDULE, Event, load_event
 from .workflow import Workflow
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class Plan:
 def plan(inputs: Inputs, event: Event, environ: Mapping[str, str]) -> Plan:
     """Resolve ``auto`` and the folders.
 
-    >>> from mlcheck.event import parse_event
+    >>> from mlcheck.github.event import parse_event
     >>> p = plan(Inputs(), parse_event("schedule", {}, {"GITHUB_REPOSITORY": "o/r"}), {})
     >>> p.command, p.tier
     ('run', 'all')

@@ -35,7 +35,7 @@ class EnvVar:
 
 
 VARIABLES: dict[str, EnvVar] = {}
-MLCHECK, HUGGING_FACE, PYTEST, GITHUB = "mlcheck", "Hugging Face", "pytest", "GitHub Actions"
+MLCHECK, HUGGING_FACE, PROCESS, GITHUB = "mlcheck", "Hugging Face", "test process", "GitHub Actions"
 
 
 def _var(name: str, meaning: str, default: str = "", *, group: str) -> str:
@@ -155,19 +155,27 @@ ENV_RUN_SLOW = _var(
     group=HUGGING_FACE,
 )
 
-# -- pytest ------------------------------------------------------------------------------------
+# -- the test process ---------------------------------------------------------------------------
 
 ENV_PYTEST_DISABLE_PLUGIN_AUTOLOAD = _var(
     "PYTEST_DISABLE_PLUGIN_AUTOLOAD",
     "when set, `mlcheck run` loads its plugin and xdist explicitly (`-p`)",
-    group=PYTEST,
+    group=PROCESS,
 )
 ENV_OMP_NUM_THREADS = _var(
     "OMP_NUM_THREADS",
     "set for the test process with several workers (cores / workers), unless already set",
-    group=PYTEST,
+    group=PROCESS,
 )
-ENV_MKL_NUM_THREADS = _var("MKL_NUM_THREADS", "as OMP_NUM_THREADS", group=PYTEST)
+ENV_MKL_NUM_THREADS = _var("MKL_NUM_THREADS", "as OMP_NUM_THREADS", group=PROCESS)
+
+# What the action sets for the project under test (mlcheck/pr_code.py), not read from it.
+ENV_HOME = _var("HOME", "(action) the project's own home folder", group=PROCESS)
+ENV_VIRTUAL_ENV = _var(
+    "VIRTUAL_ENV", "(action) the project's virtual environment, first on PATH", group=PROCESS
+)
+ENV_PATH = _var("PATH", "(action) the project's virtual environment's `bin` first", group=PROCESS)
+ENV_PYTHONHOME = _var("PYTHONHOME", "(action) removed for the project under test", group=PROCESS)
 
 # -- GitHub Actions (the runner sets them; read once, at the edge) ------------------------------
 
@@ -341,7 +349,7 @@ def github_step_summary(environ: Mapping[str, str] | None = None) -> Path | None
 def readme_table() -> str:
     """The README's table of environment variables (generated from :data:`VARIABLES`)."""
     rows = ["| Variable | Meaning | Default |", "| --- | --- | --- |"]
-    for group in (MLCHECK, HUGGING_FACE, PYTEST, GITHUB):
+    for group in (MLCHECK, HUGGING_FACE, PROCESS, GITHUB):
         rows.append(f"| **{group}** | | |")
         for var in VARIABLES.values():
             if var.group == group:

@@ -138,7 +138,7 @@ class CheckFailed(AssertionError):
         )
 
 
-# --- GitHub (mlcheck/github.py) -----------------------------------------------------------------
+# --- GitHub (mlcheck/github/) -----------------------------------------------------------------
 
 
 class GitHubError(MlcheckError):

@@ -47,8 +47,8 @@ from .safety import inline
 from .tiers import DEFAULT_GPU_LABEL
 
 if TYPE_CHECKING:
-    from .event import Event
     from .github import GitHubClient
+    from .github.event import Event
 
 DEFAULT_GPU_WORKFLOW = "mlcheck-gpu.yml"
 DEFAULT_GPU_TIER = "real,gpu"

@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import constants as C
 from .constants import ENV_PASS_ENV, ENV_PR_USER, INPUT_PREFIX, SECRET_ENV_VARS
 
 PR_USER = "mlcheck"  # the image's unprivileged user (Dockerfile)
@@ -159,12 +160,10 @@ def prepare(environ: Mapping[str, str], token: str | None, workspace: Path) -> S
         check=True,
     )
     _chown_tree(home, user.uid, user.gid)
-    env.update(
-        HOME=str(home),
-        VIRTUAL_ENV=str(venv),
-        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}",
-    )
-    env.pop("PYTHONHOME", None)
+    env[C.ENV_HOME] = str(home)
+    env[C.ENV_VIRTUAL_ENV] = str(venv)
+    env[C.ENV_PATH] = f"{venv / 'bin'}{os.pathsep}{env.get(C.ENV_PATH, os.defpath)}"
+    env.pop(C.ENV_PYTHONHOME, None)
     sandbox.python = str(venv / "bin" / "python")
     hand_over(workspace, user.uid, user.gid)
     return sandbox

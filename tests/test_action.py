@@ -26,7 +26,7 @@ from mlcheck.action import (
     should_publish,
 )
 from mlcheck.errors import UsageError
-from mlcheck.event import parse_event
+from mlcheck.github.event import parse_event
 from mlcheck.publish import BASE_KEY, base_digests, issue_body
 from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
 from mlcheck.workflow import read_output

@@ -172,7 +172,7 @@ def report_problem(text: str, wf: workflow.Workflow | None = None) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from ..errors import GitHubError, ResultsError
-    from ..event import load_event
+    from ..github.event import load_event
     from ..merge import merge_sections
     from ..publish import (
         Limits,

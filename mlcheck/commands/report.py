@@ -106,7 +106,7 @@ def _head_sha(environ: Mapping[str, str]) -> str | None:
     """The commit links point at: the event's head (a dispatched GPU run's ``sha`` input, a
     PR's head), not ``GITHUB_SHA`` (the default branch, or the PR's merge commit)."""
     from ..errors import UsageError
-    from ..event import load_event
+    from ..github.event import load_event
 
     try:
         sha = load_event(environ).head_sha

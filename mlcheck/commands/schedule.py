@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def handle(args: argparse.Namespace) -> int:
     from ..errors import GitHubError
-    from ..event import load_event
+    from ..github.event import load_event
     from ..gpu_label import ScheduleOptions, schedule
     from ..publish import tier_key
 

@@ -16,8 +16,8 @@ from ..results import Outcome, RunInfo, RunResults
 from ..safety import Redactor, one_line
 
 if TYPE_CHECKING:
-    from ..event import Event
     from ..github import GitHubClient
+    from ..github.event import Event
 
 SECTION_BUDGET = render.COMMENT_BUDGET // 2  # a PR comment holds a fast and a GPU section
 

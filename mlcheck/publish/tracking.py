@@ -14,8 +14,8 @@ from ..errors import GitHubError, ResultsError
 from ..results import Outcome, RunResults, TestResult
 
 if TYPE_CHECKING:
-    from ..event import Event
     from ..github import GitHubClient, Issue
+    from ..github.event import Event
 from .options import SHA_RE, Counts, PublishOptions, Recorder, counts
 
 # --- where things go
