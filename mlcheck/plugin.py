@@ -38,8 +38,9 @@ from .failure_kinds import (
 from .golden import fixture as _golden
 from .golden.fixture import golden  # noqa: F401  (the fixture, registered with the plugin)
 from .progress import Progress
-from .results import JOURNAL_FILE, DeviceInfo, ResultsBuilder, RunInfo, RunResults, RunStatus
+from .results import JOURNAL_FILE, DeviceInfo, RunInfo, RunResults, RunStatus
 from .results import write as write_results
+from .results_builder import ResultsBuilder
 from .tiers import (
     DEFAULT_GPU_LABEL,
     GPU_MARKER,

@@ -302,7 +302,8 @@ def _salvage(
     """results.json, junit.xml and the report from the journal of a run cut short."""
     from dataclasses import replace
 
-    from ..results import ResultsBuilder, RunInfo, RunResults, RunStatus, read, write, write_junit
+    from ..results import RunInfo, RunResults, RunStatus, read, write, write_junit
+    from ..results_builder import ResultsBuilder
 
     builder = ResultsBuilder.replay(results_dir / JOURNAL_FILE)
     now = time.time()
