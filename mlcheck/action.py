@@ -1,7 +1,8 @@
 """The GitHub Action: its inputs, what it runs, and what it hands back to the workflow.
 
 ``entrypoint.py`` (the Docker action's entry point) calls :func:`main`; the rest of mlcheck
-never reads ``INPUT_*`` variables. One action run:
+reads no ``INPUT_*`` variable but the token input (:func:`mlcheck.constants.github_token`),
+and the project under test sees none (:mod:`mlcheck.pr_code`). One action run:
 
 1. reads the inputs (:class:`Inputs`, from ``INPUT_<NAME>``; inputs with dashes keep them:
    ``INPUT_GITHUB-TOKEN``) and the event (:mod:`mlcheck.github.event`), and resolves
