@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from .. import constants, workflow
 from ..constants import github_token
+from ..tiers import DEFAULT_GPU_LABEL
 
 if TYPE_CHECKING:
     from ..github import GitHubClient
@@ -95,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="exit 1 when a test failed or errored (default never: the run job reports that)",
     )
     parser.add_argument(
-        "--gpu-label", default="mlcheck:gpu", help="the label that schedules GPU runs"
+        "--gpu-label", default=DEFAULT_GPU_LABEL, help="the label that schedules GPU runs"
     )
     parser.add_argument(
         "--max-results-mb",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import workflow
 from ..constants import github_token
+from ..tiers import DEFAULT_GPU_LABEL, SCHEDULED_TIERS
 from .publish import add_github_options, github_client, report_problem
 
 HELP = "on pull_request_target labeled: dispatch the GPU workflow for the labeled commit"
@@ -45,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--label", default="mlcheck:gpu", help="the GPU label (default mlcheck:gpu)"
+        "--label", default=DEFAULT_GPU_LABEL, help=f"the GPU label (default {DEFAULT_GPU_LABEL})"
     )
     parser.add_argument(
         "--workflow",
@@ -53,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the GPU workflow's file name or id (default mlcheck-gpu.yml)",
     )
     parser.add_argument(
-        "--tier", default="real,gpu", help="the `tier` input to dispatch (default real,gpu)"
+        "--tier",
+        default=SCHEDULED_TIERS,
+        help=f"the `tier` input to dispatch (default {SCHEDULED_TIERS})",
     )
     parser.add_argument(
         "--workspace",
@@ -69,7 +72,7 @@ def handle(args: argparse.Namespace) -> int:
     from ..errors import GitHubError
     from ..github.event import load_event
     from ..gpu_label import ScheduleOptions, schedule
-    from ..publish import tier_key
+    from ..tiers import tier_key
 
     event = load_event(os.environ)
     wf = workflow.Workflow.from_env(os.environ)
