@@ -83,6 +83,7 @@ def _merge_run(runs: Sequence[RunInfo]) -> RunInfo:
         collected=sum(r.collected for r in runs if r.collected) or None,
         signal=next((r.signal for r in runs if r.signal), None),
         verified=tuple(dict.fromkeys(m for r in runs for m in r.verified)),
+        deselected=sum(r.deselected for r in runs),
     )
 
 

@@ -200,6 +200,7 @@ class MlcheckState:
         self.not_run_reasons: Counter[str] = Counter()
         # under xdist the controller collects nothing: it counts not-run tests from reports
         self.not_run_reported: Counter[str] = Counter()
+        self.deselected = 0  # by -k, -m, --deselect; under xdist, as a worker reports it
 
     # -- collection ---------------------------------------------------------------------------
 
@@ -222,6 +223,15 @@ class MlcheckState:
                 item.add_marker(pytest.mark.skip(reason=f"not run: {reason}"))
                 self.not_run[needs.tier] += 1
                 self.not_run_reasons[reason] += 1
+
+    def pytest_deselected(self, items: Sequence[pytest.Item]) -> None:
+        self.deselected += len(items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        # xdist workers collect and deselect; each sends its count at the end of its session
+        output = getattr(node, "workeroutput", None) or {}
+        self.deselected = max(self.deselected, int(output.get("mlcheck_deselected", 0)))
 
     def pytest_report_collectionfinish(self, items: Sequence[pytest.Item]) -> list[str]:
         selected = sum(self.selected.values())
@@ -364,6 +374,8 @@ class MlcheckState:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.is_worker:
+            self.config.workeroutput["mlcheck_deselected"] = self.deselected  # type: ignore[attr-defined]
         if not self.records or self.results_dir is None:
             return
         results = RunResults(run=self._run_info(int(exitstatus)), tests=self.builder.build())
@@ -377,6 +389,7 @@ class MlcheckState:
             status=RunStatus.INTERRUPTED if interrupted else RunStatus.COMPLETE,
             running=self.builder.running(time.time()),
             collected=self.builder.collected,
+            deselected=self.deselected,
             signal="SIGINT" if interrupted else None,
             tiers=tuple(format_tiers(self.tiers).split(",")),
             started_at=datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds"),

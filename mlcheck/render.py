@@ -992,11 +992,13 @@ def terminal_summary(
                 console.print(line)
             if len(tests) > max_per_group:
                 console.print(Text(f"    … and {len(tests) - max_per_group:,} more"))
-        not_run = Counter(clean(t.message) for t in r.tests if t.outcome is Outcome.NOT_RUN)
-        if not_run:
-            console.print(Text(f"  Not run ({sum(not_run.values()):,})", style="bold"))
-            for reason, n in not_run.most_common(10):
-                console.print(Text(f"    {n:6,}  {reason or '(no reason given)'}"))
+        # skipped: what --allow-missing turned into skips says what was missing
+        for label, outcome in (("Not run", Outcome.NOT_RUN), ("Skipped", Outcome.SKIPPED)):
+            reasons = Counter(clean(t.message) for t in r.tests if t.outcome is outcome)
+            if reasons:
+                console.print(Text(f"  {label} ({sum(reasons.values()):,})", style="bold"))
+                for reason, n in reasons.most_common(10):
+                    console.print(Text(f"    {n:6,}  {reason or '(no reason given)'}"))
         dev = r.run.device
         facts = f"device {dev.name or dev.type} · time {duration_text(r.run.duration)}"
         if r.run.shard:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .. import constants
 from ..errors import EnvironmentProblem, NoTestsCollected, UsageError
 from ..results import JOURNAL_FILE, JUNIT_FILE, RESULTS_FILE
+from ..text import plural
 from ..tiers import Tier, format_tiers, selected_tiers
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ def _verify_weights(
     env[ENV_VERIFIED_STAMP] = str(stamp)
     if verified:
         print(
-            f"mlcheck: verified {len(verified)} model(s) against the lock: "
+            f"mlcheck: verified {plural(len(verified), 'model')} against the lock: "
             f"{report.checked_bytes / 1e6:.1f} MB in {report.seconds:.2f} s "
             f"({report.mb_per_s:.0f} MB/s)",
             file=sys.stderr,
@@ -362,7 +363,7 @@ def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
     if not report.nothing_to_do:
         mb = report.downloaded_bytes / 1e6
         print(
-            f"mlcheck: fetched {len(report.downloaded)} locked file(s), {mb:.1f} MB, "
+            f"mlcheck: fetched {plural(len(report.downloaded), 'locked file')}, {mb:.1f} MB, "
             f"in {report.seconds:.1f} s",
             file=sys.stderr,
         )
@@ -393,6 +394,13 @@ def _exit_code(
     from ..results import Outcome, read, write
 
     if pytest_code == 5:
+        deselected = (
+            read(results_dir).run.deselected if (results_dir / RESULTS_FILE).exists() else 0
+        )
+        if deselected:
+            raise NoTestsCollected(
+                f"{deselected:,} collected, all deselected (-k, -m or --deselect): no test ran"
+            )
         raise NoTestsCollected("no tests collected: check the paths and pytest's testpaths")
     if pytest_code in (2, 3, 4):
         names = {2: "interrupted", 3: "an internal error", 4: "a usage error"}
