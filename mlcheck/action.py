@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 from . import constants as C
 from .errors import EnvironmentProblem, MlcheckError, UsageError
 from .github.event import PUBLISH, RUN, SCHEDULE, Event, load_event
-from .tiers import DEFAULT_GPU_LABEL
+from .tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW
 from .workflow import Workflow
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ INPUT_DEFAULTS: dict[str, str] = {
     "results-dir": C.DEFAULT_RESULTS_DIR,
     "github-token": "",
     "gpu-label": DEFAULT_GPU_LABEL,
-    "gpu-workflow": "mlcheck-gpu.yml",
+    "gpu-workflow": DEFAULT_GPU_WORKFLOW,
     "comment": "always",
     "fail-on": "failures",
     "install": "",
@@ -112,7 +112,7 @@ class Inputs:
     results_dir: str = C.DEFAULT_RESULTS_DIR
     github_token: str = ""
     gpu_label: str = DEFAULT_GPU_LABEL
-    gpu_workflow: str = "mlcheck-gpu.yml"
+    gpu_workflow: str = DEFAULT_GPU_WORKFLOW
     comment: str = "always"
     fail_on: str = "failures"
     install: str = ""

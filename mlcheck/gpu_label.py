@@ -45,13 +45,12 @@ from .errors import UsageError
 from .publish.options import resolve_author
 from .report import messages
 from .safety import inline
-from .tiers import DEFAULT_GPU_LABEL, SCHEDULED_TIERS, tier_key
+from .tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW, SCHEDULED_TIERS, tier_key
 
 if TYPE_CHECKING:
     from .github import GitHubClient
     from .github.event import Event
 
-DEFAULT_GPU_WORKFLOW = "mlcheck-gpu.yml"
 DEFAULT_GPU_TIER = SCHEDULED_TIERS
 _LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
 

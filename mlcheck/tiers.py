@@ -34,6 +34,8 @@ from .errors import AcceleratorMissing, UsageError
 REAL_MARKER = "real_model"
 GPU_MARKER = "gpu"
 DEFAULT_GPU_LABEL = "mlcheck:gpu"
+# The workflow the label dispatches (action.yml's `gpu-workflow` default says the same).
+DEFAULT_GPU_WORKFLOW = "mlcheck-gpu.yml"
 
 
 class Tier(StrEnum):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import workflow
 from ..constants import github_token
-from ..tiers import DEFAULT_GPU_LABEL, SCHEDULED_TIERS
+from ..tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW, SCHEDULED_TIERS
 from .publish import add_github_options, github_client, report_problem
 
 HELP = "on pull_request_target labeled: dispatch the GPU workflow for the labeled commit"
@@ -50,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--workflow",
-        default="mlcheck-gpu.yml",
-        help="the GPU workflow's file name or id (default mlcheck-gpu.yml)",
+        default=DEFAULT_GPU_WORKFLOW,
+        help=f"the GPU workflow's file name or id (default {DEFAULT_GPU_WORKFLOW})",
     )
     parser.add_argument(
         "--tier",
