@@ -24,7 +24,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .tiers import GPU_MARKER, REAL_MARKER, MarkInfo, Tier
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 # Top-level packages whose testing helpers define the built-in decorators
 # (transformers.testing_utils, accelerate.test_utils.testing, diffusers.utils.testing_utils).
@@ -108,10 +113,37 @@ def rules(extra: Mapping[str, str] | None = None) -> dict[str, DecoratorRule]:
     return out
 
 
+def project_rules(manifest: Manifest) -> dict[str, DecoratorRule]:
+    """The rules of a project: the built-in ones with its manifest's ``decorators``."""
+    return rules(manifest.decorators)
+
+
 def slow_tier(table: Mapping[str, DecoratorRule]) -> str | None:
     """The tier ``slow`` maps to (the process running that tier gets ``RUN_SLOW=1``)."""
     rule = table.get("slow")
     return rule.tier if rule else None
+
+
+def needs_run_slow(tiers: Iterable[Tier], table: Mapping[str, DecoratorRule]) -> bool:
+    """Whether a run of ``tiers`` runs ``@slow`` tests, so transformers and accelerate must see
+    ``RUN_SLOW=1``: ``slow`` maps to a selected tier other than fast, or the gpu tier is selected
+    (a ``@slow @require_torch_gpu`` test is in the gpu tier and needs it there too)."""
+    slow = slow_tier(table)
+    return slow is not None and slow != Tier.FAST and bool(set(tiers) & {Tier(slow), Tier.GPU})
+
+
+def marks_of(obj: Any, cls: type | None, table: Mapping[str, DecoratorRule]) -> list[MarkInfo]:
+    """The tiers that a test's decorators (:func:`tiers_of`) give it, as the markers that mean
+    the same; a test object that is not there (``None``) has none."""
+    if obj is None:
+        return []
+    marks: list[MarkInfo] = []
+    for found in tiers_of(obj, cls, table):
+        if found.tier == Tier.GPU:
+            marks.append(MarkInfo(GPU_MARKER, kwargs={"count": found.gpu_count}))
+        elif found.tier == Tier.REAL:
+            marks.append(MarkInfo(REAL_MARKER))
+    return marks
 
 
 def tiers_of(obj: Any, cls: type | None, table: Mapping[str, DecoratorRule]) -> list[DecoratorTier]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
-from .errors import ResultsError
+from .errors import ResultsError, ResultsMissing
 from .failure_kinds import FailureKind
 from .results import Outcome, RunResults, TestResult
 
@@ -363,7 +363,7 @@ def read(path: Path) -> dict[str, Digest]:
     try:
         return parse(path.read_text(encoding="utf-8", errors="replace"))
     except FileNotFoundError as exc:
-        raise ResultsError(f"no base digest at {path}") from exc
+        raise ResultsMissing(f"no base digest at {path}") from exc
 
 
 class Category(StrEnum):

@@ -2,6 +2,20 @@
 
 The CLI maps :class:`MlcheckError` to ``exit_code`` and prints ``str(error)`` on one line, with
 no traceback: these are user errors, not bugs.
+
+Each error is also the builtin it is, so code that knows nothing of mlcheck catches it as usual:
+a bad value is a ``ValueError`` (:class:`UsageError`, :class:`ManifestError`...), a wrong type a
+``TypeError`` (:class:`WrongType`), a missing file a ``FileNotFoundError`` (:class:`MissingFile`,
+:class:`ModelNotCached`, :class:`ResultsMissing`), a failed lookup a ``LookupError``
+(:class:`UnknownName`, :class:`GitHubNotFound`), what the machine lacks a ``RuntimeError``
+(:class:`EnvironmentProblem`, :class:`AcceleratorMissing`), a check's finding an
+``AssertionError`` (:class:`CheckFailed`, which pytest reports as a failure).
+
+>>> try:
+...     raise ManifestError("`needs` = 'all' is not valid")
+... except ValueError as exc:
+...     print(type(exc).__name__, isinstance(exc, MlcheckError))
+ManifestError True
 """
 
 from __future__ import annotations
@@ -15,18 +29,32 @@ class MlcheckError(Exception):
     exit_code: int = 2
 
 
-class UsageError(MlcheckError):
-    """Bad command-line input or configuration (exit code 2)."""
+class UsageError(MlcheckError, ValueError):
+    """Bad command-line input, configuration or argument (exit code 2); a ``ValueError``."""
 
 
-class NothingToCheck(UsageError, ValueError):
+class WrongType(UsageError, TypeError):
+    """An argument of a type mlcheck cannot use; a ``TypeError`` too."""
+
+
+class MissingFile(UsageError, FileNotFoundError):
+    """A file or folder the command was given, or needs, does not exist; a
+    ``FileNotFoundError`` too."""
+
+
+class UnknownName(UsageError, LookupError):
+    """A name (a model id in the lock, a task) is not among the known ones; a ``LookupError``
+    too (not ``KeyError``, whose ``str()`` would quote the message)."""
+
+
+class NothingToCheck(UsageError):
     """A check was given a model or inputs it cannot judge (``assert_train_mode`` on a model
     without dropout, ``assert_initial_loss`` on a regression head): a usage error, never a
-    silent pass. A ``ValueError`` too, like the checks' other argument errors."""
+    silent pass. A ``ValueError``, like the checks' other argument errors."""
 
 
-class EnvironmentProblem(MlcheckError):
-    """The machine lacks something the command needs (exit code 2)."""
+class EnvironmentProblem(MlcheckError, RuntimeError):
+    """The machine lacks something the command needs (exit code 2); a ``RuntimeError``."""
 
 
 class NoTestsCollected(EnvironmentProblem):
@@ -41,8 +69,9 @@ class RequirementMissing(MlcheckError):
     """A selected test needs something this machine does not have (weights, accelerator)."""
 
 
-class ModelNotCached(RequirementMissing):
-    """A model (at a revision) is not in the local cache.
+class ModelNotCached(RequirementMissing, FileNotFoundError):
+    """A model (at a revision) is not in the local cache; a ``FileNotFoundError`` too (as
+    transformers' own "not found locally" is an ``OSError``).
 
     >>> print(ModelNotCached("org/name", "abc123"))  # doctest: +ELLIPSIS
     'org/name'@abc123 is not in the cache; run `mlcheck cache warm` ...
@@ -60,16 +89,23 @@ class ModelNotCached(RequirementMissing):
         )
 
 
-class AcceleratorMissing(RequirementMissing):
-    """The test needs an accelerator (CUDA/ROCm, XPU, MPS) and torch reports none, or too small."""
+class AcceleratorMissing(RequirementMissing, RuntimeError):
+    """The test needs an accelerator (CUDA/ROCm, XPU, MPS) and torch reports none, or too small;
+    a ``RuntimeError``, as torch's own "no CUDA GPUs are available"."""
 
 
-class UnsafeModel(MlcheckError):
-    """Loading would run pickle or remote code that the manifest does not allow."""
+class UnsafeModel(MlcheckError, ValueError):
+    """Loading would run pickle or remote code that the manifest does not allow; a
+    ``ValueError``, as transformers' own refusal without ``trust_remote_code``."""
 
 
-class ResultsError(MlcheckError):
-    """A results file is missing, malformed, or of an unknown schema version."""
+class ResultsError(MlcheckError, ValueError):
+    """A results file (or digest) is malformed, or of an unknown schema version; a
+    ``ValueError``."""
+
+
+class ResultsMissing(ResultsError, FileNotFoundError):
+    """No results file (or base digest) where one was named; a ``FileNotFoundError`` too."""
 
 
 class CacheCorrupted(ModelNotCached):
@@ -80,11 +116,12 @@ class HubError(EnvironmentProblem):
     """The hub (``HF_ENDPOINT``) is unreachable or refused a request (exit code 2)."""
 
 
-class CheckFailed(AssertionError):
+class CheckFailed(MlcheckError, AssertionError):
     """A check (``mlcheck.checks``, ``mlcheck.serving``) found the model or server wrong.
 
-    An ``AssertionError``, so pytest reports it as a test failure. The message says what was
-    expected, what happened, how big the difference is, and the seed to reproduce it.
+    An ``AssertionError``, so pytest reports it as a test failure (exit code 1, as pytest's).
+    The message says what was expected, what happened, how big the difference is, and the seed
+    to reproduce it.
 
     >>> print(CheckFailed("assert_labels", "id2label[2] is wrong", expected="entailment",
     ...                   actual="neutral", seed=0))
@@ -93,6 +130,8 @@ class CheckFailed(AssertionError):
       actual:     neutral
       seed:       0 (reproduce with seed=0 or MLCHECK_SEED=0)
     """
+
+    exit_code = 1
 
     def __init__(
         self,
@@ -175,31 +214,33 @@ class GitHubError(MlcheckError):
         super().__init__(message)
 
 
-class GitHubAuthError(GitHubError):
-    """401: the token is missing, expired or wrong."""
+class GitHubAuthError(GitHubError, PermissionError):
+    """401: the token is missing, expired or wrong; a ``PermissionError`` too."""
 
 
-class GitHubPermissionError(GitHubError):
+class GitHubPermissionError(GitHubError, PermissionError):
     """403 (not a rate limit): the token lacks a permission; the message says which to add."""
 
 
-class GitHubNotFound(GitHubError):
-    """404: the repository, PR, comment or workflow does not exist (or the token cannot see it)."""
+class GitHubNotFound(GitHubError, LookupError):
+    """404: the repository, PR, comment or workflow does not exist (or the token cannot see it);
+    a ``LookupError`` too."""
 
 
-class GitHubValidationFailed(GitHubError):
-    """422 (or 400): GitHub refused the request's content."""
+class GitHubValidationFailed(GitHubError, ValueError):
+    """422 (or 400): GitHub refused the request's content; a ``ValueError`` too."""
 
 
-class GitHubRateLimited(GitHubError):
+class GitHubRateLimited(GitHubError, RuntimeError):
     """A rate limit asks for a longer wait than the client is allowed (``max_wait``)."""
 
 
-class GitHubUnavailable(GitHubError):
-    """5xx answers, timeouts or dropped connections persisted through every retry."""
+class GitHubUnavailable(GitHubError, ConnectionError):
+    """5xx answers, timeouts or dropped connections persisted through every retry; a
+    ``ConnectionError`` too."""
 
 
-class StickyCommentConflict(GitHubError):
+class StickyCommentConflict(GitHubError, RuntimeError):
     """Concurrent writers kept overwriting the sticky comment; nothing converged."""
 
 
@@ -213,3 +254,15 @@ class GoldenFileError(UsageError):
 class GoldenMismatch(CheckFailed):
     """``golden.check``: the value differs from the golden value, or none is recorded for this
     machine's hardware key (a failure, never a skip)."""
+
+
+# --- Serving (mlcheck/serving.py) ---------------------------------------------------------------
+
+
+class ServerFailed(CheckFailed):
+    """The server exited before it was healthy, or did not become healthy in time."""
+
+
+class ServeRequestFailed(MlcheckError):
+    """``assert_serves``' POST got no answer, an HTTP error or no JSON; reported as the
+    :class:`CheckFailed` of the check that sent it, never raised to a test."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .errors import ManifestError, UsageError
+from .errors import ManifestError, UnknownName
 from .manifest import Manifest, ModelSpec, Need, find_root, load_manifest
 from .weights import is_weights_file
 
@@ -101,7 +101,9 @@ class Lock:
             return [self.models[m] for m in sorted(self.models)]
         unknown = [m for m in models if m not in self.models]
         if unknown:
-            raise UsageError(f"not in mlcheck.lock: {', '.join(unknown)}; run `mlcheck lock` first")
+            raise UnknownName(
+                f"not in mlcheck.lock: {', '.join(unknown)}; run `mlcheck lock` first"
+            )
         return [self.models[m] for m in models]
 
 
@@ -149,11 +151,14 @@ def read_lock(root: Path) -> Lock | None:
         return None
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-        if data.get("version") != LOCK_VERSION:
-            raise ManifestError(
-                f"{path} has lock version {data.get('version')!r}, this mlcheck reads "
-                f"{LOCK_VERSION}; run `mlcheck lock --upgrade` to rewrite it"
-            )
+    except tomllib.TOMLDecodeError as exc:
+        raise _damaged(path, exc) from exc
+    if data.get("version") != LOCK_VERSION:
+        raise ManifestError(
+            f"{path} has lock version {data.get('version')!r}, this mlcheck reads "
+            f"{LOCK_VERSION}; run `mlcheck lock --upgrade` to rewrite it"
+        )
+    try:
         models = {
             model_id: LockedModel(
                 model_id=model_id,
@@ -174,11 +179,15 @@ def read_lock(root: Path) -> Lock | None:
             )
             for model_id, entry in data.get("models", {}).items()
         }
-    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ManifestError(
-            f"{path} is damaged ({type(exc).__name__}: {exc}); delete it and run `mlcheck lock`"
-        ) from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _damaged(path, exc) from exc
     return Lock(models=models)
+
+
+def _damaged(path: Path, exc: Exception) -> ManifestError:
+    return ManifestError(
+        f"{path} is damaged ({type(exc).__name__}: {exc}); delete it and run `mlcheck lock`"
+    )
 
 
 def require_lock(root: Path) -> Lock:

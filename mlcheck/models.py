@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import _record
 from .cache import LocalModel
 from .constants import DEFAULT_SEED
-from .errors import ModelNotCached, UnsafeModel, UsageError
+from .errors import ModelNotCached, UnknownName, UnsafeModel, UsageError
 from .weights import PICKLE_PATTERNS
 
 if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig, PreTrainedModel
+
+    from .lock import Project
 
 __all__ = ["TASKS", "ModelFactory"]
 
@@ -322,7 +324,7 @@ class ModelFactory:
         name = TASKS.get(task)
         if name is None:
             valid = ", ".join(sorted(t for t in TASKS if t is not None))
-            raise UsageError(f"unknown task {task!r}; valid tasks: {valid} (or None)")
+            raise UnknownName(f"unknown task {task!r}; valid tasks: {valid} (or None)")
         return getattr(transformers, name)
 
     def _from_config(
@@ -362,6 +364,20 @@ class ModelFactory:
 def record_model(model_id: str, revision: str | None, *, cache_hit: bool | None) -> None:
     """Tell the running test's record which model it used and whether the cache had it."""
     _record.append("models", {"id": model_id, "revision": revision, "cache_hit": cache_hit})
+
+
+def weights_problem(model_id: str, project: Project) -> str | None:
+    """Why the pinned weights of ``model_id`` cannot load here (None: they are cached), with
+    the cache hit or miss recorded for the running test."""
+    from .cache import locate
+
+    try:
+        local = locate(model_id, need="weights", project=project)
+    except ModelNotCached as exc:
+        record_model(model_id, exc.revision, cache_hit=False)
+        return str(exc)
+    record_model(model_id, local.revision, cache_hit=True)
+    return None
 
 
 def _recording_misses(locate: Locate) -> Locate:

@@ -169,10 +169,14 @@ class MlcheckState:
         self.gpu_label: str = config.getoption("mlcheck_gpu_label")
         results_dir = config.getoption("mlcheck_results")
         self.results_dir = Path(results_dir) if results_dir else None
-        self.marker_map = _marker_map(config.rootpath)
-        self.failure_rules = _failure_rules(config.rootpath)
+        from .decorators import project_rules
+        from .manifest import load_manifest
+
+        manifest = load_manifest(config.rootpath)  # once: markers, failure kinds, decorators
+        self.marker_map = dict(manifest.markers)
+        self.failure_rules: tuple[Rule, ...] = manifest.failure_kinds
         self.oom_kills = oom_kill_count()  # to tell the OOM killer's SIGKILL from a crash
-        self.decorator_rules = _decorator_rules(config.rootpath)
+        self.decorator_rules = project_rules(manifest)
         for marker, tier in self.marker_map.items():
             config.addinivalue_line("markers", f"{marker}: tier {tier} ([tool.mlcheck] markers)")
         self.is_worker = hasattr(config, "workerinput")
@@ -203,9 +207,14 @@ class MlcheckState:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        from .decorators import marks_of
+
         for item in items:
             marks = [MarkInfo(m.name, tuple(m.args), dict(m.kwargs)) for m in item.iter_markers()]
-            marks += _decorator_marks(item, self.decorator_rules)
+            # the ecosystem's decorators (function and class, read from source) as markers
+            marks += marks_of(
+                getattr(item, "obj", None), getattr(item, "cls", None), self.decorator_rules
+            )
             try:
                 needs = needs_of(marks, self.marker_map)
             except MlcheckError as exc:
@@ -266,8 +275,11 @@ class MlcheckState:
             accel = detect_accelerator()
             facts["device"] = f"{accel.type}: {accel.name}" if accel else "cpu"
             self._require(accelerator_problem(needs, accel))
-        for model_id in needs.models:
-            self._require(_weights_problem(model_id, _project(self.config)))
+        if needs.models:
+            from .models import weights_problem
+
+            for model_id in needs.models:
+                self._require(weights_problem(model_id, _project(self.config)))
         _seed_everything(self.seed)
 
     def _require(self, problem: str | None) -> None:
@@ -447,20 +459,6 @@ def models(request: pytest.FixtureRequest) -> Iterator[ModelFactory]:
 # helpers
 
 
-def _marker_map(root: Path) -> dict[str, str]:
-    """The suite's own markers mapped to tiers (``[tool.mlcheck] markers``)."""
-    from .manifest import load_manifest
-
-    return dict(load_manifest(root).markers)
-
-
-def _failure_rules(root: Path) -> tuple[Rule, ...]:
-    """The project's failure-kind patterns (``[tool.mlcheck] failure_kinds``)."""
-    from .manifest import load_manifest
-
-    return load_manifest(root).failure_kinds
-
-
 OPTED_IN_KEY = pytest.StashKey[bool]()
 
 
@@ -478,41 +476,16 @@ def _opted_in(config: pytest.Config, args: Sequence[str]) -> bool:
 def _set_run_slow(config: pytest.Config) -> None:
     """``RUN_SLOW=1`` when a selected tier is where ``@slow`` tests go: transformers and
     accelerate read it when their testing helpers are imported, i.e. before any test module."""
-    from .decorators import slow_tier
+    from .decorators import needs_run_slow, project_rules
+    from .manifest import load_manifest
 
     try:
         tiers = selected_tiers(config.known_args_namespace.mlcheck_tier, "--mlcheck-tier")
-        slow = slow_tier(_decorator_rules(config.rootpath))
+        table = project_rules(load_manifest(config.rootpath))
     except MlcheckError:
         return  # reported with its message by pytest_configure
-    # a `@slow @require_torch_gpu` test is in the gpu tier and needs RUN_SLOW there too
-    if slow is not None and slow != Tier.FAST and tiers & {Tier(slow), Tier.GPU}:
+    if needs_run_slow(tiers, table):
         os.environ[constants.ENV_RUN_SLOW] = "1"
-
-
-def _decorator_rules(root: Path) -> dict[str, Any]:
-    """The ecosystem's test decorators mapped to tiers, extended by the manifest's."""
-    from .decorators import rules
-    from .manifest import load_manifest
-
-    return rules(load_manifest(root).decorators)
-
-
-def _decorator_marks(item: pytest.Item, table: dict[str, Any]) -> list[MarkInfo]:
-    """The tiers that the test's decorators (function and class, read from source) give it, as
-    the markers that mean the same."""
-    from .decorators import tiers_of
-
-    obj = getattr(item, "obj", None)
-    if obj is None:
-        return []
-    marks: list[MarkInfo] = []
-    for found in tiers_of(obj, getattr(item, "cls", None), table):
-        if found.tier == Tier.GPU:
-            marks.append(MarkInfo(GPU_MARKER, kwargs={"count": found.gpu_count}))
-        elif found.tier == Tier.REAL:
-            marks.append(MarkInfo(REAL_MARKER))
-    return marks
 
 
 PROJECT_KEY = pytest.StashKey["Project"]()
@@ -527,20 +500,6 @@ def _project(config: pytest.Config) -> Project:
         trusted = constants.env_safety_manifest()
         config.stash[PROJECT_KEY] = Project.read(config.rootpath, trusted=trusted)
     return config.stash[PROJECT_KEY]
-
-
-def _weights_problem(model_id: str, project: Project) -> str | None:
-    from .cache import locate
-    from .errors import ModelNotCached
-    from .models import record_model
-
-    try:
-        local = locate(model_id, need="weights", project=project)
-    except ModelNotCached as exc:
-        record_model(model_id, exc.revision, cache_hit=False)
-        return str(exc)
-    record_model(model_id, local.revision, cache_hit=True)
-    return None
 
 
 def _xdist_controller(config: pytest.Config) -> bool:

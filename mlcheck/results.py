@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .errors import ResultsError
+from .errors import ResultsError, ResultsMissing
 
 SCHEMA_VERSION = 2
 # Version 2 only added optional fields (subtests, run status, verified models), so version 1
@@ -415,7 +415,7 @@ def read(path: Path) -> RunResults:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ResultsError(f"no results at {path}: run `mlcheck run` first") from exc
+        raise ResultsMissing(f"no results at {path}: run `mlcheck run` first") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path} is not valid JSON: {exc}") from exc
     return from_dict(data)

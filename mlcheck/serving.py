@@ -29,16 +29,12 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from .errors import CheckFailed, listing
+from .errors import CheckFailed, ServeRequestFailed, ServerFailed, UsageError, WrongType, listing
 
 __all__ = ["Server", "ServerFailed", "assert_serves", "serve"]
 
 _OUTPUT_LINES = 200  # lines of server output kept for failure messages
 _SHOWN_LINES = 25  # lines of it shown in a message
-
-
-class ServerFailed(CheckFailed):
-    """The server exited before it was healthy, or did not become healthy in time."""
 
 
 class Server:
@@ -102,7 +98,7 @@ def serve(
             _wait_healthy(server, health, timeout, None)
             yield server
     else:
-        raise TypeError(
+        raise WrongType(
             "serve() takes a command (list or string), an http.server handler class, or a WSGI "
             f"application, not {type(command_or_app).__name__}"
         )
@@ -300,7 +296,7 @@ def assert_serves(
     endpoint = base + path
     batch = list(batch)
     if expected is not None and len(expected) != len(batch):
-        raise ValueError(f"expected has {len(expected)} items, batch has {len(batch)}")
+        raise UsageError(f"expected has {len(expected)} items, batch has {len(batch)}")
 
     def fail(problem: str, **fields: Any) -> CheckFailed:
         details = fields.pop("details", "")
@@ -312,7 +308,7 @@ def assert_serves(
         body = {request_key: inputs} if request_key is not None else inputs
         try:
             answer = _post(endpoint, body, timeout, headers)
-        except _RequestFailed as err:
+        except ServeRequestFailed as err:
             raise fail(
                 f"POST {endpoint} with {len(inputs)} items failed",
                 expected="a JSON answer with status 2xx",
@@ -376,10 +372,6 @@ def assert_serves(
     return answers
 
 
-class _RequestFailed(Exception):
-    pass
-
-
 def _post(url: str, body: Any, timeout: float, headers: Mapping[str, str] | None) -> Any:
     request = urllib.request.Request(
         url,
@@ -391,13 +383,13 @@ def _post(url: str, body: Any, timeout: float, headers: Mapping[str, str] | None
         with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()
     except urllib.error.HTTPError as err:
-        raise _RequestFailed(f"HTTP {err.code}: {_excerpt(err.read())}") from None
+        raise ServeRequestFailed(f"HTTP {err.code}: {_excerpt(err.read())}") from None
     except (urllib.error.URLError, OSError) as err:
-        raise _RequestFailed(f"no answer: {getattr(err, 'reason', err)}") from None
+        raise ServeRequestFailed(f"no answer: {getattr(err, 'reason', err)}") from None
     try:
         return json.loads(raw)
     except ValueError:
-        raise _RequestFailed(f"the answer is not JSON: {_excerpt(raw)}") from None
+        raise ServeRequestFailed(f"the answer is not JSON: {_excerpt(raw)}") from None
 
 
 def _items(answer: Any, key: str | None) -> list[Any] | None:

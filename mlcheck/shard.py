@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import constants
-from .errors import EnvironmentProblem, UsageError
+from .errors import EnvironmentProblem, MissingFile, UsageError
 from .results import Outcome, RunResults
 
 ALGORITHM = "least_duration"
@@ -124,7 +124,7 @@ def find_durations(explicit: Path | None = None) -> Path | None:
     pytest-split's ``.test_durations`` in the current folder; None splits by test count."""
     if explicit is not None:
         if not explicit.is_file():
-            raise UsageError(f"no durations file at {explicit}")
+            raise MissingFile(f"no durations file at {explicit}")
         return explicit
     if env := constants.env_durations():
         return find_durations(Path(env))

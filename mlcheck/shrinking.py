@@ -15,6 +15,8 @@ import copy
 import math
 from typing import TYPE_CHECKING, Any
 
+from .errors import UsageError
+
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
@@ -100,7 +102,7 @@ def shrink(
     """
     for name, value in (("layers", layers), ("hidden", hidden), ("heads", heads)):
         if value < 1:
-            raise ValueError(f"shrink(): {name} must be >= 1, got {value}")
+            raise UsageError(f"shrink(): {name} must be >= 1, got {value}")
     new = copy.deepcopy(config)
     _shrink_in_place(
         new,

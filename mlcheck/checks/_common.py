@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..constants import env_seed
-from ..errors import CheckFailed
+from ..errors import CheckFailed, NothingToCheck, UnknownName
 from ..errors import listing as _listing
 from .types import Shape
 
@@ -111,10 +111,10 @@ def _pick(named: Mapping[str, torch.Tensor], output: str | None) -> tuple[str, t
     """The output a check looks at: ``output``, else ``logits``, else the first one."""
     if output is not None:
         if output not in named:
-            raise ValueError(f"no output named {output!r}; outputs are: {', '.join(named)}")
+            raise UnknownName(f"no output named {output!r}; outputs are: {', '.join(named)}")
         return output, named[output]
     if not named:
-        raise ValueError("the model returned no tensor")
+        raise NothingToCheck("the model returned no tensor")
     key = "logits" if "logits" in named else next(iter(named))
     return key, named[key]
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .. import _record
-from ..errors import CheckFailed
+from ..errors import CheckFailed, UsageError
 from ._common import _call, _named_outputs, _pick, _restored, _seeded
 from .types import LossFn, OptimizerFactory
 
@@ -173,7 +173,7 @@ def _default_loss(model: nn.Module, batch: Any) -> torch.Tensor:
         out = model(**batch)
         loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
         if loss is None:
-            raise ValueError(
+            raise UsageError(
                 "the model returned no `loss`: put `labels` in the batch, pass a batch "
                 "(inputs, targets), or pass loss_fn=lambda model, batch: ..."
             )
@@ -186,7 +186,7 @@ def _default_loss(model: nn.Module, batch: Any) -> torch.Tensor:
                 pred.reshape(-1, pred.shape[-1]), targets.reshape(-1)
             )
         return nn.functional.mse_loss(pred, targets)
-    raise ValueError(
+    raise UsageError(
         "cannot compute a loss for this batch: pass a mapping with `labels` (Hugging Face), "
         "a pair (inputs, targets), or loss_fn=lambda model, batch: ..."
     )

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import AcceleratorMissing, CheckFailed
+from ..errors import AcceleratorMissing, CheckFailed, UsageError
 from ..text import plural
 from ._common import (
     _call,
@@ -59,7 +59,7 @@ def assert_device_roundtrip(
     cpu = torch.device("cpu")
     meta_model = _device_of(model).type == "meta"
     if meta_model and target.type != "meta":
-        raise ValueError(
+        raise UsageError(
             f"{name}: the model is on the meta device (no weights), so it cannot move to "
             f"{target}; use device='meta' or a model with weights"
         )

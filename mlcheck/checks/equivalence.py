@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from ..errors import CheckFailed
+from ..errors import CheckFailed, WrongType
 from ._common import (
     _detached,
     _device_of,
@@ -135,7 +135,7 @@ def _default_factory(model: nn.Module) -> Callable[[], nn.Module]:
         if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     ]
     if required:
-        raise TypeError(
+        raise WrongType(
             f"assert_save_load_roundtrip: {cls.__name__}() needs arguments "
             f"({', '.join(p.name for p in required)}): pass factory=lambda: {cls.__name__}(...)"
         )

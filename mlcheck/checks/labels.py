@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckFailed
+from ..errors import CheckFailed, UsageError
 from ._common import _device_of, _fmt_labels, _listing, _move, _named_outputs, _pick, _short
 
 
@@ -28,7 +28,7 @@ def assert_labels(
     config = getattr(model, "config", model)
     raw = config if isinstance(config, Mapping) else getattr(config, "id2label", None)
     if raw is None:
-        raise ValueError("assert_labels needs a Hugging Face model or config, or an id2label dict")
+        raise UsageError("assert_labels needs a Hugging Face model or config, or an id2label dict")
     id2label = {int(k): v for k, v in raw.items()}
     if isinstance(expected, Mapping):
         want = {int(k): v for k, v in expected.items()}

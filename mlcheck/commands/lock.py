@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import MissingFile
 from ..manifest import find_root
 from ..text import plural
 
@@ -56,7 +56,7 @@ def _lock(args: argparse.Namespace) -> int:
     root = Path(args.root) if args.root is not None else find_root()
     manifest = load_manifest(root)
     if manifest.source is None:
-        raise UsageError(
+        raise MissingFile(
             f"no manifest in {root}: declare the models your tests use under "
             "[tool.mlcheck.models] in pyproject.toml (or in mlcheck.toml), then run `mlcheck lock`"
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import constants
-from ..errors import EnvironmentProblem, NoTestsCollected, UsageError
+from ..errors import EnvironmentProblem, MissingFile, NoTestsCollected, UsageError
 from ..results import JOURNAL_FILE, JUNIT_FILE, RESULTS_FILE
 from ..text import plural
 from ..tiers import Tier, format_tiers, selected_tiers
@@ -134,7 +134,7 @@ def handle(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.paths] or [Path(".")]
     for path in paths:
         if not path.exists():
-            raise UsageError(f"path {str(path)!r} does not exist")
+            raise MissingFile(f"path {str(path)!r} does not exist")
     workers = _parse_workers(args.workers)
     shard = _parse_shard(args.shard)
     extra = list(args.passthrough)

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ResultsError
+from ..errors import ResultsError, ResultsMissing
 from ..results import SCHEMA_VERSION, RunResults, from_dict
 
 if TYPE_CHECKING:
@@ -59,14 +59,16 @@ def find_results_files(paths: Iterable[Path], limits: Limits = Limits()) -> list
         elif path.is_dir():
             found += _walk(path, 0)
         else:
-            raise ResultsError(f"no results at {path}: run `mlcheck run` or download the artifact")
+            raise ResultsMissing(
+                f"no results at {path}: run `mlcheck run` or download the artifact"
+            )
         if len(found) > limits.max_files:
             raise ResultsError(
                 f"more than {limits.max_files} results files under the given folders; "
                 "pass the results folders themselves"
             )
     if not found:
-        raise ResultsError(f"no results.json under {', '.join(map(str, paths))}")
+        raise ResultsMissing(f"no results.json under {', '.join(map(str, paths))}")
     for f in found:
         if f.is_symlink():
             raise ResultsError(f"{f} is a symbolic link; results must be plain files")
