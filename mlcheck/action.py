@@ -288,8 +288,7 @@ def report(
     The comparison uses the ``base-digest`` input only: when ``mlcheck publish`` runs, it
     writes the summary and annotations instead, compared with the tracking issue's digest.
     """
-    from .commands.report import context_from_env
-    from .digest import classify
+    from .commands.report import context_for
     from .merge import merge_sections
     from .report import render_annotations, render_summary
     from .results import Outcome, read
@@ -299,11 +298,11 @@ def report(
         return outputs  # the run stopped before writing results (exit 2): nothing to report
     results = read(p.results_dir)
     base = Path(p.project / inputs.base_digest) if inputs.base_digest else None
-    ctx = context_from_env(environ, base=base)
-    ctx = dataclasses.replace(ctx, sha=event.head_sha or ctx.sha, path_prefix=p.path_prefix)
     sections = merge_sections([results])
+    ctx = context_for(event, environ, base=base, path_prefix=p.path_prefix)
+    ctx = ctx.with_base(ctx.base, sections)  # classified once: outputs, summary, annotations
     counts = results.counts()
-    new = sum(len(classify(r.tests, ctx.base.get(k)).new) for k, r in sections.items())
+    new = sum(len(ctx.classification(k, r).new) for k, r in sections.items())
     outputs |= {
         "passed": str(counts[Outcome.PASSED.value] + counts[Outcome.FLAKY.value]),
         "failed": str(counts[Outcome.FAILED.value]),

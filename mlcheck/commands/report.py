@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from .. import constants, workflow
 
 if TYPE_CHECKING:
+    from ..github.event import Event
     from ..report import RenderContext
     from ..results import RunResults
 
@@ -81,38 +82,43 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def context_from_env(
     environ: Mapping[str, str], *, title: str = "mlcheck", base: Path | None = None
 ) -> RenderContext:
-    """A :class:`~mlcheck.report.RenderContext` from the GitHub Actions environment."""
+    """A :class:`~mlcheck.report.RenderContext` from the GitHub Actions environment: links at
+    the event's head (a dispatched GPU run's ``sha`` input, a PR's head), not ``GITHUB_SHA``
+    (the default branch, or the PR's merge commit)."""
+    from ..errors import UsageError
+    from ..github.event import load_event, parse_event
+
+    try:
+        event = load_event(environ)
+    except UsageError:  # unreadable payload: links at GITHUB_SHA are still better than none
+        event = parse_event("local", {}, environ)
+    return context_for(event, environ, title=title, base=base)
+
+
+def context_for(
+    event: Event,
+    environ: Mapping[str, str],
+    *,
+    title: str = "mlcheck",
+    base: Path | None = None,
+    path_prefix: str = "",
+) -> RenderContext:
+    """The context of ``event``'s report (the one builder, :meth:`RenderContext.from_event`),
+    with the environment's artifact name and secrets to redact, and the base digest file."""
+    from dataclasses import replace
+
     from ..digest import read as read_digest
     from ..report import RenderContext
     from ..safety import Redactor
 
-    server = environ.get(constants.ENV_GITHUB_SERVER_URL) or constants.DEFAULT_GITHUB_SERVER_URL
-    repo = environ.get(constants.ENV_GITHUB_REPOSITORY) or None
-    run_id = environ.get(constants.ENV_GITHUB_RUN_ID)
-    run_url = f"{server.rstrip('/')}/{repo}/actions/runs/{run_id}" if repo and run_id else None
-    return RenderContext(
-        repo=repo,
-        server_url=server,
-        sha=_head_sha(environ),
-        run_url=run_url,
+    ctx = RenderContext.from_event(
+        event,
         artifact_name=constants.artifact_name(environ),
         title=title,
-        base=read_digest(base) if base is not None else {},
         redactor=Redactor.from_env(environ),
+        path_prefix=path_prefix,
     )
-
-
-def _head_sha(environ: Mapping[str, str]) -> str | None:
-    """The commit links point at: the event's head (a dispatched GPU run's ``sha`` input, a
-    PR's head), not ``GITHUB_SHA`` (the default branch, or the PR's merge commit)."""
-    from ..errors import UsageError
-    from ..github.event import load_event
-
-    try:
-        sha = load_event(environ).head_sha
-    except UsageError:  # unreadable payload: links at GITHUB_SHA are still better than none
-        sha = ""
-    return sha or constants.github_sha(environ)
+    return replace(ctx, base=read_digest(base)) if base is not None else ctx
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -134,6 +140,7 @@ def handle(args: argparse.Namespace) -> int:
     sections = merge_sections(loaded)
     merged = merge(sections.values())
     ctx = context_from_env(os.environ, title=args.title, base=args.base_digest)
+    ctx = ctx.with_base(ctx.base, sections)  # classified once, for every format
     wf = workflow.from_args(args)
     if wf.annotations:
         formats.add("annotations")

@@ -427,11 +427,12 @@ def _write_reports(results: RunResults, results_dir: Path) -> None:
     from .report import context_from_env, write_outputs
 
     shard.write_durations(shard.durations([results]), results_dir / shard.DURATIONS_FILE)
+    sections = merge_sections([results])
     write_outputs(
-        merge_sections([results]),
+        sections,
         results,
         results_dir,
-        context_from_env(os.environ),
+        context_from_env(os.environ).with_base({}, sections),
         formats={"markdown", "summary", "terminal"},
     )
 

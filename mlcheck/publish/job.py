@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
     from ..github.event import Event
 from .comment import write_comment
 from .options import (
-    SHA_RE,
     PublishOptions,
     PublishResult,
     Recorder,
@@ -57,12 +55,8 @@ def publish(
         raise ResultsError("nothing to publish: no results given")
     key = options.section or known_section(event)
     sections = force_section(results, key) if key else merge_sections(results)
-    sha = event.head_sha if event.name != "local" else ""
-    ctx = RenderContext(
-        repo=event.repository or None,
-        server_url=event.server_url,
-        sha=sha if SHA_RE.fullmatch(sha or "") else None,
-        run_url=event.run_url,
+    ctx = RenderContext.from_event(
+        event,
         artifact_name=options.artifact_name,
         title=options.title,
         redactor=redactor,
@@ -70,7 +64,7 @@ def publish(
     )
     rec = Recorder(redactor)
     comment_url = issue_url = None
-    base: dict[str, Digest] = {}
+    base: Mapping[str, Digest] = {}
     verdict = max(r.exit_code() for r in sections.values()) if sections else 0
 
     if options.base_digest is not None:
@@ -85,7 +79,8 @@ def publish(
     elif event.name == "schedule":
         author = rec.attempt("finding the token's user", lambda: resolve_author(client, token))
         if author:
-            issue_url, base = nightly(client, event, sections, ctx, options, author, rec)
+            issue_url, ctx = nightly(client, event, sections, ctx, options, author, rec)
+            base = ctx.base
     else:
         author = rec.attempt(
             "finding the token's user", lambda: resolve_author(client, token, options.author)
@@ -94,7 +89,7 @@ def publish(
         read: tuple[Issue | None] | None = None  # the tracking issue, when it was read
         if author and options.base_digest is None:
             read, base = read_base(client, event.repository, author, rec)
-        ctx = replace(ctx, base=base)
+        ctx = ctx.with_base(base, sections)
         if pr is None:
             if event.name != "push":
                 rec.note(f"no PR to comment on for this {event.name} event")
@@ -110,9 +105,10 @@ def publish(
         if author and _is_default_branch_push(event):
             issue_url = write_base(client, event, sections, author, options, rec, read)
 
-    ctx = replace(ctx, base=base)
+    if ctx.base is not base:  # not compared on GitHub: the base-digest file's, or none
+        ctx = ctx.with_base(base, sections)
     return PublishResult(
-        counts=counts(sections, base),
+        counts=counts(sections, ctx),
         sections=tuple(sections),
         verdict=verdict,
         comment_url=comment_url,

@@ -8,10 +8,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..digest import Digest, classify
+from ..digest import Digest
 from ..errors import GitHubError, UsageError
 from ..merge import merge
-from ..report import COMMENT_BUDGET, messages, sticky
+from ..report import COMMENT_BUDGET, RenderContext, messages, sticky
 from ..results import Outcome, RunResults
 from ..safety import Redactor
 from ..tiers import DEFAULT_GPU_LABEL, tier_key
@@ -54,15 +54,19 @@ class Counts:
     new_failures: int = 0
 
 
-def counts(sections: Mapping[str, RunResults], base: Mapping[str, Digest]) -> Counts:
-    """The action outputs' numbers; ``new_failures`` counts failures classified as new."""
+def counts(
+    sections: Mapping[str, RunResults], base: Mapping[str, Digest] | RenderContext
+) -> Counts:
+    """The action outputs' numbers; ``new_failures`` counts failures classified as new, against
+    ``base`` (digests), or as a context's :meth:`~RenderContext.with_base` classified them."""
+    ctx = base if isinstance(base, RenderContext) else RenderContext().with_base(base, sections)
     total: dict[str, int] = {}
     new = selected = 0
     for key, r in sections.items():
         selected += sum(t.outcome is not Outcome.NOT_RUN for t in r.tests)
         for outcome, n in r.counts().items():
             total[outcome] = total.get(outcome, 0) + n
-        new += len(classify(r.tests, base.get(key)).new)
+        new += len(ctx.classification(key, r).new)
     return Counts(
         passed=total.get(Outcome.PASSED.value, 0) + total.get(Outcome.FLAKY.value, 0),
         failed=total.get(Outcome.FAILED.value, 0),

@@ -182,19 +182,21 @@ def nightly(
     options: PublishOptions,
     author: str,
     rec: Recorder,
-) -> tuple[str | None, dict[str, Digest]]:
-    """Keep the tracking issue up to date; returns its URL and the previous nightly's digests."""
+) -> tuple[str | None, RenderContext]:
+    """Keep the tracking issue up to date; returns its URL and ``ctx`` comparing with the
+    previous nightly's digests (each section classified once, for the summary too)."""
     repo = event.repository
     try:
         issue = find_tracking_issue(client, repo, author)
     except GitHubError as exc:
         rec.problems.append(rec.redactor.redact(f"finding the tracking issue failed: {exc}"))
-        return None, {}
+        return None, ctx.with_base({}, sections)
     old = issue_sections(issue.body if issue else None)
     previous = _parse_digests(old.get(NIGHTLY_KEY, ""), rec, "previous nightly digest")
     sha = event.head_sha or None
     base = _merge_base(old.get(BASE_KEY, ""), base_digests(sections, sha))
-    c = counts(sections, previous)
+    ctx = ctx.with_base(previous, sections)
+    c = counts(sections, ctx)
     failing = c.failed + c.errors
     prev_sha = next((d.sha for d in previous.values() if d.sha), None)
     intro = messages.nightly_intro(sha, event.run_url, prev_sha, bool(previous), c.new_failures)
@@ -206,7 +208,7 @@ def nightly(
         - len(TRACKING_MARKER)
         - 400  # section markers
     )
-    report = render_report(sections, replace(ctx, base=previous), budget=budget)
+    report = render_report(sections, ctx, budget=budget)
     body = issue_body(
         {**old, NIGHTLY_KEY: f"{intro}\n\n{report}", ABOUT_KEY: _ABOUT, BASE_KEY: base}
     )
@@ -216,7 +218,7 @@ def nightly(
         "updating the tracking issue",
         lambda: _upsert_tracking(client, repo, issue, title, body, state),
     )
-    return (done.html_url if done is not None else None), previous
+    return (done.html_url if done is not None else None), ctx
 
 
 # ---------------------------------------------------------------------------------------------

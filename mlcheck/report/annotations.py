@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 from ..digest import (
     Category,
-    classify,
 )
 from ..merge import section_key
 from ..results import RunResults, TestResult
@@ -69,7 +68,7 @@ def render_annotations(
     ordered: list[tuple[Category, TestResult]] = []
     flaky = 0
     for key, results in sections.items():
-        c = classify(results.tests, ctx.base.get(key))
+        c = ctx.classification(key, results)
         ordered += c.ordered()
         flaky += len(c.flaky)
     # code failures first: an infrastructure failure gets an annotation only if room is left

@@ -33,7 +33,6 @@ from ..digest import (
     Category,
     Classified,
     Digest,
-    classify,
     is_infrastructure,
     slower_than_base,
     stopped_running,
@@ -210,7 +209,7 @@ class Renderer:
         self.summary = summary
         self.base = ctx.base.get(key)
         self.sha = ctx.sha or results.run.sha
-        self.c = classify(results.tests, self.base)
+        self.c = ctx.classification(key, results)
         self.counts = results.counts()
         self._names: dict[int, str] = {}
 

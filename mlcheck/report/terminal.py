@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from ..digest import (
     Category,
-    classify,
 )
 from ..merge import section_key
 from ..results import Outcome, RunResults
@@ -55,7 +54,7 @@ def terminal_summary(
         return one_line(ctx.redactor.clip(text, 4 * limit, keep="head"), limit)
 
     for key, r in sections.items():
-        c = classify(r.tests, ctx.base.get(key))
+        c = ctx.classification(key, r)
         counts = r.counts()
         console.rule(Text(f"mlcheck · {key}"))
         state = run_state(r)

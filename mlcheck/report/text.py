@@ -13,10 +13,11 @@ import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 from urllib.parse import quote
 
-from ..digest import Digest
+from ..digest import Classified, Digest, classify
 from ..merge import section_key
 from ..results import Outcome, RunResults, RunStatus, TestResult
 from ..safety import NO_SECRETS, Redactor, inline
@@ -25,11 +26,28 @@ from ..tiers import tier_order
 SPARK = "▁▂▃▄▅▆▇█"
 
 
+class EventFacts(Protocol):
+    """What a context needs of the run's event (``mlcheck.github.event.Event`` has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def repository(self) -> str: ...
+    @property
+    def server_url(self) -> str: ...
+    @property
+    def head_sha(self) -> str: ...
+    @property
+    def run_url(self) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class RenderContext:
-    """Where the report goes and what it links to; built at the edge from the environment.
+    """Where the report goes and what it links to; built once at the edge with
+    :meth:`from_event`, then given the base with :meth:`with_base`.
 
-    ``base`` holds the base branch's digests by section key (from its comment or report.md).
+    ``base`` holds the base branch's digests by section key (from its comment or report.md);
+    :meth:`with_base` classifies each section against it once, for every renderer to share.
     """
 
     repo: str | None = None  # owner/name
@@ -41,6 +59,59 @@ class RenderContext:
     base: Mapping[str, Digest] = field(default_factory=dict)
     redactor: Redactor = NO_SECRETS
     path_prefix: str = ""  # the project's folder inside the repository, if not the root
+    # key -> (the results and base digest it was computed from, their classification)
+    classified: Mapping[str, tuple[RunResults, Digest | None, Classified]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @classmethod
+    def from_event(
+        cls,
+        event: EventFacts,
+        *,
+        artifact_name: str | None = None,
+        title: str = "mlcheck",
+        redactor: Redactor = NO_SECRETS,
+        path_prefix: str = "",
+    ) -> RenderContext:
+        """The context of a run of ``event``: links at its head commit (the PR head, a
+        dispatched ``sha``; else permalinks use the results' own ``run.sha``), its repository
+        and its workflow run.
+
+        >>> from mlcheck.github.event import parse_event
+        >>> env = {"GITHUB_REPOSITORY": "o/r", "GITHUB_SHA": "a" * 40, "GITHUB_RUN_ID": "7"}
+        >>> ctx = RenderContext.from_event(parse_event("push", {}, env))
+        >>> ctx.repo, ctx.sha == "a" * 40, ctx.run_url
+        ('o/r', True, 'https://github.com/o/r/actions/runs/7')
+        """
+        return cls(
+            repo=event.repository or None,
+            server_url=event.server_url,
+            sha=event.head_sha if SHA_RE.fullmatch(event.head_sha or "") else None,
+            run_url=event.run_url if event.repository else None,
+            artifact_name=artifact_name,
+            title=title,
+            redactor=redactor,
+            path_prefix=path_prefix,
+        )
+
+    def with_base(
+        self, base: Mapping[str, Digest], sections: Mapping[str, RunResults]
+    ) -> RenderContext:
+        """This context comparing with ``base``, each of ``sections`` classified once."""
+        classified = {
+            key: (r, base.get(key), classify(r.tests, base.get(key))) for key, r in sections.items()
+        }
+        return replace(self, base=base, classified=classified)
+
+    def classification(self, key: str, results: RunResults) -> Classified:
+        """Section ``key``'s failures sorted against its base: the one :meth:`with_base`
+        computed when it was for these very results and base, else computed now."""
+        base = self.base.get(key)
+        known = self.classified.get(key)
+        if known is not None and known[0] is results and known[1] is base:
+            return known[2]
+        return classify(results.tests, base)
 
 
 def sparkline(values: Sequence[float], width: int = 16) -> str:
