@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import _record
 from .cache import WEIGHT_PICKLE_PATTERNS, LocalModel
 from .constants import DEFAULT_SEED
-from .errors import ModelNotCached, UnsafeModel, UsageError
+from .errors import ModelNotCached, UnsafeModel, UsageError, hide_frame
 
 if TYPE_CHECKING:
     import torch
@@ -110,6 +110,7 @@ class ModelFactory:
         >>> models.config("bert-base-uncased", num_labels=3).num_labels  # doctest: +SKIP
         3
         """
+        __tracebackhide__ = hide_frame
         return self._config(model_id, "config", overrides)
 
     def random(
@@ -132,6 +133,7 @@ class ModelFactory:
         >>> model.config.num_hidden_layers, model.config.num_key_value_heads  # doctest: +SKIP
         (2, 2)
         """
+        __tracebackhide__ = hide_frame
         import torch
 
         from .shrinking import shrink
@@ -185,6 +187,7 @@ class ModelFactory:
         >>> model.num_parameters()  # doctest: +SKIP
         6738415616
         """
+        __tracebackhide__ = hide_frame
         import torch
 
         config = self._resolve(model_id_or_config, "empty")
@@ -217,6 +220,7 @@ class ModelFactory:
 
         >>> model = models.real("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
         """
+        __tracebackhide__ = hide_frame
         local = self._weights(model_id)
         self._check_remote_code(local)
         auto = self._auto_class(task)
@@ -243,6 +247,7 @@ class ModelFactory:
 
         >>> models.tokenizer("sentence-transformers/all-MiniLM-L6-v2")("hi")  # doctest: +SKIP
         """
+        __tracebackhide__ = hide_frame
         from transformers import AutoTokenizer
 
         local = self._locate(model_id, need="config")
@@ -264,6 +269,7 @@ class ModelFactory:
     # -- helpers ---------------------------------------------------------------------------
 
     def _config(self, model_id: str, kind: str, overrides: Mapping[str, Any]) -> PretrainedConfig:
+        __tracebackhide__ = hide_frame
         from transformers import AutoConfig
 
         local = self._locate(model_id, need="config")
@@ -281,16 +287,21 @@ class ModelFactory:
         return config
 
     def _resolve(self, model_id_or_config: str | PretrainedConfig, kind: str) -> PretrainedConfig:
+        __tracebackhide__ = hide_frame
         if isinstance(model_id_or_config, str | Path):
             return self._config(str(model_id_or_config), kind, {})
         # from_config writes the dtype into the config: never touch the caller's object
         return copy.deepcopy(model_id_or_config)
 
     def _weights(self, model_id: str) -> LocalModel:
+        __tracebackhide__ = hide_frame
         try:
             return self._locate(model_id, need="weights")
-        except ModelNotCached:
-            local = self._locate(model_id, need="config")
+        except ModelNotCached as missing:
+            try:
+                local = self._locate(model_id, need="config")
+            except ModelNotCached:
+                raise missing from None  # its message names the fix for the weights
             pickles = sorted(
                 str(p.relative_to(local.path))
                 for pattern in WEIGHT_PICKLE_PATTERNS
@@ -305,6 +316,7 @@ class ModelFactory:
             raise
 
     def _check_remote_code(self, local: LocalModel) -> None:
+        __tracebackhide__ = hide_frame
         if local.trust_remote_code:
             return
         custom = _custom_code(local.path)
@@ -316,6 +328,7 @@ class ModelFactory:
             )
 
     def _auto_class(self, task: str | None) -> Any:
+        __tracebackhide__ = hide_frame
         import transformers
 
         name = TASKS.get(task)
@@ -327,6 +340,7 @@ class ModelFactory:
     def _from_config(
         self, auto: Any, config: PretrainedConfig, task: str | None, **kwargs: Any
     ) -> PreTrainedModel:
+        __tracebackhide__ = hide_frame
         # a config class from outside transformers came from a model's own code, which was
         # already vetted (and run) when the config was loaded
         trust = not type(config).__module__.startswith("transformers.")

@@ -1,0 +1,257 @@
+"""`mlcheck add`: declare models in the manifest, lock them and fetch them, in one step."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import HubError, UsageError
+from ..manifest import NEEDS, find_root
+
+if TYPE_CHECKING:
+    from ..lock import LockedModel
+    from ..manifest_edit import Change, Declaration
+
+HELP = "declare models in pyproject.toml, lock them and fetch them into the cache"
+DESCRIPTION = (
+    HELP + ". Adds each MODEL to [tool.mlcheck.models] (or mlcheck.toml's [models], if that is "
+    "the project's manifest), editing the file in place: comments and formatting stay, and a "
+    "model already declared as asked changes nothing. Then pins it in mlcheck.lock "
+    "(`mlcheck lock`) and downloads its files (`mlcheck cache warm`) from HF_ENDPOINT (token "
+    "from HF_TOKEN). A model the hub does not have is not declared. "
+    "With --from-tests, the models are the literal ids the test files pass to the models "
+    "fixture and the real_model marker (read from their source, not run); calls whose id is "
+    "not a literal are listed with their file and line."
+)
+EXIT_CODES = """\
+exit codes: 0 declared (or already declared), locked and in the cache; 2 usage or environment
+problem (no pyproject.toml or mlcheck.toml, not a model id, bad --needs or --task, invalid
+manifest, model or revision not on the hub, hub unreachable)."""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "add",
+        help=HELP,
+        description=DESCRIPTION,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        metavar="MODEL_ID",
+        help='hub model ids ("org/name"); with --from-tests: test files or folders '
+        "(default: tests/, else the project folder)",
+    )
+    parser.add_argument(
+        "--needs",
+        choices=NEEDS,
+        default=None,
+        help="config: config and tokenizer files (fast tier; the default for a new model); "
+        "weights: those plus the safetensors weights (real tier)",
+    )
+    parser.add_argument(
+        "--revision",
+        default=None,
+        metavar="REV",
+        help="branch, tag or commit to pin (default: main, or what the manifest says)",
+    )
+    parser.add_argument(
+        "--task",
+        default=None,
+        help="check that the model builds for this task (e.g. causal-lm, "
+        "sequence-classification) and print the line for a first test",
+    )
+    parser.add_argument(
+        "--from-tests",
+        action="store_true",
+        help="add the models the test files use (literal ids in models.* calls and "
+        "real_model markers) that the manifest lacks",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="project folder with the manifest (default: found from cwd)",
+    )
+    parser.set_defaults(handler=_add)
+
+
+def _add(args: argparse.Namespace) -> int:
+    from ..manifest_edit import plan_declarations, write_declarations
+
+    root = Path(args.root) if args.root is not None else find_root()
+    declarations = _from_tests(args, root) if args.from_tests else _from_ids(args)
+    if not declarations:
+        return 0
+    if args.task is not None:
+        _check_task_name(args.task)
+    changes = plan_declarations(root, declarations)
+    for change in changes:
+        if not change.changed:
+            _say(f"{change.describe()}; nothing to change")
+    # Ask the hub first: a model or revision it does not have is never declared.
+    resolved = {c.model_id: _resolve(c) for c in changes if c.changed}
+    for path in write_declarations(changes):
+        for change in changes:
+            if change.changed and change.path == path:
+                _say(change.describe())
+    ids = [c.model_id for c in changes]
+    _lock(root, resolved)
+    _warm(root, ids)
+    if args.task is not None:
+        for model_id in ids:
+            _check_task(root, model_id, args.task)
+    _next_steps(changes, args.task)
+    return 0
+
+
+def _from_ids(args: argparse.Namespace) -> list[Declaration]:
+    from ..manifest_edit import Declaration
+
+    if not args.targets:
+        raise UsageError("name the models to add (`mlcheck add org/name`), or use --from-tests")
+    return [Declaration(m, revision=args.revision, needs=args.needs) for m in args.targets]
+
+
+def _from_tests(args: argparse.Namespace, root: Path) -> list[Declaration]:
+    from ..manifest_edit import Declaration
+    from ..model_usage import scan
+
+    extra = [f"--{n}" for n in ("needs", "revision", "task") if getattr(args, n) is not None]
+    if extra:
+        raise UsageError(
+            f"--from-tests infers what each model needs; drop {', '.join(extra)} "
+            "(or add the model by name: `mlcheck add MODEL_ID --needs weights`)"
+        )
+    if args.targets:
+        paths = [Path(p) for p in args.targets]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise UsageError(f"no such test file or folder: {', '.join(missing)}")
+    else:
+        paths = [root / "tests"] if (root / "tests").is_dir() else [root]
+    usage = scan(paths)
+    found = ", ".join(f"{m} ({need})" for m, need in sorted(usage.models.items()))
+    _say(
+        f"read {usage.files} test file(s): {len(usage.models)} model id(s)"
+        + (f": {found}" if found else "")
+    )
+    if usage.unresolved:
+        _say(
+            f"could not tell the model id of {len(usage.unresolved)} call(s); declare those "
+            "with `mlcheck add MODEL_ID`:"
+        )
+        for site in usage.unresolved:
+            code = f" {site.code}" if site.code else ""
+            _say(f"  {_relative(site.path, root)}:{site.line}:{code}  ({site.why})")
+    return [
+        Declaration(m, needs=need, upgrade_only=True) for m, need in sorted(usage.models.items())
+    ]
+
+
+def _resolve(change: Change) -> LockedModel:
+    from huggingface_hub import constants
+
+    from ..lock import resolve
+
+    spec = change.new
+    _say(f"resolving {spec.model_id}@{spec.revision} on {constants.ENDPOINT} ...")
+    try:
+        return resolve(spec)
+    except HubError as exc:
+        raise HubError(f"{exc}; nothing was declared") from None
+
+
+def _lock(root: Path, resolved: dict[str, LockedModel]) -> None:
+    from ..lock import Lock, dumps_lock, lock_path, read_lock, update_lock, write_lock
+    from ..manifest import load_manifest
+
+    before = read_lock(root)
+    lock = before or Lock()
+    for entry in resolved.values():
+        lock = lock.with_model(entry)
+    # The other models of the manifest are locked too, as `mlcheck lock` would (kept if current).
+    new, changed = update_lock(load_manifest(root), lock)
+    for model_id in [*resolved, *changed]:
+        entry = new.models[model_id]
+        _say(
+            f"locked {model_id}@{entry.revision} -> {entry.commit[:12]} "
+            f"({len(entry.files)} files, {_mb(entry.size)})"
+        )
+    if before is None or dumps_lock(new) != dumps_lock(before):
+        write_lock(root, new)
+        _say(f"wrote {lock_path(root)}")
+
+
+def _warm(root: Path, model_ids: list[str]) -> None:
+    from ..cache import warm
+
+    report = warm(root, models=model_ids, only_missing=True, progress=sys.stderr.isatty())
+    if report.nothing_to_do:
+        _say(f"in the cache: {report.present} locked file(s), nothing downloaded")
+    else:
+        _say(
+            f"downloaded {len(report.downloaded)} file(s) ({_mb(report.downloaded_bytes)}) in "
+            f"{report.seconds:.1f}s; {report.present} already in the cache"
+        )
+
+
+def _check_task_name(task: str) -> None:
+    from ..models import TASKS
+
+    if task not in TASKS:
+        valid = ", ".join(sorted(t for t in TASKS if t is not None))
+        raise UsageError(f"unknown --task {task!r}; valid tasks: {valid}")
+
+
+def _check_task(root: Path, model_id: str, task: str) -> None:
+    """The model's config, from the cache, has a transformers class for ``task``."""
+    import transformers
+
+    from ..cache import locate
+    from ..models import TASKS
+
+    auto = getattr(transformers, str(TASKS[task]))
+    local = locate(model_id, root=root)
+    config = transformers.AutoConfig.from_pretrained(
+        str(local.path), local_files_only=True, trust_remote_code=local.trust_remote_code
+    )
+    mapping = auto._model_mapping
+    if type(config) not in mapping:
+        raise UsageError(
+            f"{model_id} (model type {config.model_type!r}) has no {task} class in "
+            f"transformers ({auto.__name__}); it is declared and fetched, pick another --task"
+        )
+    _say(f"{model_id}: task {task} builds {mapping[type(config)].__name__}")
+
+
+def _next_steps(changes: list[Change], task: str | None) -> None:
+    task_arg = f", task={task!r}" if task else ""
+    for change in changes[:3]:
+        model_id = change.new.model_id
+        if change.new.needs == "weights":
+            _say(
+                f'use it: @pytest.mark.real_model("{model_id}") and '
+                f'models.real("{model_id}"{task_arg}) (tier real: `mlcheck run --tier real`)'
+            )
+        else:
+            _say(f'use it: models.random("{model_id}"{task_arg}) in a fast test (`mlcheck run`)')
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.1f} MB"
