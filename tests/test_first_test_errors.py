@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-import transformers  # noqa: F401  (imported once, before pytester's in-process runs)
+import transformers  # imported once, before pytester's in-process runs (and used)
 
 from mlcheck.cache import add
 
@@ -86,9 +86,7 @@ def test_verbose_chains_the_hub_error(pytester: pytest.Pytester, cache: Path) ->
     assert "LocalEntryNotFoundError" in verbose and "mlcheck add gpt2" in verbose
 
 
-def test_declared_but_not_locked_says_mlcheck_lock(
-    pytester: pytest.Pytester, cache: Path
-) -> None:
+def test_declared_but_not_locked_says_mlcheck_lock(pytester: pytest.Pytester, cache: Path) -> None:
     pytester.makepyprojecttoml(
         '[tool.mlcheck.models]\n"gpt2" = { revision = "main", needs = "config" }\n'
     )

@@ -12,19 +12,27 @@ from ..manifest import NEEDS, find_root
 
 if TYPE_CHECKING:
     from ..lock import LockedModel
+    from ..manifest import ModelSpec
     from ..manifest_edit import Change, Declaration
 
 HELP = "declare models in pyproject.toml, lock them and fetch them into the cache"
-DESCRIPTION = (
-    HELP + ". Adds each MODEL to [tool.mlcheck.models] (or mlcheck.toml's [models], if that is "
-    "the project's manifest), editing the file in place: comments and formatting stay, and a "
-    "model already declared as asked changes nothing. Then pins it in mlcheck.lock "
-    "(`mlcheck lock`) and downloads its files (`mlcheck cache warm`) from HF_ENDPOINT (token "
-    "from HF_TOKEN). A model the hub does not have is not declared. "
-    "With --from-tests, the models are the literal ids the test files pass to the models "
-    "fixture and the real_model marker (read from their source, not run); calls whose id is "
-    "not a literal are listed with their file and line."
-)
+DESCRIPTION = """\
+Declare models in the project's manifest, lock them and fetch them, in one step:
+
+  mlcheck add gpt2                                        # config files: fast-tier tests
+  mlcheck add sentence-transformers/all-MiniLM-L6-v2 --needs weights      # the real tier
+  mlcheck add --from-tests                                # the models the tests name
+
+Each MODEL_ID goes into [tool.mlcheck.models] of pyproject.toml (or [models] of mlcheck.toml
+when that is the project's manifest), edited in place: comments and formatting stay, and a
+model already declared as asked changes nothing. Then it is pinned in mlcheck.lock (as by
+`mlcheck lock`) and its files are downloaded (as by `mlcheck cache warm`) from HF_ENDPOINT
+(token from HF_TOKEN). A model or revision that the hub does not have is not declared.
+
+--from-tests reads the test files' source (it does not run them) for literal model ids passed
+to models.config/random/empty/tokenizer (needs config) and to models.real or the real_model
+marker (needs weights), adds those the manifest lacks, and lists the calls whose id it cannot
+tell (a variable, an f-string) with their file and line."""
 EXIT_CODES = """\
 exit codes: 0 declared (or already declared), locked and in the cache; 2 usage or environment
 problem (no pyproject.toml or mlcheck.toml, not a model id, bad --needs or --task, invalid
@@ -94,13 +102,13 @@ def _add(args: argparse.Namespace) -> int:
         if not change.changed:
             _say(f"{change.describe()}; nothing to change")
     # Ask the hub first: a model or revision it does not have is never declared.
-    resolved = {c.model_id: _resolve(c) for c in changes if c.changed}
+    resolved = {c.model_id: _resolve(c.new) for c in changes if c.changed}
     for path in write_declarations(changes):
         for change in changes:
             if change.changed and change.path == path:
                 _say(change.describe())
     ids = [c.model_id for c in changes]
-    _lock(root, resolved)
+    _lock(root, changes, resolved)
     _warm(root, ids)
     if args.task is not None:
         for model_id in ids:
@@ -153,12 +161,11 @@ def _from_tests(args: argparse.Namespace, root: Path) -> list[Declaration]:
     ]
 
 
-def _resolve(change: Change) -> LockedModel:
+def _resolve(spec: ModelSpec) -> LockedModel:
     from huggingface_hub import constants
 
     from ..lock import resolve
 
-    spec = change.new
     _say(f"resolving {spec.model_id}@{spec.revision} on {constants.ENDPOINT} ...")
     try:
         return resolve(spec)
@@ -166,24 +173,28 @@ def _resolve(change: Change) -> LockedModel:
         raise HubError(f"{exc}; nothing was declared") from None
 
 
-def _lock(root: Path, resolved: dict[str, LockedModel]) -> None:
-    from ..lock import Lock, dumps_lock, lock_path, read_lock, update_lock, write_lock
+def _lock(root: Path, changes: list[Change], resolved: dict[str, LockedModel]) -> None:
+    """Pin the added models in mlcheck.lock; every other entry stays as it is (locking the rest
+    of the manifest is `mlcheck lock`'s job, and another model's problem is not this one's)."""
+    from ..lock import Lock, lock_path, read_lock, write_lock
     from ..manifest import load_manifest
 
+    manifest = load_manifest(root)
     before = read_lock(root)
     lock = before or Lock()
-    for entry in resolved.values():
-        lock = lock.with_model(entry)
-    # The other models of the manifest are locked too, as `mlcheck lock` would (kept if current).
-    new, changed = update_lock(load_manifest(root), lock)
-    for model_id in [*resolved, *changed]:
-        entry = new.models[model_id]
-        _say(
-            f"locked {model_id}@{entry.revision} -> {entry.commit[:12]} "
-            f"({len(entry.files)} files, {_mb(entry.size)})"
-        )
-    if before is None or dumps_lock(new) != dumps_lock(before):
-        write_lock(root, new)
+    for change in changes:
+        spec = manifest.models[change.model_id]
+        entry = resolved.get(change.model_id) or lock.model(change.model_id)
+        if entry is None or not entry.matches(spec):
+            entry = _resolve(spec)  # declared by hand, or changed since it was locked
+        if lock.model(change.model_id) != entry:
+            lock = lock.with_model(entry)
+            _say(
+                f"locked {entry.model_id}@{entry.revision} -> {entry.commit[:12]} "
+                f"({len(entry.files)} files, {_mb(entry.size)})"
+            )
+    if lock != before:
+        write_lock(root, lock)
         _say(f"wrote {lock_path(root)}")
 
 
