@@ -210,7 +210,7 @@ def test_add_declares_locks_fetches_then_an_offline_real_run_passes(
     assert first.returncode == 0, first.stderr
     assert f"declared {model} (revision main, needs weights) in pyproject.toml" in first.stdout
     assert f"locked {model}@main -> {commit[:12]}" in first.stdout
-    assert "downloaded 6 file(s)" in first.stdout, first.stdout
+    assert "downloaded 6 files" in first.stdout, first.stdout
     assert (root / "pyproject.toml").read_text() == PYPROJECT.replace(
         "   # aligned comment\n",
         f'   # aligned comment\n"{model}" = {{ revision = "main", needs = "weights" }}\n',
@@ -221,9 +221,10 @@ def test_add_declares_locks_fetches_then_an_offline_real_run_passes(
     # the same add again: no byte changes, no request to the hub
     files = {name: (root / name).read_bytes() for name in ("pyproject.toml", "mlcheck.lock")}
     before = hub.requests()
-    again = mlcheck("add", model, "--needs", "weights", cwd=root, env=env)
+    again = mlcheck("add", model, "--needs", "weights", "--task", "fill-mask", cwd=root, env=env)
     assert again.returncode == 0, again.stderr
     assert "already declared (revision main, needs weights)" in again.stdout
+    assert f"{model}: task fill-mask builds BertForMaskedLM" in again.stdout
     assert "nothing to change" in again.stdout and "nothing downloaded" in again.stdout
     assert {name: (root / name).read_bytes() for name in files} == files
     assert hub.requests() == before
@@ -273,7 +274,7 @@ def test_add_from_tests_adds_the_missing_ids_and_lists_the_unresolved(
     env = hub_env(hub, tmp_path / "cache")
     result = mlcheck("add", "--from-tests", cwd=root, env=env)
     assert result.returncode == 0, result.stderr
-    assert "read 1 test file(s): 2 model id(s)" in result.stdout
+    assert "read 1 test file: 2 model ids" in result.stdout
     assert "tests/test_models.py:5: models.config(f'org/{name}')  (an f-string)" in result.stdout
     manifest = load_manifest(root)
     assert {m: s.needs for m, s in manifest.models.items() if m != "org/encoder"} == {

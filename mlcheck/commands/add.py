@@ -145,13 +145,13 @@ def _from_tests(args: argparse.Namespace, root: Path) -> list[Declaration]:
     usage = scan(paths)
     found = ", ".join(f"{m} ({need})" for m, need in sorted(usage.models.items()))
     _say(
-        f"read {usage.files} test file(s): {len(usage.models)} model id(s)"
+        f"read {_count(usage.files, 'test file')}: {_count(len(usage.models), 'model id')}"
         + (f": {found}" if found else "")
     )
     if usage.unresolved:
         _say(
-            f"could not tell the model id of {len(usage.unresolved)} call(s); declare those "
-            "with `mlcheck add MODEL_ID`:"
+            f"could not tell the model id of {_count(len(usage.unresolved), 'call')}; declare "
+            "those with `mlcheck add MODEL_ID`:"
         )
         for site in usage.unresolved:
             code = f" {site.code}" if site.code else ""
@@ -191,7 +191,7 @@ def _lock(root: Path, changes: list[Change], resolved: dict[str, LockedModel]) -
             lock = lock.with_model(entry)
             _say(
                 f"locked {entry.model_id}@{entry.revision} -> {entry.commit[:12]} "
-                f"({len(entry.files)} files, {_mb(entry.size)})"
+                f"({_files(len(entry.files))}, {_mb(entry.size)})"
             )
     if lock != before:
         write_lock(root, lock)
@@ -203,10 +203,10 @@ def _warm(root: Path, model_ids: list[str]) -> None:
 
     report = warm(root, models=model_ids, only_missing=True, progress=sys.stderr.isatty())
     if report.nothing_to_do:
-        _say(f"in the cache: {report.present} locked file(s), nothing downloaded")
+        _say(f"in the cache: {_files(report.present)} locked, nothing downloaded")
     else:
         _say(
-            f"downloaded {len(report.downloaded)} file(s) ({_mb(report.downloaded_bytes)}) in "
+            f"downloaded {_files(len(report.downloaded))} ({_mb(report.downloaded_bytes)}) in "
             f"{report.seconds:.1f}s; {report.present} already in the cache"
         )
 
@@ -241,7 +241,7 @@ def _check_task(root: Path, model_id: str, task: str) -> None:
 
 
 def _next_steps(changes: list[Change], task: str | None) -> None:
-    task_arg = f", task={task!r}" if task else ""
+    task_arg = f', task="{task}"' if task else ""
     for change in changes[:3]:
         model_id = change.new.model_id
         if change.new.needs == "weights":
@@ -262,6 +262,14 @@ def _relative(path: Path, root: Path) -> str:
 
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def _files(n: int) -> str:
+    return _count(n, "file")
 
 
 def _mb(nbytes: int) -> str:
