@@ -8,9 +8,10 @@ id counts when it is a string literal (or a module-level constant bound to one) 
 - the ``real_model`` marker (``@pytest.mark.real_model("org/name")``, ``pytestmark = ...``,
   ``pytest.param(..., marks=...)``): the weights.
 
-Any other argument (a variable, an f-string, an attribute) is listed with its file and line, for
-the user to declare by hand; a config object built in place (``models.random(BertConfig())``) is
-not a model id and is skipped.
+A test's parameter counts too when ``@pytest.mark.parametrize`` (on the test or its class) gives
+it only string literals. Any other argument (a variable, an f-string, an attribute) is listed
+with its file and line, for the user to declare by hand; a config object built in place
+(``models.random(BertConfig())``) is not a model id and is skipped.
 
 >>> usage = scan_source('models.random("gpt2")\\nmodels.real(name)\\n', Path("test_x.py"))
 >>> usage.models, [u.where for u in usage.unresolved]
@@ -113,19 +114,21 @@ def scan_source(source: str, path: Path) -> Usage:
         usage.unresolved.append(Site(path, exc.lineno or 1, "", f"not valid Python ({exc.msg})"))
         return usage
     constants = _module_constants(tree)
+    parametrized = _parametrized_names(tree)
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
             continue
+        names = {**constants, **parametrized.get(id(node), {})}
         method = node.func.attr
         if method == MARKER and _is_mark(node.func.value):
             args = list(node.args) + _keyword_items(node, "models")
             for marked in args:
-                _resolve(usage, marked, "weights", node, path, constants, config_ok=False)
+                _resolve(usage, marked, "weights", node, path, names, config_ok=False)
         elif method in FACTORY_NEEDS and _is_models_fixture(node.func.value):
             first = node.args[0] if node.args else _keyword(node, _ID_KEYWORDS)
             if first is not None:
                 config_ok = method in ("random", "empty")  # these also take a config object
-                _resolve(usage, first, FACTORY_NEEDS[method], node, path, constants, config_ok)
+                _resolve(usage, first, FACTORY_NEEDS[method], node, path, names, config_ok)
     return usage
 
 
@@ -135,26 +138,83 @@ def _resolve(
     need: Need,
     call: ast.Call,
     path: Path,
-    constants: dict[str, str],
+    names: dict[str, str | list[str]],
     config_ok: bool,
 ) -> None:
     site = Site(path, call.lineno, ast.unparse(call))
-    value: str | None = None
+    values: list[str] = []
     if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-        value = arg.value
-    elif isinstance(arg, ast.Name) and arg.id in constants:
-        value = constants[arg.id]
+        values = [arg.value]
+    elif isinstance(arg, ast.Name) and arg.id in names:
+        found = names[arg.id]
+        values = [found] if isinstance(found, str) else found
     elif isinstance(arg, ast.Call) and config_ok:
         return  # a config built in place: nothing to declare
-    if value is None:
+    if not values:
         why = "an f-string" if isinstance(arg, ast.JoinedStr) else f"`{ast.unparse(arg)}`"
         usage.unresolved.append(Site(path, call.lineno, site.code, why))
-    elif is_model_id(value):
-        usage.add(value, need, site)
-    # any other string is a local folder: nothing to declare
+    for value in values:
+        if is_model_id(value):  # any other string is a local folder: nothing to declare
+            usage.add(value, need, site)
 
 
-def _module_constants(tree: ast.Module) -> dict[str, str]:
+def _parametrized_names(tree: ast.Module) -> dict[int, dict[str, str | list[str]]]:
+    """For each call (by ``id``) inside a test or class with ``@pytest.mark.parametrize``: the
+    parameter names whose values are all string literals, and those values."""
+    scopes: dict[int, dict[str, str | list[str]]] = {}
+    # ast.walk goes outside-in, so an inner function's names override its class's
+    for scope in ast.walk(tree):
+        if not isinstance(scope, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            continue
+        names: dict[str, str | list[str]] = {}
+        for decorator in scope.decorator_list:
+            names.update(_parametrize_values(decorator))
+        if not names:
+            continue
+        for node in ast.walk(scope):
+            if isinstance(node, ast.Call):
+                scopes[id(node)] = {**scopes.get(id(node), {}), **names}
+    return scopes
+
+
+def _parametrize_values(decorator: ast.expr) -> dict[str, str | list[str]]:
+    """``@pytest.mark.parametrize("model_id", ["a/b", pytest.param("c/d")])`` -> the names
+    whose every value is a string literal."""
+    if not (
+        isinstance(decorator, ast.Call)
+        and isinstance(decorator.func, ast.Attribute)
+        and decorator.func.attr == "parametrize"
+        and _is_mark(decorator.func.value)
+        and len(decorator.args) >= 2
+    ):
+        return {}
+    argnames, argvalues = decorator.args[0], decorator.args[1]
+    if isinstance(argnames, ast.Constant) and isinstance(argnames.value, str):
+        names = [n.strip() for n in argnames.value.split(",") if n.strip()]
+    elif isinstance(argnames, ast.List | ast.Tuple):
+        names = [str(e.value) for e in argnames.elts if isinstance(e, ast.Constant)]
+    else:
+        return {}
+    if not isinstance(argvalues, ast.List | ast.Tuple):
+        return {}
+    rows: list[list[ast.expr]] = []
+    for row in argvalues.elts:
+        if isinstance(row, ast.Call) and isinstance(row.func, ast.Attribute):
+            row_items = list(row.args)  # pytest.param(...)
+        elif len(names) > 1 and isinstance(row, ast.List | ast.Tuple):
+            row_items = list(row.elts)
+        else:
+            row_items = [row]
+        rows.append(row_items)
+    found: dict[str, str | list[str]] = {}
+    for index, name in enumerate(names):
+        column = [r[index] if index < len(r) else None for r in rows]
+        if column and all(isinstance(c, ast.Constant) and isinstance(c.value, str) for c in column):
+            found[name] = [str(c.value) for c in column if isinstance(c, ast.Constant)]
+    return found
+
+
+def _module_constants(tree: ast.Module) -> dict[str, str | list[str]]:
     """Names bound exactly once at module level, to a string literal (``MODEL = "gpt2"``)."""
     bound: dict[str, list[ast.expr | None]] = {}
     for statement in tree.body:

@@ -141,6 +141,19 @@ def test_fast(models, name):
     models.empty(name)
     models.config(f"org/{name}")
     other.random("org/not-the-fixture")
+
+@pytest.mark.parametrize("model_id", ["org/p1", pytest.param("org/p2", marks=pytest.mark.slow)])
+def test_each(models, model_id):
+    models.config(model_id)
+
+class TestPairs:
+    @pytest.mark.parametrize("model_id, n", [("org/p3", 1), ("org/p4", 2)])
+    def test_pairs(self, models, model_id, n):
+        self.models.real(model_id)
+
+@pytest.mark.parametrize("model_id", [make_id()])
+def test_dynamic(models, model_id):
+    models.config(model_id)
 """
 
 
@@ -157,12 +170,17 @@ def test_scan_finds_literal_ids_and_lists_the_rest(tmp_path: Path) -> None:
         "org/marked": "weights",
         "org/kw": "weights",
         "org/literal": "config",
+        "org/p1": "config",
+        "org/p2": "config",
+        "org/p3": "weights",
+        "org/p4": "weights",
     }
     unresolved = sorted((u.path.name, u.line, u.why) for u in usage.unresolved)
     assert unresolved == [
         ("test_broken.py", 1, "not valid Python (invalid syntax)"),
         ("test_things.py", 18, "`name`"),
         ("test_things.py", 19, "an f-string"),
+        ("test_things.py", 33, "`model_id`"),
     ]
     assert usage.files == 2
 
