@@ -264,6 +264,9 @@ def test_add_of_a_model_the_hub_lacks_writes_nothing(hub: Hub, tmp_path: Path) -
     assert result.returncode == 2
     assert f"'{ghost}'@main: repository not found" in result.stderr
     assert "nothing was declared" in result.stderr and "Traceback" not in result.stderr
+    offline = {**hub_env(hub, tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    result = mlcheck("add", ghost, cwd=root, env=offline)
+    assert result.returncode == 2 and "run it without HF_HUB_OFFLINE" in result.stderr
     assert (root / "pyproject.toml").read_text() == PYPROJECT
     assert not (root / "mlcheck.lock").exists()
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import HubError, UsageError
+from ..errors import EnvironmentProblem, HubError, UsageError
 from ..manifest import NEEDS, find_root
 
 if TYPE_CHECKING:
@@ -166,6 +166,11 @@ def _resolve(spec: ModelSpec) -> LockedModel:
 
     from ..lock import resolve
 
+    if constants.HF_HUB_OFFLINE:
+        raise EnvironmentProblem(
+            "HF_HUB_OFFLINE is set, and `mlcheck add` asks the hub which files to pin: run it "
+            "without HF_HUB_OFFLINE (tests stay offline anyway); nothing was declared"
+        )
     _say(f"resolving {spec.model_id}@{spec.revision} on {constants.ENDPOINT} ...")
     try:
         return resolve(spec)
