@@ -281,7 +281,9 @@ def test_add_from_tests_adds_the_missing_ids_and_lists_the_unresolved(
     hub.push(real, {"config.json": config, "model.safetensors": weights})
     root = tmp_path / "project"
     (root / "tests").mkdir(parents=True)
-    (root / "pyproject.toml").write_text(PYPROJECT)
+    # one of them declared by hand, not locked yet
+    hand = f'"{fast}" = {{ revision = "main", needs = "config" }}\n'
+    (root / "pyproject.toml").write_text(PYPROJECT.replace("[tool.ruff]", hand + "\n[tool.ruff]"))
     (root / "tests" / "test_models.py").write_text(
         "import pytest\n"
         f'FAST = "{fast}"\n'
@@ -296,6 +298,8 @@ def test_add_from_tests_adds_the_missing_ids_and_lists_the_unresolved(
     result = mlcheck("add", "--from-tests", cwd=root, env=env)
     assert result.returncode == 0, result.stderr
     assert "read 1 test file: 2 model ids" in result.stdout
+    assert f"{fast} is already declared (revision main, needs config)" in result.stdout
+    assert f"declared {real} (revision main, needs weights)" in result.stdout
     assert "tests/test_models.py:5: models.config(f'org/{name}')  (an f-string)" in result.stdout
     manifest = load_manifest(root)
     assert {m: s.needs for m, s in manifest.models.items() if m != "org/encoder"} == {

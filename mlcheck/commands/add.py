@@ -102,13 +102,13 @@ def _add(args: argparse.Namespace) -> int:
         if not change.changed:
             _say(f"{change.describe()}; nothing to change")
     # Ask the hub first: a model or revision it does not have is never declared.
-    resolved = {c.model_id: _resolve(c.new) for c in changes if c.changed}
+    pins = _pins(root, changes)
     for path in write_declarations(changes):
         for change in changes:
             if change.changed and change.path == path:
                 _say(change.describe())
     ids = [c.model_id for c in changes]
-    _lock(root, changes, resolved)
+    _lock(root, pins)
     _warm(root, ids)
     if args.task is not None:
         for model_id in ids:
@@ -178,21 +178,30 @@ def _resolve(spec: ModelSpec) -> LockedModel:
         raise HubError(f"{exc}; nothing was declared") from None
 
 
-def _lock(root: Path, changes: list[Change], resolved: dict[str, LockedModel]) -> None:
+def _pins(root: Path, changes: list[Change]) -> dict[str, LockedModel]:
+    """The lock entry of each model to add: the current one when it still matches the
+    declaration, else resolved on the hub now (before anything is written)."""
+    from ..lock import read_lock
+
+    lock = read_lock(root)
+    pins = {}
+    for change in changes:
+        entry = lock.model(change.model_id) if lock is not None else None
+        if entry is None or not entry.matches(change.new):
+            entry = _resolve(change.new)  # new, changed, or declared by hand and not locked
+        pins[change.model_id] = entry
+    return pins
+
+
+def _lock(root: Path, pins: dict[str, LockedModel]) -> None:
     """Pin the added models in mlcheck.lock; every other entry stays as it is (locking the rest
     of the manifest is `mlcheck lock`'s job, and another model's problem is not this one's)."""
     from ..lock import Lock, lock_path, read_lock, write_lock
-    from ..manifest import load_manifest
 
-    manifest = load_manifest(root)
     before = read_lock(root)
     lock = before or Lock()
-    for change in changes:
-        spec = manifest.models[change.model_id]
-        entry = resolved.get(change.model_id) or lock.model(change.model_id)
-        if entry is None or not entry.matches(spec):
-            entry = _resolve(spec)  # declared by hand, or changed since it was locked
-        if lock.model(change.model_id) != entry:
+    for entry in pins.values():
+        if lock.model(entry.model_id) != entry:
             lock = lock.with_model(entry)
             _say(
                 f"locked {entry.model_id}@{entry.revision} -> {entry.commit[:12]} "
