@@ -187,12 +187,6 @@ def _locate_locked(entry: LockedModel, need: Need, cache: Path) -> LocalModel:
             entry.model_id,
             entry.revision,
             f"locked commit {entry.commit[:12]}: missing {_few(missing)}",
-            fix=(
-                "run `mlcheck cache warm`"
-                if entry.source == "hub"
-                else f"it was added with `mlcheck cache add`: run `mlcheck cache add PATH "
-                f"--model {entry.model_id} --revision {entry.revision}` again"
-            ),
         )
     # Weights are hashed (once per run, see verify_weights) before anything loads them: a
     # same-size corruption passes the size check.

@@ -10,6 +10,8 @@ import pytest
 import transformers  # imported once, before pytester's in-process runs (and used)
 
 from mlcheck.cache import add
+from mlcheck.errors import ModelNotCached, ModelNotDeclared, ModelNotLocked
+from mlcheck.failure_kinds import FailureKind, classify_exception
 
 FIRST_TEST = """
 def test_first(models):
@@ -155,3 +157,12 @@ def test_real_model_marker_undeclared_or_config_only_says_add_weights(
         failure_section(fast.outlines, "test_fixture_config_only"),
         "mlcheck add org/tiny --needs weights",
     )
+
+
+def test_failure_kind_follows_the_fix() -> None:
+    """A model the project does not declare or lock is the code's to fix (the PR's manifest);
+    a locked model missing from the cache is infrastructure (`mlcheck cache warm`)."""
+    assert classify_exception(ModelNotDeclared("gpt2", need="config")) is FailureKind.CODE
+    assert classify_exception(ModelNotLocked("gpt2", "main")) is FailureKind.CODE
+    missing = ModelNotCached("gpt2", "main", "locked commit 0123456789ab: missing config.json")
+    assert classify_exception(missing) is FailureKind.HUB
