@@ -12,7 +12,7 @@ import copy
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from . import _record
 from .cache import WEIGHT_PICKLE_PATTERNS, LocalModel
@@ -235,7 +235,7 @@ class ModelFactory:
         try:
             model = auto.from_pretrained(str(local.path), **kwargs)
         except (OSError, ValueError) as exc:
-            raise self._load_error(local, task, exc) from exc
+            self._raise_load_error(local, task, exc)
         self._used(local.model_id, local.revision, "real")
         model.eval()
         if device is not None:
@@ -282,7 +282,7 @@ class ModelFactory:
                 **overrides,
             )
         except (OSError, ValueError) as exc:
-            raise self._load_error(local, None, exc) from exc
+            self._raise_load_error(local, None, exc)
         self._used(local.model_id, local.revision, kind)
         return config
 
@@ -353,6 +353,16 @@ class ModelFactory:
                     f"{config.model_type!r} ({auto.__name__})"
                 ) from exc
             raise
+
+    def _raise_load_error(self, local: LocalModel, task: str | None, exc: Exception) -> NoReturn:
+        __tracebackhide__ = hide_frame
+        error = self._load_error(local, task, exc)
+        if isinstance(error, ModelNotCached):
+            # transformers' error wraps the hub library's, whose advice is wrong in a test:
+            # shown under -v only (the plugin chains it back)
+            error.hub_cause = exc
+            raise error from None
+        raise error from exc
 
     def _load_error(self, local: LocalModel, task: str | None, exc: Exception) -> Exception:
         text = str(exc)
