@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import EnvironmentProblem, HubError, UsageError
 from ..manifest import NEEDS, find_root
+from ..text import plural
 
 if TYPE_CHECKING:
     from ..lock import LockedModel
@@ -146,12 +147,12 @@ def _from_tests(args: argparse.Namespace, root: Path) -> list[Declaration]:
     usage = scan(paths)
     found = ", ".join(f"{m} ({need})" for m, need in sorted(usage.models.items()))
     _say(
-        f"read {_count(usage.files, 'test file')}: {_count(len(usage.models), 'model id')}"
+        f"read {plural(usage.files, 'test file')}: {plural(len(usage.models), 'model id')}"
         + (f": {found}" if found else "")
     )
     if usage.unresolved:
         _say(
-            f"could not tell the model id of {_count(len(usage.unresolved), 'call')}; declare "
+            f"could not tell the model id of {plural(len(usage.unresolved), 'call')}; declare "
             "those with `mlcheck add MODEL_ID`:"
         )
         for site in usage.unresolved:
@@ -165,7 +166,7 @@ def _from_tests(args: argparse.Namespace, root: Path) -> list[Declaration]:
 def _resolve(spec: ModelSpec) -> LockedModel:
     from huggingface_hub import constants
 
-    from ..lock import resolve
+    from ..hub import resolve
 
     if constants.HF_HUB_OFFLINE:
         raise EnvironmentProblem(
@@ -206,7 +207,7 @@ def _lock(root: Path, pins: dict[str, LockedModel]) -> None:
             lock = lock.with_model(entry)
             _say(
                 f"locked {entry.model_id}@{entry.revision} -> {entry.commit[:12]} "
-                f"({_files(len(entry.files))}, {_mb(entry.size)})"
+                f"({plural(len(entry.files), 'file')}, {_mb(entry.size)})"
             )
     if lock != before:
         write_lock(root, lock)
@@ -214,15 +215,16 @@ def _lock(root: Path, pins: dict[str, LockedModel]) -> None:
 
 
 def _warm(root: Path, model_ids: list[str]) -> None:
-    from ..cache import warm
+    from ..hub import warm
 
     report = warm(root, models=model_ids, only_missing=True, progress=sys.stderr.isatty())
     if report.nothing_to_do:
-        _say(f"in the cache: {_files(report.present)} locked, nothing downloaded")
+        _say(f"in the cache: {plural(report.present, 'file')} locked, nothing downloaded")
     else:
         _say(
-            f"downloaded {_files(len(report.downloaded))} ({_mb(report.downloaded_bytes)}) in "
-            f"{report.seconds:.1f}s; {report.present} already in the cache"
+            f"downloaded {plural(len(report.downloaded), 'file')} "
+            f"({_mb(report.downloaded_bytes)}) in {report.seconds:.1f}s; "
+            f"{report.present} already in the cache"
         )
 
 
@@ -277,14 +279,6 @@ def _relative(path: Path, root: Path) -> str:
 
 def _say(line: str) -> None:
     print(line, flush=True)
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}" if n == 1 else f"{n} {what}s"
-
-
-def _files(n: int) -> str:
-    return _count(n, "file")
 
 
 def _mb(nbytes: int) -> str:
