@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 from . import constants as C
 from .errors import EnvironmentProblem, MlcheckError, UsageError
 from .event import PUBLISH, RUN, SCHEDULE, Event, load_event
+from .tiers import DEFAULT_GPU_LABEL
 
 if TYPE_CHECKING:
     from .pr_code import Sandbox
@@ -81,7 +82,7 @@ INPUT_DEFAULTS: dict[str, str] = {
     "shard": "",
     "results-dir": C.DEFAULT_RESULTS_DIR,
     "github-token": "",
-    "gpu-label": "mlcheck:gpu",
+    "gpu-label": DEFAULT_GPU_LABEL,
     "gpu-workflow": "mlcheck-gpu.yml",
     "comment": "always",
     "fail-on": "failures",
@@ -107,7 +108,7 @@ class Inputs:
     shard: str = ""
     results_dir: str = C.DEFAULT_RESULTS_DIR
     github_token: str = ""
-    gpu_label: str = "mlcheck:gpu"
+    gpu_label: str = DEFAULT_GPU_LABEL
     gpu_workflow: str = "mlcheck-gpu.yml"
     comment: str = "always"
     fail_on: str = "failures"

@@ -42,17 +42,17 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from .errors import UsageError
-from .publish.options import resolve_author, tier_key
+from .publish.options import resolve_author
 from .report import messages
 from .safety import inline
-from .tiers import DEFAULT_GPU_LABEL
+from .tiers import DEFAULT_GPU_LABEL, SCHEDULED_TIERS, tier_key
 
 if TYPE_CHECKING:
     from .event import Event
     from .github import GitHubClient
 
 DEFAULT_GPU_WORKFLOW = "mlcheck-gpu.yml"
-DEFAULT_GPU_TIER = "real,gpu"
+DEFAULT_GPU_TIER = SCHEDULED_TIERS
 _LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _record
-from .cache import WEIGHT_PICKLE_PATTERNS, LocalModel
+from .cache import LocalModel
 from .constants import DEFAULT_SEED
 from .errors import ModelNotCached, UnsafeModel, UsageError
+from .weights import PICKLE_PATTERNS
 
 if TYPE_CHECKING:
     import torch
@@ -293,7 +294,7 @@ class ModelFactory:
             local = self._locate(model_id, need="config")
             pickles = sorted(
                 str(p.relative_to(local.path))
-                for pattern in WEIGHT_PICKLE_PATTERNS
+                for pattern in PICKLE_PATTERNS
                 for p in local.path.rglob(pattern)
             )
             if pickles and not local.allow_pickle:

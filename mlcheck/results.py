@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -189,6 +189,7 @@ class RunInfo:
     collected: int | None = None  # tests pytest collected, run or not
     signal: str | None = None  # what stopped the run: SIGTERM, SIGINT, SIGKILL...
     verified: tuple[str, ...] = ()  # models whose weights were hashed against the lock
+    deselected: int = 0  # collected, then deselected (-k, -m, --deselect): not in ``tests``
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,8 @@ def to_dict(results: RunResults) -> dict[str, Any]:
     run["versions"] = dict(results.run.versions)
     run["running"] = [dict(vars(r)) for r in results.run.running]
     run["tiers"], run["verified"] = list(results.run.tiers), list(results.run.verified)
+    if not results.run.deselected:
+        del run["deselected"]  # optional: only a run given -k/-m has it
     # schema_version first: readers check it before anything else.
     return {
         "schema_version": results.schema_version,
@@ -340,13 +343,19 @@ def write(results: RunResults, directory: Path) -> Path:
     """Write ``results.json`` atomically (a crash never leaves half a file)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / RESULTS_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".results-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        # compact and one-shot: json.dump's streaming and indenting encoders are pure Python,
-        # several times slower than dumps' C encoder on 100k tests
-        fh.write(json.dumps(to_dict(results), ensure_ascii=False, separators=(",", ":")))
-        fh.write("\n")
-    os.replace(tmp, path)
+    # A fresh name opened exclusively, not mkstemp: mkstemp's file is 0600 whatever the umask,
+    # and results.json must be readable like junit.xml next to it (a CI user, a container's).
+    tmp = directory / f".results-{os.getpid()}-{secrets.token_hex(4)}.json"
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            # compact and one-shot: json.dump's streaming and indenting encoders are pure
+            # Python, several times slower than dumps' C encoder on 100k tests
+            fh.write(json.dumps(to_dict(results), ensure_ascii=False, separators=(",", ":")))
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -293,6 +293,21 @@ def test_terminal_summary_is_plain_and_safe() -> None:
     assert not any(line.lstrip().startswith("::") for line in out.splitlines())
 
 
+def test_terminal_summary_gives_the_reasons_of_skips() -> None:
+    missing = "missing requirement (--mlcheck-allow-missing): 'org/name' is not in the cache"
+    tests = (
+        TestResult("tests/t.py::test_a", Outcome.SKIPPED, message=missing),
+        TestResult("tests/t.py::test_b", Outcome.SKIPPED, message=missing),
+        TestResult("tests/t.py::test_c", Outcome.SKIPPED, message="needs CUDA"),
+        TestResult("tests/t.py::test_d", Outcome.PASSED),
+    )
+    buf = io.StringIO()
+    terminal_summary(RunResults(RunInfo(), tests), console=Console(file=buf, width=200))
+    lines = [line.strip() for line in buf.getvalue().splitlines()]
+    i = lines.index("Skipped (3)")
+    assert lines[i + 1 : i + 3] == [f"2  {missing}", "1  needs CUDA"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Property: any results, however large or hostile, give a safe report within budget
 

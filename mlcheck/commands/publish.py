@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import constants
+from ..tiers import DEFAULT_GPU_LABEL
 
 if TYPE_CHECKING:
     from ..github import GitHubClient
@@ -94,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="exit 1 when a test failed or errored (default never: the run job reports that)",
     )
     parser.add_argument(
-        "--gpu-label", default="mlcheck:gpu", help="the label that schedules GPU runs"
+        "--gpu-label", default=DEFAULT_GPU_LABEL, help="the label that schedules GPU runs"
     )
     parser.add_argument(
         "--max-results-mb",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .. import constants
 from ..errors import EnvironmentProblem, NoTestsCollected, UsageError
 from ..results import JOURNAL_FILE, JUNIT_FILE, RESULTS_FILE
+from ..text import duration_text, plural
 from ..tiers import Tier, format_tiers, selected_tiers
 
 if TYPE_CHECKING:
@@ -196,8 +197,9 @@ def _verify_weights(
     path: Path, tiers: frozenset[Tier], stamp: Path, env: dict[str, str]
 ) -> tuple[str, ...]:
     """Hash the manifest's weights once, before pytest, when the real or gpu tier runs."""
-    from ..cache import ENV_VERIFIED_STAMP, verify_weights
+    from ..cache import verify_weights
     from ..manifest import find_root
+    from ..verify import ENV_VERIFIED_STAMP
 
     if not tiers & {Tier.REAL, Tier.GPU}:
         return ()
@@ -206,7 +208,7 @@ def _verify_weights(
     env[ENV_VERIFIED_STAMP] = str(stamp)
     if verified:
         print(
-            f"mlcheck: verified {len(verified)} model(s) against the lock: "
+            f"mlcheck: verified {plural(len(verified), 'model')} against the lock: "
             f"{report.checked_bytes / 1e6:.1f} MB in {report.seconds:.2f} s "
             f"({report.mb_per_s:.0f} MB/s)",
             file=sys.stderr,
@@ -349,10 +351,9 @@ def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
     The tests then run in a separate process with HF_HUB_OFFLINE=1 (huggingface_hub reads it
     at import). A project without a lock has nothing to warm.
     """
-    from ..cache import warm
+    from ..hub import warm
     from ..lock import read_lock
     from ..manifest import find_root
-    from ..report.text import duration_text
 
     root = find_root(path.resolve() if path.is_dir() else path.resolve().parent)
     if read_lock(root) is None:
@@ -362,7 +363,7 @@ def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
     if not report.nothing_to_do:
         mb = report.downloaded_bytes / 1e6
         print(
-            f"mlcheck: fetched {len(report.downloaded)} locked file(s), {mb:.1f} MB, "
+            f"mlcheck: fetched {plural(len(report.downloaded), 'locked file')}, {mb:.1f} MB, "
             f"in {duration_text(report.seconds)}",
             file=sys.stderr,
         )
@@ -393,6 +394,13 @@ def _exit_code(
     from ..results import Outcome, read, write
 
     if pytest_code == 5:
+        deselected = (
+            read(results_dir).run.deselected if (results_dir / RESULTS_FILE).exists() else 0
+        )
+        if deselected:
+            raise NoTestsCollected(
+                f"{deselected:,} collected, all deselected (-k, -m or --deselect): no test ran"
+            )
         raise NoTestsCollected("no tests collected: check the paths and pytest's testpaths")
     if pytest_code in (2, 3, 4):
         names = {2: "interrupted", 3: "an internal error", 4: "a usage error"}

@@ -32,6 +32,7 @@ The cost: pushes to the default branch and the nightly need ``issues: write``; c
 writers of the issue (a push and the nightly finishing together) are last-writer-wins for
 the whole body, which at worst leaves one tier's base digest one run old.
 
+>>> from mlcheck.merge import merge_sections
 >>> from mlcheck.results import RunResults, RunInfo, TestResult, Outcome
 >>> r = RunResults(RunInfo(), (TestResult("t::a", Outcome.FAILED),))
 >>> counts(merge_sections([r]), {}).failed

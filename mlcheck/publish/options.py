@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..digest import Digest, classify
 from ..errors import GitHubError, UsageError
-from ..merge import merge, section_key
+from ..merge import merge
 from ..report import COMMENT_BUDGET, messages, sticky
-from ..results import Outcome, RunInfo, RunResults
+from ..results import Outcome, RunResults
 from ..safety import Redactor
+from ..tiers import DEFAULT_GPU_LABEL, tier_key
 
 if TYPE_CHECKING:
     from ..event import Event
@@ -37,13 +38,6 @@ def force_section(results: Sequence[RunResults], key: str) -> dict[str, RunResul
         raise UsageError(f"--section: {exc}") from None
     tagged = [replace(r, tests=tuple(replace(t, run=key) for t in r.tests)) for r in results]
     return {key: merge(tagged)}
-
-
-def tier_key(tier: str) -> str:
-    """The section key of a tier selection: ``"gpu,real"`` and ``"real,gpu"`` give ``real,gpu``."""
-    from ..tiers import parse_tiers
-
-    return section_key(RunInfo(tiers=tuple(t.value for t in parse_tiers(tier))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +85,7 @@ class PublishOptions:
     artifact_name: str | None = "mlcheck-results"
     budget: int = SECTION_BUDGET
     settle: float = 1.0  # the sticky loop's re-read delay (see github.update_sticky_section)
-    gpu_label: str = "mlcheck:gpu"
+    gpu_label: str = DEFAULT_GPU_LABEL
     tracking_title: str = TRACKING_TITLE
     path_prefix: str = ""  # the project's folder inside the repository, for links
 

@@ -12,6 +12,7 @@ from ..digest import Digest
 from ..errors import GitHubError, ResultsError
 from ..report import COMMENT_BUDGET, RenderContext, messages, render_report, sticky
 from ..results import Outcome, RunResults, TestResult
+from ..tiers import SCHEDULED_TIERS, TIER_NAMES
 
 if TYPE_CHECKING:
     from ..event import Event
@@ -27,7 +28,7 @@ BASE_KEY = "base"  # the hidden base digests in the tracking issue
 ABOUT_KEY = "about"
 # Base digests are written for these keys too when a run covers them (the nightly runs all
 # tiers; PR runs compare with `fast`, dispatched GPU runs with `real,gpu`).
-BASE_KEYS = ("fast", "real", "gpu", "real,gpu")
+BASE_KEYS = (*TIER_NAMES, SCHEDULED_TIERS)
 # each; a digest is only as long as it needs. 12k keeps every failure and every test that ran
 # for ~5k tests (a sample of the ran set beyond that; bench/digest_size.py), and 4 keys still
 # leave the nightly report in the tracking issue room under GitHub's 65,536 characters

@@ -27,13 +27,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from mlcheck.tiers import SCHEDULED_TIERS, TIER_NAMES
+
 MARKER = "<!-- mlcheck:comment v1 -->"
 # The tracking issue's first line; its sections below are built like a comment's.
 TRACKING_MARKER = "<!-- mlcheck:tracking v1 -->"
 # GitHub refuses comment and issue bodies longer than this (characters).
 MAX_BODY = 65536
 # Known keys keep a fixed order in the comment; any other key follows, sorted.
-SECTION_ORDER = ("schedule", "fast", "real", "gpu", "real,gpu", "all", "nightly")
+SECTION_ORDER = ("schedule", *TIER_NAMES, SCHEDULED_TIERS, "all", "nightly")
 
 _KEY = re.compile(r"[a-z0-9][a-z0-9_.,:-]{0,63}")
 _SECTION = re.compile(

@@ -14,17 +14,17 @@ from ..digest import (
 from ..merge import section_key
 from ..results import Outcome, RunResults
 from ..safety import one_line
-from .messages import HEADINGS
-from .text import (
+from ..text import duration_text
+from .common import (
     COLUMNS,
     RenderContext,
     curve,
-    duration_text,
     empty_selection,
     golden_keys,
     reason_of,
     run_state,
 )
+from .messages import HEADINGS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -98,11 +98,13 @@ def terminal_summary(
                 console.print(line)
             if len(tests) > max_per_group:
                 console.print(Text(f"    … and {len(tests) - max_per_group:,} more"))
-        not_run = Counter(clean(t.message) for t in r.tests if t.outcome is Outcome.NOT_RUN)
-        if not_run:
-            console.print(Text(f"  Not run ({sum(not_run.values()):,})", style="bold"))
-            for reason, n in not_run.most_common(10):
-                console.print(Text(f"    {n:6,}  {reason or '(no reason given)'}"))
+        # skipped: what --allow-missing turned into skips says what was missing
+        for label, outcome in (("Not run", Outcome.NOT_RUN), ("Skipped", Outcome.SKIPPED)):
+            reasons = Counter(clean(t.message) for t in r.tests if t.outcome is outcome)
+            if reasons:
+                console.print(Text(f"  {label} ({sum(reasons.values()):,})", style="bold"))
+                for reason, n in reasons.most_common(10):
+                    console.print(Text(f"    {n:6,}  {reason or '(no reason given)'}"))
         dev = r.run.device
         facts = f"device {dev.name or dev.type} · time {duration_text(r.run.duration)}"
         if r.run.shard:
