@@ -291,7 +291,7 @@ def report(
     from .commands.report import context_from_env
     from .digest import classify
     from .merge import merge_sections
-    from .render import render_annotations, render_summary
+    from .report import render_annotations, render_summary
     from .results import Outcome, read
 
     outputs = empty_outputs(p)

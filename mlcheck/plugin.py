@@ -532,11 +532,14 @@ def _project(config: pytest.Config) -> Project:
 def _weights_problem(model_id: str, project: Project) -> str | None:
     from .cache import locate
     from .errors import ModelNotCached
+    from .models import record_model
 
     try:
-        locate(model_id, need="weights", project=project)
+        local = locate(model_id, need="weights", project=project)
     except ModelNotCached as exc:
+        record_model(model_id, exc.revision, cache_hit=False)
         return str(exc)
+    record_model(model_id, local.revision, cache_hit=True)
     return None
 
 

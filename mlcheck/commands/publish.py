@@ -182,7 +182,7 @@ def handle(args: argparse.Namespace) -> int:
         publish,
         publish_refusal,
     )
-    from ..render import terminal_summary
+    from ..report import terminal_summary
 
     env = os.environ
     wf = workflow.from_args(args, env)

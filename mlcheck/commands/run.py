@@ -354,6 +354,7 @@ def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
     from ..hub import warm
     from ..lock import read_lock
     from ..manifest import find_root
+    from ..report.text import duration_text
 
     root = find_root(path.resolve() if path.is_dir() else path.resolve().parent)
     if read_lock(root) is None:
@@ -364,7 +365,7 @@ def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
         mb = report.downloaded_bytes / 1e6
         print(
             f"mlcheck: fetched {plural(len(report.downloaded), 'locked file')}, {mb:.1f} MB, "
-            f"in {report.seconds:.1f} s",
+            f"in {duration_text(report.seconds)}",
             file=sys.stderr,
         )
 
@@ -412,7 +413,7 @@ def _exit_code(
     _write_reports(results, results_dir)
     code = max(results.exit_code(), 1 if pytest_code == 1 else 0)
     if fail_on_empty and all(t.outcome is Outcome.NOT_RUN for t in results.tests):
-        from ..render import empty_selection
+        from ..report import empty_selection
 
         print(f"mlcheck: {empty_selection(results)} (--fail-on-empty)", file=sys.stderr)
         return max(code, 2)

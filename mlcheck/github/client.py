@@ -31,7 +31,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from mlcheck import constants, sticky
+from mlcheck import constants
 from mlcheck.constants import DEFAULT_GITHUB_API_URL
 from mlcheck.errors import (
     GitHubAuthError,
@@ -53,6 +53,7 @@ from mlcheck.github.models import (
     parse_issue,
     parse_pull_request,
 )
+from mlcheck.report import sticky
 from mlcheck.safety import Redactor
 
 API_VERSION = "2022-11-28"

@@ -8,21 +8,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .. import render, sticky
 from ..digest import Digest, classify
 from ..errors import GitHubError, UsageError
 from ..merge import merge
+from ..report import COMMENT_BUDGET, messages, sticky
 from ..results import Outcome, RunResults
-from ..safety import Redactor, one_line
+from ..safety import Redactor
 from ..tiers import DEFAULT_GPU_LABEL, tier_key
 
 if TYPE_CHECKING:
     from ..github import GitHubClient
     from ..github.event import Event
 
-SECTION_BUDGET = render.COMMENT_BUDGET // 2  # a PR comment holds a fast and a GPU section
+SECTION_BUDGET = COMMENT_BUDGET // 2  # a PR comment holds a fast and a GPU section
 
-TRACKING_TITLE = "mlcheck nightly"  # the tracking issue's title, before its status
+TRACKING_TITLE = messages.TRACKING_TITLE
 COMMENT_MODES = ("always", "on-failure", "off")
 EXIT_OK = 0
 EXIT_TESTS_FAILED = 1  # only with fail_on="failures"
@@ -171,6 +171,4 @@ class Recorder:
             return None
 
 
-def code(text: str, limit: int = 80) -> str:
-    """A short code span for a configured name (a label, a workflow file): no backticks inside."""
-    return "`" + one_line(text, limit).replace("`", "'") + "`"
+code = messages.code  # the one definition is where the sentences are
