@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import constants
-from .report.annotations import workflow_command
+from .report import workflow_command
 
 __all__ = [
     "Workflow",
