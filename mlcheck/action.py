@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 from . import constants as C
 from .errors import EnvironmentProblem, MlcheckError, UsageError
 from .event import PUBLISH, RUN, SCHEDULE, Event, load_event
+from .tiers import DEFAULT_GPU_LABEL
 
 if TYPE_CHECKING:
     from .pr_code import Sandbox
@@ -81,7 +82,7 @@ INPUT_DEFAULTS: dict[str, str] = {
     "shard": "",
     "results-dir": C.DEFAULT_RESULTS_DIR,
     "github-token": "",
-    "gpu-label": "mlcheck:gpu",
+    "gpu-label": DEFAULT_GPU_LABEL,
     "gpu-workflow": "mlcheck-gpu.yml",
     "comment": "always",
     "fail-on": "failures",
@@ -107,7 +108,7 @@ class Inputs:
     shard: str = ""
     results_dir: str = C.DEFAULT_RESULTS_DIR
     github_token: str = ""
-    gpu_label: str = "mlcheck:gpu"
+    gpu_label: str = DEFAULT_GPU_LABEL
     gpu_workflow: str = "mlcheck-gpu.yml"
     comment: str = "always"
     fail_on: str = "failures"
@@ -298,7 +299,7 @@ def report(
     from .commands.report import context_from_env
     from .digest import classify
     from .merge import merge_sections
-    from .render import render_annotations, render_summary
+    from .report import render_annotations, render_summary
     from .results import Outcome, read
 
     outputs = empty_outputs(p)

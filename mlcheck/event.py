@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from mlcheck import constants as C
 from mlcheck.errors import UsageError
+from mlcheck.tiers import SCHEDULED_TIERS, Tier
 
 if TYPE_CHECKING:
     from mlcheck.github import GitHubClient
 
 RUN, SCHEDULE, PUBLISH = "run", "schedule", "publish"
-TIER_FAST, TIER_SCHEDULED, TIER_ALL = "fast", "real,gpu", "all"
+TIER_FAST, TIER_SCHEDULED, TIER_ALL = Tier.FAST.value, SCHEDULED_TIERS, "all"
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _TIER = re.compile(r"[a-z]+(,[a-z]+)*")
 _RUN_EVENTS = ("push", "pull_request", "merge_group")

@@ -32,7 +32,6 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from mlcheck import sticky
 from mlcheck.constants import DEFAULT_GITHUB_API_URL, ENV_GITHUB_API_URL, ENV_GITHUB_TOKEN
 from mlcheck.errors import (
     GitHubAuthError,
@@ -45,6 +44,7 @@ from mlcheck.errors import (
     StickyCommentConflict,
 )
 from mlcheck.event import PullRequest, parse_pull_request
+from mlcheck.report import sticky
 
 API_VERSION = "2022-11-28"
 # The author of comments made with a workflow's GITHUB_TOKEN.

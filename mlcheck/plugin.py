@@ -57,6 +57,7 @@ from .tiers import (
 
 if TYPE_CHECKING:
     from .failure_kinds import Rule
+    from .lock import Project
     from .models import ModelFactory
 
 NEEDS_KEY = pytest.StashKey[Needs]()
@@ -269,7 +270,7 @@ class MlcheckState:
             facts["device"] = f"{accel.type}: {accel.name}" if accel else "cpu"
             self._require(accelerator_problem(needs, accel))
         for model_id in needs.models:
-            self._require(_weights_problem(model_id, self.config.rootpath))
+            self._require(_weights_problem(model_id, _project(self.config)))
         _seed_everything(self.seed)
 
     def _require(self, problem: str | None) -> None:
@@ -442,7 +443,7 @@ def models(request: pytest.FixtureRequest) -> Iterator[ModelFactory]:
     # Without opt-in there is no state: the fixture still works, with the default seed.
     seed = state.seed if isinstance(state, MlcheckState) else constants.env_seed()
     # Read through the project's lock (pinned commits, safety options from its manifest).
-    yield ModelFactory(locate=partial(locate, root=request.config.rootpath), seed=seed)
+    yield ModelFactory(locate=partial(locate, project=_project(request.config)), seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,14 +518,31 @@ def _decorator_marks(item: pytest.Item, table: dict[str, Any]) -> list[MarkInfo]
     return marks
 
 
-def _weights_problem(model_id: str, root: Path) -> str | None:
+PROJECT_KEY = pytest.StashKey["Project"]()
+
+
+def _project(config: pytest.Config) -> Project:
+    """The manifest and lock, read once per session (per xdist worker), on first use: a test
+    that never needs a model never reads the lock."""
+    if PROJECT_KEY not in config.stash:
+        from .lock import Project
+
+        trusted = constants.env_safety_manifest()
+        config.stash[PROJECT_KEY] = Project.read(config.rootpath, trusted=trusted)
+    return config.stash[PROJECT_KEY]
+
+
+def _weights_problem(model_id: str, project: Project) -> str | None:
     from .cache import locate
     from .errors import ModelNotCached
+    from .models import record_model
 
     try:
-        locate(model_id, need="weights", root=root)
+        local = locate(model_id, need="weights", project=project)
     except ModelNotCached as exc:
+        record_model(model_id, exc.revision, cache_hit=False)
         return str(exc)
+    record_model(model_id, local.revision, cache_hit=True)
     return None
 
 

@@ -1,10 +1,10 @@
 """Progress during long runs: a status line every few seconds.
 
 pytest's own dots and percentages are unreadable in CI logs of big suites and say nothing about
-failures so far; a line like ``mlcheck: 1,200/5,000 done (24%) · 3 failed · 1 error · ~4m
-left`` every ``interval`` seconds (0: after every test; negative: never) is readable in a terminal
-and in a log alike (a live bar would
-fight pytest's own output). Pure: the plugin feeds it finished tests and prints what it returns.
+failures so far; a line like ``mlcheck: 1,200/5,000 done (24%) · 3 failed · 1 error · ~4 min
+05 s left`` every ``interval`` seconds (0: after every test; negative: never) is readable in a
+terminal and in a log alike (a live bar would fight pytest's own output). Pure: the plugin feeds
+it finished tests and prints what it returns.
 
 The estimate of the time left waits for ``ETA_AFTER`` finished tests and leaves the first one
 out of the rate: it carries the imports and session fixtures (a 20 s first test of 2,800 read
@@ -17,13 +17,15 @@ out of the rate: it carries the imports and session fixtures (a 20 s first test 
 >>> for _ in range(3):
 ...     _ = p.finished("passed")
 >>> p.finished("passed")
-'mlcheck: 5/10 done (50%) · ~5s left'
+'mlcheck: 5/10 done (50%) · ~5.0 s left'
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+
+from .report.text import duration_text  # one duration format for all mlcheck prints
 
 ETA_AFTER = 5  # finished tests before the first estimate of the time left
 
@@ -64,13 +66,5 @@ class Progress:
             parts.append(f"{self.errors:,} error" + ("s" if self.errors > 1 else ""))
         if self.total and self.done >= ETA_AFTER and self._first is not None:
             left = (now - self._first) / (self.done - 1) * (self.total - self.done)
-            parts.append(f"~{_duration(left)} left")
+            parts.append(f"~{duration_text(left)} left")
         return " · ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from github_server import ACTIONS_BOT, Fault, Faults, GitHubServer, Identity
 
-from mlcheck import github, sticky
+from mlcheck import github
 from mlcheck.errors import (
     GitHubAuthError,
     GitHubError,
@@ -23,6 +23,7 @@ from mlcheck.errors import (
     StickyCommentConflict,
 )
 from mlcheck.github import GitHubClient
+from mlcheck.report import sticky
 
 
 def update_sticky_section(*args: object, **kw: object) -> github.StickyResult:

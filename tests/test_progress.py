@@ -13,7 +13,9 @@ def test_prints_every_interval_with_failures_and_time_left():
     assert p.finished("error") is None  # t=40
     assert p.finished("error") is None  # t=45
     # t=70: 60 s for the 4 tests after the first one, 5 to go
-    assert p.finished("passed") == "mlcheck: 5/10 done (50%) · 1 failed · 2 errors · ~75s left"
+    assert (
+        p.finished("passed") == "mlcheck: 5/10 done (50%) · 1 failed · 2 errors · ~1 min 15 s left"
+    )
     assert p.finished("passed") is None  # t=75
 
 
@@ -24,7 +26,7 @@ def test_the_first_estimate_waits_for_a_few_tests_and_leaves_out_the_first():
     p.total = 2800
     lines = [p.finished("passed") for _ in range(ETA_AFTER)]
     assert all("left" not in line for line in lines[:-1]), lines
-    assert lines[-1] == f"mlcheck: {ETA_AFTER}/2,800 done (0%) · ~47m left"  # 2,795 x 1 s
+    assert lines[-1] == f"mlcheck: {ETA_AFTER}/2,800 done (0%) · ~46 min 35 s left"  # 2,795 x 1 s
 
 
 def test_negative_interval_never_prints_and_unknown_total_still_counts():

@@ -12,9 +12,10 @@ import pytest
 from cmarkgfm.cmark import Options
 from github_server import ACTIONS_BOT, GitHubServer, Identity
 
-from mlcheck import results, sticky
+from mlcheck import results
 from mlcheck.cli import main
 from mlcheck.gpu_label import base_safety
+from mlcheck.report import sticky
 from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
 
 EVENTS = Path(__file__).parent / "data" / "events"

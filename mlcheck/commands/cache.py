@@ -155,7 +155,8 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _warm(args: argparse.Namespace) -> int:
-    from ..cache import RetryPolicy, warm
+    from ..hub import RetryPolicy, warm
+    from ..report.text import duration_text
 
     report = warm(
         _root(args),
@@ -173,20 +174,21 @@ def _warm(args: argparse.Namespace) -> int:
     else:
         print(
             f"downloaded {plural(len(report.downloaded), 'file')} ({_mb(report.downloaded_bytes)}) "
-            f"in {report.seconds:.1f}s; {report.present:,} already present"
+            f"in {duration_text(report.seconds)}; {report.present:,} already present"
         )
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
     from ..cache import verify
+    from ..report.text import duration_text
 
     report = verify(_root(args), cache_dir=args.cache_dir, models=args.models or None)
     for p in report.problems:
         print(f"{p.model_id}: {p.path}: {p.problem}")
     summary = (
         f"verified {plural(report.checked_files, 'file')}, {_mb(report.checked_bytes)} in "
-        f"{report.seconds:.2f}s ({report.mb_per_s:.0f} MB/s)"
+        f"{duration_text(report.seconds)} ({report.mb_per_s:.0f} MB/s)"
     )
     if report.ok:
         print(f"{summary}: all match mlcheck.lock")
@@ -236,6 +238,8 @@ def _prune(args: argparse.Namespace) -> int:
         print(f"{verb} {model_id}@{commit[:12]}")
     for model_id in report.skipped:
         print(f"kept {model_id}: not in mlcheck.lock (run `mlcheck lock` first)")
+    for model_id, why in report.damaged:
+        print(f"kept {model_id}: huggingface_hub cannot read its cache folder ({why})")
     print(f"{verb} {len(report.removed)} revisions, {_mb(report.freed_bytes)}")
     return 0
 

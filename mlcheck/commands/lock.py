@@ -49,7 +49,8 @@ def register(subparsers: Any) -> None:
 
 
 def _lock(args: argparse.Namespace) -> int:
-    from ..lock import lock_path, read_lock, stale_reasons, update_lock, write_lock
+    from ..hub import update_lock
+    from ..lock import lock_path, read_lock, stale_reasons, write_lock
     from ..manifest import load_manifest
 
     root = Path(args.root) if args.root is not None else find_root()

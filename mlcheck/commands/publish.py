@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import constants
+from ..tiers import DEFAULT_GPU_LABEL
 
 if TYPE_CHECKING:
     from ..github import GitHubClient
@@ -94,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="exit 1 when a test failed or errored (default never: the run job reports that)",
     )
     parser.add_argument(
-        "--gpu-label", default="mlcheck:gpu", help="the label that schedules GPU runs"
+        "--gpu-label", default=DEFAULT_GPU_LABEL, help="the label that schedules GPU runs"
     )
     parser.add_argument(
         "--max-results-mb",
@@ -183,7 +184,7 @@ def redactor_for(environ: Mapping[str, str], token: str | None) -> Redactor:
 
 def report_problem(text: str) -> None:
     """A reporting failure: one line on stderr, and an error annotation inside Actions."""
-    from ..render import workflow_command
+    from ..report import workflow_command
 
     print(f"mlcheck: reporting failed: {text}", file=sys.stderr)
     if os.environ.get(constants.ENV_GITHUB_ACTIONS) == "true":
@@ -209,7 +210,7 @@ def handle(args: argparse.Namespace) -> int:
         publish_refusal,
         write_step_summary,
     )
-    from ..render import terminal_summary
+    from ..report import terminal_summary
 
     env = os.environ
     dirs = args.dirs or [Path(env.get(constants.ENV_RESULTS_DIR, constants.DEFAULT_RESULTS_DIR))]

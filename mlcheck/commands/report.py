@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from .. import constants
 
 if TYPE_CHECKING:
-    from ..render import RenderContext
+    from ..report import RenderContext
     from ..results import RunResults
 
 FORMATS = ("terminal", "markdown", "summary", "annotations", "json")
@@ -91,9 +91,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def context_from_env(
     environ: Mapping[str, str], *, title: str = "mlcheck", base: Path | None = None
 ) -> RenderContext:
-    """A :class:`~mlcheck.render.RenderContext` from the GitHub Actions environment."""
+    """A :class:`~mlcheck.report.RenderContext` from the GitHub Actions environment."""
     from ..digest import read as read_digest
-    from ..render import RenderContext
+    from ..report import RenderContext
     from ..safety import Redactor
 
     server = environ.get(constants.ENV_GITHUB_SERVER_URL) or constants.DEFAULT_GITHUB_SERVER_URL
@@ -168,8 +168,15 @@ def write_outputs(
 
     ``mlcheck run`` calls it too, so one run and a merge of many produce the same files.
     """
-    from .. import render, shard
+    from .. import shard
     from ..digest import encode
+    from ..report import (
+        COMMENT_BUDGET,
+        render_annotations,
+        render_report,
+        render_summary,
+        terminal_summary,
+    )
     from ..results import REPORT_FILE, write
 
     out.mkdir(parents=True, exist_ok=True)
@@ -177,15 +184,15 @@ def write_outputs(
         write(merged, out)
         shard.write_durations(shard.durations([merged]), out / shard.DURATIONS_FILE)
     if "markdown" in formats:
-        report = render.render_report(sections, ctx, budget=budget or render.COMMENT_BUDGET)
+        report = render_report(sections, ctx, budget=budget or COMMENT_BUDGET)
         (out / REPORT_FILE).write_text(report + "\n", encoding="utf-8")
         digests = [encode(r, section=k, sha=ctx.sha) for k, r in sections.items()]
         (out / "digest.txt").write_text("\n".join(digests) + "\n", encoding="utf-8")
     if "summary" in formats:
-        (out / "summary.md").write_text(render.render_summary(sections, ctx) + "\n", "utf-8")
+        (out / "summary.md").write_text(render_summary(sections, ctx) + "\n", "utf-8")
     if "terminal" in formats:
-        render.terminal_summary(sections, results_dir=out, ctx=ctx)
+        terminal_summary(sections, results_dir=out, ctx=ctx)
     if "annotations" in formats:
-        for line in render.render_annotations(sections, ctx):
+        for line in render_annotations(sections, ctx):
             sys.stdout.write(line + "\n")
         sys.stdout.flush()

@@ -197,8 +197,9 @@ def _verify_weights(
     path: Path, tiers: frozenset[Tier], stamp: Path, env: dict[str, str]
 ) -> tuple[str, ...]:
     """Hash the manifest's weights once, before pytest, when the real or gpu tier runs."""
-    from ..cache import ENV_VERIFIED_STAMP, verify_weights
+    from ..cache import verify_weights
     from ..manifest import find_root
+    from ..verify import ENV_VERIFIED_STAMP
 
     if not tiers & {Tier.REAL, Tier.GPU}:
         return ()
@@ -350,9 +351,10 @@ def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
     The tests then run in a separate process with HF_HUB_OFFLINE=1 (huggingface_hub reads it
     at import). A project without a lock has nothing to warm.
     """
-    from ..cache import warm
+    from ..hub import warm
     from ..lock import read_lock
     from ..manifest import find_root
+    from ..report.text import duration_text
 
     root = find_root(path.resolve() if path.is_dir() else path.resolve().parent)
     if read_lock(root) is None:
@@ -363,7 +365,7 @@ def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
         mb = report.downloaded_bytes / 1e6
         print(
             f"mlcheck: fetched {plural(len(report.downloaded), 'locked file')}, {mb:.1f} MB, "
-            f"in {report.seconds:.1f} s",
+            f"in {duration_text(report.seconds)}",
             file=sys.stderr,
         )
 
@@ -411,7 +413,7 @@ def _exit_code(
     _write_reports(results, results_dir)
     code = max(results.exit_code(), 1 if pytest_code == 1 else 0)
     if fail_on_empty and all(t.outcome is Outcome.NOT_RUN for t in results.tests):
-        from ..render import empty_selection
+        from ..report import empty_selection
 
         print(f"mlcheck: {empty_selection(results)} (--fail-on-empty)", file=sys.stderr)
         return max(code, 2)

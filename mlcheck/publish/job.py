@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import digest as digest_mod
-from .. import render
 from ..digest import Digest
 from ..errors import ResultsError
 from ..merge import merge_sections
+from ..report import RenderContext, render_annotations, render_summary
 from ..results import RunResults
 from ..safety import NO_SECRETS, Redactor
 
@@ -58,7 +58,7 @@ def publish(
     key = options.section or known_section(event)
     sections = force_section(results, key) if key else merge_sections(results)
     sha = event.head_sha if event.name != "local" else ""
-    ctx = render.RenderContext(
+    ctx = RenderContext(
         repo=event.repository or None,
         server_url=event.server_url,
         sha=sha if SHA_RE.fullmatch(sha or "") else None,
@@ -119,8 +119,8 @@ def publish(
         issue_url=issue_url,
         notes=tuple(rec.notes),
         problems=tuple(rec.problems),
-        summary=render.render_summary(sections, ctx),
-        annotations=tuple(render.render_annotations(sections, ctx)),
+        summary=render_summary(sections, ctx),
+        annotations=tuple(render_annotations(sections, ctx)),
     )
 
 
