@@ -20,6 +20,7 @@ from ..digest import Digest
 from ..merge import section_key
 from ..results import Outcome, RunResults, RunStatus, TestResult
 from ..safety import NO_SECRETS, Redactor, inline
+from ..text import plural as plural  # one home (mlcheck/text.py); the report imports it here
 from ..tiers import tier_order
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -129,10 +130,6 @@ def reason_of(ctx: RenderContext, t: TestResult, limit: int = 160) -> str:
 
 def name_of(ctx: RenderContext, t: TestResult) -> str:
     return ctx.redactor.clip(t.nodeid, 400, keep="head")
-
-
-def plural(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n:,} {word if n == 1 else (plural or word + 's')}"
 
 
 COLUMNS: list[tuple[str, tuple[Outcome, ...]]] = [
