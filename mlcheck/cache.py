@@ -293,13 +293,10 @@ def verify(
     count = nbytes = 0
     for entry in lock.selected(models):
         snapshot = snapshot_dir(cache, entry.model_id, entry.commit)
-        for f in entry.files:
-            problem = file_problem(snapshot / f.path, f, full=full)
-            count += 1
-            if problem is None:
-                nbytes += f.size
-            else:
-                problems.append(FileProblem(entry.model_id, f.path, problem))
+        found = dict(check_files(snapshot, entry.files, full=full))  # hashed in parallel
+        count += len(entry.files)
+        nbytes += sum(f.size for f in entry.files if f.path not in found)
+        problems += [FileProblem(entry.model_id, path, why) for path, why in found.items()]
     return VerifyReport(count, nbytes, time.perf_counter() - start, tuple(problems))
 
 
@@ -376,11 +373,9 @@ def inventory(root: Path, *, cache_dir: Path | None = None) -> list[CachedModel]
         present = missing = 0
         if entry is not None:
             snapshot = snapshot_dir(cache, model_id, entry.commit)
-            for f in entry.files:
-                if file_problem(snapshot / f.path, f, full=False) is None:
-                    present += f.size
-                else:
-                    missing += 1
+            found = dict(check_files(snapshot, entry.files, full=False))
+            present = sum(f.size for f in entry.files if f.path not in found)
+            missing = len(found)
         needs = spec.needs if spec else (entry.needs if entry else None)
         repo = scanned.repos.get(model_id)
         cached = sorted(r.commit_hash for r in repo.revisions) if repo else []

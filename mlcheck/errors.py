@@ -156,7 +156,7 @@ def listing(items: Sequence[str], limit: int = 10) -> str:
     return "".join(f"\n    - {item}" for item in shown)
 
 
-# --- GitHub (mlcheck/github.py) -----------------------------------------------------------------
+# --- GitHub (mlcheck/github/) -----------------------------------------------------------------
 
 
 class GitHubError(MlcheckError):

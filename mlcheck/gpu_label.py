@@ -48,8 +48,8 @@ from .safety import inline
 from .tiers import DEFAULT_GPU_LABEL, SCHEDULED_TIERS, tier_key
 
 if TYPE_CHECKING:
-    from .event import Event
     from .github import GitHubClient
+    from .github.event import Event
 
 DEFAULT_GPU_WORKFLOW = "mlcheck-gpu.yml"
 DEFAULT_GPU_TIER = SCHEDULED_TIERS

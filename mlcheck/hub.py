@@ -13,7 +13,6 @@ and :mod:`mlcheck.cache`; this is the only module that makes requests to the hub
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .cache import repo_dir, snapshot_dir
-from .constants import ENV_HF_TOKEN, hf_hub_cache
+from .constants import ENV_HF_TOKEN, hf_hub_cache, hf_token
 from .errors import HubError, ModelNotCached
 from .lock import (
     Lock,
@@ -155,13 +154,15 @@ def hub_error(exc: BaseException, what: str, status: int | None = None) -> HubEr
 
 
 def redact(text: str) -> str:
-    """Hide ``HF_TOKEN``'s value wherever it appears in text that will be printed.
+    """Hide ``HF_TOKEN``'s value (and anything token-shaped) in text that will be printed,
+    with :class:`mlcheck.safety.Redactor`, the one redactor.
 
     >>> redact("no token here")
     'no token here'
     """
-    token = os.environ.get(ENV_HF_TOKEN)
-    return text.replace(token, "***") if token and len(token) >= 4 else text
+    from .safety import Redactor
+
+    return Redactor.from_env({ENV_HF_TOKEN: hf_token() or ""}).redact(text)
 
 
 # --- mlcheck lock ----------------------------------------------------------------------------

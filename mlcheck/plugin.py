@@ -38,8 +38,9 @@ from .failure_kinds import (
 from .golden import fixture as _golden
 from .golden.fixture import golden  # noqa: F401  (the fixture, registered with the plugin)
 from .progress import Progress
-from .results import JOURNAL_FILE, DeviceInfo, ResultsBuilder, RunInfo, RunResults, RunStatus
+from .results import JOURNAL_FILE, DeviceInfo, RunInfo, RunResults, RunStatus
 from .results import write as write_results
+from .results_builder import ResultsBuilder
 from .tiers import (
     DEFAULT_GPU_LABEL,
     GPU_MARKER,
@@ -181,11 +182,7 @@ class MlcheckState:
             self.results_dir is not None or _xdist_controller(config)
         )
         journal = None
-        if (
-            self.records
-            and self.results_dir is not None
-            and os.environ.get(constants.ENV_NO_JOURNAL) != "1"
-        ):
+        if self.records and self.results_dir is not None and not constants.no_journal():
             # every report is journaled as it comes: `mlcheck run` rebuilds results.json from it
             # when this process is killed (SIGTERM, OOM) before pytest_sessionfinish
             self.results_dir.mkdir(parents=True, exist_ok=True)
@@ -398,8 +395,8 @@ class MlcheckState:
             workers=workers if isinstance(workers, int) else 0,
             seed=self.seed,
             device=_device_info(Tier.GPU in self.tiers),
-            sha=os.environ.get("GITHUB_SHA"),
-            ref=os.environ.get("GITHUB_REF"),
+            sha=constants.github_sha(),
+            ref=constants.github_ref(),
             versions=_versions(),
             pytest_exit_code=exitstatus,
         )

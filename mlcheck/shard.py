@@ -17,7 +17,6 @@ give ``mlcheck run`` the pytest arguments.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -148,5 +147,5 @@ def pytest_args(
             if candidate.is_file():
                 found = candidate
                 break
-    autoload_off = bool(os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"))
+    autoload_off = constants.plugin_autoload_disabled()
     return Shard(index, total).pytest_args(found, load_plugin=autoload_off)

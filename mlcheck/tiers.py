@@ -7,7 +7,7 @@ selection is written, and what a test needs.
 - :data:`SCHEDULED_TIERS`: what a GPU run gets by default; :data:`DEFAULT_GPU_LABEL`: the PR
   label that asks for one;
 - :func:`needs_of`: a test's tier from its markers (for an event's tiers see
-  :mod:`mlcheck.event`).
+  :mod:`mlcheck.github.event`).
 
 Pure logic over marker names and arguments (no pytest import), plus accelerator detection,
 which imports torch only when a selected test needs an accelerator.

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import constants
 from .errors import CacheCorrupted
 from .lock import LockedFile, LockedModel, file_problem
 
@@ -57,7 +58,6 @@ class VerifyReport:
 # workspace), named by $MLCHECK_VERIFIED_STAMP; the test process and its xdist workers read it
 # instead of hashing again. Plain pytest, and models met only at collection, hash on first load.
 
-ENV_VERIFIED_STAMP = "MLCHECK_VERIFIED_STAMP"
 _verified: set[str] = set()  # this process's
 
 
@@ -71,7 +71,7 @@ def already_verified(entry: LockedModel, cache: Path) -> bool:
     key = stamp_key(entry, cache)
     if key in _verified:
         return True
-    stamp = os.environ.get(ENV_VERIFIED_STAMP)
+    stamp = constants.verified_stamp()
     if stamp:
         try:
             lines = Path(stamp).read_text(encoding="utf-8").splitlines()

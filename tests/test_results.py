@@ -10,7 +10,6 @@ from mlcheck.results import (
     MAX_MESSAGE_CHARS,
     Outcome,
     Phase,
-    ResultsBuilder,
     RunInfo,
     RunResults,
     from_dict,
@@ -18,6 +17,7 @@ from mlcheck.results import (
     to_dict,
     write,
 )
+from mlcheck.results_builder import ResultsBuilder
 
 SCHEMA = json.loads(
     __import__("importlib.resources")

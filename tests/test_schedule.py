@@ -312,8 +312,8 @@ def test_a_label_no_longer_on_the_pr_dispatches_nothing(
 def test_racing_label_events_dispatch_at_most_once(server: GitHubServer, labeled: Path) -> None:
     import threading
 
-    from mlcheck.event import load_event
     from mlcheck.github import GitHubClient
+    from mlcheck.github.event import load_event
     from mlcheck.gpu_label import ScheduleOptions, schedule
 
     server.state.collaborators["mona"] = "admin"

@@ -84,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--results-dir",
         type=Path,
-        default=Path(os.environ.get(constants.ENV_RESULTS_DIR, constants.DEFAULT_RESULTS_DIR)),
+        default=constants.results_dir(),
         help=f"where to write results (default ${constants.ENV_RESULTS_DIR} or "
         f"{constants.DEFAULT_RESULTS_DIR})",
     )
@@ -172,7 +172,7 @@ def handle(args: argparse.Namespace) -> int:
         command += ["-n", str(workers)]
     if shard is not None:
         command += shard_args(shard, paths, args.durations)
-    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+    if constants.plugin_autoload_disabled():
         command += ["-p", "mlcheck.plugin", "-p", "xdist.plugin"]
     command += extra
 
@@ -182,9 +182,9 @@ def handle(args: argparse.Namespace) -> int:
             raise UsageError(f"--safety-manifest {args.safety_manifest}: not a folder")
         env[constants.ENV_SAFETY_MANIFEST] = str(args.safety_manifest.resolve())
         # Resolved here, in the parent, before any PR code of the test process runs.
-        from ..trusted_options import ENV_SAFETY_OPTIONS, encode, resolve
+        from ..trusted_options import encode, resolve
 
-        env[ENV_SAFETY_OPTIONS] = encode(resolve(args.safety_manifest))
+        env[constants.ENV_SAFETY_OPTIONS] = encode(resolve(args.safety_manifest))
     stamp_dir = Path(tempfile.mkdtemp(prefix="mlcheck-verified-"))  # outside the workspace
     try:  # removed also when the verification fails (corrupted weights: exit 2)
         verified = _verify_weights(paths[0], tiers, stamp_dir / "stamp", env)
@@ -199,13 +199,12 @@ def _verify_weights(
     """Hash the manifest's weights once, before pytest, when the real or gpu tier runs."""
     from ..cache import verify_weights
     from ..manifest import find_root
-    from ..verify import ENV_VERIFIED_STAMP
 
     if not tiers & {Tier.REAL, Tier.GPU}:
         return ()
     root = find_root(path.resolve() if path.is_dir() else path.resolve().parent)
     verified, report = verify_weights(root, stamp)
-    env[ENV_VERIFIED_STAMP] = str(stamp)
+    env[constants.ENV_VERIFIED_STAMP] = str(stamp)
     if verified:
         print(
             f"mlcheck: verified {plural(len(verified), 'model')} against the lock: "
@@ -304,7 +303,8 @@ def _salvage(
     """results.json, junit.xml and the report from the journal of a run cut short."""
     from dataclasses import replace
 
-    from ..results import ResultsBuilder, RunInfo, RunResults, RunStatus, read, write, write_junit
+    from ..results import RunInfo, RunResults, RunStatus, read, write, write_junit
+    from ..results_builder import ResultsBuilder
 
     builder = ResultsBuilder.replay(results_dir / JOURNAL_FILE)
     now = time.time()
@@ -378,7 +378,7 @@ def _test_env(workers: int | str | None) -> dict[str, str]:
     if n > 1:
         # Each xdist worker would otherwise start one torch thread per core: oversubscription.
         threads = str(max(1, cpus // n))
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        for var in (constants.ENV_OMP_NUM_THREADS, constants.ENV_MKL_NUM_THREADS):
             env.setdefault(var, threads)
     return env
 

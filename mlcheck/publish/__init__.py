@@ -49,8 +49,6 @@ from .options import (
     force_section,
     resolve_author,
     tier_key,
-    write_github_output,
-    write_step_summary,
 )
 from .tracking import (
     BASE_KEY,
@@ -94,6 +92,4 @@ __all__ = [
     "resolve_author",
     "tier_key",
     "validate",
-    "write_github_output",
-    "write_step_summary",
 ]

@@ -10,8 +10,8 @@ from ..results import RunResults
 from ..safety import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
-    from ..event import Event
     from ..github import GitHubClient
+    from ..github.event import Event
 from .options import PublishOptions, Recorder, known_section, resolve_author
 
 

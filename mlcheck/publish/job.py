@@ -16,8 +16,8 @@ from ..results import RunResults
 from ..safety import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
-    from ..event import Event
     from ..github import GitHubClient, Issue
+    from ..github.event import Event
 from .comment import write_comment
 from .options import (
     SHA_RE,
@@ -47,7 +47,7 @@ def publish(
     raise: they are collected in :attr:`PublishResult.problems` (exit code 3), and the summary
     and annotations are produced anyway. ``client`` None publishes nothing to GitHub.
 
-    >>> from mlcheck.event import parse_event
+    >>> from mlcheck.github.event import parse_event
     >>> from mlcheck.results import RunResults, RunInfo
     >>> out = publish([RunResults(RunInfo(), ())], parse_event("local", {}, {}), None)
     >>> out.sections, out.exit_code()
@@ -125,7 +125,7 @@ def publish(
 
 
 def _find_pr(event: Event, client: GitHubClient, rec: Recorder) -> int | None:
-    from ..event import find_pr_number
+    from ..github.event import find_pr_number
 
     run = event.workflow_run
     if event.name == "workflow_run" and run is not None and event.pr_number is not None:

@@ -17,8 +17,8 @@ from ..safety import Redactor
 from ..tiers import DEFAULT_GPU_LABEL, tier_key
 
 if TYPE_CHECKING:
-    from ..event import Event
     from ..github import GitHubClient
+    from ..github.event import Event
 
 SECTION_BUDGET = COMMENT_BUDGET // 2  # a PR comment holds a fast and a GPU section
 
@@ -172,15 +172,3 @@ class Recorder:
 
 
 code = messages.code  # the one definition is where the sentences are
-
-
-def write_github_output(path: Path, values: Mapping[str, str]) -> None:
-    """Append ``name=value`` lines to ``GITHUB_OUTPUT`` (values are single-line by design)."""
-    with path.open("a", encoding="utf-8") as fh:
-        for name, value in values.items():
-            fh.write(f"{name}={value.replace(chr(10), ' ').replace(chr(13), ' ')}\n")
-
-
-def write_step_summary(path: Path, text: str) -> None:
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(text.rstrip("\n") + "\n")

@@ -15,8 +15,8 @@ from ..results import Outcome, RunResults, TestResult
 from ..tiers import SCHEDULED_TIERS, TIER_NAMES
 
 if TYPE_CHECKING:
-    from ..event import Event
     from ..github import GitHubClient, Issue
+    from ..github.event import Event
 from .options import PublishOptions, Recorder, counts
 
 # --- where things go
