@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,9 @@ def _environ(ws: Path, event: str, payload: dict[str, object], **inputs: str) ->
 
 def _outputs(env: dict[str, str], *more: str) -> dict[str, str]:
     path = env["GITHUB_OUTPUT"]
+    # written once: by the action, at the end (the CLI it runs writes into a private file)
+    names = [re.split(r"=|<<", line, maxsplit=1)[0] for line in Path(path).read_text().splitlines()]
+    assert len(names) == len(set(names)), names
     names = ("passed", "failed", "errors", "not-run", "selected", "new-failures", "results-dir")
     names += ("comment-url",)
     return {name: read_output(path, name) for name in (*names, *more)}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from .. import constants
 from ..errors import EnvironmentProblem, NoTestsCollected, UsageError
 from ..results import JOURNAL_FILE, JUNIT_FILE, RESULTS_FILE
-from ..text import plural
+from ..text import duration_text, plural
 from ..tiers import Tier, format_tiers, selected_tiers
 
 if TYPE_CHECKING:
@@ -354,7 +354,6 @@ def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
     from ..hub import warm
     from ..lock import read_lock
     from ..manifest import find_root
-    from ..report.text import duration_text
 
     root = find_root(path.resolve() if path.is_dir() else path.resolve().parent)
     if read_lock(root) is None:
