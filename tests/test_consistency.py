@@ -281,3 +281,26 @@ def _names(line: str) -> set[str]:
     head = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]
     names = {n.strip() for n in head.split(",") if n.strip()}
     return names if all(re.fullmatch(r"[a-z_]+(\.py|/)", n) for n in names) else set()
+
+
+def test_the_readmes_first_test_passes(pytester: pytest.Pytester, monkeypatch) -> None:
+    """The quickstart's test, as printed, on a GPT-2 config put into a fresh cache (no hub)."""
+    import transformers
+
+    from mlcheck.cache import add
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quickstart = readme[readme.index("## Use it in your project") :]
+    code = re.search(r"```python\n(.*?)```", quickstart, re.S)
+    assert code is not None and "models.random(" in code.group(1)
+    cache = pytester.path / "hf-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what the plugin sets; restored afterwards
+    pytester.makepyprojecttoml(
+        '[tool.mlcheck.models]\ngpt2 = { revision = "main", needs = "config" }\n'
+    )
+    transformers.GPT2Config().save_pretrained(pytester.path / "gpt2-config")
+    add(pytester.path / "gpt2-config", "gpt2", "main", cache_dir=cache, root=pytester.path)
+    pytester.makepyfile(test_first=code.group(1))
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

@@ -186,8 +186,8 @@ def handle(args: argparse.Namespace) -> int:
 
         env[constants.ENV_SAFETY_OPTIONS] = encode(resolve(args.safety_manifest))
     stamp_dir = Path(tempfile.mkdtemp(prefix="mlcheck-verified-"))  # outside the workspace
-    verified = _verify_weights(paths[0], tiers, stamp_dir / "stamp", env)
-    try:
+    try:  # removed also when the verification fails (corrupted weights: exit 2)
+        verified = _verify_weights(paths[0], tiers, stamp_dir / "stamp", env)
         return _run_and_report(command, env, args, results_dir, tiers, workers, shard, verified)
     finally:
         shutil.rmtree(stamp_dir, ignore_errors=True)

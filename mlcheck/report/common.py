@@ -18,6 +18,7 @@ from ..digest import Digest
 from ..merge import section_key
 from ..results import Outcome, RunResults, RunStatus, TestResult
 from ..safety import NO_SECRETS, Redactor, inline
+from ..text import plural as plural  # one home (mlcheck/text.py); the report imports it here
 from ..tiers import tier_order
 
 SPARK = "▁▂▃▄▅▆▇█"
