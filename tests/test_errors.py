@@ -32,6 +32,8 @@ BUILTIN_OF: dict[type[MlcheckError], type[Exception]] = {
     errors.HubError: RuntimeError,
     errors.ModelNotCached: FileNotFoundError,
     errors.CacheCorrupted: FileNotFoundError,
+    errors.ModelNotDeclared: FileNotFoundError,
+    errors.ModelNotLocked: FileNotFoundError,
     errors.AcceleratorMissing: RuntimeError,
     errors.UnsafeModel: ValueError,
     errors.ResultsError: ValueError,
@@ -52,6 +54,8 @@ ABSTRACT = {MlcheckError, errors.RequirementMissing, errors.GitHubError, errors.
 
 
 def _instance(cls: type[MlcheckError]) -> MlcheckError:
+    if issubclass(cls, errors.ModelNotDeclared):
+        return cls("org/name", need="config")
     if issubclass(cls, errors.ModelNotCached):
         return cls("org/name", "abc123")
     if issubclass(cls, errors.CheckFailed):
