@@ -40,7 +40,8 @@ import json, shutil, statistics, sys, time
 from pathlib import Path
 from huggingface_hub import snapshot_download
 from huggingface_hub.utils import disable_progress_bars
-from mlcheck.cache import verify, warm
+from mlcheck.cache import verify
+from mlcheck.hub import warm
 from mlcheck.lock import read_lock
 
 disable_progress_bars()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mlcheck import digest, results
 from mlcheck.merge import merge, merge_sections
-from mlcheck.render import RenderContext, render_annotations, render_section, render_summary
+from mlcheck.report import RenderContext, render_annotations, render_section, render_summary
 
 HERE = Path(__file__).resolve().parent
 spec = importlib.util.spec_from_file_location("golden_cases", HERE.parent / "tests/golden/cases.py")

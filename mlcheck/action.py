@@ -1,11 +1,12 @@
 """The GitHub Action: its inputs, what it runs, and what it hands back to the workflow.
 
 ``entrypoint.py`` (the Docker action's entry point) calls :func:`main`; the rest of mlcheck
-never reads ``INPUT_*`` variables. One action run:
+reads no ``INPUT_*`` variable but the token input (:func:`mlcheck.constants.github_token`),
+and the project under test sees none (:mod:`mlcheck.pr_code`). One action run:
 
 1. reads the inputs (:class:`Inputs`, from ``INPUT_<NAME>``; inputs with dashes keep them:
-   ``INPUT_GITHUB-TOKEN``) and the event (:mod:`mlcheck.event`), and resolves ``command: auto``
-   and ``tier: auto`` by event;
+   ``INPUT_GITHUB-TOKEN``) and the event (:mod:`mlcheck.github.event`), and resolves
+   ``command: auto`` and ``tier: auto`` by event;
 2. runs the ``install`` command in the project folder, and ``mlcheck run``, as the image's
    unprivileged user with no secret in reach (:mod:`mlcheck.pr_code`);
 3. runs the mlcheck CLI for the command (``mlcheck run``, ``mlcheck schedule``,
@@ -16,7 +17,9 @@ never reads ``INPUT_*`` variables. One action run:
    the job summary and annotations, compared with the tracking issue's base digest, and its
    ``new-failures`` and ``comment-url`` are the action's. Without publish (or when publish
    could not read the results) the action writes the summary and annotations itself, compared
-   with the ``base-digest`` input only. Either way they are written once;
+   with the ``base-digest`` input only. Either way they are written once; the CLI subcommands
+   write their outputs into a private file, and the action writes ``$GITHUB_OUTPUT`` once, at
+   the end (:mod:`mlcheck.workflow`);
 5. gives every file created in the workspace to the workspace's owner (the container runs
    as root; the runner's user must be able to clean the workspace).
 
@@ -36,7 +39,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +46,9 @@ from typing import TYPE_CHECKING
 
 from . import constants as C
 from .errors import EnvironmentProblem, MlcheckError, UsageError
-from .event import PUBLISH, RUN, SCHEDULE, Event, load_event
+from .github.event import PUBLISH, RUN, SCHEDULE, Event, load_event
+from .tiers import DEFAULT_GPU_LABEL
+from .workflow import Workflow
 
 if TYPE_CHECKING:
     from .pr_code import Sandbox
@@ -81,7 +85,7 @@ INPUT_DEFAULTS: dict[str, str] = {
     "shard": "",
     "results-dir": C.DEFAULT_RESULTS_DIR,
     "github-token": "",
-    "gpu-label": "mlcheck:gpu",
+    "gpu-label": DEFAULT_GPU_LABEL,
     "gpu-workflow": "mlcheck-gpu.yml",
     "comment": "always",
     "fail-on": "failures",
@@ -92,7 +96,7 @@ INPUT_DEFAULTS: dict[str, str] = {
 
 def input_env_name(name: str) -> str:
     """The variable GitHub passes an input in: ``github-token`` -> ``INPUT_GITHUB-TOKEN``."""
-    return "INPUT_" + name.replace(" ", "_").upper()
+    return C.INPUT_PREFIX + name.replace(" ", "_").upper()
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ class Inputs:
     shard: str = ""
     results_dir: str = C.DEFAULT_RESULTS_DIR
     github_token: str = ""
-    gpu_label: str = "mlcheck:gpu"
+    gpu_label: str = DEFAULT_GPU_LABEL
     gpu_workflow: str = "mlcheck-gpu.yml"
     comment: str = "always"
     fail_on: str = "failures"
@@ -174,14 +178,14 @@ class Plan:
 def plan(inputs: Inputs, event: Event, environ: Mapping[str, str]) -> Plan:
     """Resolve ``auto`` and the folders.
 
-    >>> from mlcheck.event import parse_event
+    >>> from mlcheck.github.event import parse_event
     >>> p = plan(Inputs(), parse_event("schedule", {}, {"GITHUB_REPOSITORY": "o/r"}), {})
     >>> p.command, p.tier
     ('run', 'all')
     """
     command = event.auto_command if inputs.command == "auto" else inputs.command
     tier = event.auto_tier if inputs.tier == "auto" else inputs.tier
-    workspace = Path(environ.get("GITHUB_WORKSPACE") or os.getcwd())
+    workspace = Path(C.get(C.ENV_GITHUB_WORKSPACE, environ) or os.getcwd())
     project = (workspace / inputs.working_directory).resolve()
     if not project.is_relative_to(workspace.resolve()):
         raise UsageError(f"working-directory {inputs.working_directory!r} is outside the workspace")
@@ -250,31 +254,14 @@ def run_install(command: str, cwd: Path, sandbox: Sandbox) -> None:
     (:mod:`mlcheck.pr_code`); raise when it fails."""
     if not command.strip():
         return
-    print("::group::install", flush=True)
-    try:
+    with Workflow().group("install"):
         code = sandbox.call(["bash", "-eo", "pipefail", "-c", command], cwd)
-    finally:
-        print("::endgroup::", flush=True)
     if code != 0:
         raise EnvironmentProblem(f"the install command failed (exit {code}): {command}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Outputs, summary, annotations
-
-
-def write_outputs(values: Mapping[str, str], environ: Mapping[str, str]) -> None:
-    """Append ``values`` to ``GITHUB_OUTPUT`` (nothing outside Actions)."""
-    path = environ.get("GITHUB_OUTPUT")
-    if not path:
-        return
-    with open(path, "a", encoding="utf-8") as fh:
-        for name, value in values.items():
-            if "\n" in value:
-                delimiter = f"mlcheck_{uuid.uuid4().hex}"
-                fh.write(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
-            else:
-                fh.write(f"{name}={value}\n")
 
 
 def empty_outputs(p: Plan) -> dict[str, str]:
@@ -288,7 +275,13 @@ def empty_outputs(p: Plan) -> dict[str, str]:
 
 
 def report(
-    p: Plan, inputs: Inputs, event: Event, environ: Mapping[str, str], *, write: bool = True
+    p: Plan,
+    inputs: Inputs,
+    event: Event,
+    environ: Mapping[str, str],
+    *,
+    write: bool = True,
+    workflow: Workflow | None = None,
 ) -> dict[str, str]:
     """After ``mlcheck run``: the outputs; with ``write``, also the job summary and annotations.
 
@@ -298,7 +291,7 @@ def report(
     from .commands.report import context_from_env
     from .digest import classify
     from .merge import merge_sections
-    from .render import render_annotations, render_summary
+    from .report import render_annotations, render_summary
     from .results import Outcome, read
 
     outputs = empty_outputs(p)
@@ -322,12 +315,9 @@ def report(
     }
     if not write:
         return outputs
-    if summary_path := environ.get("GITHUB_STEP_SUMMARY"):
-        with open(summary_path, "a", encoding="utf-8") as fh:
-            fh.write(render_summary(sections, ctx) + "\n")
-    for line in render_annotations(sections, ctx):
-        print(line)
-    sys.stdout.flush()
+    wf = workflow or Workflow.from_env(environ, annotations=True)
+    wf.append_summary(render_summary(sections, ctx))
+    wf.print_annotations(render_annotations(sections, ctx))
     return outputs
 
 
@@ -345,26 +335,6 @@ def should_publish(inputs: Inputs, event: Event) -> tuple[bool, str]:
     if event.name == "local":
         return False, "not running in GitHub Actions"
     return True, ""
-
-
-def read_output(path: str | None, name: str) -> str:
-    """The last value a step wrote for ``name`` into a ``GITHUB_OUTPUT`` file ("" if none)."""
-    if not path or not os.path.exists(path):
-        return ""
-    value = ""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith(f"{name}<<"):
-            delimiter = line[len(name) + 2 :]
-            end = lines.index(delimiter, i + 1) if delimiter in lines[i + 1 :] else len(lines)
-            value = "\n".join(lines[i + 1 : end])
-            i = end
-        elif line.startswith(f"{name}="):
-            value = line[len(name) + 1 :]
-        i += 1
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,32 +364,36 @@ def run_action(environ: Mapping[str, str]) -> int:
     inputs = Inputs.from_env(environ)
     event = load_event(environ)
     p = plan(inputs, event, environ)
-    token = inputs.github_token or environ.get(C.ENV_GITHUB_TOKEN) or None
+    # the action prints its annotations whatever $GITHUB_ACTIONS says: it runs in Actions
+    wf = Workflow.from_env(environ, annotations=True)
+    token = inputs.github_token or C.get(C.ENV_GITHUB_TOKEN, environ)
     owner = _owner(p.workspace)
     # The project under test runs as another user without any secret (mlcheck/pr_code.py).
     sandbox = pr_code.prepare(environ, token, p.workspace)
     for warning in (sandbox.user.warning, pr_code.docker_socket_warning()):
         if warning:
-            print(f"::warning::mlcheck: {warning}", flush=True)
+            wf.command("warning", f"mlcheck: {warning}")
     # What stays root: the token, and a private copy of the event (the tests can write the
     # runner's copy as the runner's uid).
-    trusted = {k: v for k, v in environ.items() if not k.startswith("INPUT_")}
+    trusted = {k: v for k, v in environ.items() if not k.startswith(C.INPUT_PREFIX)}
     if inputs.github_token:
         trusted[C.ENV_GITHUB_TOKEN] = inputs.github_token
-    if event_path := environ.get("GITHUB_EVENT_PATH"):
+    if event_path := C.get(C.ENV_GITHUB_EVENT_PATH, environ):
         copy = sandbox.private / "event.json"
         shutil.copyfile(event_path, copy)
-        trusted["GITHUB_EVENT_PATH"] = str(copy)
+        trusted[C.ENV_GITHUB_EVENT_PATH] = str(copy)
+    # The CLI subcommands write their outputs here; the action writes $GITHUB_OUTPUT once.
+    cli = Workflow(output=sandbox.private / "cli-outputs")
+    trusted[C.ENV_GITHUB_OUTPUT] = str(cli.output)
     print(f"mlcheck: {p.command}" + (f", tier {p.tier}" if p.command == RUN else ""), flush=True)
     outputs = empty_outputs(p)
-    output_file = environ.get("GITHUB_OUTPUT")
     try:
         run_install(inputs.install, p.project, sandbox)
         if p.command != RUN:
             if not _has_command(p.command):
                 raise UsageError(f"`mlcheck {p.command}` is not available in this version")
             code = _mlcheck(cli_args(inputs, p), p.project, trusted)
-            outputs |= cli_outputs(output_file)
+            outputs |= cli.read_outputs(CLI_OUTPUTS)
             return code
         code = sandbox.call([sandbox.python, "-m", "mlcheck", *cli_args(inputs, p)], p.project)
         post, why_not = should_publish(inputs, event)
@@ -430,20 +404,20 @@ def run_action(environ: Mapping[str, str]) -> int:
             published = reported in _PUBLISH_REPORTED
             if reported != 0:
                 # A reporting failure never hides the test result (SPEC §7).
-                print("::warning::mlcheck could not post the results; see the log above")
+                wf.command("warning", "mlcheck could not post the results; see the log above")
         elif not post:
             print(f"mlcheck: nothing posted to GitHub: {why_not}")
-        outputs = report(p, inputs, event, environ, write=not published)
+        outputs = report(p, inputs, event, environ, write=not published, workflow=wf)
         if published:
             # publish compared with the tracking issue's base digest: its new-failures win
-            outputs |= cli_outputs(output_file)
+            outputs |= cli.read_outputs(CLI_OUTPUTS)
         if code == 1 and inputs.fail_on == "never":
             return 0
         return code
     finally:
         # outputs that do not apply to this command stay unset rather than empty
         optional = ("issue-url", "scheduled")
-        write_outputs({k: v for k, v in outputs.items() if v or k not in optional}, environ)
+        wf.set_outputs({k: v for k, v in outputs.items() if v or k not in optional})
         if owner is not None:
             uids = (0, *((sandbox.user.uid,) if sandbox.user.uid is not None else ()))
             pr_code.give_back(p.workspace, owner, uids)
@@ -458,17 +432,11 @@ def _owner(workspace: Path) -> tuple[int, int] | None:
     return st.st_uid, st.st_gid
 
 
-def cli_outputs(path: str | None) -> dict[str, str]:
-    """The outputs a CLI subcommand wrote into ``GITHUB_OUTPUT`` (those it did not: absent)."""
-    found = {name: read_output(path, name) for name in CLI_OUTPUTS}
-    return {name: value for name, value in found.items() if value}
-
-
 def main(environ: Mapping[str, str] | None = None) -> int:
     """The Docker action's entry point (``entrypoint.py``)."""
     environ = os.environ if environ is None else environ
     try:
         return run_action(environ)
     except MlcheckError as exc:
-        print(f"::error::mlcheck: {exc}", flush=True)
+        Workflow().command("error", f"mlcheck: {exc}")
         return exc.exit_code

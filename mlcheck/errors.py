@@ -6,6 +6,8 @@ no traceback: these are user errors, not bugs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class MlcheckError(Exception):
     """Base of every error mlcheck raises on purpose."""
@@ -138,7 +140,23 @@ class CheckFailed(AssertionError):
         )
 
 
-# --- GitHub (mlcheck/github.py) -----------------------------------------------------------------
+def listing(items: Sequence[str], limit: int = 10) -> str:
+    """Several things a check found, as a :class:`CheckFailed` field shows them: one item
+    inline; more as an indented list under the field's line, the first ``limit`` of them.
+
+    >>> listing(["a"]), listing(["a", "b", "c"], limit=2)
+    ('a', '\\n    - a\\n    - b\\n    - ... and 1 more')
+    """
+    shown = [
+        *items[:limit],
+        *([f"... and {len(items) - limit} more"] if len(items) > limit else []),
+    ]
+    if len(shown) == 1:
+        return shown[0]
+    return "".join(f"\n    - {item}" for item in shown)
+
+
+# --- GitHub (mlcheck/github/) -----------------------------------------------------------------
 
 
 class GitHubError(MlcheckError):

@@ -42,16 +42,17 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from .errors import UsageError
-from .publish.options import code, resolve_author, tier_key
+from .publish.options import resolve_author
+from .report import messages
 from .safety import inline
-from .tiers import DEFAULT_GPU_LABEL
+from .tiers import DEFAULT_GPU_LABEL, SCHEDULED_TIERS, tier_key
 
 if TYPE_CHECKING:
-    from .event import Event
     from .github import GitHubClient
+    from .github.event import Event
 
 DEFAULT_GPU_WORKFLOW = "mlcheck-gpu.yml"
-DEFAULT_GPU_TIER = "real,gpu"
+DEFAULT_GPU_TIER = SCHEDULED_TIERS
 _LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
 
 
@@ -91,15 +92,7 @@ class SafetyOptions:
     source: str | None = None  # the manifest file, relative to the workspace
 
     def describe(self) -> str:
-        def names(ids: tuple[str, ...]) -> str:
-            return ", ".join(inline(i, 100) for i in ids) if ids else "none"
-
-        where = f"`{inline(self.source, 100)}`" if self.source else "no manifest"
-        return (
-            f"Safety options come from the base branch ({where}), never from the PR: "
-            f"allow\\_pickle: {names(self.allow_pickle)} · "
-            f"trust\\_remote\\_code: {names(self.trust_remote_code)}."
-        )
+        return messages.safety_note(self.source, self.allow_pickle, self.trust_remote_code)
 
 
 def base_safety(workspace: Path, pr_head_sha: str | None = None) -> SafetyOptions:
@@ -142,11 +135,6 @@ def _git_head(workspace: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
-
-
-def _short(sha: str) -> str:
-    """Seven hex digits of a SHA, or ``?`` for anything that is not one (payloads are input)."""
-    return sha[:7] if re.fullmatch(r"[0-9a-fA-F]{7,64}", sha) else "?"
 
 
 def runs_url(event: Event, workflow: str) -> str:
@@ -211,30 +199,19 @@ def schedule(
         )
     refusal = None
     if not _LOGIN.fullmatch(sender):
-        refusal = "the event names no valid user who added the label"
+        refusal = messages.refused_no_user()
     else:
         permission = client.collaborator_permission(repo, sender)
         if not permission.can_write:
-            refusal = (
-                f"`{sender}` added {code(options.label)}, but starting GPU runs needs "
-                f"write, maintain or admin permission on this repository (they have "
-                f"`{inline(permission.role_name, 20)}`)"
-            )
+            refusal = messages.refused_not_a_writer(sender, options.label, permission.role_name)
     if refusal is None:
         pull = client.get_pull(repo, pr)
         if pull.state != "open":
-            refusal = f"the PR is {inline(pull.state, 20)}"
+            refusal = messages.refused_pr_state(pull.state)
         elif pull.head_sha != labeled_sha:
-            refusal = (
-                f"the PR moved to `{_short(pull.head_sha)}` after the label was added to "
-                f"`{_short(labeled_sha)}`; label it again to test the new head"
-            )
+            refusal = messages.refused_pr_moved(pull.head_sha, labeled_sha)
     if refusal is not None:
-        section = (
-            f"### ⛔ GPU run not scheduled · `{key}`\n\n{refusal}. The label was removed; "
-            f"a maintainer can add {code(options.label)} again to run the GPU tests "
-            "on this PR."
-        )
+        section = messages.gpu_run_refused(key, refusal, options.label)
         return ScheduleResult(
             "refused", f"refused: {refusal}", pr=pr, section=key, comment_url=write(section)
         )
@@ -244,12 +221,9 @@ def schedule(
     branch = event.default_branch or client.get_repo(repo).default_branch
     inputs = {"sha": sha, "pr": str(pr), "tier": options.tier}
     client.dispatch_workflow(repo, options.workflow, branch, inputs)
-    section = (
-        f"### ⏳ GPU run scheduled · `{key}`\n\n"
-        f"GPU run scheduled for `{sha[:7]}` by @{sender}: "
-        f"[{inline(options.workflow, 80)} runs]({runs_url(event, options.workflow)}). "
-        "Its results replace this section.\n\n"
-        f"<sub>{safety.describe()}</sub>"
+    runs = runs_url(event, options.workflow)
+    section = messages.gpu_run_scheduled(
+        key, sha, sender, options.workflow, runs, safety.describe()
     )
     url = write(section)
     return ScheduleResult(

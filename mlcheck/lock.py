@@ -17,7 +17,9 @@ sorted and one file per line, so a re-lock shows up as a small, readable diff::
     ]
 
 A file stored in Git LFS is pinned by its LFS sha256 (the sha256 of its bytes); any other file
-by its git blob id (sha1 of ``"blob <size>\\0" + bytes``). :func:`file_matches` verifies both.
+by its git blob id (sha1 of ``"blob <size>\\0" + bytes``). :func:`file_problem` checks both.
+
+Everything here is offline; :mod:`mlcheck.hub` resolves a manifest into a lock.
 """
 
 from __future__ import annotations
@@ -25,24 +27,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
-import time
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
-from .constants import ENV_HF_TOKEN
-from .errors import HubError, ManifestError
-from .manifest import Manifest, ModelSpec, Need
+from .errors import ManifestError, UsageError
+from .manifest import Manifest, ModelSpec, Need, find_root, load_manifest
+from .weights import is_weights_file
 
 LOCK_NAME = "mlcheck.lock"
 LOCK_VERSION = 1
 Source = Literal["hub", "local"]  # "local": put in the cache by `mlcheck cache add`
 
 _CHUNK = 1 << 20
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,6 +95,44 @@ class Lock:
     def with_model(self, entry: LockedModel) -> Lock:
         return Lock(models={**self.models, entry.model_id: entry})
 
+    def selected(self, models: Sequence[str] | None) -> list[LockedModel]:
+        """The entries of ``models`` (all, sorted, when None); an unknown id is a usage error."""
+        if models is None:
+            return [self.models[m] for m in sorted(self.models)]
+        unknown = [m for m in models if m not in self.models]
+        if unknown:
+            raise UsageError(f"not in mlcheck.lock: {', '.join(unknown)}; run `mlcheck lock` first")
+        return [self.models[m] for m in models]
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project's manifest and lock, read together once: the pytest plugin holds one per
+    session, so ``locate`` does not parse them again for every test and model.
+
+    ``trusted`` is the manifest whose safety options apply instead of the project's
+    (``MLCHECK_SAFETY_MANIFEST``, the base branch's), when one is set.
+
+    >>> Project.read(Path("/nonexistent")).lock is None
+    True
+    """
+
+    root: Path
+    manifest: Manifest
+    lock: Lock | None
+    trusted: Manifest | None = None
+
+    @classmethod
+    def read(cls, root: Path | None = None, *, trusted: Path | None = None) -> Project:
+        """Read the project at ``root`` (default: found from the cwd upwards)."""
+        folder = Path(root) if root is not None else find_root()
+        return cls(
+            root=folder,
+            manifest=load_manifest(folder),
+            lock=read_lock(folder),
+            trusted=load_manifest(trusted) if trusted is not None else None,
+        )
+
 
 def lock_path(root: Path) -> Path:
     return Path(root) / LOCK_NAME
@@ -142,6 +179,16 @@ def read_lock(root: Path) -> Lock | None:
             f"{path} is damaged ({type(exc).__name__}: {exc}); delete it and run `mlcheck lock`"
         ) from exc
     return Lock(models=models)
+
+
+def require_lock(root: Path) -> Lock:
+    """The project's lock; a :class:`ManifestError` saying how to make one when there is none."""
+    lock = read_lock(root)
+    if lock is None:
+        raise ManifestError(
+            f"{root} has no mlcheck.lock; run `mlcheck lock` (or `mlcheck cache add`) first"
+        )
+    return lock
 
 
 def dumps_lock(lock: Lock) -> str:
@@ -220,7 +267,7 @@ def git_blob_id(data: bytes) -> str:
     """Git's object id of a blob: sha1 of ``"blob <size>\\0" + data``.
 
     >>> git_blob_id(b"")
-    'e69de29bb2d1d6434b8cb73c5391e7bc48cdd06e'
+    'e69de29bb2d1d6434b8b29ae775ad8c2e48c5391'
     """
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
@@ -258,12 +305,7 @@ def file_problem(path: Path, locked: LockedFile, *, full: bool = True) -> str | 
     return None
 
 
-def file_matches(path: Path, locked: LockedFile) -> bool:
-    return file_problem(path, locked) is None
-
-
-# Weight-like files are pinned by sha256 like LFS would store them, even when added locally.
-_LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
+# Weights files are pinned by sha256 like LFS would store them, even when added locally.
 _LFS_MIN_SIZE = 10 * 1024 * 1024
 
 
@@ -271,7 +313,7 @@ def lock_local_file(folder: Path, relpath: str) -> LockedFile:
     """Pin a file from a local folder (``cache add``), choosing LFS-style or git-style hashing."""
     path = folder / relpath
     size = path.stat().st_size
-    if relpath.endswith(_LFS_SUFFIXES) or size >= _LFS_MIN_SIZE:
+    if is_weights_file(relpath) or size >= _LFS_MIN_SIZE:
         return LockedFile(path=relpath, size=size, sha256=hash_file(path, "sha256"))
     return LockedFile(path=relpath, size=size, git_blob=hash_file(path, "git_blob"))
 
@@ -306,211 +348,4 @@ def entry_for_spec(
 
 
 def _needs_of(files: Sequence[LockedFile]) -> Need:
-    return "weights" if any(f.path.endswith(_LFS_SUFFIXES) for f in files) else "config"
-
-
-# --- resolving against the hub ---------------------------------------------------------------
-
-
-def resolve(spec: ModelSpec, *, retry: RetryPolicy | None = None) -> LockedModel:
-    """Ask the hub (``HF_ENDPOINT``) which commit ``spec.revision`` is and hash its files.
-
-    ``HfApi().model_info(files_metadata=True)`` gives the commit and, on the Hugging Face hub,
-    per file the size, git blob id and LFS sha256; servers whose model info lacks file metadata
-    (mirrors such as olah) are asked with ``list_repo_tree`` at the resolved commit instead.
-    Only files matching the spec's patterns are locked. Raises :class:`HubError` when the hub
-    cannot answer.
-    """
-    from huggingface_hub import HfApi
-    from huggingface_hub.hf_api import RepoFile
-    from huggingface_hub.utils import filter_repo_objects
-
-    api = HfApi()
-    policy = retry or RetryPolicy()
-    what = f"'{spec.model_id}'@{spec.revision}"
-    info = call_hub(
-        what,
-        lambda: api.model_info(spec.model_id, revision=spec.revision, files_metadata=True),
-        policy,
-    )
-    commit = info.sha
-    if not commit:
-        raise HubError(f"{what}: the hub reported no commit")
-    siblings = info.siblings or []
-    meta: dict[str, tuple[int | None, str | None, str | None]] = {
-        s.rfilename: (s.size, s.blob_id, s.lfs.sha256 if s.lfs else None) for s in siblings
-    }
-    if any(blob is None for _, blob, _ in meta.values()):
-        tree = call_hub(
-            what,
-            lambda: list(api.list_repo_tree(spec.model_id, revision=commit, recursive=True)),
-            policy,
-        )
-        meta = {
-            f.path: (f.lfs.size if f.lfs else f.size, f.blob_id, f.lfs.sha256 if f.lfs else None)
-            for f in tree
-            if isinstance(f, RepoFile)
-        }
-    files = []
-    for name in sorted(filter_repo_objects(list(meta), allow_patterns=list(spec.patterns()))):
-        size, blob_id, sha256 = meta[name]
-        if size is None or (sha256 is None and blob_id is None):
-            raise HubError(f"'{spec.model_id}'@{commit[:12]}: the hub gave no size/hash for {name}")
-        if sha256 is not None:
-            files.append(LockedFile(path=name, size=size, sha256=sha256))
-        else:
-            files.append(LockedFile(path=name, size=size, git_blob=blob_id))
-    if spec.needs == "weights" and not any(f.path.endswith(_LFS_SUFFIXES) for f in files):
-        raise HubError(
-            f"'{spec.model_id}'@{commit[:12]} has no weights matching "
-            f"{list(spec.patterns())}; if it only ships pickle (*.bin) weights, set "
-            "allow_pickle = true for it in the manifest (after reviewing the source)"
-        )
-    return entry_for_spec(spec, spec.model_id, spec.revision, commit, files, "hub")
-
-
-@dataclass
-class RetryPolicy:
-    """Retries of a hub request on 429/5xx/timeouts, honouring ``Retry-After``.
-
-    >>> RetryPolicy(base_s=1.0).wait(attempt=1, retry_after=3.0)
-    3.0
-    """
-
-    attempts: int = 5
-    base_s: float = 1.0
-    max_s: float = 30.0
-    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
-
-    def wait(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_s * 4)
-        # Exponential backoff with jitter, so parallel runners do not retry in lockstep.
-        return min(self.max_s, self.base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-
-
-def call_hub(what: str, call: Callable[[], T], retry: RetryPolicy) -> T:
-    """Run one hub request, retrying transient failures; other failures become HubError."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return call()
-        except Exception as exc:
-            status, retry_after = _http_status(exc)
-            if _retryable(exc, status) and attempt < retry.attempts:
-                retry.sleep(retry.wait(attempt, retry_after))
-                continue
-            error = hub_error(exc, what, status)
-            if error is None:
-                raise
-            raise error from None
-
-
-def _http_status(exc: BaseException) -> tuple[int | None, float | None]:
-    response = getattr(exc, "response", None)
-    if response is None:
-        return None, None
-    retry_after: float | None = None
-    raw = response.headers.get("retry-after")
-    if raw is not None:
-        try:
-            retry_after = max(0.0, float(raw))
-        except ValueError:
-            retry_after = None  # an HTTP date: fall back to our own backoff
-    return response.status_code, retry_after
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP client's error types (huggingface_hub moved from httpx to httpx2)."""
-    found: list[type[BaseException]] = []
-    for name in ("httpx2", "httpx"):
-        try:
-            module = __import__(name)
-        except ImportError:
-            continue
-        found.append(module.HTTPError)
-    return tuple(found)
-
-
-def _retryable(exc: BaseException, status: int | None) -> bool:
-    if status is not None:
-        return status == 429 or 500 <= status < 600
-    # Timeouts and dropped connections are transient; a refused connection means the hub is
-    # down or misnamed, and waiting minutes for it helps nobody.
-    names = {"TimeoutException", "ReadTimeout", "RemoteProtocolError", "ReadError"}
-    return any(cls.__name__ in names for cls in type(exc).__mro__)
-
-
-def hub_error(exc: BaseException, what: str, status: int | None = None) -> HubError | None:
-    """A one-line, actionable HubError for a huggingface_hub failure (None: not a hub error)."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    where = f"[HF_ENDPOINT={constants.ENDPOINT}]"
-    if isinstance(exc, GatedRepoError) or (
-        status in (401, 403) and not isinstance(exc, RepositoryNotFoundError)
-    ):
-        detail = "access denied (gated or private): set HF_TOKEN to a token with access"
-    elif isinstance(exc, RepositoryNotFoundError):
-        detail = "repository not found (or private: set HF_TOKEN); check the model id"
-    elif isinstance(exc, RevisionNotFoundError):
-        detail = "revision not found; fix `revision` in the manifest or run `mlcheck lock`"
-    elif isinstance(exc, LocalEntryNotFoundError):
-        cause = exc.__cause__ or exc.__context__
-        detail = f"cannot reach the hub ({type(cause).__name__ if cause else 'no connection'})"
-    elif isinstance(exc, EntryNotFoundError) or status == 404:
-        detail = (
-            "not found on the hub: the repository, the locked commit or the file is gone "
-            "(if the repository was rewritten, re-pin it with `mlcheck lock --upgrade`)"
-        )
-    elif isinstance(exc, HfHubHTTPError) or status is not None:
-        detail = f"the hub answered HTTP {status}"
-    elif isinstance(exc, (*_transport_errors(), OSError)):
-        detail = f"cannot reach the hub ({type(exc).__name__})"
-    else:
-        return None
-    return HubError(redact(f"{what}: {detail} {where}"))
-
-
-def redact(text: str) -> str:
-    """Hide ``HF_TOKEN``'s value wherever it appears in text that will be printed.
-
-    >>> redact("no token here")
-    'no token here'
-    """
-    token = os.environ.get(ENV_HF_TOKEN)
-    return text.replace(token, "***") if token and len(token) >= 4 else text
-
-
-def update_lock(
-    manifest: Manifest, lock: Lock | None, *, upgrade: Sequence[str] | bool = False
-) -> tuple[Lock, list[str]]:
-    """The lock for ``manifest``: entries that still match are kept, the rest resolved anew.
-
-    Like a package lock, a branch is not re-resolved just because time passed: pass
-    ``upgrade=True`` (all models) or a list of model ids to move them to the branch's current
-    commit. Entries of models no longer in the manifest are dropped. Returns the new lock and
-    the ids that were (re)resolved.
-    """
-    old = lock or Lock()
-    models: dict[str, LockedModel] = {}
-    changed = []
-    for model_id, spec in sorted(manifest.models.items()):
-        entry = old.model(model_id)
-        named = not isinstance(upgrade, bool) and model_id in upgrade
-        # `--upgrade` of everything leaves `cache add` models alone: no hub has their commit.
-        wants_upgrade = named or (upgrade is True and (entry is None or entry.source == "hub"))
-        if entry is not None and entry.matches(spec) and not wants_upgrade:
-            models[model_id] = entry
-            continue
-        models[model_id] = resolve(spec)
-        changed.append(model_id)
-    return Lock(models=models), changed
+    return "weights" if any(is_weights_file(f.path) for f in files) else "config"

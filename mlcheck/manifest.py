@@ -29,10 +29,11 @@ from typing import Any, Literal, cast
 
 from .errors import ManifestError
 from .failure_kinds import Rule, parse_rules
+from .tiers import TIER_NAMES
+from .weights import PICKLE_PATTERNS, SAFE_PATTERNS
 
 Need = Literal["config", "weights"]
 NEEDS: tuple[Need, ...] = ("config", "weights")
-TIERS = ("fast", "real", "gpu")
 
 PYPROJECT = "pyproject.toml"
 MLCHECK_TOML = "mlcheck.toml"
@@ -40,8 +41,6 @@ MLCHECK_TOML = "mlcheck.toml"
 # What `needs = "config"` fetches: configs, tokenizer and generation files, never weights.
 # fnmatch's "*" crosses "/", so "*.json" also matches "1_Pooling/config.json".
 CONFIG_PATTERNS = ("*.json", "*.txt", "*.model", "*.tiktoken", "tokenizer*")
-SAFE_WEIGHT_PATTERNS = ("*.safetensors",)
-PICKLE_WEIGHT_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 REMOTE_CODE_PATTERNS = ("*.py",)
 
 # "org/name", or a legacy org-less id like "gpt2"
@@ -71,9 +70,9 @@ class ModelSpec:
             return self.allow_patterns
         patterns: tuple[str, ...] = CONFIG_PATTERNS
         if self.needs == "weights":
-            patterns += SAFE_WEIGHT_PATTERNS
+            patterns += SAFE_PATTERNS
             if self.allow_pickle:
-                patterns += PICKLE_WEIGHT_PATTERNS
+                patterns += PICKLE_PATTERNS
         if self.trust_remote_code:
             patterns += REMOTE_CODE_PATTERNS
         return patterns
@@ -206,10 +205,10 @@ def _parse_tier_table(path: Path, name: str, raw: object) -> dict[str, str]:
         )
     markers: dict[str, str] = {}
     for marker, tier in raw.items():
-        if tier not in TIERS:
+        if tier not in TIER_NAMES:
             raise ManifestError(
                 f"{path}: `{key}.{marker}` = {tier!r} is not a tier; use one of "
-                f"{', '.join(repr(t) for t in TIERS)}"
+                f"{', '.join(repr(t) for t in TIER_NAMES)}"
             )
         markers[marker] = tier
     return markers

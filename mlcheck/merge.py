@@ -20,8 +20,9 @@ from dataclasses import replace
 
 from .errors import ResultsError
 from .results import DeviceInfo, Outcome, RunInfo, RunResults, RunStatus, TestResult
+from .tiers import section_key as tiers_section_key
+from .tiers import tier_order
 
-TIER_ORDER = ("fast", "real", "gpu")
 _STATUS_RANK = [RunStatus.COMPLETE, RunStatus.INTERRUPTED, RunStatus.CRASHED]
 
 # Which report of the same test wins when two results files both have it (a re-run job, or a
@@ -39,9 +40,9 @@ _RANK = {
 
 
 def section_key(run: RunInfo) -> str:
-    """The report section a run belongs to: its tiers in canonical order, e.g. ``real,gpu``."""
-    tiers = sorted(set(run.tiers), key=lambda t: (TIER_ORDER.index(t) if t in TIER_ORDER else 9, t))
-    return ",".join(tiers) or "fast"
+    """The report section a run belongs to: its tiers in canonical order, e.g. ``real,gpu``
+    (:func:`mlcheck.tiers.section_key`)."""
+    return tiers_section_key(run.tiers)
 
 
 def _merge_run(runs: Sequence[RunInfo]) -> RunInfo:
@@ -64,7 +65,7 @@ def _merge_run(runs: Sequence[RunInfo]) -> RunInfo:
     codes = [r.pytest_exit_code for r in runs if r.pytest_exit_code is not None]
     started = sorted(r.started_at for r in runs if r.started_at)
     return RunInfo(
-        tiers=tuple(sorted(tiers, key=lambda t: TIER_ORDER.index(t) if t in TIER_ORDER else 9)),
+        tiers=tuple(sorted(tiers, key=tier_order)),
         started_at=started[0] if started else "",
         # shards and jobs run side by side: the wall time is the slowest one's
         duration=max((r.duration for r in runs), default=0.0),
@@ -82,6 +83,7 @@ def _merge_run(runs: Sequence[RunInfo]) -> RunInfo:
         collected=sum(r.collected for r in runs if r.collected) or None,
         signal=next((r.signal for r in runs if r.signal), None),
         verified=tuple(dict.fromkeys(m for r in runs for m in r.verified)),
+        deselected=sum(r.deselected for r in runs),
     )
 
 
@@ -121,8 +123,8 @@ def merge_sections(results: Iterable[RunResults]) -> dict[str, RunResults]:
     return dict(sorted(merged.items(), key=lambda kv: _key_order(kv[0])))
 
 
-def _key_order(key: str) -> tuple[int, ...]:
-    return tuple(TIER_ORDER.index(t) if t in TIER_ORDER else 9 for t in key.split(","))
+def _key_order(key: str) -> tuple[tuple[int, str], ...]:
+    return tuple(tier_order(t) for t in key.split(","))
 
 
 def _drop_covered_not_run(sections: Mapping[str, RunResults]) -> dict[str, RunResults]:

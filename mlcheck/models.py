@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _record
-from .cache import WEIGHT_PICKLE_PATTERNS, LocalModel
+from .cache import LocalModel
 from .constants import DEFAULT_SEED
 from .errors import ModelNotCached, UnsafeModel, UsageError
+from .weights import PICKLE_PATTERNS
 
 if TYPE_CHECKING:
     import torch
@@ -98,7 +99,7 @@ class ModelFactory:
             from .cache import locate as default_locate
 
             locate = default_locate
-        self._locate = locate
+        self._locate = _recording_misses(locate)
         self.seed = seed
         self._on_use = on_use
 
@@ -306,7 +307,7 @@ class ModelFactory:
             local = self._locate(model_id, need="config")
             pickles = sorted(
                 str(p.relative_to(local.path))
-                for pattern in WEIGHT_PICKLE_PATTERNS
+                for pattern in PICKLE_PATTERNS
                 for p in local.path.rglob(pattern)
             )
             if pickles and not local.allow_pickle:
@@ -359,12 +360,34 @@ class ModelFactory:
             return UnsafeModel(f"'{local.model_id}': {text.splitlines()[0]}")
         if "Unrecognized configuration class" in text:
             return UsageError(f"task {task!r} is not available for '{local.model_id}': {text}")
+        record_model(local.model_id, local.revision, cache_hit=False)
         return ModelNotCached(local.model_id, local.revision, text.splitlines()[0] if text else "")
 
     def _used(self, model_id: str, revision: str | None, kind: str) -> None:
         if self._on_use is not None:
             self._on_use(model_id, revision, kind)
-        _record.append("models", {"id": model_id, "revision": revision})
+        # files are only ever read from the cache (never downloaded during a test): a hub model
+        # that loaded was a cache hit; a local folder is not in the cache at all
+        local_folder = Path(model_id).expanduser().is_dir()
+        record_model(model_id, revision, cache_hit=None if local_folder else True)
+
+
+def record_model(model_id: str, revision: str | None, *, cache_hit: bool | None) -> None:
+    """Tell the running test's record which model it used and whether the cache had it."""
+    _record.append("models", {"id": model_id, "revision": revision, "cache_hit": cache_hit})
+
+
+def _recording_misses(locate: Locate) -> Locate:
+    """``locate`` that records a cache miss before raising :class:`ModelNotCached`."""
+
+    def wrapped(model_id: str, *, need: Any = "config") -> LocalModel:
+        try:
+            return locate(model_id, need=need)
+        except ModelNotCached as exc:
+            record_model(exc.model_id, exc.revision, cache_hit=False)
+            raise
+
+    return wrapped
 
 
 def _custom_code(folder: Path) -> str:

@@ -38,8 +38,9 @@ from .failure_kinds import (
 from .golden import fixture as _golden
 from .golden.fixture import golden  # noqa: F401  (the fixture, registered with the plugin)
 from .progress import Progress
-from .results import JOURNAL_FILE, DeviceInfo, ResultsBuilder, RunInfo, RunResults, RunStatus
+from .results import JOURNAL_FILE, DeviceInfo, RunInfo, RunResults, RunStatus
 from .results import write as write_results
+from .results_builder import ResultsBuilder
 from .tiers import (
     DEFAULT_GPU_LABEL,
     GPU_MARKER,
@@ -57,6 +58,7 @@ from .tiers import (
 
 if TYPE_CHECKING:
     from .failure_kinds import Rule
+    from .lock import Project
     from .models import ModelFactory
 
 NEEDS_KEY = pytest.StashKey[Needs]()
@@ -180,11 +182,7 @@ class MlcheckState:
             self.results_dir is not None or _xdist_controller(config)
         )
         journal = None
-        if (
-            self.records
-            and self.results_dir is not None
-            and os.environ.get(constants.ENV_NO_JOURNAL) != "1"
-        ):
+        if self.records and self.results_dir is not None and not constants.no_journal():
             # every report is journaled as it comes: `mlcheck run` rebuilds results.json from it
             # when this process is killed (SIGTERM, OOM) before pytest_sessionfinish
             self.results_dir.mkdir(parents=True, exist_ok=True)
@@ -199,6 +197,7 @@ class MlcheckState:
         self.not_run_reasons: Counter[str] = Counter()
         # under xdist the controller collects nothing: it counts not-run tests from reports
         self.not_run_reported: Counter[str] = Counter()
+        self.deselected = 0  # by -k, -m, --deselect; under xdist, as a worker reports it
 
     # -- collection ---------------------------------------------------------------------------
 
@@ -221,6 +220,15 @@ class MlcheckState:
                 item.add_marker(pytest.mark.skip(reason=f"not run: {reason}"))
                 self.not_run[needs.tier] += 1
                 self.not_run_reasons[reason] += 1
+
+    def pytest_deselected(self, items: Sequence[pytest.Item]) -> None:
+        self.deselected += len(items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        # xdist workers collect and deselect; each sends its count at the end of its session
+        output = getattr(node, "workeroutput", None) or {}
+        self.deselected = max(self.deselected, int(output.get("mlcheck_deselected", 0)))
 
     def pytest_report_collectionfinish(self, items: Sequence[pytest.Item]) -> list[str]:
         selected = sum(self.selected.values())
@@ -259,7 +267,7 @@ class MlcheckState:
             facts["device"] = f"{accel.type}: {accel.name}" if accel else "cpu"
             self._require(accelerator_problem(needs, accel))
         for model_id in needs.models:
-            self._require(_weights_problem(model_id, self.config.rootpath))
+            self._require(_weights_problem(model_id, _project(self.config)))
         _seed_everything(self.seed)
 
     def _require(self, problem: str | None) -> None:
@@ -363,6 +371,8 @@ class MlcheckState:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.is_worker:
+            self.config.workeroutput["mlcheck_deselected"] = self.deselected  # type: ignore[attr-defined]
         if not self.records or self.results_dir is None:
             return
         results = RunResults(run=self._run_info(int(exitstatus)), tests=self.builder.build())
@@ -376,6 +386,7 @@ class MlcheckState:
             status=RunStatus.INTERRUPTED if interrupted else RunStatus.COMPLETE,
             running=self.builder.running(time.time()),
             collected=self.builder.collected,
+            deselected=self.deselected,
             signal="SIGINT" if interrupted else None,
             tiers=tuple(format_tiers(self.tiers).split(",")),
             started_at=datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds"),
@@ -384,8 +395,8 @@ class MlcheckState:
             workers=workers if isinstance(workers, int) else 0,
             seed=self.seed,
             device=_device_info(Tier.GPU in self.tiers),
-            sha=os.environ.get("GITHUB_SHA"),
-            ref=os.environ.get("GITHUB_REF"),
+            sha=constants.github_sha(),
+            ref=constants.github_ref(),
             versions=_versions(),
             pytest_exit_code=exitstatus,
         )
@@ -429,7 +440,7 @@ def models(request: pytest.FixtureRequest) -> Iterator[ModelFactory]:
     # Without opt-in there is no state: the fixture still works, with the default seed.
     seed = state.seed if isinstance(state, MlcheckState) else constants.env_seed()
     # Read through the project's lock (pinned commits, safety options from its manifest).
-    yield ModelFactory(locate=partial(locate, root=request.config.rootpath), seed=seed)
+    yield ModelFactory(locate=partial(locate, project=_project(request.config)), seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,14 +515,31 @@ def _decorator_marks(item: pytest.Item, table: dict[str, Any]) -> list[MarkInfo]
     return marks
 
 
-def _weights_problem(model_id: str, root: Path) -> str | None:
+PROJECT_KEY = pytest.StashKey["Project"]()
+
+
+def _project(config: pytest.Config) -> Project:
+    """The manifest and lock, read once per session (per xdist worker), on first use: a test
+    that never needs a model never reads the lock."""
+    if PROJECT_KEY not in config.stash:
+        from .lock import Project
+
+        trusted = constants.env_safety_manifest()
+        config.stash[PROJECT_KEY] = Project.read(config.rootpath, trusted=trusted)
+    return config.stash[PROJECT_KEY]
+
+
+def _weights_problem(model_id: str, project: Project) -> str | None:
     from .cache import locate
     from .errors import ModelNotCached
+    from .models import record_model
 
     try:
-        locate(model_id, need="weights", root=root)
+        local = locate(model_id, need="weights", project=project)
     except ModelNotCached as exc:
+        record_model(model_id, exc.revision, cache_hit=False)
         return str(exc)
+    record_model(model_id, local.revision, cache_hit=True)
     return None
 
 

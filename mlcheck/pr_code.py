@@ -41,22 +41,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import constants as C
+from .constants import ENV_PASS_ENV, ENV_PR_USER, INPUT_PREFIX, SECRET_ENV_VARS
+
 PR_USER = "mlcheck"  # the image's unprivileged user (Dockerfile)
 PR_UID = 1001  # used when the image has no such user: the hosted runner's uid
-ENV_PR_USER = "MLCHECK_PR_USER"  # another user name or uid; "root"/"0" opts out, with a warning
-ENV_PASS_ENV = "MLCHECK_PASS_ENV"  # names the project may see although they hold secrets
 # Variables that hold tokens or the URLs they unlock; removed whatever their value.
-SECRET_NAMES = frozenset(
-    {
-        "GITHUB_TOKEN",
-        "GH_TOKEN",
-        "GH_ENTERPRISE_TOKEN",
-        "GITHUB_ENTERPRISE_TOKEN",
-        "HF_TOKEN",
-        "HUGGING_FACE_HUB_TOKEN",
-    }
-)
-SECRET_PREFIXES = ("INPUT_", "ACTIONS_")  # action inputs; runtime/OIDC/cache tokens and URLs
+SECRET_NAMES = frozenset(SECRET_ENV_VARS)
+SECRET_PREFIXES = (INPUT_PREFIX, "ACTIONS_")  # action inputs; runtime/OIDC/cache tokens and URLs
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 
 
@@ -168,12 +160,10 @@ def prepare(environ: Mapping[str, str], token: str | None, workspace: Path) -> S
         check=True,
     )
     _chown_tree(home, user.uid, user.gid)
-    env.update(
-        HOME=str(home),
-        VIRTUAL_ENV=str(venv),
-        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}",
-    )
-    env.pop("PYTHONHOME", None)
+    env[C.ENV_HOME] = str(home)
+    env[C.ENV_VIRTUAL_ENV] = str(venv)
+    env[C.ENV_PATH] = f"{venv / 'bin'}{os.pathsep}{env.get(C.ENV_PATH, os.defpath)}"
+    env.pop(C.ENV_PYTHONHOME, None)
     sandbox.python = str(venv / "bin" / "python")
     hand_over(workspace, user.uid, user.gid)
     return sandbox

@@ -2,7 +2,8 @@
 
 Everything that reports (terminal, PR comment, job summary, annotations, merges) reads these
 dataclasses; nothing here imports pytest. The plugin feeds pytest's reports into
-:class:`ResultsBuilder` as plain values; ``mlcheck report`` loads and merges files.
+:class:`mlcheck.results_builder.ResultsBuilder` as plain values, which builds these;
+``mlcheck report`` loads and merges files.
 
 >>> r = RunResults(run=RunInfo(tiers=("fast",)), tests=())
 >>> r.exit_code()
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -189,6 +190,7 @@ class RunInfo:
     collected: int | None = None  # tests pytest collected, run or not
     signal: str | None = None  # what stopped the run: SIGTERM, SIGINT, SIGKILL...
     verified: tuple[str, ...] = ()  # models whose weights were hashed against the lock
+    deselected: int = 0  # collected, then deselected (-k, -m, --deselect): not in ``tests``
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,8 @@ def to_dict(results: RunResults) -> dict[str, Any]:
     run["versions"] = dict(results.run.versions)
     run["running"] = [dict(vars(r)) for r in results.run.running]
     run["tiers"], run["verified"] = list(results.run.tiers), list(results.run.verified)
+    if not results.run.deselected:
+        del run["deselected"]  # optional: only a run given -k/-m has it
     # schema_version first: readers check it before anything else.
     return {
         "schema_version": results.schema_version,
@@ -340,13 +344,19 @@ def write(results: RunResults, directory: Path) -> Path:
     """Write ``results.json`` atomically (a crash never leaves half a file)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / RESULTS_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".results-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        # compact and one-shot: json.dump's streaming and indenting encoders are pure Python,
-        # several times slower than dumps' C encoder on 100k tests
-        fh.write(json.dumps(to_dict(results), ensure_ascii=False, separators=(",", ":")))
-        fh.write("\n")
-    os.replace(tmp, path)
+    # A fresh name opened exclusively, not mkstemp: mkstemp's file is 0600 whatever the umask,
+    # and results.json must be readable like junit.xml next to it (a CI user, a container's).
+    tmp = directory / f".results-{os.getpid()}-{secrets.token_hex(4)}.json"
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            # compact and one-shot: json.dump's streaming and indenting encoders are pure
+            # Python, several times slower than dumps' C encoder on 100k tests
+            fh.write(json.dumps(to_dict(results), ensure_ascii=False, separators=(",", ":")))
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -409,289 +419,6 @@ def read(path: Path) -> RunResults:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path} is not valid JSON: {exc}") from exc
     return from_dict(data)
-
-
-# ---------------------------------------------------------------------------------------------
-# Building results from a test run (fed by the plugin with plain values)
-
-
-@dataclass
-class _Pending:
-    nodeid: str
-    file: str | None
-    line: int | None
-    attempts: list[Attempt] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
-    duration: float = 0.0  # all attempts
-    # the attempt in progress: its outcome so far (None = nothing but passes), failing phase...
-    current: Outcome | None = None
-    phase: Phase | None = None
-    attempt_duration: float = 0.0
-    message: str = ""
-    traceback: str = ""  # of the latest failure
-    phases: set[Phase] = field(default_factory=set)  # seen in the attempt in progress
-    subtests: list[Subtest] = field(default_factory=list)  # of the attempt in progress
-    finished_subtests: tuple[Subtest, ...] = ()  # of the last closed attempt
-
-    def fail(self, phase: Phase, message: str, traceback: str) -> None:
-        if self.current is None or not self.current.is_failure:  # the first failure decides
-            self.current = Outcome.FAILED if phase is Phase.CALL else Outcome.ERROR
-            self.phase, self.message, self.traceback = phase, message, traceback
-
-    def mark(self, outcome: Outcome, message: str) -> None:
-        if self.current is None:
-            self.current, self.message = outcome, message
-
-    def close_attempt(self) -> None:
-        outcome = self.current or Outcome.PASSED
-        failed = outcome.is_failure
-        self.attempts.append(
-            Attempt(
-                outcome=outcome,
-                phase=self.phase if failed else None,
-                duration=round(self.attempt_duration, 6),
-                message=truncate(self.message, MAX_MESSAGE_CHARS) if failed else "",
-            )
-        )
-        self.current, self.phase, self.attempt_duration, self.phases = None, None, 0.0, set()
-        self.finished_subtests = tuple(self.subtests[:MAX_SUBTESTS])
-        self.subtests = []
-        if outcome is Outcome.PASSED:
-            self.message = ""
-
-
-_PHASES = frozenset(p.value for p in Phase)
-
-
-class ResultsBuilder:
-    """Turns a stream of per-phase reports into one :class:`TestResult` per test.
-
-    Call :meth:`report` for every setup/call/teardown report (from any xdist worker), then
-    :meth:`build`. A rerun (pytest-rerunfailures) reports the failed phase with
-    ``outcome="rerun"``; the next setup report starts a new attempt. A test whose last attempt
-    passed after a failed one is ``flaky``. Subtest reports (``subtest=`` given: pytest 9's
-    ``subtests``/``unittest.subTest``, or the pytest-subtests plugin) are recorded under their
-    test and never start an attempt; a failing subtest fails the test.
-    """
-
-    def __init__(self, journal: Path | None = None) -> None:
-        self._tests: dict[str, _Pending] = {}
-        self._started: dict[str, float] = {}  # running tests: nodeid -> start time (epoch)
-        self.collected: int | None = None
-        # Line-buffered: each event reaches the OS as its line ends, so a SIGKILL of this
-        # process loses at most the line being written (replay skips a torn last line).
-        self._journal = open(journal, "a", encoding="utf-8", buffering=1) if journal else None  # noqa: SIM115
-
-    def _log(self, kind: str, data: Mapping[str, Any]) -> None:
-        if self._journal is not None:
-            self._journal.write(json.dumps([kind, data], ensure_ascii=False, default=str) + "\n")
-
-    def close(self) -> None:
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
-
-    @classmethod
-    def replay(cls, path: Path) -> ResultsBuilder:
-        """A builder fed with a journal's events, as if they had just happened."""
-        builder = cls()
-        try:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except FileNotFoundError:
-            return builder
-        for text in lines:
-            try:
-                kind, data = json.loads(text)
-            except (ValueError, TypeError):
-                continue  # the line a killed process was writing
-            if kind == "report":
-                builder.report(**data)
-            elif kind == "start":
-                builder.start(data["nodeid"], data["at"])
-            elif kind == "collected":
-                builder.set_collected(data["count"])
-            elif kind == "collection_error":
-                builder.collection_error(**data)
-        return builder
-
-    def set_collected(self, count: int) -> None:
-        self._log("collected", {"count": count})
-        self.collected = count
-
-    def start(self, nodeid: str, at: float) -> None:
-        """A test began running (``pytest_runtest_logstart``)."""
-        self._log("start", {"nodeid": nodeid, "at": at})
-        self._started[nodeid] = at
-
-    def running(self, now: float) -> tuple[RunningTest, ...]:
-        """Tests started and not finished, with how long they have run by ``now``."""
-        return tuple(
-            RunningTest(nodeid, round(max(0.0, now - at), 3))
-            for nodeid, at in self._started.items()
-        )
-
-    def report(
-        self,
-        *,
-        nodeid: str,
-        when: str,
-        outcome: str,
-        duration: float = 0.0,
-        file: str | None = None,
-        line: int | None = None,
-        message: str = "",
-        traceback: str = "",
-        xfail: bool = False,
-        facts: Mapping[str, Any] | None = None,
-        subtest: Mapping[str, Any] | None = None,
-    ) -> None:
-        if self._journal is not None:
-            event = {"nodeid": nodeid, "when": when, "outcome": outcome, "duration": duration}
-            for key, value in (
-                ("file", file),
-                ("line", line),
-                ("message", message),
-                ("traceback", traceback),
-                ("xfail", xfail),
-                ("facts", facts),
-                ("subtest", subtest),
-            ):
-                if value:
-                    event[key] = value
-            self._log("report", event)
-        test = self._tests.get(nodeid)
-        if test is None:
-            test = self._tests[nodeid] = _Pending(nodeid, file, line)
-        if facts:
-            test.facts.update(facts)
-        if subtest is not None:
-            self._subtest(test, subtest, outcome, duration, message, traceback, xfail)
-            return
-        if when not in _PHASES:
-            # pytest-xdist's report for a test that crashed its worker (when="???"): the test
-            # failed, once; nothing else of this attempt will come
-            test.fail(Phase.CALL, message, traceback)
-            test.duration += duration
-            test.close_attempt()
-            self._started.pop(nodeid, None)
-            return
-        phase = Phase(when)
-        if phase in test.phases:
-            # pytest-rerunfailures before 15 sent no teardown report after a rerun
-            test.close_attempt()
-        test.phases.add(phase)
-        test.duration += duration
-        test.attempt_duration += duration
-        if outcome in ("failed", "rerun"):
-            test.fail(phase, message, traceback)
-        elif outcome == "skipped":
-            if xfail:
-                test.mark(Outcome.XFAILED, message)
-            else:
-                test.mark(
-                    Outcome.NOT_RUN if test.facts.get("not_run") else Outcome.SKIPPED, message
-                )
-        elif outcome == "passed" and xfail:
-            test.mark(Outcome.XPASSED, message)
-        if phase is Phase.TEARDOWN:
-            test.close_attempt()
-            self._started.pop(nodeid, None)
-
-    @staticmethod
-    def _subtest(
-        test: _Pending,
-        context: Mapping[str, Any],
-        outcome: str,
-        duration: float,
-        message: str,
-        traceback: str,
-        xfail: bool,
-    ) -> None:
-        if outcome == "failed":
-            result = Outcome.FAILED
-        elif outcome == "skipped":
-            result = Outcome.XFAILED if xfail else Outcome.SKIPPED
-        else:
-            result = Outcome.PASSED
-        params = context.get("params") or {}
-        sub = Subtest(
-            params={str(k): str(v) for k, v in params.items()},
-            msg=None if context.get("msg") is None else str(context["msg"]),
-            outcome=result,
-            message=truncate(message, MAX_MESSAGE_CHARS) if result is not Outcome.PASSED else "",
-            duration=round(duration, 6),
-        )
-        test.subtests.append(sub)
-        if result is Outcome.FAILED:
-            # the test fails with the first failing subtest's reason, named like pytest does
-            test.fail(Phase.CALL, f"{sub.describe()}: {message}", traceback)
-
-    def collection_error(self, *, nodeid: str, message: str, traceback: str = "") -> None:
-        self._log(
-            "collection_error", {"nodeid": nodeid, "message": message, "traceback": traceback}
-        )
-        test = self._tests[nodeid] = _Pending(nodeid, nodeid.split("::")[0] or None, None)
-        test.fail(Phase.COLLECT, message, traceback)
-        test.close_attempt()
-
-    def build(self) -> tuple[TestResult, ...]:
-        for nodeid, test in self._tests.items():
-            if nodeid in self._started:
-                continue  # still running (interrupted or crashed): not a verdict, see running()
-            if test.current is not None:  # a verdict came, its teardown report did not
-                test.close_attempt()
-        return tuple(
-            _finish(t)
-            for nodeid, t in self._tests.items()
-            if t.attempts and nodeid not in self._started
-        )
-
-    def crashed(self, now: float, why: str) -> None:
-        """The test process died: each running test failed (as xdist reports a crashed worker)."""
-        for item in self.running(now):
-            test = self._tests.get(item.nodeid) or _Pending(item.nodeid, None, None)
-            self._tests[item.nodeid] = test
-            test.fail(Phase.CALL, f"{why} while this test ran ({item.duration:.1f} s)", "")
-            test.attempt_duration += item.duration
-            test.duration += item.duration
-            test.close_attempt()
-        self._started.clear()
-
-
-def _finish(test: _Pending) -> TestResult:
-    last = test.attempts[-1]
-    outcome = last.outcome
-    earlier_failed = any(a.outcome.is_failure for a in test.attempts[:-1])
-    if outcome is Outcome.PASSED and earlier_failed:
-        outcome = Outcome.FLAKY
-    failing = next((a for a in reversed(test.attempts) if a.outcome.is_failure), None)
-    facts = test.facts
-    # skipped / not-run tests keep their reason as the message
-    message = failing.message if failing and outcome.is_failure else test.message
-    curve = facts.get("loss_curve")
-    return TestResult(
-        nodeid=test.nodeid,
-        outcome=outcome,
-        tier=str(facts.get("tier", "fast")),
-        file=test.file,
-        line=test.line,
-        phase=failing.phase if failing and outcome.is_failure else None,
-        attempts=tuple(test.attempts),
-        duration=round(test.duration, 6),
-        message=truncate(message, MAX_MESSAGE_CHARS),
-        traceback=truncate(test.traceback, MAX_TRACEBACK_CHARS) if outcome.is_failure else "",
-        models=tuple(
-            ModelUse(id=str(m["id"]), revision=m.get("revision"), cache_hit=m.get("cache_hit"))
-            for m in facts.get("models") or ()
-        ),
-        device=facts.get("device"),
-        seed=facts.get("seed"),
-        loss_curve=tuple(float(x) for x in curve) if curve is not None else None,
-        run=facts.get("run"),
-        subtests=test.finished_subtests,
-        failure_kind=str(facts.get("failure_kind") or "code") if outcome.is_failure else None,
-        golden=golden_use(facts["golden"]) if facts.get("golden") else None,
-    )
 
 
 def with_run(results: RunResults, run_key: str) -> RunResults:

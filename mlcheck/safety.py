@@ -26,20 +26,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
+from . import constants
+
 REDACTED = "***"
 ZWSP = "\u200b"  # breaks GitHub's autolinking of @user and #123 without changing what people read
 
-# Environment variables whose values are secrets whatever they look like.
-SECRET_ENV_VARS = (
-    "GITHUB_TOKEN",
-    "GH_TOKEN",
-    "INPUT_GITHUB-TOKEN",  # the action's `github-token` input, as the runner passes it
-    "HF_TOKEN",
-    "HUGGING_FACE_HUB_TOKEN",
-    "ACTIONS_RUNTIME_TOKEN",
-    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
-    "ACTIONS_CACHE_URL",  # carries a signed path on some runners
-)
+# Environment variables whose values are secrets whatever they look like (one list, in
+# constants.py: pr_code.py keeps the same ones from the project under test).
+SECRET_ENV_VARS = constants.SECRET_ENV_VARS
 # Any variable with one of these in its name is treated as a secret too.
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE_KEY|CREDENTIAL", re.I)
 # Short values (``1``, ``true``) would redact half the report; real secrets are longer.

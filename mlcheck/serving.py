@@ -29,7 +29,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from .errors import CheckFailed
+from .errors import CheckFailed, listing
 
 __all__ = ["Server", "ServerFailed", "assert_serves", "serve"]
 
@@ -369,7 +369,7 @@ def assert_serves(
             expected="each answer as expected, and the same batched as alone"
             if expected is not None
             else "the same answers batched as alone",
-            actual=_bullets(lines),
+            actual=listing(lines),
             difference=f"{len(problems)} of {len(batch)} items wrong"
             + (f", {len(moved)} moved to another position" if moved else ""),
         )
@@ -459,11 +459,3 @@ def _excerpt(raw: bytes, width: int = 300) -> str:
 def _short(value: Any, width: int = 60) -> str:
     text = json.dumps(value) if not isinstance(value, str) else repr(value)
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _bullets(lines: Sequence[str], limit: int = 10) -> str:
-    shown = [
-        *lines[:limit],
-        *([f"... and {len(lines) - limit} more"] if len(lines) > limit else []),
-    ]
-    return shown[0] if len(shown) == 1 else "".join(f"\n    - {line}" for line in shown)

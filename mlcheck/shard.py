@@ -17,7 +17,6 @@ give ``mlcheck run`` the pytest arguments.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -100,22 +99,6 @@ def write_durations(values: Mapping[str, float], path: Path) -> Path:
     return path
 
 
-def read_durations(path: Path) -> dict[str, float]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise UsageError(f"no durations file at {path}") from exc
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"{path} is not a durations file (JSON {{nodeid: seconds}}): {exc}"
-        ) from exc
-    if isinstance(data, list):  # pytest-split's older list-of-pairs format
-        data = dict(data)
-    if not isinstance(data, dict):
-        raise UsageError(f"{path} is not a durations file (JSON {{nodeid: seconds}})")
-    return {str(k): float(v) for k, v in data.items()}
-
-
 class _Item(NamedTuple):
     # pytest-split's algorithms only read ``nodeid`` from an item.
     nodeid: str
@@ -164,5 +147,5 @@ def pytest_args(
             if candidate.is_file():
                 found = candidate
                 break
-    autoload_off = bool(os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"))
+    autoload_off = constants.plugin_autoload_disabled()
     return Shard(index, total).pytest_args(found, load_plugin=autoload_off)

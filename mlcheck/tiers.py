@@ -1,4 +1,13 @@
-"""Tiers: which tier a test belongs to, which tiers run, and what a test needs (SPEC §2).
+"""Tiers: the one vocabulary (SPEC §2). Which tier a test belongs to, which tiers run, how a
+selection is written, and what a test needs.
+
+- :class:`Tier`, :data:`TIER_NAMES`; :func:`parse_tiers` reads ``"fast,real"`` / ``"all"``;
+  :func:`format_tiers` writes a selection in canonical order, which is also the key of its
+  report section (:func:`section_key`, :func:`tier_key`);
+- :data:`SCHEDULED_TIERS`: what a GPU run gets by default; :data:`DEFAULT_GPU_LABEL`: the PR
+  label that asks for one;
+- :func:`needs_of`: a test's tier from its markers (for an event's tiers see
+  :mod:`mlcheck.github.event`).
 
 Pure logic over marker names and arguments (no pytest import), plus accelerator detection,
 which imports torch only when a selected test needs an accelerator.
@@ -7,6 +16,8 @@ which imports torch only when a selected test needs an accelerator.
 <Tier.REAL: 'real'>
 >>> sorted(parse_tiers("fast,real"))
 [<Tier.FAST: 'fast'>, <Tier.REAL: 'real'>]
+>>> tier_key("gpu,real") == SCHEDULED_TIERS
+True
 """
 
 from __future__ import annotations
@@ -26,12 +37,17 @@ DEFAULT_GPU_LABEL = "mlcheck:gpu"
 
 
 class Tier(StrEnum):
+    """In canonical order: a selection is written fast, then real, then gpu."""
+
     FAST = "fast"
     REAL = "real"
     GPU = "gpu"
 
 
 ALL_TIERS = frozenset(Tier)
+TIER_NAMES: tuple[str, ...] = tuple(t.value for t in Tier)
+# The tiers a GPU run gets when the label schedules one (the `tier: auto` of a dispatch).
+SCHEDULED_TIERS = "real,gpu"
 
 
 def parse_tiers(text: str, *, source: str | None = None) -> frozenset[Tier]:
@@ -72,9 +88,38 @@ def selected_tiers(option: str | None, option_name: str) -> frozenset[Tier]:
     return parse_tiers(constants.DEFAULT_TIER)
 
 
-def format_tiers(tiers: Iterable[Tier]) -> str:
-    order = list(Tier)
-    return ",".join(t.value for t in sorted(tiers, key=order.index))
+def tier_order(name: str) -> tuple[int, str]:
+    """Sort key of a tier name: the tiers in :class:`Tier` order, unknown names after them."""
+    return (TIER_NAMES.index(name), "") if name in TIER_NAMES else (len(TIER_NAMES), name)
+
+
+def format_tiers(tiers: Iterable[str]) -> str:
+    """A selection in canonical order, each tier once (the one way tiers are written).
+
+    >>> format_tiers([Tier.GPU, Tier.REAL, Tier.GPU])
+    'real,gpu'
+    """
+    return ",".join(sorted({str(t) for t in tiers}, key=tier_order))
+
+
+def section_key(tiers: Iterable[str]) -> str:
+    """The report section of a run of ``tiers``: :func:`format_tiers`, and ``fast`` for a run
+    that names none (results written before runs recorded their tiers).
+
+    >>> section_key(["gpu", "real"]), section_key([])
+    ('real,gpu', 'fast')
+    """
+    return format_tiers(tiers) or Tier.FAST.value
+
+
+def tier_key(text: str) -> str:
+    """The section key of a selection as a user writes it (``"gpu,real"``, ``"all"``); a bad
+    name is a usage error.
+
+    >>> tier_key("all")
+    'fast,real,gpu'
+    """
+    return section_key(parse_tiers(text))
 
 
 @dataclass(frozen=True)
@@ -201,7 +246,7 @@ def accelerator_problem(needs: Needs, accel: Accelerator | None) -> str | None:
     if accel is None:
         return (
             "needs an accelerator, but torch reports none (no CUDA, XPU or MPS device): run the "
-            "gpu tier on a GPU runner (label the PR `mlcheck:gpu`), or pass "
+            f"gpu tier on a GPU runner (label the PR `{DEFAULT_GPU_LABEL}`), or pass "
             "--mlcheck-allow-missing to skip it locally"
         )
     if accel.count < needs.gpu_count:

@@ -16,10 +16,12 @@ GPU runner must be ephemeral and hold no secrets (README, security model).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-ENV_SAFETY_OPTIONS = "MLCHECK_SAFETY_OPTIONS"
+from . import constants
+from .constants import ENV_SAFETY_OPTIONS
+
+__all__ = ["ENV_SAFETY_OPTIONS", "captured", "decode", "encode", "resolve"]
 
 Options = dict[str, tuple[bool, bool]]  # model id -> (allow_pickle, trust_remote_code)
 
@@ -44,7 +46,7 @@ def decode(text: str) -> Options:
     return {str(k): (v[0] is True, v[1] is True) for k, v in data.items()}
 
 
-_CAPTURED = os.environ.get(ENV_SAFETY_OPTIONS)  # read once, at import: before conftest.py
+_CAPTURED = constants.safety_options()  # read once, at import: before conftest.py
 
 
 def captured() -> Options | None:

@@ -19,14 +19,23 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 . "$venv/bin/activate"
-pip_quiet=(--quiet --disable-pip-version-check)
-if ! python -c 'import torch' 2>/dev/null; then
-  echo "==> installing torch ${MLCHECK_TORCH_VERSION:-2.13.0}" >&2
-  # shellcheck disable=SC2086
-  pip install "${pip_quiet[@]}" "torch==${MLCHECK_TORCH_VERSION:-2.13.0}" ${MLCHECK_TORCH_PIP_ARGS:-} \
-    2> >(grep -v '^WARNING: Location' >&2)
+# Nothing changed since the last install (same pyproject.toml, extras, scripts, Python and
+# checkout; every requirement still there): skip pip, which would resolve everything again.
+stamp="$venv/.mlcheck-installed${extras:+-$extras}"
+if python -I "$root/scripts/install_stamp.py" check "$root" "$extras" "$stamp"; then
+  echo "==> mlcheck${extras:+[$extras]} is installed and current (to reinstall: rm $stamp)" >&2
+else
+  rm -f "$stamp"
+  pip_quiet=(--quiet --disable-pip-version-check)
+  if ! python -c 'import torch' 2>/dev/null; then
+    echo "==> installing torch ${MLCHECK_TORCH_VERSION:-2.13.0}" >&2
+    # shellcheck disable=SC2086
+    pip install "${pip_quiet[@]}" "torch==${MLCHECK_TORCH_VERSION:-2.13.0}" ${MLCHECK_TORCH_PIP_ARGS:-} \
+      2> >(grep -v '^WARNING: Location' >&2)
+  fi
+  echo "==> installing mlcheck${extras:+[$extras]} (editable)" >&2
+  # (pip's warnings about this machine's unused local package folders are noise: filtered)
+  pip install "${pip_quiet[@]}" -e "$root${extras:+[$extras]}" 2> >(grep -v '^WARNING: Location' >&2)
+  python -c 'import mlcheck, torch' || { echo "install failed" >&2; exit 2; }
+  python -I "$root/scripts/install_stamp.py" write "$root" "$extras" "$stamp"
 fi
-echo "==> installing mlcheck${extras:+[$extras]} (editable)" >&2
-# (pip's warnings about this machine's unused local package folders are noise: filtered)
-pip install "${pip_quiet[@]}" -e "$root${extras:+[$extras]}" 2> >(grep -v '^WARNING: Location' >&2)
-python -c 'import mlcheck, torch' || { echo "install failed" >&2; exit 2; }

@@ -28,7 +28,7 @@ PACKAGE = "@octokit/openapi"
 MEMBER = "package/generated/api.github.com.json"
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "github-openapi-subset.json"
 
-# (path, method) of every REST call mlcheck/github.py makes. Keep in sync with the client.
+# (path, method) of every REST call mlcheck/github/client.py makes. Keep in sync with the client.
 OPERATIONS: tuple[tuple[str, str], ...] = (
     ("/user", "get"),
     ("/repos/{owner}/{repo}", "get"),

@@ -23,14 +23,13 @@ from mlcheck.action import (
     input_env_name,
     main,
     plan,
-    read_output,
     should_publish,
-    write_outputs,
 )
 from mlcheck.errors import UsageError
-from mlcheck.event import parse_event
+from mlcheck.github.event import parse_event
 from mlcheck.publish import BASE_KEY, base_digests, issue_body
 from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
+from mlcheck.workflow import read_output
 
 SHA = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
 REPO = {"full_name": "octo-org/ml-app", "default_branch": "main"}
@@ -254,16 +253,6 @@ def test_publish_runs_unless_comment_off_no_token_or_not_in_actions() -> None:
     assert should_publish(Inputs(github_token="t", comment="off"), same) == (False, "comment: off")
     local = parse_event("local", {}, {})
     assert should_publish(token, local) == (False, "not running in GitHub Actions")
-
-
-def test_outputs_file_round_trip_with_multiline_values(tmp_path: Path) -> None:
-    path = tmp_path / "out"
-    env = {"GITHUB_OUTPUT": str(path)}
-    write_outputs({"passed": "3", "comment-url": "line one\nline two"}, env)
-    write_outputs({"passed": "4"}, env)
-    assert read_output(str(path), "passed") == "4"  # the last write wins, as in GitHub
-    assert read_output(str(path), "comment-url") == "line one\nline two"
-    assert read_output(str(path), "missing") == ""
 
 
 # --- whole runs (real `mlcheck run` subprocesses)

@@ -18,7 +18,7 @@ import pytest
 from hubserver import Hub, free_port, hub, hub_env, minilm_dir, mlcheck, tiny_bert_dir  # noqa: F401
 
 from mlcheck.cache import add, locate, repo_dir, snapshot_dir
-from mlcheck.errors import CacheCorrupted, ModelNotCached
+from mlcheck.errors import CacheCorrupted, ManifestError, ModelNotCached
 from mlcheck.lock import read_lock
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -327,3 +327,75 @@ def test_safety_options_come_from_the_trusted_manifest_when_set(
     (base / "pyproject.toml").write_text("")
     local = locate("org/pickled", need="config", cache_dir=cache, root=root)
     assert (local.allow_pickle, local.trust_remote_code) == (False, False)
+
+
+def test_a_session_reads_the_manifest_and_lock_once(
+    pytester: pytest.Pytester, tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin holds the project it read at the first model lookup: a lock that changes
+    (here: is damaged) under a running session is not parsed again for every test and model."""
+    root = pytester.path
+    (root / "pyproject.toml").write_text(
+        '[tool.mlcheck.models]\n"org/tiny" = { needs = "config" }\n'
+    )
+    cache = tmp_path / "cache"
+    add(tiny_bert_dir, "org/tiny", "main", cache_dir=cache, root=root)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    pytester.makepyfile(
+        test_session="""
+        from pathlib import Path
+
+        def test_a(models):
+            assert models.config("org/tiny").hidden_size == 16
+
+        def test_b_damages_the_lock():
+            Path("mlcheck.lock").write_text("not [ toml")
+
+        def test_c(models):
+            assert models.config("org/tiny").hidden_size == 16
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    # ...where reading it again (what every lookup did before) fails on the damaged lock
+    with pytest.raises(ManifestError, match="damaged"):
+        locate("org/tiny", cache_dir=cache, root=root)
+
+
+def test_prune_leaves_the_same_commit_of_another_model_and_reports_damaged_folders(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    """`cache add` of the same files gives two models the same commit: pruning one model's
+    stale revision must not delete the other's (huggingface_hub matches hashes across repos)."""
+    from mlcheck.cache import inventory, prune
+
+    root = project(tmp_path, {"org/tiny": '{ needs = "weights" }', "org/broken": "{}"})
+    cache = tmp_path / "cache"
+    old = add(tiny_bert_dir, "org/tiny", "main", cache_dir=cache, root=root)
+    changed = tmp_path / "changed"
+    shutil.copytree(tiny_bert_dir, changed)
+    (changed / "config.json").write_text('{"model_type": "bert", "v": 2}')
+    new = add(changed, "org/tiny", "main", cache_dir=cache, root=root)
+    bystander = add(tiny_bert_dir, "someone/else", "main", cache_dir=cache)
+    assert bystander.commit == old.commit != new.commit
+    broken = add(changed, "org/broken", "main", cache_dir=cache)
+    (snapshot_dir(cache, "org/broken", broken.commit) / "config.json").resolve().unlink()
+
+    rows = {r.model_id: r for r in inventory(root, cache_dir=cache)}
+    assert rows["org/tiny"].other_revisions == (old.commit,)
+    dry = prune(root, cache_dir=cache, dry_run=True)
+    assert dry.removed == (("org/tiny", old.commit),) and dry.freed_bytes > 0
+    assert snapshot_dir(cache, "org/tiny", old.commit).exists()
+
+    report = prune(root, cache_dir=cache)
+    assert report.removed == dry.removed and report.freed_bytes == dry.freed_bytes
+    assert [model for model, _ in report.damaged] == ["org/broken"]
+    assert "broken symlink" in report.damaged[0][1].lower()
+    assert not snapshot_dir(cache, "org/tiny", old.commit).exists()
+    assert locate("org/tiny", need="weights", cache_dir=cache, root=root).revision == new.commit
+    assert snapshot_dir(cache, "someone/else", old.commit).exists()
+    assert (
+        (snapshot_dir(cache, "someone/else", old.commit) / "model.safetensors").resolve().exists()
+    )
+    assert (repo_dir(cache, "org/broken") / "refs" / "main").exists()  # left alone
+    assert prune(root, cache_dir=cache).removed == ()

@@ -40,6 +40,17 @@ def test_lock_counts_models_in_english(tmp_path: Path) -> None:
     assert "0 models (0 unchanged)" in proc.stdout
 
 
+def test_a_count_of_one_is_singular(tmp_path: Path) -> None:
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    hf = tmp_path / "hf"
+    args = ["cache", "add", str(folder), "--model", "org/tiny", "--revision", "main", "--no-lock"]
+    proc = mlcheck(*args, "--cache-dir", str(hf), cwd=tmp_path, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    assert ": 1 file, " in proc.stdout, proc.stdout
+
+
 @pytest.mark.parametrize("action", ["add", "warm", "verify", "list", "prune"])
 def test_each_cache_action_has_its_own_help(action: str, tmp_path: Path) -> None:
     proc = mlcheck("cache", action, "--help", cwd=tmp_path, env=_env())

@@ -13,9 +13,9 @@ import threading
 import pytest
 from github_server import ACTIONS_BOT, Fault, Faults, GitHubServer
 
-from mlcheck import sticky
 from mlcheck.github import GitHubClient
 from mlcheck.publish.comment import update_section
+from mlcheck.report import sticky
 
 REPO = "octo/proj"
 KEYS = ("schedule", "fast", "real,gpu", "nightly")  # the publishers that share a PR comment

@@ -273,3 +273,17 @@ def test_release_pins_the_published_image_by_digest() -> None:
     assert "VARIANT=cpu" in release and "VARIANT=cuda" in release
     assert "docker://$IMAGE@$CPU_DIGEST" in release
     assert 'git tag -fa "v$major"' in release
+
+
+def test_readme_environment_table_is_generated_from_constants() -> None:
+    from mlcheck import constants
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"<!-- env-table:start -->\n(.*?)\n<!-- env-table:end -->", readme, re.S)
+    assert found, "README.md has no env-table markers"
+    assert found.group(1) == constants.readme_table(), (
+        "README's environment table is stale: python -m mlcheck.constants > table, paste it "
+        "between the env-table markers"
+    )
+    for name in constants.VARIABLES:
+        assert f"| `{name}` |" in found.group(1)

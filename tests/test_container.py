@@ -381,7 +381,7 @@ def _remove_act_leftovers(prefixes: list[str]) -> None:
 
 
 def _sections(body: str) -> dict[str, str]:
-    from mlcheck import sticky
+    from mlcheck.report import sticky
 
     assert sticky.is_sticky(body), body[:300]
     return sticky.parse_sections(body)

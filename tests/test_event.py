@@ -9,8 +9,8 @@ import pytest
 from github_server import GitHubServer
 
 from mlcheck.errors import UsageError
-from mlcheck.event import Event, find_pr_number, load_event, parse_event
 from mlcheck.github import GitHubClient
+from mlcheck.github.event import Event, find_pr_number, load_event, parse_event
 
 EVENTS = Path(__file__).parent / "data" / "events"
 HEAD = "6dcb09b5b57875f334f61aebed695e2e4193db5e"

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from github_server import ACTIONS_BOT, Fault, Faults, GitHubServer, Identity
 
-from mlcheck import github, sticky
+from mlcheck import github
 from mlcheck.errors import (
     GitHubAuthError,
     GitHubError,
@@ -23,6 +23,7 @@ from mlcheck.errors import (
     StickyCommentConflict,
 )
 from mlcheck.github import GitHubClient
+from mlcheck.report import sticky
 
 
 def update_sticky_section(*args: object, **kw: object) -> github.StickyResult:
@@ -279,22 +280,20 @@ def test_remove_label_and_dispatch_send_what_github_expects(
         client.dispatch_workflow(REPO, "missing.yml", "main", inputs)
 
 
-def test_tracking_issue_is_found_by_marker_and_author_and_kept_up_to_date(
+def test_issues_are_listed_by_creator_created_and_updated(
     gh: GitHubServer, client: GitHubClient
 ) -> None:
-    marker = "<!-- mlcheck:nightly v1 -->"
-    gh.state.add_issue("Fake tracker", f"{marker}\nforged", user="mallory")
+    # the calls the tracking issue is kept with (mlcheck/publish/tracking.py finds it)
+    gh.state.add_issue("Fake tracker", "forged", user="mallory")
     gh.state.add_pull()
-    first = client.upsert_issue(REPO, marker, "mlcheck nightly", "2 failures", labels=("mlcheck",))
-    assert first is not None and first.author == ACTIONS_BOT and first.labels == ("mlcheck",)
-    again = client.upsert_issue(REPO, marker, "mlcheck nightly", "2 failures")
-    assert again is not None and again.number == first.number
-    closed = client.upsert_issue(REPO, marker, "mlcheck nightly", "all passed", close=True)
-    assert closed is not None and closed.state == "closed"
-    reopened = client.upsert_issue(REPO, marker, "mlcheck nightly", "1 failure")
-    assert reopened is not None and (reopened.number, reopened.state) == (first.number, "open")
-    assert gh.state.issues[1]["body"] == f"{marker}\nforged"  # mallory's issue untouched
-    assert gh.count("POST /repos/{owner}/{repo}/issues") == 1
+    first = client.create_issue(REPO, "mlcheck nightly", "2 failures", labels=("mlcheck",))
+    assert first.author == ACTIONS_BOT and first.labels == ("mlcheck",)
+    mine = client.list_issues(REPO, state="all", creator=client.viewer_login())
+    assert [i.number for i in mine] == [first.number]  # not mallory's, not the PR
+    closed = client.update_issue(REPO, first.number, body="all passed", state="closed")
+    assert (closed.state, closed.body) == ("closed", "all passed")
+    assert client.list_issues(REPO) == [client.list_issues(REPO, creator="mallory")[0]]
+    assert gh.state.issues[1]["body"] == "forged"  # mallory's issue untouched
 
 
 def test_viewer_login_for_a_personal_token(gh: GitHubServer) -> None:

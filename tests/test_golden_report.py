@@ -6,7 +6,7 @@ import cmarkgfm
 from cmarkgfm.cmark import Options
 from rich.console import Console
 
-from mlcheck.render import RenderContext, render_section, terminal_summary
+from mlcheck.report import RenderContext, render_section, terminal_summary
 from mlcheck.results import GoldenCheck, GoldenUse, Outcome, RunInfo, RunResults, TestResult
 
 
@@ -76,3 +76,37 @@ def test_published_results_keep_golden_values_and_refuse_bad_ones():
     data["tests"][0]["golden"]["failures"][0]["key"] = 5
     with pytest.raises(ResultsError, match="golden"):
         validate(data)
+
+
+def test_a_model_from_the_cache_is_recorded_as_a_cache_hit_and_a_missing_one_as_a_miss(
+    tmp_path,
+):
+    """What the Models table's cache column shows comes from the models fixture's record."""
+    import pytest
+
+    from mlcheck import _record
+    from mlcheck.cache import LocalModel
+    from mlcheck.errors import ModelNotCached
+    from mlcheck.models import ModelFactory
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+
+    def locate(model_id: str, *, need: object = "config") -> LocalModel:
+        if model_id == "org/missing":
+            raise ModelNotCached(model_id, "abc123")
+        return LocalModel(model_id=model_id, revision="c" * 40, path=folder)
+
+    factory = ModelFactory(locate=locate)
+    facts = _record.start()
+    try:
+        factory.config("org/cached")
+        with pytest.raises(ModelNotCached):
+            factory.config("org/missing")
+    finally:
+        _record.stop()
+    assert facts["models"] == [
+        {"id": "org/cached", "revision": "c" * 40, "cache_hit": True},
+        {"id": "org/missing", "revision": "abc123", "cache_hit": False},
+    ]

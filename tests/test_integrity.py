@@ -356,7 +356,7 @@ def test_same_size_corruption_fails_before_any_load(tmp_path: Path) -> None:
     env = {**_clean_env(), "HF_HUB_CACHE": str(cache)}
     proc = mlcheck("run", "tests", "--tier", "real", "--no-warm", cwd=root, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "verified 1 model(s)" in proc.stderr
+    assert "verified 1 model against the lock" in proc.stderr
     assert read(root / "mlcheck-results").run.verified == (MINILM,)
     assert "| verified |" in (root / "mlcheck-results" / "report.md").read_text()
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from hubserver import Hub, free_port, hub, hub_env, mlcheck  # noqa: F401
 
+from mlcheck.hub import RetryPolicy
 from mlcheck.lock import (
     Lock,
     LockedFile,
     LockedModel,
-    RetryPolicy,
     dumps_lock,
     file_problem,
     git_blob_id,
@@ -73,6 +73,11 @@ def test_git_blob_id_is_gits(tmp_path: Path) -> None:
         ["git", "hash-object", str(path)], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert git_blob_id(CONFIG) == expected
+    (tmp_path / "empty").write_bytes(b"")
+    empty = subprocess.run(
+        ["git", "hash-object", str(tmp_path / "empty")], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert git_blob_id(b"") == empty == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
 
 
 def test_file_problem_checks_size_and_both_hashes(tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ def test_config_from_hf_cache_records_the_commit(hf_cache: Path, tmp_path: Path)
     recorded = _recorded(lambda: models.random("acme/llama-7b", task="causal-lm"))
 
     assert uses == [("acme/llama-7b", commit, "random")]
-    assert recorded == [{"id": "acme/llama-7b", "revision": commit}]
+    assert recorded == [{"id": "acme/llama-7b", "revision": commit, "cache_hit": True}]
     assert models.config("acme/llama-7b").num_key_value_heads == 8
 
 
@@ -115,6 +115,13 @@ def test_missing_model_names_it_and_the_fix(hf_cache: Path) -> None:
             build("acme/not-downloaded")
         assert "'acme/not-downloaded'" in str(info.value)
         assert "mlcheck cache warm" in str(info.value)
+    # what the report's Models table shows: the cache did not have it
+
+    def miss() -> None:
+        with pytest.raises(ModelNotCached):
+            models.config("acme/not-downloaded")
+
+    assert _recorded(miss) == [{"id": "acme/not-downloaded", "revision": None, "cache_hit": False}]
 
 
 # --- random --------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ import pytest
 from cmarkgfm.cmark import Options
 from github_server import ACTIONS_BOT, Fault, Faults, GitHubServer, Identity
 
-from mlcheck import digest, publish, results, sticky
+from mlcheck import digest, publish, results
 from mlcheck.cli import main
 from mlcheck.errors import ResultsError
+from mlcheck.report import sticky
 from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
 from mlcheck.safety import ZWSP
 
@@ -742,13 +743,13 @@ def test_hostile_run_and_device_numbers_are_refused(change: object) -> None:
 
 # README security model: strings from results are escaped, numbers go through int()/float().
 def test_hostile_run_and_device_strings_are_rendered_as_text() -> None:
-    from mlcheck import render
+    from mlcheck import report
 
     data = json.loads(json.dumps(results.to_dict(RunResults(RunInfo(), (passed("test_a"),)))))
     data["run"]["device"].update(name=HOSTILE, type=HOSTILE)
     data["run"].update(ref=HOSTILE, sha=HOSTILE, started_at=HOSTILE, versions={"x": HOSTILE})
     r = publish.validate(data)
-    text = render.render_section(r, render.RenderContext(repo="o/r"), key="fast")
+    text = report.render_section(r, report.RenderContext(repo="o/r"), key="fast")
     page = cmarkgfm.github_flavored_markdown_to_html(text, options=Options.CMARK_OPT_UNSAFE)
     assert "<details open" not in page and "<img" not in page and 'href="javascript' not in page
     assert "@everyone" not in page.replace(f"@{ZWSP}everyone", "")

@@ -12,8 +12,9 @@ import pytest
 from cmarkgfm.cmark import Options
 from github_server import ACTIONS_BOT, GitHubServer
 
-from mlcheck import results, sticky
+from mlcheck import results
 from mlcheck.cli import main
+from mlcheck.report import sticky
 from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
 
 EVENTS = Path(__file__).parent / "data" / "events"

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from mlcheck import digest, sticky
-from mlcheck.render import (
+from mlcheck import digest
+from mlcheck.report import (
     COMMENT_BUDGET,
     SUMMARY_LIMIT,
     RenderContext,
@@ -32,6 +32,7 @@ from mlcheck.render import (
     render_section,
     render_summary,
     sparkline,
+    sticky,
     terminal_summary,
     workflow_command,
 )
@@ -116,7 +117,7 @@ def test_golden_new_failures_content() -> None:
     )
     assert "<details><summary>Traceback</summary>" in html and "error in setup" in html
     assert "▁" in text and "change vs base" in text
-    assert html.count("<table>") == 2  # counts and models
+    assert html.count("<table>") == 3  # counts, models and the slowest tests
 
 
 def test_golden_infrastructure_group_and_stopped_running_as_github_renders_them() -> None:
@@ -292,6 +293,21 @@ def test_terminal_summary_is_plain_and_safe() -> None:
     assert not any(line.lstrip().startswith("::") for line in out.splitlines())
 
 
+def test_terminal_summary_gives_the_reasons_of_skips() -> None:
+    missing = "missing requirement (--mlcheck-allow-missing): 'org/name' is not in the cache"
+    tests = (
+        TestResult("tests/t.py::test_a", Outcome.SKIPPED, message=missing),
+        TestResult("tests/t.py::test_b", Outcome.SKIPPED, message=missing),
+        TestResult("tests/t.py::test_c", Outcome.SKIPPED, message="needs CUDA"),
+        TestResult("tests/t.py::test_d", Outcome.PASSED),
+    )
+    buf = io.StringIO()
+    terminal_summary(RunResults(RunInfo(), tests), console=Console(file=buf, width=200))
+    lines = [line.strip() for line in buf.getvalue().splitlines()]
+    i = lines.index("Skipped (3)")
+    assert lines[i + 1 : i + 3] == [f"2  {missing}", "1  needs CUDA"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Property: any results, however large or hostile, give a safe report within budget
 
@@ -428,3 +444,82 @@ def test_any_results_render_safely_within_budget(
     assert sum(ln.startswith("::error") for ln in lines) <= 10 and len(lines) <= 11
     for ln in lines:
         assert "\n" not in ln and not any(s in ln for s in SECRETS)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a reviewer reads first: tiers in the heading, cache state, slowest tests, reasons once
+
+
+def test_the_heading_counts_each_tier_when_several_ran() -> None:
+    text = (GOLDEN / "merged_shards.comment.md").read_text(encoding="utf-8")
+    html = to_html(text)
+    assert "<h3>✅ 3 passed · 2 real · 1 gpu · mlcheck · <code>real,gpu</code></h3>" in html
+    # one tier: no breakdown (it would only repeat the count)
+    assert "<h3>❌ 1 failure · mlcheck · <code>fast</code></h3>" in html
+    mixed = RunResults(
+        RunInfo(tiers=("fast", "real")),
+        tuple(TestResult(f"t::f{i}", Outcome.PASSED, tier="fast") for i in range(25))
+        + tuple(TestResult(f"t::r{i}", Outcome.PASSED, tier="real") for i in range(6))
+        + (TestResult("t::g", Outcome.NOT_RUN, tier="gpu", message="tier gpu not selected"),),
+    )
+    heading = render_section(mixed, RenderContext()).splitlines()[0]
+    assert heading == "### ✅ 31 passed · 25 fast · 6 real · mlcheck · `fast,real`"
+
+
+def _models_row(html: str, model: str) -> list[str]:
+    row = html.split(f"<td>{model}</td>")[1].split("</tr>")[0]
+    return re.findall(r"<td[^>]*>(.*?)</td>", row)
+
+
+def test_the_models_table_says_whether_the_cache_had_each_model() -> None:
+    from mlcheck.results import ModelUse
+
+    def uses(*hits: bool | None) -> RunResults:
+        return RunResults(
+            RunInfo(),
+            tuple(
+                TestResult(f"t::m{i}", Outcome.PASSED, models=(ModelUse("org/m", "a" * 40, h),))
+                for i, h in enumerate(hits)
+            ),
+        )
+
+    def cache_cell(*hits: bool | None) -> str:
+        return _models_row(to_html(render_section(uses(*hits), RenderContext())), "org/m")[2]
+
+    assert cache_cell(True, True) == "cached"
+    assert cache_cell(False) == "<strong>not cached</strong>"
+    assert cache_cell(True, False, False) == "1 hit, 2 misses"
+    assert cache_cell(None) == "—"  # a local folder, or results from an older mlcheck
+
+
+def test_the_slowest_tests_are_listed_collapsed_slowest_first() -> None:
+    tests = (
+        *(TestResult(f"t::test_{i}", Outcome.PASSED, duration=float(i)) for i in range(1, 9)),
+        TestResult("t::skipped", Outcome.NOT_RUN, message="tier gpu not selected"),
+    )
+    html = to_html(render_section(RunResults(RunInfo(), tests), RenderContext()))
+    block = html.split("<summary>Slowest tests (5 of 8)</summary>")[1].split("</details>")[0]
+    names = re.findall(r"<td>(t::test_\d)</td>", block)
+    assert names == ["t::test_8", "t::test_7", "t::test_6", "t::test_5", "t::test_4"]
+    assert re.search(r"<td[^>]*>8.0 s</td>", block)
+    assert "Slowest tests" not in render_section(RunResults(RunInfo(), tests[:1]), RenderContext())
+
+
+def test_each_not_run_reason_is_said_once() -> None:
+    text = (GOLDEN / "not_run.comment.md").read_text(encoding="utf-8")
+    html = to_html(text)
+    for reason in (cases.NOT_RUN_GPU, cases.NOT_RUN_REAL):
+        assert text.count(reason.split(":")[0]) == 1, reason
+    assert "<summary><b>3</b> · tier gpu not selected" in html
+    assert "<li>tests/test_gpu.py::test_fp16[2]</li>" in html
+    # more reasons than get name lists: the rest are table rows, still once each
+    tests = tuple(
+        TestResult(f"t::r{i}_{j}", Outcome.NOT_RUN, message=f"reason number {i}")
+        for i in range(8)
+        for j in range(i + 1)
+    )
+    text = render_section(RunResults(RunInfo(), tests), RenderContext())
+    for i in range(8):
+        assert text.count(f"reason number {i}") == 1
+    assert text.count("<details><summary><b>") == 5
+    assert "| other reason and how to run them | tests |" in text

@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import jsonschema
 import pytest
@@ -8,7 +10,6 @@ from mlcheck.results import (
     MAX_MESSAGE_CHARS,
     Outcome,
     Phase,
-    ResultsBuilder,
     RunInfo,
     RunResults,
     from_dict,
@@ -16,6 +17,7 @@ from mlcheck.results import (
     to_dict,
     write,
 )
+from mlcheck.results_builder import ResultsBuilder
 
 SCHEMA = json.loads(
     __import__("importlib.resources")
@@ -131,13 +133,27 @@ def test_exit_code_ignores_not_run_and_counts_errors():
 
 def test_round_trip_and_json_schema(tmp_path):
     results = RunResults(
-        RunInfo(tiers=("fast", "real"), shard="1/2"), tuple(build_sample().values())
+        RunInfo(tiers=("fast", "real"), shard="1/2", deselected=3), tuple(build_sample().values())
     )
     path = write(results, tmp_path)
     data = json.loads(path.read_text())
     jsonschema.validate(data, SCHEMA)
     assert read(tmp_path) == results
     assert from_dict(to_dict(results)) == results
+    assert "deselected" not in to_dict(RunResults(RunInfo(), ()))["run"]  # optional: only -k/-m
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_results_json_gets_the_permissions_of_any_new_file(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        path = write(RunResults(RunInfo(), ()), tmp_path)
+        (tmp_path / "junit.xml").write_text("<testsuites/>")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "junit.xml").stat().st_mode) == mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junit.xml", "results.json"]
 
 
 def test_messages_are_truncated():

@@ -52,6 +52,8 @@ def test_failure_and_missing_weights_exit_1(suite):
     assert proc.returncode == 1  # a cache miss in a selected tier is an error
     real = {t.name: t for t in read(suite / "mlcheck-results").tests}["test_real"]
     assert real.outcome is Outcome.ERROR and "mlcheck cache" in real.message
+    # the report's Models table says the cache did not have it
+    assert [(m.id, m.cache_hit) for m in real.models] == [("org/name", False)]
     # --tier real does not run gpu tests
     assert {t.name: t for t in read(suite / "mlcheck-results").tests}[
         "test_gpu"
@@ -61,6 +63,9 @@ def test_failure_and_missing_weights_exit_1(suite):
 def test_allow_missing_exits_0(suite):
     proc = mlcheck("run", "tests", "--tier", "all", "--allow-missing", cwd=suite)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the summary says what was missing (pytest's own -r shows no skip reasons here)
+    assert "Skipped (" in proc.stdout
+    assert "(--mlcheck-allow-missing): 'org/name' is not in the cache" in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -71,6 +76,8 @@ def test_allow_missing_exits_0(suite):
         (["run", "tests", "--shard", "3/2"], "--shard"),
         (["run", "tests", "-n", "zero"], "--workers"),
         (["run", "empty"], "no tests collected"),
+        # pytest exits 5 for both; only one of them is about the paths
+        (["run", "tests", "--", "-k", "nomatch"], "3 collected, all deselected"),
     ],
 )
 def test_usage_and_environment_problems_exit_2(suite, args, message):
@@ -88,11 +95,15 @@ def test_workers_run_under_xdist_and_results_aggregate(suite):
         "def test_threads(i):\n"
         "    assert os.environ['OMP_NUM_THREADS'] == '1'\n"
     )
-    proc = mlcheck("run", "tests", "-n", "2", "--results-dir", "out", cwd=suite)
+    deselect = "tests/test_many.py::test_threads[7]"
+    proc = mlcheck(
+        "run", "tests", "-n", "2", "--results-dir", "out", "--", "--deselect", deselect, cwd=suite
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = read(suite / "out")
     assert results.run.workers == 2
-    assert len(results.tests) == 11
+    assert len(results.tests) == 10
+    assert results.run.deselected == 1  # counted by the workers, sent to the controller
 
 
 def test_pytest_args_after_double_dash(suite):

@@ -124,7 +124,7 @@ def test_a_pr_manifest_and_environment_cannot_grant_allow_pickle(tmp_path: Path)
         "def test_not_granted():\n"
         "    spec = load_manifest('.').model('org/legacy')\n"
         "    assert spec.allow_pickle and spec.trust_remote_code  # what the PR asked for\n"
-        "    got = _safety_spec('org/legacy', spec)\n"
+        "    got = _safety_spec('org/legacy', spec, load_manifest('.'))  # the PR's as trusted\n"
         "    assert not got.allow_pickle and not got.trust_remote_code\n"
     )
     proc = mlcheck("run", "tests", "--safety-manifest", str(base), cwd=pr)

@@ -12,9 +12,10 @@ import pytest
 from cmarkgfm.cmark import Options
 from github_server import ACTIONS_BOT, GitHubServer, Identity
 
-from mlcheck import results, sticky
+from mlcheck import results
 from mlcheck.cli import main
 from mlcheck.gpu_label import base_safety
+from mlcheck.report import sticky
 from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
 
 EVENTS = Path(__file__).parent / "data" / "events"
@@ -311,8 +312,8 @@ def test_a_label_no_longer_on_the_pr_dispatches_nothing(
 def test_racing_label_events_dispatch_at_most_once(server: GitHubServer, labeled: Path) -> None:
     import threading
 
-    from mlcheck.event import load_event
     from mlcheck.github import GitHubClient
+    from mlcheck.github.event import load_event
     from mlcheck.gpu_label import ScheduleOptions, schedule
 
     server.state.collaborators["mona"] = "admin"

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlcheck import sticky
+from mlcheck.report import sticky
 
 KEYS = st.sampled_from(["fast", "real", "gpu", "shard-1", "nightly", "real,gpu"])
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)
@@ -46,12 +46,12 @@ def test_a_section_cannot_forge_or_close_another_section() -> None:
     assert "mlcheck:section gpu start" in cmarkgfm.github_flavored_markdown_to_html(body)
 
 
-def test_unchanged_is_detected_and_a_changed_section_is_not() -> None:
+def test_a_section_held_as_written_is_found_and_a_changed_one_is_not() -> None:
     body = sticky.replace_section(None, "fast", "3 passed\n")
-    assert sticky.is_unchanged(body, "fast", "3 passed")
-    assert not sticky.is_unchanged(body, "fast", "2 passed")
-    assert not sticky.is_unchanged(body, "gpu", "3 passed")
-    assert not sticky.is_unchanged(None, "fast", "3 passed")
+    assert sticky.has_section(body, "fast", "3 passed")
+    assert not sticky.has_section(body, "fast", "2 passed")
+    assert not sticky.has_section(body, "gpu", "3 passed")
+    assert not sticky.has_section(None, "fast", "3 passed")
 
 
 def test_not_a_sticky_comment_has_no_sections() -> None:

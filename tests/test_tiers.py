@@ -7,9 +7,12 @@ from mlcheck.tiers import (
     Needs,
     Tier,
     accelerator_problem,
+    format_tiers,
     needs_of,
     not_run_reason,
     parse_tiers,
+    section_key,
+    tier_key,
 )
 
 
@@ -91,3 +94,56 @@ def test_accelerator_problems():
     assert "needs 2 accelerators" in accelerator_problem(two, H100)
     # memory unknown (MPS): not checked
     assert accelerator_problem(big, Accelerator("mps", "Apple MPS", 1, None)) is None
+
+
+# --- one way to write a selection -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tiers", "expected"),
+    [
+        (["gpu", "real"], "real,gpu"),
+        ([Tier.GPU, Tier.FAST, Tier.GPU], "fast,gpu"),
+        (["nightly", "gpu", "aaa"], "gpu,aaa,nightly"),  # unknown names after the tiers
+        ([], "fast"),  # results that name no tiers are the fast section
+    ],
+)
+def test_section_key_is_canonical(tiers, expected):
+    assert section_key(tiers) == expected
+
+
+def test_every_writer_of_tiers_agrees():
+    """What `mlcheck run` passes to pytest, the report's section key and the schedule's `tier`
+    are written one way; the event's and the schedule's default tiers are one canonical key."""
+    from mlcheck import event, gpu_label, merge, sticky
+    from mlcheck.publish import tracking
+    from mlcheck.results import RunInfo
+    from mlcheck.tiers import SCHEDULED_TIERS, TIER_NAMES
+
+    for text in ("real,gpu", "gpu,real", " GPU , real", "gpu,real,gpu"):
+        tiers = parse_tiers(text)
+        assert format_tiers(tiers) == tier_key(text) == SCHEDULED_TIERS
+        assert merge.section_key(RunInfo(tiers=tuple(reversed(sorted(tiers))))) == SCHEDULED_TIERS
+    assert tier_key("all") == ",".join(TIER_NAMES) == format_tiers(Tier)
+    assert event.TIER_SCHEDULED == gpu_label.DEFAULT_GPU_TIER == tier_key(SCHEDULED_TIERS)
+    assert set(tracking.BASE_KEYS) == {*TIER_NAMES, SCHEDULED_TIERS}
+    assert set(tracking.BASE_KEYS) <= set(sticky.SECTION_ORDER)
+    with pytest.raises(UsageError, match="unknown tier 'gpus'"):
+        tier_key("real,gpus")
+
+
+def test_the_gpu_label_has_one_default():
+    """Every place that names the GPU label by default takes it from tiers."""
+    from mlcheck import action, gpu_label
+    from mlcheck.cli import build_parser
+    from mlcheck.publish import PublishOptions
+    from mlcheck.tiers import DEFAULT_GPU_LABEL, SCHEDULED_TIERS
+
+    assert DEFAULT_GPU_LABEL == "mlcheck:gpu"
+    assert action.Inputs().gpu_label == action.INPUT_DEFAULTS["gpu-label"] == DEFAULT_GPU_LABEL
+    assert PublishOptions().gpu_label == gpu_label.ScheduleOptions().label == DEFAULT_GPU_LABEL
+    parser = build_parser()
+    assert parser.parse_args(["publish"]).gpu_label == DEFAULT_GPU_LABEL
+    schedule = parser.parse_args(["schedule"])
+    assert (schedule.label, schedule.tier) == (DEFAULT_GPU_LABEL, SCHEDULED_TIERS)
+    assert DEFAULT_GPU_LABEL in accelerator_problem(Needs(Tier.GPU, gpu=True), None)

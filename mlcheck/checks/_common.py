@@ -11,6 +11,7 @@ from torch import nn
 
 from ..constants import env_seed
 from ..errors import CheckFailed
+from ..errors import listing as _listing
 from .types import Shape
 
 # rtol, atol by dtype. "device": accelerator vs CPU (different kernels, TF32 convolutions);
@@ -178,17 +179,6 @@ def _diff(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> str:
         f"{y.flatten()[flat].item():.6g}); {outside} of {x.numel()} values outside "
         f"rtol={rtol:g}, atol={atol:g}"
     )
-
-
-def _listing(items: Sequence[str], limit: int = 10) -> str:
-    """One item inline; several as an indented list under the message line."""
-    shown = [
-        *items[:limit],
-        *([f"... and {len(items) - limit} more"] if len(items) > limit else []),
-    ]
-    if len(shown) == 1:
-        return shown[0]
-    return "".join(f"\n    - {item}" for item in shown)
 
 
 def _inline(items: Sequence[str], limit: int = 5) -> str:

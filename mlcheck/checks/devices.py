@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import AcceleratorMissing, CheckFailed
+from ..text import plural
 from ._common import (
     _call,
     _detached,
@@ -129,7 +130,7 @@ def _require_placed(
             f"tensors stayed off {device} {when}",
             expected=f"every parameter and buffer on {device}",
             actual=_listing(stranded),
-            difference=f"{len(stranded)} tensors",
+            difference=plural(len(stranded), "tensor"),
             seed=seed,
             details="register tensors the model needs with register_buffer (persistent=False "
             "if they should not be saved) so that .to() moves them",
@@ -175,7 +176,7 @@ def _mixed_failure(
         f"forward uses tensors that are not on {device}",
         expected=f"every operation in forward on {device}",
         actual=_listing(mixed) if mixed else extra,
-        difference=f"{len(mixed)} operations" if mixed else None,
+        difference=plural(len(mixed), "operation") if mixed else None,
         seed=seed,
         details=(extra + "\n" if mixed and extra else "")
         + "a tensor created inside forward without device= lands on the CPU: pass "

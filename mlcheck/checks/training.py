@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckFailed, NothingToCheck
+from ..text import plural
 from ._common import (
     _call,
     _detached,
@@ -282,7 +283,7 @@ def assert_frozen(
             "train mode)",
             expected=f"buffers under {names} unchanged by a training step",
             actual=_listing(moved),
-            difference=f"{len(moved)} buffers",
+            difference=plural(len(moved), "buffer"),
             seed=seed,
             details="model.train() puts BatchNorm (and other running-statistics modules) back "
             "in training mode, so frozen parameters are not enough: call module.eval() on "
@@ -295,7 +296,7 @@ def assert_frozen(
             "parameters meant to be frozen are trainable or changed",
             expected=f"parameters under {names}: requires_grad=False, no gradient, unchanged",
             actual=_listing(problems),
-            difference=f"{len(problems)} parameters",
+            difference=plural(len(problems), "parameter"),
             seed=seed,
             details="set param.requires_grad_(False) for them (and leave them out of the "
             "optimizer)",

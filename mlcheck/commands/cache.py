@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..manifest import find_root
+from ..text import plural
 
 HELP = "fill, check, list and prune the local model cache (the Hugging Face cache)"
 # Each subcommand says what it does and what its exit codes mean (`mlcheck cache warm --help`).
@@ -142,7 +143,7 @@ def _add(args: argparse.Namespace) -> int:
     )
     print(
         f"added '{entry.model_id}'@{entry.revision} as commit {entry.commit[:12]}: "
-        f"{len(entry.files)} files, {_mb(entry.size)}"
+        f"{plural(len(entry.files), 'file')}, {_mb(entry.size)}"
         + ("" if args.no_lock else f"; recorded in {root / 'mlcheck.lock'}")
     )
     if not args.no_lock and load_manifest(root).model(args.model) is None:
@@ -154,7 +155,8 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _warm(args: argparse.Namespace) -> int:
-    from ..cache import RetryPolicy, warm
+    from ..hub import RetryPolicy, warm
+    from ..report.text import duration_text
 
     report = warm(
         _root(args),
@@ -168,24 +170,25 @@ def _warm(args: argparse.Namespace) -> int:
     for model_id, path in report.repaired:
         print(f"repaired {model_id} {path} (did not match the lock)")
     if report.nothing_to_do:
-        print(f"cache is warm: {report.present} locked files present, nothing downloaded")
+        print(f"cache is warm: {plural(report.present, 'locked file')} present, nothing downloaded")
     else:
         print(
-            f"downloaded {len(report.downloaded)} files ({_mb(report.downloaded_bytes)}) in "
-            f"{report.seconds:.1f}s; {report.present} were already present"
+            f"downloaded {plural(len(report.downloaded), 'file')} ({_mb(report.downloaded_bytes)}) "
+            f"in {duration_text(report.seconds)}; {report.present:,} already present"
         )
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
     from ..cache import verify
+    from ..report.text import duration_text
 
     report = verify(_root(args), cache_dir=args.cache_dir, models=args.models or None)
     for p in report.problems:
         print(f"{p.model_id}: {p.path}: {p.problem}")
     summary = (
-        f"verified {report.checked_files} files, {_mb(report.checked_bytes)} in "
-        f"{report.seconds:.2f}s ({report.mb_per_s:.0f} MB/s)"
+        f"verified {plural(report.checked_files, 'file')}, {_mb(report.checked_bytes)} in "
+        f"{duration_text(report.seconds)} ({report.mb_per_s:.0f} MB/s)"
     )
     if report.ok:
         print(f"{summary}: all match mlcheck.lock")
@@ -235,6 +238,8 @@ def _prune(args: argparse.Namespace) -> int:
         print(f"{verb} {model_id}@{commit[:12]}")
     for model_id in report.skipped:
         print(f"kept {model_id}: not in mlcheck.lock (run `mlcheck lock` first)")
+    for model_id, why in report.damaged:
+        print(f"kept {model_id}: huggingface_hub cannot read its cache folder ({why})")
     print(f"{verb} {len(report.removed)} revisions, {_mb(report.freed_bytes)}")
     return 0
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..text import plural
+
 HELP = "accept golden values from results folders (e.g. a GPU run's artifact)"
 DESCRIPTION = """\
 Golden values (the `golden` fixture) live in __golden__/<test file>.json, keyed by hardware
@@ -55,7 +57,7 @@ def handle_accept(args: argparse.Namespace) -> int:
         print("mlcheck golden accept: no failing or missing golden values in these results")
         return 0
     verb = "would write" if args.dry_run else "wrote"
-    print(f"mlcheck golden accept: {verb} {len(changes)} value(s):")
+    print(f"mlcheck golden accept: {verb} {plural(len(changes), 'value')}:")
     for change in changes:
         print("  " + change.line())
     return 0

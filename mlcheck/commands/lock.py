@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..manifest import find_root
+from ..text import plural
 
 HELP = "resolve the manifest's model revisions to commits and file hashes in mlcheck.lock"
 EXIT_CODES = """\
@@ -48,7 +49,8 @@ def register(subparsers: Any) -> None:
 
 
 def _lock(args: argparse.Namespace) -> int:
-    from ..lock import lock_path, read_lock, stale_reasons, update_lock, write_lock
+    from ..hub import update_lock
+    from ..lock import lock_path, read_lock, stale_reasons, write_lock
     from ..manifest import load_manifest
 
     root = Path(args.root) if args.root is not None else find_root()
@@ -66,7 +68,7 @@ def _lock(args: argparse.Namespace) -> int:
         if reasons:
             print("mlcheck.lock is out of date; run `mlcheck lock` and commit the result")
             return 1
-        print(f"{lock_path(root)} is up to date ({_models(len(manifest.models))})")
+        print(f"{lock_path(root)} is up to date ({plural(len(manifest.models), 'model')})")
         return 0
     upgrade: list[str] | bool = (
         False if args.upgrade is None else (list(args.upgrade) if args.upgrade else True)
@@ -77,12 +79,8 @@ def _lock(args: argparse.Namespace) -> int:
         entry = new.models[model_id]
         print(
             f"locked {model_id}@{entry.revision} -> {entry.commit[:12]} "
-            f"({len(entry.files)} files, {entry.size / 1e6:.1f} MB)"
+            f"({plural(len(entry.files), 'file')}, {entry.size / 1e6:.1f} MB)"
         )
     kept = len(new.models) - len(changed)
-    print(f"wrote {path}: {_models(len(new.models))} ({kept} unchanged)")
+    print(f"wrote {path}: {plural(len(new.models), 'model')} ({kept} unchanged)")
     return 0
-
-
-def _models(n: int) -> str:
-    return f"{n} model" if n == 1 else f"{n} models"

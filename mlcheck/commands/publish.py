@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import constants
+from .. import constants, workflow
+from ..constants import github_token
+from ..tiers import DEFAULT_GPU_LABEL
 
 if TYPE_CHECKING:
     from ..github import GitHubClient
@@ -94,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="exit 1 when a test failed or errored (default never: the run job reports that)",
     )
     parser.add_argument(
-        "--gpu-label", default="mlcheck:gpu", help="the label that schedules GPU runs"
+        "--gpu-label", default=DEFAULT_GPU_LABEL, help="the label that schedules GPU runs"
     )
     parser.add_argument(
         "--max-results-mb",
@@ -105,19 +107,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--max-tests", type=int, default=200_000, help="refuse more tests than this in all"
     )
-    parser.add_argument(
-        "--annotations",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="print ::error annotations (default: on when $GITHUB_ACTIONS is true)",
-    )
-    parser.add_argument(
-        "--step-summary",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="append the report to $GITHUB_STEP_SUMMARY when set (default on; the action "
-        "turns it off when `mlcheck run` already wrote it)",
-    )
+    workflow.add_options(parser)
     add_github_options(parser)
     parser.set_defaults(handler=handle)
 
@@ -156,14 +146,6 @@ def add_github_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def github_token(environ: Mapping[str, str]) -> str | None:
-    """The token: ``GITHUB_TOKEN``, else the action's ``github-token`` input, else ``GH_TOKEN``."""
-    for name in (constants.ENV_GITHUB_TOKEN, "INPUT_GITHUB-TOKEN", "GH_TOKEN"):
-        if value := environ.get(name, "").strip():
-            return value
-    return None
-
-
 def github_client(args: argparse.Namespace, token: str | None) -> GitHubClient:
     from ..github import GitHubClient
 
@@ -181,25 +163,17 @@ def redactor_for(environ: Mapping[str, str], token: str | None) -> Redactor:
     return all_values([Redactor.from_env(environ), Redactor(values=(token,) if token else ())])
 
 
-def report_problem(text: str) -> None:
+def report_problem(text: str, wf: workflow.Workflow | None = None) -> None:
     """A reporting failure: one line on stderr, and an error annotation inside Actions."""
-    from ..render import workflow_command
-
+    wf = wf or workflow.Workflow.from_env()
     print(f"mlcheck: reporting failed: {text}", file=sys.stderr)
-    if os.environ.get(constants.ENV_GITHUB_ACTIONS) == "true":
-        print(workflow_command("error", text, title="mlcheck: reporting failed"))
-
-
-def write_outputs(values: Mapping[str, str]) -> None:
-    from ..publish import write_github_output
-
-    if path := os.environ.get("GITHUB_OUTPUT"):
-        write_github_output(Path(path), values)
+    if wf.in_actions:
+        wf.command("error", text, title="mlcheck: reporting failed")
 
 
 def handle(args: argparse.Namespace) -> int:
     from ..errors import GitHubError, ResultsError
-    from ..event import load_event
+    from ..github.event import load_event
     from ..merge import merge_sections
     from ..publish import (
         Limits,
@@ -207,12 +181,12 @@ def handle(args: argparse.Namespace) -> int:
         load_untrusted,
         publish,
         publish_refusal,
-        write_step_summary,
     )
-    from ..render import terminal_summary
+    from ..report import terminal_summary
 
     env = os.environ
-    dirs = args.dirs or [Path(env.get(constants.ENV_RESULTS_DIR, constants.DEFAULT_RESULTS_DIR))]
+    wf = workflow.from_args(args, env)
+    dirs = args.dirs or [constants.results_dir(env)]
     event = load_event(env)
     limits = Limits(max_bytes=int(args.max_results_mb * 1024 * 1024), max_tests=args.max_tests)
     token = github_token(env)
@@ -223,7 +197,7 @@ def handle(args: argparse.Namespace) -> int:
         section=args.section,
         base_digest=args.base_digest,
         author=args.comment_author,
-        artifact_name=env.get("MLCHECK_ARTIFACT_NAME") or "mlcheck-results",
+        artifact_name=constants.artifact_name(env),
         settle=args.settle,
         gpu_label=args.gpu_label,
         path_prefix=args.path_prefix,
@@ -236,7 +210,7 @@ def handle(args: argparse.Namespace) -> int:
             try:
                 publish_refusal(event, client, str(exc), options, redactor=redactor, token=token)
             except GitHubError as err:
-                report_problem(f"saying the results were refused failed: {err}")
+                report_problem(f"saying the results were refused failed: {err}", wf)
             finally:
                 client.close()
         raise
@@ -247,13 +221,9 @@ def handle(args: argparse.Namespace) -> int:
             client.close()
 
     terminal_summary(merge_sections(results))
-    in_actions = env.get(constants.ENV_GITHUB_ACTIONS) == "true"
-    if args.annotations if args.annotations is not None else in_actions:
-        for line in result.annotations:
-            print(line)
-    if args.step_summary and (summary_path := env.get("GITHUB_STEP_SUMMARY")):
-        write_step_summary(Path(summary_path), result.summary)
-    write_outputs(result.outputs())
+    wf.print_annotations(result.annotations)
+    wf.append_summary(result.summary)
+    wf.set_outputs(result.outputs())
     for note in result.notes:
         print(f"mlcheck: {note}")
     if result.comment_url:
@@ -261,7 +231,7 @@ def handle(args: argparse.Namespace) -> int:
     if result.issue_url:
         print(f"mlcheck: tracking issue: {result.issue_url}")
     for problem in result.problems:
-        report_problem(problem)
+        report_problem(problem, wf)
     code = result.exit_code(args.fail_on)
     if result.problems:
         verdict = "failed or errored" if result.verdict else "passed"

@@ -5,8 +5,8 @@ compares with a base digest when given, and writes into ``--out``:
 
 - ``results.json`` — the merged results (same schema; tests tagged with their section)
 - ``report.md`` — the PR-comment sections, within GitHub's comment limit, with digests
-- ``summary.md`` — the job summary (up to 1 MiB); appended to ``$GITHUB_STEP_SUMMARY`` with
-  ``--step-summary``
+- ``summary.md`` — the job summary (up to 1 MiB); also appended to ``$GITHUB_STEP_SUMMARY``
+  when it is set (``--no-step-summary``: not)
 - ``digest.txt`` — the digests alone, for the next run's ``--base-digest``
 - ``durations.json`` — recorded durations, for ``mlcheck run --shard`` (pytest-split format)
 
@@ -27,10 +27,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import constants
+from .. import constants, workflow
 
 if TYPE_CHECKING:
-    from ..render import RenderContext
+    from ..report import RenderContext
     from ..results import RunResults
 
 FORMATS = ("terminal", "markdown", "summary", "annotations", "json")
@@ -64,17 +64,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="terminal,markdown,summary,json",
         help=f"comma-separated outputs among {', '.join(FORMATS)} (default: all but annotations)",
     )
-    parser.add_argument(
-        "--annotations",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="print ::error annotations (default: on when $GITHUB_ACTIONS is true)",
-    )
-    parser.add_argument(
-        "--step-summary",
-        action="store_true",
-        help="also append the job summary to $GITHUB_STEP_SUMMARY",
-    )
+    workflow.add_options(parser)
     parser.add_argument("--title", default="mlcheck", help="heading of each section")
     parser.add_argument(
         "--section", default=None, help="one section key for everything (e.g. nightly)"
@@ -91,9 +81,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def context_from_env(
     environ: Mapping[str, str], *, title: str = "mlcheck", base: Path | None = None
 ) -> RenderContext:
-    """A :class:`~mlcheck.render.RenderContext` from the GitHub Actions environment."""
+    """A :class:`~mlcheck.report.RenderContext` from the GitHub Actions environment."""
     from ..digest import read as read_digest
-    from ..render import RenderContext
+    from ..report import RenderContext
     from ..safety import Redactor
 
     server = environ.get(constants.ENV_GITHUB_SERVER_URL) or constants.DEFAULT_GITHUB_SERVER_URL
@@ -105,7 +95,7 @@ def context_from_env(
         server_url=server,
         sha=_head_sha(environ),
         run_url=run_url,
-        artifact_name=environ.get("MLCHECK_ARTIFACT_NAME") or "mlcheck-results",
+        artifact_name=constants.artifact_name(environ),
         title=title,
         base=read_digest(base) if base is not None else {},
         redactor=Redactor.from_env(environ),
@@ -116,13 +106,13 @@ def _head_sha(environ: Mapping[str, str]) -> str | None:
     """The commit links point at: the event's head (a dispatched GPU run's ``sha`` input, a
     PR's head), not ``GITHUB_SHA`` (the default branch, or the PR's merge commit)."""
     from ..errors import UsageError
-    from ..event import load_event
+    from ..github.event import load_event
 
     try:
         sha = load_event(environ).head_sha
     except UsageError:  # unreadable payload: links at GITHUB_SHA are still better than none
         sha = ""
-    return sha or environ.get(constants.ENV_GITHUB_SHA) or None
+    return sha or constants.github_sha(environ)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -144,14 +134,14 @@ def handle(args: argparse.Namespace) -> int:
     sections = merge_sections(loaded)
     merged = merge(sections.values())
     ctx = context_from_env(os.environ, title=args.title, base=args.base_digest)
-    if args.annotations is None:
-        args.annotations = os.environ.get(constants.ENV_GITHUB_ACTIONS) == "true"
-    if args.annotations:
+    wf = workflow.from_args(args)
+    if wf.annotations:
         formats.add("annotations")
     write_outputs(sections, merged, args.out, ctx, formats=formats, budget=args.budget)
-    if args.step_summary and (path := os.environ.get("GITHUB_STEP_SUMMARY")):
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write((args.out / "summary.md").read_text(encoding="utf-8") + "\n")
+    if wf.summary is not None:
+        from ..report import render_summary
+
+        wf.append_summary(render_summary(sections, ctx))
     return merged.exit_code()
 
 
@@ -168,8 +158,15 @@ def write_outputs(
 
     ``mlcheck run`` calls it too, so one run and a merge of many produce the same files.
     """
-    from .. import render, shard
+    from .. import shard
     from ..digest import encode
+    from ..report import (
+        COMMENT_BUDGET,
+        render_annotations,
+        render_report,
+        render_summary,
+        terminal_summary,
+    )
     from ..results import REPORT_FILE, write
 
     out.mkdir(parents=True, exist_ok=True)
@@ -177,15 +174,15 @@ def write_outputs(
         write(merged, out)
         shard.write_durations(shard.durations([merged]), out / shard.DURATIONS_FILE)
     if "markdown" in formats:
-        report = render.render_report(sections, ctx, budget=budget or render.COMMENT_BUDGET)
+        report = render_report(sections, ctx, budget=budget or COMMENT_BUDGET)
         (out / REPORT_FILE).write_text(report + "\n", encoding="utf-8")
         digests = [encode(r, section=k, sha=ctx.sha) for k, r in sections.items()]
         (out / "digest.txt").write_text("\n".join(digests) + "\n", encoding="utf-8")
     if "summary" in formats:
-        (out / "summary.md").write_text(render.render_summary(sections, ctx) + "\n", "utf-8")
+        (out / "summary.md").write_text(render_summary(sections, ctx) + "\n", "utf-8")
     if "terminal" in formats:
-        render.terminal_summary(sections, results_dir=out, ctx=ctx)
+        terminal_summary(sections, results_dir=out, ctx=ctx)
     if "annotations" in formats:
-        for line in render.render_annotations(sections, ctx):
+        for line in render_annotations(sections, ctx):
             sys.stdout.write(line + "\n")
         sys.stdout.flush()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .. import constants
 from ..errors import EnvironmentProblem, NoTestsCollected, UsageError
 from ..results import JOURNAL_FILE, JUNIT_FILE, RESULTS_FILE
+from ..text import plural
 from ..tiers import Tier, format_tiers, selected_tiers
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--results-dir",
         type=Path,
-        default=Path(os.environ.get(constants.ENV_RESULTS_DIR, constants.DEFAULT_RESULTS_DIR)),
+        default=constants.results_dir(),
         help=f"where to write results (default ${constants.ENV_RESULTS_DIR} or "
         f"{constants.DEFAULT_RESULTS_DIR})",
     )
@@ -171,7 +172,7 @@ def handle(args: argparse.Namespace) -> int:
         command += ["-n", str(workers)]
     if shard is not None:
         command += shard_args(shard, paths, args.durations)
-    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+    if constants.plugin_autoload_disabled():
         command += ["-p", "mlcheck.plugin", "-p", "xdist.plugin"]
     command += extra
 
@@ -181,9 +182,9 @@ def handle(args: argparse.Namespace) -> int:
             raise UsageError(f"--safety-manifest {args.safety_manifest}: not a folder")
         env[constants.ENV_SAFETY_MANIFEST] = str(args.safety_manifest.resolve())
         # Resolved here, in the parent, before any PR code of the test process runs.
-        from ..trusted_options import ENV_SAFETY_OPTIONS, encode, resolve
+        from ..trusted_options import encode, resolve
 
-        env[ENV_SAFETY_OPTIONS] = encode(resolve(args.safety_manifest))
+        env[constants.ENV_SAFETY_OPTIONS] = encode(resolve(args.safety_manifest))
     stamp_dir = Path(tempfile.mkdtemp(prefix="mlcheck-verified-"))  # outside the workspace
     verified = _verify_weights(paths[0], tiers, stamp_dir / "stamp", env)
     try:
@@ -196,17 +197,17 @@ def _verify_weights(
     path: Path, tiers: frozenset[Tier], stamp: Path, env: dict[str, str]
 ) -> tuple[str, ...]:
     """Hash the manifest's weights once, before pytest, when the real or gpu tier runs."""
-    from ..cache import ENV_VERIFIED_STAMP, verify_weights
+    from ..cache import verify_weights
     from ..manifest import find_root
 
     if not tiers & {Tier.REAL, Tier.GPU}:
         return ()
     root = find_root(path.resolve() if path.is_dir() else path.resolve().parent)
     verified, report = verify_weights(root, stamp)
-    env[ENV_VERIFIED_STAMP] = str(stamp)
+    env[constants.ENV_VERIFIED_STAMP] = str(stamp)
     if verified:
         print(
-            f"mlcheck: verified {len(verified)} model(s) against the lock: "
+            f"mlcheck: verified {plural(len(verified), 'model')} against the lock: "
             f"{report.checked_bytes / 1e6:.1f} MB in {report.seconds:.2f} s "
             f"({report.mb_per_s:.0f} MB/s)",
             file=sys.stderr,
@@ -302,7 +303,8 @@ def _salvage(
     """results.json, junit.xml and the report from the journal of a run cut short."""
     from dataclasses import replace
 
-    from ..results import ResultsBuilder, RunInfo, RunResults, RunStatus, read, write, write_junit
+    from ..results import RunInfo, RunResults, RunStatus, read, write, write_junit
+    from ..results_builder import ResultsBuilder
 
     builder = ResultsBuilder.replay(results_dir / JOURNAL_FILE)
     now = time.time()
@@ -349,9 +351,10 @@ def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
     The tests then run in a separate process with HF_HUB_OFFLINE=1 (huggingface_hub reads it
     at import). A project without a lock has nothing to warm.
     """
-    from ..cache import warm
+    from ..hub import warm
     from ..lock import read_lock
     from ..manifest import find_root
+    from ..report.text import duration_text
 
     root = find_root(path.resolve() if path.is_dir() else path.resolve().parent)
     if read_lock(root) is None:
@@ -361,8 +364,8 @@ def _warm_missing(path: Path, tiers: frozenset[Tier]) -> None:
     if not report.nothing_to_do:
         mb = report.downloaded_bytes / 1e6
         print(
-            f"mlcheck: fetched {len(report.downloaded)} locked file(s), {mb:.1f} MB, "
-            f"in {report.seconds:.1f} s",
+            f"mlcheck: fetched {plural(len(report.downloaded), 'locked file')}, {mb:.1f} MB, "
+            f"in {duration_text(report.seconds)}",
             file=sys.stderr,
         )
 
@@ -375,7 +378,7 @@ def _test_env(workers: int | str | None) -> dict[str, str]:
     if n > 1:
         # Each xdist worker would otherwise start one torch thread per core: oversubscription.
         threads = str(max(1, cpus // n))
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        for var in (constants.ENV_OMP_NUM_THREADS, constants.ENV_MKL_NUM_THREADS):
             env.setdefault(var, threads)
     return env
 
@@ -392,6 +395,13 @@ def _exit_code(
     from ..results import Outcome, read, write
 
     if pytest_code == 5:
+        deselected = (
+            read(results_dir).run.deselected if (results_dir / RESULTS_FILE).exists() else 0
+        )
+        if deselected:
+            raise NoTestsCollected(
+                f"{deselected:,} collected, all deselected (-k, -m or --deselect): no test ran"
+            )
         raise NoTestsCollected("no tests collected: check the paths and pytest's testpaths")
     if pytest_code in (2, 3, 4):
         names = {2: "interrupted", 3: "an internal error", 4: "a usage error"}
@@ -403,7 +413,7 @@ def _exit_code(
     _write_reports(results, results_dir)
     code = max(results.exit_code(), 1 if pytest_code == 1 else 0)
     if fail_on_empty and all(t.outcome is Outcome.NOT_RUN for t in results.tests):
-        from ..render import empty_selection
+        from ..report import empty_selection
 
         print(f"mlcheck: {empty_selection(results)} (--fail-on-empty)", file=sys.stderr)
         return max(code, 2)

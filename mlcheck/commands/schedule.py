@@ -7,7 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-from .publish import add_github_options, github_client, github_token, report_problem, write_outputs
+from .. import workflow
+from ..constants import github_token
+from ..tiers import DEFAULT_GPU_LABEL, SCHEDULED_TIERS
+from .publish import add_github_options, github_client, report_problem
 
 HELP = "on pull_request_target labeled: dispatch the GPU workflow for the labeled commit"
 DESCRIPTION = """\
@@ -43,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--label", default="mlcheck:gpu", help="the GPU label (default mlcheck:gpu)"
+        "--label", default=DEFAULT_GPU_LABEL, help=f"the GPU label (default {DEFAULT_GPU_LABEL})"
     )
     parser.add_argument(
         "--workflow",
@@ -51,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the GPU workflow's file name or id (default mlcheck-gpu.yml)",
     )
     parser.add_argument(
-        "--tier", default="real,gpu", help="the `tier` input to dispatch (default real,gpu)"
+        "--tier",
+        default=SCHEDULED_TIERS,
+        help=f"the `tier` input to dispatch (default {SCHEDULED_TIERS})",
     )
     parser.add_argument(
         "--workspace",
@@ -65,11 +70,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def handle(args: argparse.Namespace) -> int:
     from ..errors import GitHubError
-    from ..event import load_event
+    from ..github.event import load_event
     from ..gpu_label import ScheduleOptions, schedule
-    from ..publish import tier_key
+    from ..tiers import tier_key
 
     event = load_event(os.environ)
+    wf = workflow.Workflow.from_env(os.environ)
     tier_key(args.tier)  # a bad --tier is a usage error before anything is touched
     token = github_token(os.environ)
     options = ScheduleOptions(
@@ -84,12 +90,12 @@ def handle(args: argparse.Namespace) -> int:
         try:
             result = schedule(event, client, options, token=token)
         except GitHubError as exc:
-            report_problem(f"scheduling the GPU run failed: {exc}")
-            write_outputs({"scheduled": "false", "sha": "", "comment-url": ""})
+            report_problem(f"scheduling the GPU run failed: {exc}", wf)
+            wf.set_outputs({"scheduled": "false", "sha": "", "comment-url": ""})
             return 3
     print(f"mlcheck: {result.message}")
     if result.comment_url:
         print(f"mlcheck: PR comment: {result.comment_url}")
-    write_outputs(result.outputs())
+    wf.set_outputs(result.outputs())
     sys.stdout.flush()
     return 0

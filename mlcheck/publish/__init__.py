@@ -8,7 +8,7 @@ are **untrusted data**: :func:`load_untrusted` refuses symbolic links, files ove
 :data:`MAX_RESULTS_BYTES`, more than :data:`MAX_TESTS` tests and anything that does not match
 ``mlcheck/schema/results.schema.json`` (with ``jsonschema`` when installed, else the dataclass
 loader plus type checks), and every string reaches GitHub through the renderer
-(:mod:`mlcheck.render`), which redacts and escapes it. Where the publisher knows which section
+(:mod:`mlcheck.report`), which redacts and escapes it. Where the publisher knows which section
 the results belong to (a dispatched GPU run: its ``tier`` input; a ``workflow_run`` publisher:
 ``fast`` unless told), the results cannot choose another one, so a PR's GPU job cannot
 overwrite the fast section with a fake green one.
@@ -32,6 +32,7 @@ The cost: pushes to the default branch and the nightly need ``issues: write``; c
 writers of the issue (a push and the nightly finishing together) are last-writer-wins for
 the whole body, which at worst leaves one tier's base digest one run old.
 
+>>> from mlcheck.merge import merge_sections
 >>> from mlcheck.results import RunResults, RunInfo, TestResult, Outcome
 >>> r = RunResults(RunInfo(), (TestResult("t::a", Outcome.FAILED),))
 >>> counts(merge_sections([r]), {}).failed
@@ -48,8 +49,6 @@ from .options import (
     force_section,
     resolve_author,
     tier_key,
-    write_github_output,
-    write_step_summary,
 )
 from .tracking import (
     BASE_KEY,
@@ -93,6 +92,4 @@ __all__ = [
     "resolve_author",
     "tier_key",
     "validate",
-    "write_github_output",
-    "write_step_summary",
 ]

@@ -7,15 +7,15 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .. import render, sticky
 from ..errors import GitHubNotFound, StickyCommentConflict
+from ..report import RenderContext, messages, render_section, sticky
 from ..results import RunResults
-from ..safety import NO_SECRETS, Redactor, inline
+from ..safety import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
-    from ..event import Event
     from ..github import GitHubClient, StickyResult
-from .options import PublishOptions, Recorder, code, known_section, resolve_author
+    from ..github.event import Event
+from .options import PublishOptions, Recorder, known_section, resolve_author
 
 
 def update_section(
@@ -122,12 +122,7 @@ def publish_refusal(
     pr = event.pr_number
     if not key or pr is None or event.read_only_token:
         return None
-    text = (
-        f"### ⚠️ Results not published · `{key}`\n\n"
-        f"mlcheck refused this run's results: {inline(redactor.redact(reason), 600)}"
-    )
-    if event.run_url:
-        text += f"\n\nSee [the workflow run]({event.run_url})."
+    text = messages.results_refused(key, redactor.redact(reason), event.run_url)
     author = resolve_author(client, token, options.author)
     done = update_section(
         client, event.repository, pr, key, text, author=author, settle=options.settle
@@ -144,7 +139,7 @@ def write_comment(
     event: Event,
     pr: int,
     sections: Mapping[str, RunResults],
-    ctx: render.RenderContext,
+    ctx: RenderContext,
     options: PublishOptions,
     author: str,
     rec: Recorder,
@@ -166,7 +161,7 @@ def write_comment(
     url = None
     for key, r in sections.items():
         budget = options.budget - len(warning)
-        text = render.render_section(r, ctx, key=key, budget=budget)
+        text = render_section(r, ctx, key=key, budget=budget)
         if warning:
             text = f"{warning}\n\n{text}"
         done = rec.attempt(
@@ -182,11 +177,7 @@ def write_comment(
 
 def head_moved_note(pinned: str, head: str, label: str) -> str:
     """The warning a section gets when the PR moved past the commit its run tested."""
-    return (
-        f"> [!WARNING]\n> These results are for `{pinned[:7]}`, the commit this run was "
-        f"scheduled for: the PR head has since moved to `{head[:7]}`. Add the "
-        f"{code(label)} label again to test the new head."
-    )
+    return messages.head_moved(pinned, head, label)
 
 
 # ---------------------------------------------------------------------------------------------

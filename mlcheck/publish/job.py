@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import digest as digest_mod
-from .. import render
 from ..digest import Digest
 from ..errors import ResultsError
 from ..merge import merge_sections
+from ..report import RenderContext, render_annotations, render_summary
 from ..results import RunResults
 from ..safety import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
-    from ..event import Event
     from ..github import GitHubClient, Issue
+    from ..github.event import Event
 from .comment import write_comment
 from .options import (
     SHA_RE,
@@ -47,7 +47,7 @@ def publish(
     raise: they are collected in :attr:`PublishResult.problems` (exit code 3), and the summary
     and annotations are produced anyway. ``client`` None publishes nothing to GitHub.
 
-    >>> from mlcheck.event import parse_event
+    >>> from mlcheck.github.event import parse_event
     >>> from mlcheck.results import RunResults, RunInfo
     >>> out = publish([RunResults(RunInfo(), ())], parse_event("local", {}, {}), None)
     >>> out.sections, out.exit_code()
@@ -58,7 +58,7 @@ def publish(
     key = options.section or known_section(event)
     sections = force_section(results, key) if key else merge_sections(results)
     sha = event.head_sha if event.name != "local" else ""
-    ctx = render.RenderContext(
+    ctx = RenderContext(
         repo=event.repository or None,
         server_url=event.server_url,
         sha=sha if SHA_RE.fullmatch(sha or "") else None,
@@ -119,13 +119,13 @@ def publish(
         issue_url=issue_url,
         notes=tuple(rec.notes),
         problems=tuple(rec.problems),
-        summary=render.render_summary(sections, ctx),
-        annotations=tuple(render.render_annotations(sections, ctx)),
+        summary=render_summary(sections, ctx),
+        annotations=tuple(render_annotations(sections, ctx)),
     )
 
 
 def _find_pr(event: Event, client: GitHubClient, rec: Recorder) -> int | None:
-    from ..event import find_pr_number
+    from ..github.event import find_pr_number
 
     run = event.workflow_run
     if event.name == "workflow_run" and run is not None and event.pr_number is not None:

@@ -8,20 +8,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .. import render, sticky
 from ..digest import Digest, classify
 from ..errors import GitHubError, UsageError
-from ..merge import merge, section_key
-from ..results import Outcome, RunInfo, RunResults
-from ..safety import Redactor, one_line
+from ..merge import merge
+from ..report import COMMENT_BUDGET, messages, sticky
+from ..results import Outcome, RunResults
+from ..safety import Redactor
+from ..tiers import DEFAULT_GPU_LABEL, tier_key
 
 if TYPE_CHECKING:
-    from ..event import Event
     from ..github import GitHubClient
+    from ..github.event import Event
 
-SECTION_BUDGET = render.COMMENT_BUDGET // 2  # a PR comment holds a fast and a GPU section
+SECTION_BUDGET = COMMENT_BUDGET // 2  # a PR comment holds a fast and a GPU section
 
-TRACKING_TITLE = "mlcheck nightly"  # the tracking issue's title, before its status
+TRACKING_TITLE = messages.TRACKING_TITLE
 COMMENT_MODES = ("always", "on-failure", "off")
 EXIT_OK = 0
 EXIT_TESTS_FAILED = 1  # only with fail_on="failures"
@@ -37,13 +38,6 @@ def force_section(results: Sequence[RunResults], key: str) -> dict[str, RunResul
         raise UsageError(f"--section: {exc}") from None
     tagged = [replace(r, tests=tuple(replace(t, run=key) for t in r.tests)) for r in results]
     return {key: merge(tagged)}
-
-
-def tier_key(tier: str) -> str:
-    """The section key of a tier selection: ``"gpu,real"`` and ``"real,gpu"`` give ``real,gpu``."""
-    from ..tiers import parse_tiers
-
-    return section_key(RunInfo(tiers=tuple(t.value for t in parse_tiers(tier))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +85,7 @@ class PublishOptions:
     artifact_name: str | None = "mlcheck-results"
     budget: int = SECTION_BUDGET
     settle: float = 1.0  # the sticky loop's re-read delay (see github.update_sticky_section)
-    gpu_label: str = "mlcheck:gpu"
+    gpu_label: str = DEFAULT_GPU_LABEL
     tracking_title: str = TRACKING_TITLE
     path_prefix: str = ""  # the project's folder inside the repository, for links
 
@@ -177,18 +171,4 @@ class Recorder:
             return None
 
 
-def code(text: str, limit: int = 80) -> str:
-    """A short code span for a configured name (a label, a workflow file): no backticks inside."""
-    return "`" + one_line(text, limit).replace("`", "'") + "`"
-
-
-def write_github_output(path: Path, values: Mapping[str, str]) -> None:
-    """Append ``name=value`` lines to ``GITHUB_OUTPUT`` (values are single-line by design)."""
-    with path.open("a", encoding="utf-8") as fh:
-        for name, value in values.items():
-            fh.write(f"{name}={value.replace(chr(10), ' ').replace(chr(13), ' ')}\n")
-
-
-def write_step_summary(path: Path, text: str) -> None:
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(text.rstrip("\n") + "\n")
+code = messages.code  # the one definition is where the sentences are

@@ -8,35 +8,32 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 from .. import digest as digest_mod
-from .. import render, sticky
 from ..digest import Digest
 from ..errors import GitHubError, ResultsError
+from ..report import COMMENT_BUDGET, RenderContext, messages, render_report, sticky
 from ..results import Outcome, RunResults, TestResult
+from ..tiers import SCHEDULED_TIERS, TIER_NAMES
 
 if TYPE_CHECKING:
-    from ..event import Event
     from ..github import GitHubClient, Issue
-from .options import SHA_RE, Counts, PublishOptions, Recorder, counts
+    from ..github.event import Event
+from .options import PublishOptions, Recorder, counts
 
 # --- where things go
 
-TRACKING_MARKER = "<!-- mlcheck:tracking v1 -->"
+TRACKING_MARKER = sticky.TRACKING_MARKER
 TRACKING_LABELS = ("mlcheck",)
 NIGHTLY_KEY = "nightly"  # the visible report in the tracking issue
 BASE_KEY = "base"  # the hidden base digests in the tracking issue
 ABOUT_KEY = "about"
 # Base digests are written for these keys too when a run covers them (the nightly runs all
 # tiers; PR runs compare with `fast`, dispatched GPU runs with `real,gpu`).
-BASE_KEYS = ("fast", "real", "gpu", "real,gpu")
+BASE_KEYS = (*TIER_NAMES, SCHEDULED_TIERS)
 # each; a digest is only as long as it needs. 12k keeps every failure and every test that ran
 # for ~5k tests (a sample of the ran set beyond that; bench/digest_size.py), and 4 keys still
 # leave the nightly report in the tracking issue room under GitHub's 65,536 characters
 BASE_DIGEST_CHARS = 12_000
-_ABOUT = (
-    "*This issue is kept up to date by mlcheck: the nightly report above, and (hidden) the "
-    "default branch's last results that PR reports compare with. It is closed while everything "
-    "passes and reopened when a nightly run fails. Do not edit its body.*"
-)
+_ABOUT = messages.TRACKING_ABOUT
 
 # The tracking issue: nightly report and base digests
 
@@ -181,7 +178,7 @@ def nightly(
     client: GitHubClient,
     event: Event,
     sections: Mapping[str, RunResults],
-    ctx: render.RenderContext,
+    ctx: RenderContext,
     options: PublishOptions,
     author: str,
     rec: Recorder,
@@ -200,46 +197,26 @@ def nightly(
     c = counts(sections, previous)
     failing = c.failed + c.errors
     prev_sha = next((d.sha for d in previous.values() if d.sha), None)
-    intro = _nightly_intro(event, sha, prev_sha, bool(previous), c)
+    intro = messages.nightly_intro(sha, event.run_url, prev_sha, bool(previous), c.new_failures)
     budget = (
-        render.COMMENT_BUDGET
+        COMMENT_BUDGET
         - len(base)
         - len(intro)
         - len(_ABOUT)
         - len(TRACKING_MARKER)
         - 400  # section markers
     )
-    report = render.render_report(sections, replace(ctx, base=previous), budget=budget)
+    report = render_report(sections, replace(ctx, base=previous), budget=budget)
     body = issue_body(
         {**old, NIGHTLY_KEY: f"{intro}\n\n{report}", ABOUT_KEY: _ABOUT, BASE_KEY: base}
     )
-    if failing:
-        new = f", {c.new_failures:,} new" if previous else ""
-        title = f"{options.tracking_title}: ❌ {failing:,} failing{new}"
-    else:
-        title = f"{options.tracking_title}: ✅ all passing"
+    title = messages.tracking_title(options.tracking_title, failing, c.new_failures, bool(previous))
     state: Literal["open", "closed"] = "open" if failing else "closed"
     done = rec.attempt(
         "updating the tracking issue",
         lambda: _upsert_tracking(client, repo, issue, title, body, state),
     )
     return (done.html_url if done is not None else None), previous
-
-
-def _nightly_intro(
-    event: Event, sha: str | None, prev_sha: str | None, compared: bool, c: Counts
-) -> str:
-    at = f" of `{sha[:7]}`" if sha and SHA_RE.fullmatch(sha) else ""
-    run = f" · [workflow run]({event.run_url})" if event.run_url else ""
-    if not compared:
-        since = "First nightly report: nothing to compare with yet."
-    else:
-        prev = f" (`{prev_sha[:7]}`)" if prev_sha and SHA_RE.fullmatch(prev_sha) else ""
-        since = (
-            f"**{c.new_failures:,} new since the last nightly run{prev}**; "
-            "*Already failing on base* below means already failing in the last nightly run."
-        )
-    return f"## Nightly run{at}{run}\n\n{since}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlcheck import digest
 from mlcheck.merge import merge_sections
-from mlcheck.render import (
+from mlcheck.report import (
     RenderContext,
     render_annotations,
     render_report,
@@ -203,8 +203,21 @@ def merged_shards() -> dict[str, RunResults]:
             passed(
                 "tests/test_gpu.py::test_fp16",
                 7,
+                tier="gpu",
                 device="NVIDIA H100 80GB HBM3",
                 models=(ModelUse("sentence-transformers/all-MiniLM-L6-v2", "c" * 40, True),),
+            ),
+            *(
+                replace(
+                    passed(
+                        f"tests/test_real.py::test_embeds[{i}]",
+                        12,
+                        tier="real",
+                        models=(ModelUse("sentence-transformers/all-MiniLM-L6-v2", "c" * 40, True),),
+                    ),
+                    duration=1.5 + i,
+                )
+                for i in range(2)
             ),
         ),
     )

@@ -35,36 +35,17 @@ from typing import TYPE_CHECKING, Any
 
 from mlcheck import constants as C
 from mlcheck.errors import UsageError
+from mlcheck.github.models import PullRequest, parse_pull_request
+from mlcheck.tiers import SCHEDULED_TIERS, Tier
 
 if TYPE_CHECKING:
-    from mlcheck.github import GitHubClient
+    from mlcheck.github.client import GitHubClient
 
 RUN, SCHEDULE, PUBLISH = "run", "schedule", "publish"
-TIER_FAST, TIER_SCHEDULED, TIER_ALL = "fast", "real,gpu", "all"
+TIER_FAST, TIER_SCHEDULED, TIER_ALL = Tier.FAST.value, SCHEDULED_TIERS, "all"
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _TIER = re.compile(r"[a-z]+(,[a-z]+)*")
 _RUN_EVENTS = ("push", "pull_request", "merge_group")
-
-
-@dataclass(frozen=True)
-class PullRequest:
-    """A PR as an event payload or the REST API describes it (the same shape)."""
-
-    number: int
-    head_sha: str
-    head_ref: str
-    head_repo: str | None  # None when the fork was deleted
-    base_ref: str
-    base_sha: str
-    base_repo: str
-    author: str
-    state: str = "open"
-    html_url: str = ""
-
-    @property
-    def is_fork(self) -> bool:
-        """From another repository: ``pull_request`` runs get a read-only token, no secrets."""
-        return self.head_repo != self.base_repo
 
 
 @dataclass(frozen=True)
@@ -228,24 +209,6 @@ def parse_event(name: str, payload: Mapping[str, Any], environ: Mapping[str, str
         workflow_run=_workflow_run(payload["workflow_run"])
         if payload.get("workflow_run")
         else None,
-    )
-
-
-def parse_pull_request(raw: Mapping[str, Any], repository: str = "") -> PullRequest:
-    """A PR from an event payload's ``pull_request`` or a REST API answer."""
-    head, base = raw["head"], raw["base"]
-    head_repo = head.get("repo")
-    return PullRequest(
-        number=int(raw["number"]),
-        head_sha=head["sha"],
-        head_ref=head["ref"],
-        head_repo=head_repo["full_name"] if head_repo else None,
-        base_ref=base["ref"],
-        base_sha=base["sha"],
-        base_repo=(base.get("repo") or {}).get("full_name", repository),
-        author=(raw.get("user") or {}).get("login", ""),
-        state=raw.get("state") or "open",
-        html_url=raw.get("html_url") or "",
     )
 
 

@@ -18,7 +18,7 @@ these functions to GitHub lives in :func:`mlcheck.github.update_sticky_section`.
 >>> body = replace_section(body, "gpu", "GPU run scheduled")
 >>> parse_sections(body)
 {'fast': '3 passed', 'gpu': 'GPU run scheduled'}
->>> is_unchanged(body, "fast", "3 passed")
+>>> has_section(body, "fast", "3 passed")
 True
 """
 
@@ -27,11 +27,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from mlcheck.tiers import SCHEDULED_TIERS, TIER_NAMES
+
 MARKER = "<!-- mlcheck:comment v1 -->"
+# The tracking issue's first line; its sections below are built like a comment's.
+TRACKING_MARKER = "<!-- mlcheck:tracking v1 -->"
 # GitHub refuses comment and issue bodies longer than this (characters).
 MAX_BODY = 65536
 # Known keys keep a fixed order in the comment; any other key follows, sorted.
-SECTION_ORDER = ("schedule", "fast", "real", "gpu", "real,gpu", "all", "nightly")
+SECTION_ORDER = ("schedule", *TIER_NAMES, SCHEDULED_TIERS, "all", "nightly")
 
 _KEY = re.compile(r"[a-z0-9][a-z0-9_.,:-]{0,63}")
 _SECTION = re.compile(
@@ -152,8 +156,3 @@ def has_section(body: str | None, key: str, section: str) -> bool:
     """Whether ``body`` holds exactly ``section`` (as :func:`replace_section` would store it)."""
     sections = parse_sections(body)
     return key in sections and sections[key] == fit_section(sections, key, section)
-
-
-def is_unchanged(body: str | None, key: str, section: str) -> bool:
-    """Whether writing ``section`` under ``key`` would leave ``body`` as it is."""
-    return body == replace_section(body, key, section)

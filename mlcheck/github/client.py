@@ -21,7 +21,6 @@ GitHubClient(api_url='https://ghe.example.com/api/v3', token=***)
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import time
@@ -32,8 +31,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from mlcheck import sticky
-from mlcheck.constants import DEFAULT_GITHUB_API_URL, ENV_GITHUB_API_URL, ENV_GITHUB_TOKEN
+from mlcheck import constants
+from mlcheck.constants import DEFAULT_GITHUB_API_URL
 from mlcheck.errors import (
     GitHubAuthError,
     GitHubError,
@@ -44,7 +43,18 @@ from mlcheck.errors import (
     GitHubValidationFailed,
     StickyCommentConflict,
 )
-from mlcheck.event import PullRequest, parse_pull_request
+from mlcheck.github.models import (
+    Comment,
+    Issue,
+    Permission,
+    PullRequest,
+    Repository,
+    parse_comment,
+    parse_issue,
+    parse_pull_request,
+)
+from mlcheck.report import sticky
+from mlcheck.safety import Redactor
 
 API_VERSION = "2022-11-28"
 # The author of comments made with a workflow's GITHUB_TOKEN.
@@ -58,72 +68,6 @@ _FORK_HINT = (
     "; pull_request runs from forks always get a read-only token: publish from a "
     "`workflow_run` job instead (see README, fork PRs)"
 )
-
-
-# --- what the API returns, reduced to what mlcheck uses
-
-
-@dataclass(frozen=True)
-class Comment:
-    id: int
-    body: str
-    author: str
-    created_at: str
-    html_url: str
-
-
-@dataclass(frozen=True)
-class Issue:
-    number: int
-    title: str
-    body: str
-    state: str
-    author: str
-    labels: tuple[str, ...]
-    html_url: str
-
-
-@dataclass(frozen=True)
-class Repository:
-    full_name: str
-    default_branch: str
-    private: bool
-    html_url: str
-
-
-@dataclass(frozen=True)
-class Permission:
-    user: str
-    permission: str  # admin, write, read, none (maintain shows as write, triage as read)
-    role_name: str  # admin, maintain, write, triage, read, or a custom role
-
-    @property
-    def can_write(self) -> bool:
-        """Write, maintain or admin (custom roles inherit their base permission)."""
-        return self.permission in ("admin", "write") or self.role_name in ("maintain", "write")
-
-
-def _comment(raw: Mapping[str, Any]) -> Comment:
-    return Comment(
-        id=raw["id"],
-        body=raw.get("body") or "",
-        author=(raw.get("user") or {}).get("login", ""),
-        created_at=raw["created_at"],
-        html_url=raw["html_url"],
-    )
-
-
-def _issue(raw: Mapping[str, Any]) -> Issue:
-    labels = tuple(lab if isinstance(lab, str) else lab["name"] for lab in raw.get("labels", []))
-    return Issue(
-        number=raw["number"],
-        title=raw["title"],
-        body=raw.get("body") or "",
-        state=raw["state"],
-        author=(raw.get("user") or {}).get("login", ""),
-        labels=labels,
-        html_url=raw["html_url"],
-    )
 
 
 # --- the client
@@ -155,6 +99,7 @@ class GitHubClient:
     ) -> None:
         self.api_url = (api_url or DEFAULT_GITHUB_API_URL).rstrip("/")
         self._token = token or None
+        self._redactor = Redactor(values=(self._token,) if self._token else ())
         self.max_attempts = max(1, max_attempts)
         self.max_wait = max_wait
         self.backoff = backoff
@@ -174,10 +119,9 @@ class GitHubClient:
         cls, token: str | None = None, environ: Mapping[str, str] | None = None, **kwargs: Any
     ) -> GitHubClient:
         """A client for ``GITHUB_API_URL`` with ``token`` (default: ``GITHUB_TOKEN``)."""
-        env = os.environ if environ is None else environ
         return cls(
-            token if token is not None else env.get(ENV_GITHUB_TOKEN),
-            api_url=env.get(ENV_GITHUB_API_URL) or None,
+            token if token is not None else constants.get(constants.ENV_GITHUB_TOKEN, environ),
+            api_url=constants.github_api_url(environ),
             **kwargs,
         )
 
@@ -194,8 +138,9 @@ class GitHubClient:
         self._http.close()
 
     def redact(self, text: str) -> str:
-        """``text`` with the token replaced by ``***`` (for messages and anything we post)."""
-        return text.replace(self._token, "***") if self._token else text
+        """``text`` with the token (and anything token-shaped) replaced by ``***``, for
+        messages and anything we post: :class:`mlcheck.safety.Redactor`, the one redactor."""
+        return self._redactor.redact(text)
 
     # -- transport ---------------------------------------------------------------------------
 
@@ -363,21 +308,21 @@ class GitHubClient:
     def list_comments(self, repo: str, number: int) -> list[Comment]:
         """Every comment on issue or PR ``number``, oldest first."""
         path = f"/repos/{_repo(repo)}/issues/{int(number)}/comments"
-        return [_comment(raw) for raw in self.paginate(path)]
+        return [parse_comment(raw) for raw in self.paginate(path)]
 
     def create_comment(self, repo: str, number: int, body: str) -> Comment:
         path = f"/repos/{_repo(repo)}/issues/{int(number)}/comments"
         raw = self._json(
             "POST", path, json={"body": self.redact(body)}, permission=PERM_PULL_REQUESTS
         )
-        return _comment(raw)
+        return parse_comment(raw)
 
     def update_comment(self, repo: str, comment_id: int, body: str) -> Comment:
         path = f"/repos/{_repo(repo)}/issues/comments/{int(comment_id)}"
         raw = self._json(
             "PATCH", path, json={"body": self.redact(body)}, permission=PERM_PULL_REQUESTS
         )
-        return _comment(raw)
+        return parse_comment(raw)
 
     def delete_comment(self, repo: str, comment_id: int) -> bool:
         """Delete a comment; False if it was already gone (a concurrent job deleted it)."""
@@ -454,7 +399,7 @@ class GitHubClient:
         if creator:
             params["creator"] = creator
         raws = self.paginate(f"/repos/{_repo(repo)}/issues", params)
-        return [_issue(raw) for raw in raws if "pull_request" not in raw]
+        return [parse_issue(raw) for raw in raws if "pull_request" not in raw]
 
     def create_issue(self, repo: str, title: str, body: str, labels: tuple[str, ...] = ()) -> Issue:
         payload: dict[str, Any] = {"title": title, "body": self.redact(body)}
@@ -463,7 +408,7 @@ class GitHubClient:
         raw = self._json(
             "POST", f"/repos/{_repo(repo)}/issues", json=payload, permission=PERM_ISSUES
         )
-        return _issue(raw)
+        return parse_issue(raw)
 
     def update_issue(
         self,
@@ -484,41 +429,7 @@ class GitHubClient:
             if state == "closed":
                 payload["state_reason"] = "completed"
         path = f"/repos/{_repo(repo)}/issues/{int(number)}"
-        return _issue(self._json("PATCH", path, json=payload, permission=PERM_ISSUES))
-
-    def find_issue(self, repo: str, marker: str, *, state: str = "all") -> Issue | None:
-        """The newest issue whose body starts with ``marker`` and that this token created."""
-        me = self.viewer_login()
-        for issue in self.list_issues(repo, state=state, creator=me):
-            if issue.body.lstrip().startswith(marker):
-                return issue
-        return None
-
-    def upsert_issue(
-        self,
-        repo: str,
-        marker: str,
-        title: str,
-        body: str,
-        *,
-        labels: tuple[str, ...] = (),
-        close: bool = False,
-    ) -> Issue | None:
-        """Keep one issue (found by ``marker``) up to date; close it when ``close``.
-
-        ``body`` gets ``marker`` prepended. Reopens a closed tracking issue when a new report
-        needs it; with ``close`` and no open issue, creates nothing.
-        """
-        full = f"{marker}\n{body}"
-        issue = self.find_issue(repo, marker)
-        if issue is None:
-            return None if close else self.create_issue(repo, title, full, labels)
-        state: Literal["open", "closed"] = "closed" if close else "open"
-        if (issue.title, issue.body, issue.state) == (title, full, state):
-            return issue
-        if close and issue.state == "closed":
-            return issue
-        return self.update_issue(repo, issue.number, title=title, body=full, state=state)
+        return parse_issue(self._json("PATCH", path, json=payload, permission=PERM_ISSUES))
 
 
 def _message(response: httpx.Response, redact: Callable[[str], str] = str) -> str:

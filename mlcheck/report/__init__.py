@@ -1,0 +1,55 @@
+"""Everything mlcheck says about a run, as text: pure functions, results in, text out.
+
+- :mod:`.markdown` — the sticky PR comment's sections and ``report.md``
+- :mod:`.summary` — the job summary (``GITHUB_STEP_SUMMARY``)
+- :mod:`.annotations` — workflow commands (``::error``, ``::notice``)
+- :mod:`.terminal` — what ``mlcheck run`` and ``mlcheck report`` print
+- :mod:`.messages` — every other sentence the PR comment and the tracking issue say (GPU run
+  scheduled or refused, results refused, the PR moved, the nightly intro, issue titles)
+- :mod:`.sticky` — the comment's hidden markers and sections
+- :mod:`.text` — the small pieces they share (durations, sparklines, permalinks, counts)
+
+Nothing here reads the environment or talks to the network (tests/test_report_package.py checks).
+"""
+
+from __future__ import annotations
+
+from .annotations import MAX_ERROR_ANNOTATIONS, render_annotations, workflow_command
+from .markdown import (
+    COMMENT_BUDGET,
+    COMMENT_LIMIT,
+    Detail,
+    render_report,
+    render_section,
+)
+from .summary import SUMMARY_BUDGET, SUMMARY_LIMIT, render_summary
+from .terminal import terminal_summary
+from .text import (
+    RenderContext,
+    duration_text,
+    empty_selection,
+    permalink,
+    run_state,
+    sparkline,
+)
+
+__all__ = [
+    "COMMENT_BUDGET",
+    "COMMENT_LIMIT",
+    "MAX_ERROR_ANNOTATIONS",
+    "SUMMARY_BUDGET",
+    "SUMMARY_LIMIT",
+    "Detail",
+    "RenderContext",
+    "duration_text",
+    "empty_selection",
+    "permalink",
+    "render_annotations",
+    "render_report",
+    "render_section",
+    "render_summary",
+    "run_state",
+    "sparkline",
+    "terminal_summary",
+    "workflow_command",
+]

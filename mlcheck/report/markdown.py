@@ -1,0 +1,532 @@
+"""The sticky PR comment's sections (Markdown): results in, text out (no network, no environment).
+
+- :func:`render_section` — one section of the sticky PR comment (a tier's or a run's), with its
+  hidden digest, within a character budget.
+- :func:`render_report` — every section, one after the other (``report.md``, tracking issue).
+
+What a section shows, in order: status and counts with the change against the base branch;
+new failures, failures not compared (no base), failures already on base, flaky tests — each with
+its name linked to the file and line at the head SHA, a one-line reason, the loss curve as a
+sparkline and a collapsed traceback; tests not run, grouped by reason with how to run them;
+device, time, models and cache hits; the digest.
+
+When the budget is tight, detail degrades in steps — full tracebacks, short tracebacks, names
+only, counts only — and the section says what it left out and where to find it.
+
+Every string that came from a test goes through :mod:`mlcheck.safety` (redact, then escape).
+
+>>> from mlcheck.results import RunResults, RunInfo, TestResult, Outcome
+>>> r = RunResults(RunInfo(), (TestResult("tests/t.py::test_a", Outcome.PASSED),))
+>>> "1 passed" in render_section(r, RenderContext())
+True
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+from .. import digest as digest_mod
+from ..digest import (
+    Category,
+    Classified,
+    Digest,
+    classify,
+    is_infrastructure,
+    slower_than_base,
+    stopped_running,
+)
+from ..merge import section_key
+from ..results import Outcome, RunResults, RunStatus, TestResult
+from ..safety import code_block, html_text, inline, one_line
+from .blocks import base_time, golden_block, infrastructure_heading, stopped_block
+from .messages import HEADINGS
+from .text import (
+    COLUMNS,
+    SHA_RE,
+    RenderContext,
+    curve,
+    duration_text,
+    empty_selection,
+    golden_keys,
+    name_of,
+    permalink,
+    plural,
+    reason_of,
+    run_state,
+    tiers_ran,
+)
+
+COMMENT_LIMIT = 65_536  # GitHub refuses longer comment bodies
+COMMENT_BUDGET = 60_000  # what all sections of a comment aim for, leaving room for markers
+SLOWEST_LISTED = 5  # the slowest tests a section lists
+
+RULE = "\n\n---\n\n"
+_MORE_RESERVE = 200  # room for the headings and "… and N more" of lists that get cut
+
+
+class Detail(IntEnum):
+    """How much a section shows; each step is tried until the section fits."""
+
+    FULL = 0  # tracebacks
+    SHORT = 1  # last lines of tracebacks
+    NAMES = 2  # names and reasons only
+    COUNTS = 3  # counts only
+
+
+@dataclass(frozen=True)
+class Level:
+    traceback_chars: int
+    max_tracebacks: int
+    max_names_per_group: int  # names listed under each not-run reason
+
+
+COMMENT_LEVELS = {
+    Detail.FULL: Level(3_000, 20, 20),
+    Detail.SHORT: Level(600, 50, 10),
+    Detail.NAMES: Level(0, 0, 0),
+    Detail.COUNTS: Level(0, 0, 0),
+}
+
+
+def _delta(now: int, before: int | None) -> str:
+    if before is None:
+        return ""
+    d = now - before
+    return f"+{d:,}" if d > 0 else f"−{-d:,}" if d < 0 else "±0"
+
+
+def _counts_table(counts: Counter[str], base: Digest | None, sha: str | None) -> str:
+    columns = [
+        (label, outs)
+        for label, outs in COLUMNS
+        if label != "xfail" or any(counts[o.value] for o in outs)
+    ]
+    head = "| | " + " | ".join(label for label, _ in columns) + " | total |"
+    rule = "| --- |" + " ---: |" * (len(columns) + 1)
+    total = sum(counts.values())
+    row = (
+        f"| this run{f' `{sha[:7]}`' if sha and SHA_RE.fullmatch(sha) else ''} | "
+        + " | ".join(f"{sum(counts[o.value] for o in outs):,}" for _, outs in columns)
+        + f" | {total:,} |"
+    )
+    lines = [head, rule, row]
+    if base is not None:
+        bc = Counter(base.counts)
+        bsha = f" `{base.sha[:7]}`" if base.sha and SHA_RE.fullmatch(base.sha) else ""
+        lines.append(
+            f"| change vs base{bsha} | "
+            + " | ".join(
+                _delta(sum(counts[o.value] for o in outs), sum(bc[o.value] for o in outs))
+                for _, outs in columns
+            )
+            + f" | {_delta(total, sum(bc.values()))} |"
+        )
+    return "\n".join(lines)
+
+
+def _status(c: Classified, counts: Counter[str], results: RunResults | None = None) -> str:
+    failures = len(c.new) + len(c.on_base) + len(c.uncompared) + len(c.infra)
+    ran = sum(v for k, v in counts.items() if k not in (Outcome.NOT_RUN.value,))
+    state = run_state(results) if results is not None else None
+    if results is not None and state is not None:
+        return ("❌ " if failures or results.run.status is RunStatus.CRASHED else "⏹️ ") + state
+    if failures:
+        parts = []
+        if c.new:
+            parts.append(plural(len(c.new), "new failure"))
+        if c.uncompared:
+            parts.append(plural(len(c.uncompared), "failure"))
+        if c.on_base:
+            parts.append(f"{len(c.on_base):,} failing on base too")
+        if c.infra:
+            parts.append(plural(len(c.infra), "infrastructure failure"))
+        return "❌ " + ", ".join(parts)
+    if c.flaky:
+        return f"⚠️ passed, {plural(len(c.flaky), 'flaky test')}"
+    if not ran:
+        return "⏭️ " + (empty_selection(results) if results is not None else "nothing ran")
+    return f"✅ {counts[Outcome.PASSED.value]:,} passed"
+
+
+def _facts_line(results: RunResults) -> str:
+    run = results.run
+    dev = run.device
+    device = dev.name if dev.name else dev.type
+    # Numbers from results go out through int()/float(), strings through inline().
+    if int(dev.count) > 1:
+        device += f" ×{int(dev.count)}"
+    if dev.memory_gb:
+        device += f" ({float(dev.memory_gb):.0f} GB)"
+    test_time = sum(t.duration for t in results.tests)
+    parts = [f"**Device:** {inline(device, 120)}", f"**Time:** {duration_text(run.duration)}"]
+    if test_time and abs(test_time - run.duration) > 1:
+        parts[-1] += f" (tests {duration_text(test_time)})"
+    if run.workers:
+        parts.append(f"**Workers:** {int(run.workers)}")
+    if run.shard:
+        parts.append(f"**Shard:** {inline(run.shard, 20)} only")
+    if run.seed is not None:
+        parts.append(f"**Seed:** {int(run.seed)}")
+    if keys := golden_keys(results):
+        parts.append("**Golden key:** " + ", ".join(inline(k, 40) for k in keys))
+    return " · ".join(parts)
+
+
+def _where_else(ctx: RenderContext, summary: bool) -> str:
+    places = []
+    if not summary:
+        places.append(f"[the job summary]({ctx.run_url})" if ctx.run_url else "the job summary")
+    if ctx.artifact_name:
+        places.append(f"the {inline(ctx.artifact_name, 100)} artifact (results.json)")
+    else:
+        places.append("the results artifact (results.json)")
+    return " and ".join(places)
+
+
+def _cache_state(hits: Sequence[bool | None]) -> str:
+    """The Models table's cache cell: ``cached``, ``not cached``, or hits and misses when the
+    tests disagree; "—" when no test knew (a local folder, or results from an older mlcheck)."""
+    known = [h for h in hits if h is not None]
+    hit = sum(known)
+    if not known:
+        return "—"
+    if hit == len(known):
+        return "cached"
+    if hit == 0:
+        return "**not cached**"
+    return f"{plural(hit, 'hit')}, {plural(len(known) - hit, 'miss', 'misses')}"
+
+
+class Renderer:
+    """One section at one detail level; caches item text across levels."""
+
+    def __init__(self, results: RunResults, ctx: RenderContext, key: str, summary: bool) -> None:
+        self.results = results
+        self.ctx = ctx
+        self.key = key
+        self.summary = summary
+        self.base = ctx.base.get(key)
+        self.sha = ctx.sha or results.run.sha
+        self.c = classify(results.tests, self.base)
+        self.counts = results.counts()
+        self._names: dict[int, str] = {}
+
+    def groups(self) -> list[tuple[Category, tuple[TestResult, ...]]]:
+        c = self.c
+        return [
+            (Category.NEW, c.new),
+            (Category.UNCOMPARED, c.uncompared),
+            (Category.ON_BASE, c.on_base),
+            (Category.FLAKY, c.flaky),
+            (Category.INFRA, c.infra),
+        ]
+
+    def link_name(self, t: TestResult) -> str:
+        url = permalink(self.ctx, t.file, t.line, self.sha)
+        name = inline(name_of(self.ctx, t), 300)
+        return f"[{name}]({url})" if url else name
+
+    def name_line(self, t: TestResult) -> str:
+        """``- [name](link) — reason · phase · curve`` (cached: the same at every level)."""
+        cached = self._names.get(id(t))
+        if cached is not None:
+            return cached
+        bits = [self.link_name(t)]
+        reason = reason_of(self.ctx, t)
+        if reason:
+            bits.append(inline(reason, 160))
+        line = "- " + " — ".join(bits) + self._extras(t)
+        self._names[id(t)] = line
+        return line
+
+    def _extras(self, t: TestResult) -> str:
+        extras = []
+        if is_infrastructure(t):
+            extras.append(f"*{inline(str(t.failure_kind), 20)}*")
+        if t.outcome is Outcome.ERROR and t.phase is not None:
+            extras.append(f"*error in {t.phase.value}*")
+        failed = sum(1 for a in t.attempts if a.outcome.is_failure)
+        if len(t.attempts) > 1:
+            extras.append(f"failed {failed} of {len(t.attempts)} attempts")
+        if t.loss_curve:
+            extras.append(f"loss {curve(t.loss_curve)}")
+        return "".join(f" · {e}" for e in extras)
+
+    def detailed(self, t: TestResult, chars: int) -> str:
+        head = self.name_line(t)
+        tb = t.traceback or (
+            next((a.message for a in reversed(t.attempts) if a.message), "") or t.message
+        )
+        if not tb.strip() or chars <= 0:
+            return head
+        text = self.ctx.redactor.clip(tb, chars, keep="tail")
+        label = "Traceback" if len(text) >= len(tb) else "Traceback (last lines)"
+        # Indented two spaces so the block belongs to the list item above it.
+        block = f"<details><summary>{label}</summary>\n\n{code_block(text)}\n\n</details>"
+        body = "\n".join("  " + ln if ln else "" for ln in block.split("\n"))
+        return f"{head}\n\n{body}\n"
+
+    # -- blocks --------------------------------------------------------------------------------
+
+    def header(self) -> str:
+        status = _status(self.c, self.counts, self.results)
+        if by_tier := tiers_ran(self.results):
+            status += f" · {by_tier}"
+        title = f"### {status} · {inline(self.ctx.title, 80)} · `{self.key}`"
+        return "\n\n".join(
+            [title, _counts_table(self.counts, self.base, self.sha), _facts_line(self.results)]
+        )
+
+    def failure_blocks(self, level: Level, budget: int) -> tuple[list[str], int]:
+        """Failure lists that fit ``budget`` bytes; returns (blocks, tests left out).
+
+        Lists come in order of relevance (new first); once one is cut, the later ones are only
+        counted, so what is shown is always the most relevant part.
+        """
+        blocks: list[str] = []
+        used = 0
+        left_out = 0
+        tracebacks = 0
+        for category, tests in self.groups():
+            if not tests:
+                continue
+            title = HEADINGS[category]
+            if category is Category.UNCOMPARED and self.base is not None:
+                title = "❓ Failures not in the base digest (not compared)"
+            heading = f"#### {title} ({len(tests):,})"
+            if category is Category.INFRA:
+                heading = infrastructure_heading(tests)
+            items: list[str] = []
+            size = len(heading) + 2
+            for t in tests if not left_out else ():
+                if tracebacks < level.max_tracebacks:
+                    item = self.detailed(t, level.traceback_chars)
+                    tracebacks += 1
+                else:
+                    item = self.name_line(t)
+                cost = len(item.encode()) + 1
+                if used + size + cost + _MORE_RESERVE > budget:
+                    break
+                items.append(item)
+                size += cost
+            more = len(tests) - len(items)
+            left_out += more
+            tail = f"- *… and {more:,} more*" if more else ""
+            blocks.append(heading + "\n\n" + "\n".join([*items, tail] if tail else items))
+            used += size + len(tail.encode()) + 2
+        return blocks, left_out
+
+    def not_run_block(self, level: Level, detail: Detail) -> str:
+        parts = []
+        for outcome, title, note in (
+            (Outcome.NOT_RUN, "⏭️ Not run", "reason and how to run them"),
+            (Outcome.SKIPPED, "Skipped", "reason"),
+        ):
+            tests = [t for t in self.results.tests if t.outcome is outcome]
+            if not tests:
+                continue
+            by_reason: dict[str, list[TestResult]] = {}
+            for t in tests:
+                reason = one_line(self.ctx.redactor.clip(t.message, 400, keep="head"), 200)
+                by_reason.setdefault(reason or "(no reason given)", []).append(t)
+            ordered = sorted(by_reason.items(), key=lambda kv: -len(kv[1]))
+            shown = ordered[:20] if detail < Detail.COUNTS else []
+            # Each reason is said once: the first ones as collapsed lists of the tests they
+            # cover (at the levels that list names), the rest as rows of a table.
+            named = shown[:5] if level.max_names_per_group else []
+            blocks = []
+            for reason, ts in named:
+                listed = "\n".join(
+                    f"- {inline(name_of(self.ctx, t), 200)}"
+                    for t in ts[: level.max_names_per_group]
+                )
+                more = len(ts) - level.max_names_per_group
+                if more > 0:
+                    listed += f"\n- *… and {more:,} more*"
+                blocks.append(
+                    f"<details><summary><b>{len(ts):,}</b> · {html_text(reason, 200)}</summary>"
+                    f"\n\n{listed}\n\n</details>"
+                )
+            rows = [f"| {inline(r, 200)} | {len(ts):,} |" for r, ts in shown[len(named) :]]
+            if len(ordered) > len(shown):
+                rest = sum(len(ts) for _, ts in ordered[len(shown) :])
+                rows.append(f"| *{len(ordered) - len(shown):,} other reasons* | {rest:,} |")
+            if rows:
+                head = f"other {note}" if named else note
+                blocks.append(f"| {head} | tests |\n| --- | ---: |\n" + "\n".join(rows))
+            block = f"#### {title} ({len(tests):,})\n\n" + "\n\n".join(blocks)
+            parts.append(block)
+        return "\n\n".join(parts)
+
+    def models_block(self, detail: Detail) -> str:
+        uses: dict[tuple[str, str | None], list[bool | None]] = {}
+        for t in self.results.tests:
+            for m in t.models:
+                uses.setdefault((m.id, m.revision), []).append(m.cache_hit)
+        if not uses or detail >= Detail.COUNTS:
+            return ""
+        rows = []
+        for (model_id, revision), hits in sorted(uses.items(), key=lambda kv: -len(kv[1]))[:20]:
+            rev = inline(revision[:12], 20) if revision else "—"
+            cache = _cache_state(hits)
+            name = inline(self.ctx.redactor.clip(model_id, 200, keep="head"), 120)
+            checked = "verified" if model_id in self.results.run.verified else "—"
+            rows.append(f"| {name} | {rev} | {len(hits):,} | {cache} | {checked} |")
+        more = f"\n\n*… and {len(uses) - 20:,} more models*" if len(uses) > 20 else ""
+        return (
+            f"#### Models ({len(uses):,})\n\n| model | revision | tests | cache | weights |\n"
+            "| --- | --- | ---: | --- | --- |\n" + "\n".join(rows) + more
+        )
+
+    def slowest_block(self, detail: Detail) -> str:
+        """The slowest tests that ran, collapsed: where the run's time went."""
+        ran = [t for t in self.results.tests if t.outcome is not Outcome.NOT_RUN and t.duration > 0]
+        if len(ran) < 2 or detail >= Detail.NAMES:
+            return ""
+        slowest = sorted(ran, key=lambda t: -t.duration)[:SLOWEST_LISTED]
+        rows = [
+            f"| {inline(name_of(self.ctx, t), 200)} | {duration_text(t.duration)} |"
+            for t in slowest
+        ]
+        return (
+            f"<details><summary>Slowest tests ({len(slowest)} of {len(ran):,})</summary>\n\n"
+            "| test | time |\n| --- | ---: |\n" + "\n".join(rows) + "\n\n</details>"
+        )
+
+    def curves_block(self, detail: Detail) -> str:
+        tests = [t for t in self.results.tests if t.loss_curve and not t.outcome.is_failure]
+        if not tests or detail >= Detail.NAMES:
+            return ""
+        lines = [
+            f"- {inline(name_of(self.ctx, t), 200)} · {curve(t.loss_curve or ())}"
+            for t in tests[:20]
+        ]
+        if len(tests) > 20:
+            lines.append(f"- *… and {len(tests) - 20:,} more*")
+        return (
+            f"<details><summary>Loss curves ({len(tests):,})</summary>\n\n"
+            + "\n".join(lines)
+            + "\n\n</details>"
+        )
+
+    def since_base_blocks(self, level: Level, detail: Detail) -> list[str]:
+        """ "Stopped running" and "Slower than base": what changed against the base digest."""
+        blocks = []
+        stopped = stopped_running(self.results, self.base)
+        if stopped is not None and stopped.total:
+            names = level.max_names_per_group if detail < Detail.COUNTS else 0
+            blocks.append(stopped_block(self.ctx, stopped, names))
+        elif stopped is not None and stopped.unknown:
+            blocks.append(
+                f"*Stopped running: {plural(stopped.unknown, 'test')} skipped or not run here "
+                "could not be compared: the base digest had no room for the tests that ran on "
+                "base.*"
+            )
+        if detail < Detail.COUNTS:
+            slower = slower_than_base(self.results.tests, self.base)
+            if slower:
+                rows = [
+                    f"| {inline(name_of(self.ctx, s.test), 200)} | "
+                    f"{base_time(s.base_low, s.base_high)} | {duration_text(s.test.duration)} |"
+                    for s in slower
+                ]
+                blocks.append(
+                    f"#### 🐢 Slower than base ({len(slower)})\n\n"
+                    "Took more than twice as long and over 1 s more than on base.\n\n"
+                    "| test | base | now |\n| --- | ---: | ---: |\n" + "\n".join(rows)
+                )
+        return blocks
+
+    def render(self, detail: Detail, levels: Mapping[Detail, Level], budget: int) -> str | None:
+        """The section at ``detail``, or None when it does not fit (names level always fits)."""
+        level = levels[detail]
+        header = self.header()
+        tail_blocks = [
+            golden_block(self.results, self.ctx) if detail < Detail.COUNTS else "",
+            self.not_run_block(level, detail),
+            self.models_block(detail),
+            self.curves_block(detail),
+            self.slowest_block(detail),
+            *self.since_base_blocks(level, detail),
+        ]
+        tail = "\n\n".join(b for b in tail_blocks if b)
+        fixed = len(header.encode()) + len(tail.encode()) + 600  # 600: the left-out note
+        if fixed > budget and detail < Detail.COUNTS:
+            return None
+        notes = []
+        blocks: list[str] = []
+        if detail < Detail.COUNTS:
+            blocks, left_out = self.failure_blocks(level, budget - fixed)
+            if left_out and detail < Detail.NAMES:
+                return None  # fewer details, more names: try the next level
+            if left_out:
+                notes.append(f"{left_out:,} failing or flaky tests not listed")
+            if detail is Detail.SHORT:
+                notes.append("tracebacks shortened")
+            elif detail is Detail.NAMES and self.c.ordered():
+                notes.append("tracebacks left out")
+        else:
+            notes.append("test names and tracebacks left out")
+        text = "\n\n".join([header, *blocks, *([tail] if tail else [])])
+        if notes:
+            text += (
+                f"\n\n> [!NOTE]\n> Shortened to fit GitHub's limit: {', '.join(notes)}. "
+                f"Everything is in {_where_else(self.ctx, self.summary)}."
+            )
+        if len(text.encode()) > budget:
+            return None
+        return text
+
+
+def fit(renderer: Renderer, levels: Mapping[Detail, Level], budget: int) -> str:
+    for detail in Detail:
+        text = renderer.render(detail, levels, budget)
+        if text is not None:
+            return text
+    # Even counts do not fit (a tiny budget): say so in as few characters as possible.
+    counts = ", ".join(f"{n:,} {outcome}" for outcome, n in sorted(renderer.counts.items()))
+    return f"**{renderer.key}**: {counts}"[:budget]
+
+
+def render_section(
+    results: RunResults,
+    ctx: RenderContext,
+    *,
+    key: str | None = None,
+    budget: int = COMMENT_BUDGET,
+    digest: bool = True,
+) -> str:
+    """One PR-comment section (Markdown, ending with its digest), at most ``budget`` bytes.
+
+    ``key`` names the section (default: the run's tiers, e.g. ``fast`` or ``real,gpu``); the base
+    digest compared with is ``ctx.base[key]``. Budgets count UTF-8 bytes, never fewer than
+    characters, so a budget in bytes also holds in characters.
+    """
+    key = key or section_key(results.run)
+    line = ""
+    if digest:
+        line = digest_mod.encode(
+            results, section=key, sha=ctx.sha, max_chars=max(200, min(8_000, budget // 5))
+        )
+    body_budget = budget - len(line) - 2
+    text = fit(Renderer(results, ctx, key, summary=False), COMMENT_LEVELS, body_budget)
+    return f"{text}\n\n{line}" if line else text
+
+
+def render_report(
+    sections: Mapping[str, RunResults],
+    ctx: RenderContext,
+    *,
+    budget: int = COMMENT_BUDGET,
+    digest: bool = True,
+) -> str:
+    """Every section, one after the other, sharing ``budget`` (``report.md``, tracking issue)."""
+    if not sections:
+        return "*mlcheck: no results*"
+    share = (budget - len(RULE) * (len(sections) - 1)) // len(sections)
+    return RULE.join(
+        render_section(r, ctx, key=key, budget=share, digest=digest) for key, r in sections.items()
+    )

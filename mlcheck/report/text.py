@@ -1,0 +1,214 @@
+"""The small pieces every report shares: the context, durations, sparklines, permalinks, counts.
+
+Pure: data in, text out. Strings from tests are redacted (``ctx.redactor``) here; escaping for
+Markdown or HTML is the caller's (it knows where the text goes).
+
+>>> duration_text(0.85), duration_text(12.34), duration_text(245), duration_text(3725)
+('850 ms', '12.3 s', '4 min 05 s', '1 h 02 min')
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from ..digest import Digest
+from ..merge import section_key
+from ..results import Outcome, RunResults, RunStatus, TestResult
+from ..safety import NO_SECRETS, Redactor, inline
+from ..tiers import tier_order
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Where the report goes and what it links to; built at the edge from the environment.
+
+    ``base`` holds the base branch's digests by section key (from its comment or report.md).
+    """
+
+    repo: str | None = None  # owner/name
+    server_url: str = "https://github.com"
+    sha: str | None = None  # head SHA for permalinks; defaults to the results' run.sha
+    run_url: str | None = None  # the workflow run, where the job summary is
+    artifact_name: str | None = None  # the uploaded results artifact
+    title: str = "mlcheck"
+    base: Mapping[str, Digest] = field(default_factory=dict)
+    redactor: Redactor = NO_SECRETS
+    path_prefix: str = ""  # the project's folder inside the repository, if not the root
+
+
+def sparkline(values: Sequence[float], width: int = 16) -> str:
+    """A loss curve in eight block characters, averaged down to ``width``.
+
+    >>> sparkline([3.0, 2.0, 1.0, 0.5])
+    '█▅▂▁'
+    """
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return "×" * min(len(values), width) if values else ""
+    if len(values) > width:
+        size = len(values) / width
+        buckets = [
+            values[int(i * size) : max(int((i + 1) * size), int(i * size) + 1)]
+            for i in range(width)
+        ]
+        values = [_mean(b) for b in buckets]
+    lo, hi = min(finite), max(finite)
+    span = hi - lo
+    chars = []
+    for v in values:
+        if not math.isfinite(v):
+            chars.append("×")  # NaN or inf: the run diverged here
+        elif span <= 0:
+            chars.append(SPARK[0])
+        else:
+            chars.append(SPARK[min(7, int((v - lo) / span * 7.999))])
+    return "".join(chars)
+
+
+def _mean(values: Sequence[float]) -> float:
+    if any(not math.isfinite(v) for v in values):
+        return math.nan
+    return sum(values) / len(values)
+
+
+def curve(values: Sequence[float]) -> str:
+    if not values:
+        return ""
+    return f"{sparkline(values)} {_num(values[0])} → {_num(values[-1])}"
+
+
+def _num(v: float) -> str:
+    return f"{v:.3g}" if math.isfinite(v) else str(v)
+
+
+def duration_text(seconds: float) -> str:
+    """Human time: ``850 ms``, ``12.3 s``, ``4 min 05 s``, ``1 h 02 min``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+SHA_RE = re.compile(r"[0-9a-fA-F]{7,64}")
+
+
+def permalink(ctx: RenderContext, file: str | None, line: int | None, sha: str | None) -> str:
+    """``{server}/{repo}/blob/{sha}/{file}#L{line}``, or "" when something is missing.
+
+    >>> permalink(RenderContext(repo="o/r"), "tests/t.py", 3, "abc1234")
+    'https://github.com/o/r/blob/abc1234/tests/t.py#L3'
+    """
+    sha = ctx.sha or sha
+    if not (ctx.repo and sha and file and _REPO.fullmatch(ctx.repo) and SHA_RE.fullmatch(sha)):
+        return ""
+    path = f"{ctx.path_prefix.strip('/')}/{file}" if ctx.path_prefix else file
+    path = ctx.redactor.redact(path)  # a URL leaves the comment unescaped: redact it too
+    # quote() leaves only URL-safe characters: nothing in it can end the Markdown link.
+    url = f"{ctx.server_url.rstrip('/')}/{ctx.repo}/blob/{sha}/{quote(path.lstrip('/'), safe='/')}"
+    return f"{url}#L{int(line)}" if line else url
+
+
+def reason_of(ctx: RenderContext, t: TestResult, limit: int = 160) -> str:
+    message = ctx.redactor.clip(t.message, 4 * limit, keep="head")
+    first = next((ln for ln in message.splitlines() if ln.strip()), "")
+    if not first:
+        return f"failed in {t.phase.value}" if t.phase else ""
+    return first
+
+
+def name_of(ctx: RenderContext, t: TestResult) -> str:
+    return ctx.redactor.clip(t.nodeid, 400, keep="head")
+
+
+def plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n:,} {word if n == 1 else (plural or word + 's')}"
+
+
+COLUMNS: list[tuple[str, tuple[Outcome, ...]]] = [
+    ("passed", (Outcome.PASSED,)),
+    ("failed", (Outcome.FAILED,)),
+    ("errors", (Outcome.ERROR,)),
+    ("flaky", (Outcome.FLAKY,)),
+    ("skipped", (Outcome.SKIPPED,)),
+    ("not run", (Outcome.NOT_RUN,)),
+    ("xfail", (Outcome.XFAILED, Outcome.XPASSED)),
+]
+
+
+def empty_selection(results: RunResults) -> str:
+    """What a run whose selected tiers held no test says instead of a green heading.
+
+    >>> from mlcheck.results import RunResults, RunInfo, TestResult, Outcome
+    >>> r = RunResults(RunInfo(tiers=("real", "gpu")), (TestResult("t::a", Outcome.NOT_RUN),))
+    >>> empty_selection(r)
+    'no tests in tiers real,gpu (1 collected: fast 1)'
+    """
+    detail = ", ".join(f"{tier} {n:,}" for tier, n in tier_counts(results.tests))
+    return (
+        f"no tests in tiers {section_key(results.run)} "
+        f"({len(results.tests):,} collected{': ' + detail if detail else ''})"
+    )
+
+
+def tier_counts(tests: Sequence[TestResult]) -> list[tuple[str, int]]:
+    """How many of ``tests`` are in each tier, in tier order (fast, real, gpu, then others).
+
+    >>> from mlcheck.results import TestResult, Outcome
+    >>> tests = [TestResult("a", Outcome.PASSED, tier="real"), TestResult("b", Outcome.PASSED)]
+    >>> tier_counts(tests)
+    [('fast', 1), ('real', 1)]
+    """
+    tiers = Counter(t.tier for t in tests)
+    return sorted(tiers.items(), key=lambda kv: tier_order(kv[0]))
+
+
+def tiers_ran(results: RunResults) -> str:
+    """``25 fast · 6 real`` when the tests that ran came from several tiers, else ""."""
+    counts = tier_counts([t for t in results.tests if t.outcome is not Outcome.NOT_RUN])
+    if len(counts) < 2:
+        return ""
+    return " · ".join(f"{n:,} {inline(tier, 20)}" for tier, n in counts)
+
+
+def run_state(results: RunResults) -> str | None:
+    """How a run that did not finish ended, e.g. ``cancelled after 41 of 120 tests; 41 passed``;
+    None for a complete run.
+
+    >>> from mlcheck.results import RunResults, RunInfo, RunStatus, TestResult, Outcome
+    >>> run = RunInfo(status=RunStatus.INTERRUPTED, collected=120)
+    >>> run_state(RunResults(run, (TestResult("t::a", Outcome.PASSED),)))
+    'cancelled after 1 of 120 tests; 1 passed'
+    """
+    run = results.run
+    if run.status is RunStatus.COMPLETE:
+        return None
+    ran = [t for t in results.tests if t.outcome is not Outcome.NOT_RUN]
+    of = f" of {run.collected:,}" if run.collected else ""
+    counts = Counter(t.outcome.value for t in ran)
+    tally = ", ".join(f"{n:,} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    text = f"after {len(ran):,}{of} tests; {tally or 'none finished'}"
+    if run.status is RunStatus.INTERRUPTED:
+        by = f" ({run.signal})" if run.signal else ""
+        return f"cancelled{by} {text}"
+    running = ", ".join(r.nodeid for r in run.running)
+    where = f" in {running}" if running else ""
+    crashed = [t.nodeid for t in results.tests if "died" in t.message and t.outcome.is_failure]
+    if not where and crashed:
+        where = f" in {crashed[0]}"
+    return f"crashed{where} {text}"
+
+
+def golden_keys(results: RunResults) -> list[str]:
+    """The hardware keys the run's golden checks used (``cpu``, ``cuda:sm90``)."""
+    return sorted({t.golden.key for t in results.tests if t.golden is not None})

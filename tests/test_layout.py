@@ -1,0 +1,304 @@
+"""The layout STYLE.md describes, kept by reading the package's source (ast, no imports):
+
+- every environment variable is read through ``mlcheck/constants.py``;
+- nothing at or below ``results`` in the flow imports pytest;
+- the renderers import no network code; only ``mlcheck/github/`` uses the HTTP library;
+- no import cycles among mlcheck's modules (module-level imports).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from mlcheck import constants
+
+PACKAGE = Path(__file__).resolve().parent.parent / "mlcheck"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+@cache
+def _modules() -> dict[str, ast.Module]:
+    return {
+        _module_name(path): ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for path in sorted(PACKAGE.rglob("*.py"))
+    }
+
+
+def _is_package(name: str) -> bool:
+    return (PACKAGE.parent / name.replace(".", "/") / "__init__.py").is_file()
+
+
+def _resolve(module: str, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = module.split(".")
+    if not _is_package(module):
+        base = base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(module: str, *, module_level: bool) -> Iterator[str]:
+    """Every module ``module`` imports (``from x import y`` yields x and x.y); with
+    ``module_level``, only what runs at import (not in functions or ``if TYPE_CHECKING``)."""
+
+    def walk(nodes: list[ast.stmt]) -> Iterator[ast.stmt]:
+        for node in nodes:
+            yield node
+            if isinstance(node, ast.If) and _is_type_checking(node):
+                continue
+            if module_level and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                children = getattr(node, field, None)
+                if isinstance(children, list):
+                    yield from walk([c for c in children if isinstance(c, ast.stmt)])
+            if isinstance(node, ast.Try):
+                for handler in node.handlers:
+                    yield from walk(handler.body)
+
+    tree = _modules()[module]
+    for node in walk(tree.body) if module_level else ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            target = _resolve(module, node)
+            yield target
+            yield from (f"{target}.{alias.name}" for alias in node.names)
+
+
+def _internal(names: Iterator[str]) -> set[str]:
+    known = _modules()
+    return {name for name in names if name in known}
+
+
+def _closure(module: str) -> set[str]:
+    """``module`` and every module (ours and third-party) importing it imports, at import."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current in _modules():
+            parents = [".".join(current.split(".")[:i]) for i in range(2, current.count(".") + 1)]
+            todo.extend(p for p in parents if p in _modules())
+            todo.extend(_imports(current, module_level=True))
+    return seen
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+# --- environment variables -----------------------------------------------------------------
+
+# Modules at the edge may hand this process's whole environment inward (``os.environ`` as a
+# mapping) and write variables for child processes; they never read one variable directly.
+EDGE = re.compile(
+    r"mlcheck\.(cli|action|plugin|github\.event|commands(\..+)?)$"
+    # starts a model server with this process's environment plus PORT
+    r"|mlcheck\.serving$"
+)
+ENV_NAME = re.compile(r"[A-Z][A-Z0-9_-]*[A-Z0-9]$")
+
+
+def _env_violations(module: str) -> Iterator[str]:
+    def is_os_environ(node: ast.AST) -> bool:
+        return (
+            isinstance(node, ast.Attribute)
+            and node.attr == "environ"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        )
+
+    def literal(node: ast.AST) -> bool:
+        return isinstance(node, ast.Constant) and isinstance(node.value, str)
+
+    tree = _modules()[module]
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    for node in ast.walk(tree):
+        where = f"{module}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Attribute) and node.attr == "getenv":
+            yield f"{where}: os.getenv (use mlcheck.constants)"
+        if is_os_environ(node):
+            parent = parents.get(node)
+            if isinstance(parent, ast.Attribute):
+                yield f"{where}: os.environ.{parent.attr} (use mlcheck.constants)"
+            elif isinstance(parent, ast.Subscript) and parent.value is node:
+                if isinstance(parent.ctx, ast.Load):
+                    yield f"{where}: os.environ[...] read (use mlcheck.constants)"
+                elif literal(parent.slice):
+                    yield f"{where}: os.environ[{ast.unparse(parent.slice)}] = ...: use its name"
+            elif not EDGE.match(module):
+                yield f"{where}: os.environ outside the edge modules (take a mapping)"
+        # environ.get("GITHUB_OUTPUT") / env["HF_TOKEN"]: the names live in constants.py
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("get", "pop", "setdefault")
+            and node.args
+            and literal(node.args[0])
+            and ENV_NAME.fullmatch(node.args[0].value)  # type: ignore[attr-defined]
+            and "env" in ast.unparse(node.func.value).lower()
+        ):
+            yield f"{where}: {ast.unparse(node)}: use the name from mlcheck.constants"
+        if (
+            isinstance(node, ast.Subscript)
+            and literal(node.slice)
+            and ENV_NAME.fullmatch(node.slice.value)  # type: ignore[attr-defined]
+            and "env" in ast.unparse(node.value).lower()
+        ):
+            yield f"{where}: {ast.unparse(node)}: use the name from mlcheck.constants"
+
+
+def _env_problems(module: str) -> list[str]:
+    """One problem per offending line."""
+    by_line = {v.split(": ", 1)[0]: v for v in _env_violations(module)}
+    return sorted(by_line.values())
+
+
+def test_every_environment_variable_is_read_through_constants() -> None:
+    violations = [
+        v for module in _modules() if module != "mlcheck.constants" for v in _env_problems(module)
+    ]
+    assert not violations, "\n".join(violations)
+
+
+def test_the_environment_check_catches_a_direct_read(tmp_path: Path) -> None:
+    # the rule above must be able to fail: each of these is one violation
+    source = (
+        "import os\n"
+        "a = os.environ.get('GITHUB_SHA')\n"
+        "b = os.getenv('X')\n"
+        "c = os.environ['GITHUB_REF']\n"
+        "os.environ['RUN_SLOW'] = '1'\n"
+        "def f(environ): return environ.get('GITHUB_OUTPUT')\n"
+        "d = dict(os.environ)\n"
+    )
+    _modules()["mlcheck._probe"] = ast.parse(source)
+    try:
+        assert len(_env_problems("mlcheck._probe")) == 6
+    finally:
+        del _modules()["mlcheck._probe"]
+
+
+def test_every_env_name_in_constants_is_documented() -> None:
+    names = {v for k, v in vars(constants).items() if k.startswith("ENV_")}
+    assert names == set(constants.VARIABLES)
+    for var in constants.VARIABLES.values():
+        assert var.meaning.strip(), var.name
+
+
+# --- the flow: pytest, network, GitHub ------------------------------------------------------
+
+# The pytest side of the flow (STYLE.md): the plugin, what it wires (fixtures, checks,
+# decorators, golden values, shards), and what those need. Everything else is at or below
+# `results` (results, merge, digest, report, github, publish, the CLI and the action) or
+# below the manifest (manifest, lock, cache), and must load without pytest.
+PYTEST_SIDE = re.compile(
+    r"mlcheck(\.(plugin|decorators|models|shrinking|serving|shard|opt_in|progress|_record"
+    r"|checks(\..+)?|golden(\..+)?))?$"
+)
+NETWORK = {"httpx", "requests", "urllib3", "http", "socket", "huggingface_hub", "mlcheck.github"}
+HTTP_LIBRARIES = {"httpx", "requests", "urllib3"}
+
+
+def _pytest_free() -> list[str]:
+    return [m for m in _modules() if not PYTEST_SIDE.match(m)]
+
+
+def _renderers() -> list[str]:
+    return [
+        m
+        for m in _modules()
+        if m in ("mlcheck.render", "mlcheck.sticky") or m.startswith("mlcheck.report")
+    ]
+
+
+def test_the_sets_name_real_modules() -> None:
+    assert "mlcheck.results" in _pytest_free()
+    assert "mlcheck.github.client" in _pytest_free()
+    assert "mlcheck.plugin" not in _pytest_free()
+    assert _renderers()
+
+
+@pytest.mark.parametrize("module", _pytest_free())
+def test_nothing_below_results_imports_pytest(module: str) -> None:
+    direct = {_top(name) for name in _imports(module, module_level=False)}
+    assert not direct & {"pytest", "_pytest", "xdist"}, f"{module} imports pytest"
+    loaded = {_top(name) for name in _closure(module)}
+    assert "pytest" not in loaded, f"importing {module} imports pytest"
+
+
+@pytest.mark.parametrize("module", _renderers())
+def test_renderers_import_no_network_code(module: str) -> None:
+    direct = set(_imports(module, module_level=False))
+    for name in direct | _closure(module):
+        assert _top(name) not in NETWORK and not name.startswith("mlcheck.github"), (
+            f"{module} reaches network code: {name}"
+        )
+
+
+def test_only_the_github_package_uses_the_http_library() -> None:
+    users = {
+        module
+        for module in _modules()
+        if {_top(name) for name in _imports(module, module_level=False)} & HTTP_LIBRARIES
+    }
+    assert users and all(m.startswith("mlcheck.github.") for m in users), users
+
+
+def test_no_import_cycles() -> None:
+    graph = {m: _internal(_imports(m, module_level=True)) - {m} for m in _modules()}
+    # `from mlcheck import x` names the package too; a package's own submodules are not a cycle
+    graph = {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in graph.items()}
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                cycles.append([*stack[stack.index(dep) :], dep])
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_cycle_check_can_fail() -> None:
+    _modules()["mlcheck._a"] = ast.parse("from mlcheck import _b\n")
+    _modules()["mlcheck._b"] = ast.parse("import mlcheck._a\n")
+    try:
+        with pytest.raises(AssertionError, match="_a"):
+            test_no_import_cycles()
+    finally:
+        del _modules()["mlcheck._a"], _modules()["mlcheck._b"]
