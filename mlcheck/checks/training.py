@@ -119,12 +119,12 @@ def assert_overfits(
     predicted both ways: either of those tokens counts as right there. Measured with the
     accuracy rule (``bench/false_failures.py --seeds 50``, the calibration models of
     ``tests/test_checks_seeds.py``): MLP, tiny BERT classifier and tiny GPT-2 LM reach accuracy
-    1.0 at the same check (every 10 steps) as the loss target on 49 of 50 seeds each (loss
-    target at step 80 / 30 / 60, median; at most 100 / 40 / 60), 0 of 150 failed; the 50th
-    GPT-2 seed was two rows starting with the same token, which failed before the shared-context
-    rule (now ``test_overfits_does_not_ask_for_two_next_tokens_after_the_same_context``). 0 of
-    150 bounds the false-failure rate below about 2% at 95% confidence: the 1-in-1,000 aim rests
-    on the budget being 2-3x the worst case seen, not on a measurement that small.
+    1.0 at the same check (every 10 steps) as the loss target on all 50 seeds each (loss
+    target at step 80 / 30 / 60, median; at most 100 / 40 / 60): 0 of 150 failed. Before the
+    shared-context rule one GPT-2 seed failed (two rows starting with the same token; now
+    ``test_overfits_does_not_ask_for_two_next_tokens_after_the_same_context``). 0 of 150
+    bounds the false-failure rate below about 2% at 95% confidence: the 1-in-1,000 aim rests on
+    the budget being 3x the worst case seen, not on a measurement that small.
 
     >>> assert_overfits(model, (x, y), max_loss=0.05)  # doctest: +SKIP
     """
