@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .constants import env_safety_manifest, hf_hub_cache
-from .errors import ModelNotCached, UsageError
+from .errors import ModelNotCached, ModelNotDeclared, ModelNotLocked, UsageError, hide_frame
 from .lock import (
     Lock,
     LockedModel,
@@ -102,6 +102,7 @@ def locate(
     >>> locate("sentence-transformers/all-MiniLM-L6-v2", need="weights").path  # doctest: +SKIP
     PosixPath('.../snapshots/<commit>')
     """
+    __tracebackhide__ = hide_frame  # a miss is the user's next step, not mlcheck's internals
     folder = Path(model_id).expanduser()
     if folder.is_dir() and (folder / "config.json").is_file():
         local = LocalModel(model_id=model_id, revision=None, path=folder.resolve())
@@ -116,7 +117,20 @@ def locate(
     if entry is not None and revision in (None, entry.revision, entry.commit):
         local = _locate_locked(entry, need, cache)
     else:
-        local = _locate_in_hf_cache(model_id, revision or (spec.revision if spec else None), cache)
+        wanted = revision or (spec.revision if spec else None)
+        try:
+            local = _locate_in_hf_cache(model_id, wanted, cache)
+        except ModelNotCached as miss:
+            if entry is not None:
+                raise  # locked at another revision: `cache warm` cannot help either way
+            # The message names the command for this state: declare it, or lock it.
+            error = (
+                ModelNotLocked(model_id, wanted)
+                if spec is not None
+                else ModelNotDeclared(model_id, need=need, revision=revision)
+            )
+            error.hub_cause = miss.hub_cause
+            raise error from None
     safety = _safety_spec(model_id, spec, project.trusted)
     if safety is not None:
         local = LocalModel(
@@ -147,14 +161,15 @@ def _safety_spec(
 
 
 def _locate_locked(entry: LockedModel, need: Need, cache: Path) -> LocalModel:
+    __tracebackhide__ = hide_frame
     snapshot = snapshot_dir(cache, entry.model_id, entry.commit)
     wanted = [f for f in entry.files if need == "weights" or not is_weights_file(f.path)]
     if need == "weights" and not any(is_weights_file(f.path) for f in entry.files):
         raise ModelNotCached(
             entry.model_id,
             entry.revision,
-            'the lock pins no weights for it: set needs = "weights" in the manifest and run '
-            "`mlcheck lock`",
+            "the lock pins no weights for it",
+            fix=f"run `mlcheck add {entry.model_id} --needs weights`",
         )
     missing = [f.path for f in wanted if not (snapshot / f.path).exists()]
     if missing:
@@ -173,6 +188,7 @@ def _locate_locked(entry: LockedModel, need: Need, cache: Path) -> LocalModel:
 
 
 def _locate_in_hf_cache(model_id: str, revision: str | None, cache_dir: Path) -> LocalModel:
+    __tracebackhide__ = hide_frame
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -182,8 +198,11 @@ def _locate_in_hf_cache(model_id: str, revision: str | None, cache_dir: Path) ->
                 model_id, revision=revision, cache_dir=cache_dir, local_files_only=True
             )
         )
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
-        raise ModelNotCached(model_id, revision) from exc
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
+        # ValueError: huggingface_hub's HFValidationError for an id that is not a repo id
+        miss = ModelNotCached(model_id, revision)
+        miss.hub_cause = exc
+        raise miss from None
     if not (snapshot / "config.json").is_file():
         raise ModelNotCached(model_id, revision, "the cached snapshot has no config.json")
     return LocalModel(model_id=model_id, revision=snapshot.name, path=snapshot)

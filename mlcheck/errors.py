@@ -48,16 +48,71 @@ class ModelNotCached(RequirementMissing):
     'org/name'@abc123 is not in the cache; run `mlcheck cache warm` ...
     """
 
-    def __init__(self, model_id: str, revision: str | None = None, detail: str = "") -> None:
+    def __init__(
+        self, model_id: str, revision: str | None = None, detail: str = "", *, fix: str = ""
+    ) -> None:
         self.model_id = model_id
         self.revision = revision
-        at = f"@{revision}" if revision else ""
+        # The error the hub lookup raised, kept out of the chain: its advice ("pass
+        # local_files_only=False") is wrong for a test. The plugin chains it back under -v.
+        self.hub_cause: BaseException | None = None
+        super().__init__(self._text(detail, fix))
+
+    def _text(self, detail: str, fix: str) -> str:
         extra = f" ({detail})" if detail else ""
-        super().__init__(
-            f"'{model_id}'{at} is not in the cache{extra}; run `mlcheck cache warm` "
-            f"(or `mlcheck cache add PATH --model {model_id} --revision {revision or 'main'}` "
-            "for a local folder)"
+        fix = fix or (
+            f"run `mlcheck cache warm` (or `mlcheck cache add PATH --model {self.model_id} "
+            f"--revision {self.revision or 'main'}` for a local folder)"
         )
+        return f"'{self.model_id}'{self._at()} is not in the cache{extra}; {fix}"
+
+    def _at(self) -> str:
+        return f"@{self.revision}" if self.revision else ""
+
+
+class ModelNotDeclared(ModelNotCached):
+    """Not in the cache, and the manifest does not declare it: ``mlcheck add`` declares, locks
+    and fetches it in one step.
+
+    >>> print(ModelNotDeclared("gpt2", need="config"))  # doctest: +ELLIPSIS
+    'gpt2' is not in the cache and not declared ...; run `mlcheck add gpt2 --needs config`
+    """
+
+    def __init__(self, model_id: str, *, need: str, revision: str | None = None) -> None:
+        self.need = need
+        super().__init__(model_id, revision)
+
+    def _text(self, detail: str, fix: str) -> str:
+        pinned = f" --revision {self.revision}" if self.revision not in (None, "main") else ""
+        return (
+            f"'{self.model_id}' is not in the cache and not declared in [tool.mlcheck.models]; "
+            f"run `mlcheck add {self.model_id} --needs {self.need}{pinned}`"
+        )
+
+
+class ModelNotLocked(ModelNotCached):
+    """Declared in the manifest but not pinned in ``mlcheck.lock``, so nothing says which files
+    to fetch: ``mlcheck lock`` pins them.
+
+    >>> print(ModelNotLocked("gpt2", "main"))
+    'gpt2'@main is declared but not in mlcheck.lock; run `mlcheck lock`, then `mlcheck cache warm`
+    """
+
+    def _text(self, detail: str, fix: str) -> str:
+        return (
+            f"'{self.model_id}'{self._at()} is declared but not in mlcheck.lock; "
+            "run `mlcheck lock`, then `mlcheck cache warm`"
+        )
+
+
+def hide_frame(excinfo: object) -> bool:
+    """For ``__tracebackhide__`` in mlcheck's own frames: pytest leaves them out of a failure
+    when the error is one of ours (a user's next step, not a bug), and shows them otherwise.
+
+    >>> hide_frame(type("ExcInfo", (), {"value": UsageError("x")})())
+    True
+    """
+    return isinstance(getattr(excinfo, "value", None), MlcheckError)
 
 
 class AcceleratorMissing(RequirementMissing):

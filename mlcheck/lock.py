@@ -186,7 +186,8 @@ def require_lock(root: Path) -> Lock:
     lock = read_lock(root)
     if lock is None:
         raise ManifestError(
-            f"{root} has no mlcheck.lock; run `mlcheck lock` (or `mlcheck cache add`) first"
+            f"{root} has no mlcheck.lock; run `mlcheck lock` (or `mlcheck cache add`) first, or "
+            "`mlcheck add MODEL_ID` to declare, lock and fetch a model"
         )
     return lock
 

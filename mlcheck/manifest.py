@@ -276,6 +276,16 @@ def _parse_model(path: Path, key: str, model_id: str, entry: object) -> ModelSpe
     )
 
 
+def is_model_id(text: str) -> bool:
+    """Whether ``text`` is written like a hub model id (``"org/name"`` or a legacy ``"gpt2"``).
+
+    >>> is_model_id("org/name"), is_model_id("./folder"), is_model_id("a/b/c")
+    (True, False, False)
+    """
+    parts = text.split("/")
+    return bool(_MODEL_ID.fullmatch(text)) and all(p[:1].isalnum() for p in parts)
+
+
 def find_root(start: Path | None = None) -> Path:
     """The nearest folder at or above ``start`` (default: cwd) holding a manifest or lock.
 

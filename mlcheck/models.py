@@ -12,12 +12,12 @@ import copy
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from . import _record
 from .cache import LocalModel
 from .constants import DEFAULT_SEED
-from .errors import ModelNotCached, UnsafeModel, UsageError
+from .errors import ModelNotCached, UnsafeModel, UsageError, hide_frame
 from .weights import PICKLE_PATTERNS
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ class ModelFactory:
         >>> models.config("bert-base-uncased", num_labels=3).num_labels  # doctest: +SKIP
         3
         """
+        __tracebackhide__ = hide_frame
         return self._config(model_id, "config", overrides)
 
     def random(
@@ -133,6 +134,7 @@ class ModelFactory:
         >>> model.config.num_hidden_layers, model.config.num_key_value_heads  # doctest: +SKIP
         (2, 2)
         """
+        __tracebackhide__ = hide_frame
         import torch
 
         from .shrinking import shrink
@@ -199,6 +201,7 @@ class ModelFactory:
         >>> model.num_parameters()  # doctest: +SKIP
         6738415616
         """
+        __tracebackhide__ = hide_frame
         import torch
 
         config = self._resolve(model_id_or_config, "empty")
@@ -231,6 +234,7 @@ class ModelFactory:
 
         >>> model = models.real("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
         """
+        __tracebackhide__ = hide_frame
         local = self._weights(model_id)
         self._check_remote_code(local)
         auto = self._auto_class(task)
@@ -245,7 +249,7 @@ class ModelFactory:
         try:
             model = auto.from_pretrained(str(local.path), **kwargs)
         except (OSError, ValueError) as exc:
-            raise self._load_error(local, task, exc) from exc
+            self._raise_load_error(local, task, exc)
         self._used(local.model_id, local.revision, "real")
         model.eval()
         if device is not None:
@@ -257,6 +261,7 @@ class ModelFactory:
 
         >>> models.tokenizer("sentence-transformers/all-MiniLM-L6-v2")("hi")  # doctest: +SKIP
         """
+        __tracebackhide__ = hide_frame
         from transformers import AutoTokenizer
 
         local = self._locate(model_id, need="config")
@@ -278,6 +283,7 @@ class ModelFactory:
     # -- helpers ---------------------------------------------------------------------------
 
     def _config(self, model_id: str, kind: str, overrides: Mapping[str, Any]) -> PretrainedConfig:
+        __tracebackhide__ = hide_frame
         from transformers import AutoConfig
 
         local = self._locate(model_id, need="config")
@@ -290,21 +296,26 @@ class ModelFactory:
                 **overrides,
             )
         except (OSError, ValueError) as exc:
-            raise self._load_error(local, None, exc) from exc
+            self._raise_load_error(local, None, exc)
         self._used(local.model_id, local.revision, kind)
         return config
 
     def _resolve(self, model_id_or_config: str | PretrainedConfig, kind: str) -> PretrainedConfig:
+        __tracebackhide__ = hide_frame
         if isinstance(model_id_or_config, str | Path):
             return self._config(str(model_id_or_config), kind, {})
         # from_config writes the dtype into the config: never touch the caller's object
         return copy.deepcopy(model_id_or_config)
 
     def _weights(self, model_id: str) -> LocalModel:
+        __tracebackhide__ = hide_frame
         try:
             return self._locate(model_id, need="weights")
-        except ModelNotCached:
-            local = self._locate(model_id, need="config")
+        except ModelNotCached as missing:
+            try:
+                local = self._locate(model_id, need="config")
+            except ModelNotCached:
+                raise missing from None  # its message names the fix for the weights
             pickles = sorted(
                 str(p.relative_to(local.path))
                 for pattern in PICKLE_PATTERNS
@@ -319,6 +330,7 @@ class ModelFactory:
             raise
 
     def _check_remote_code(self, local: LocalModel) -> None:
+        __tracebackhide__ = hide_frame
         if local.trust_remote_code:
             return
         custom = _custom_code(local.path)
@@ -330,6 +342,7 @@ class ModelFactory:
             )
 
     def _auto_class(self, task: str | None) -> Any:
+        __tracebackhide__ = hide_frame
         import transformers
 
         name = TASKS.get(task)
@@ -341,6 +354,7 @@ class ModelFactory:
     def _from_config(
         self, auto: Any, config: PretrainedConfig, task: str | None, **kwargs: Any
     ) -> PreTrainedModel:
+        __tracebackhide__ = hide_frame
         # a config class from outside transformers came from a model's own code, which was
         # already vetted (and run) when the config was loaded
         trust = not type(config).__module__.startswith("transformers.")
@@ -353,6 +367,16 @@ class ModelFactory:
                     f"{config.model_type!r} ({auto.__name__})"
                 ) from exc
             raise
+
+    def _raise_load_error(self, local: LocalModel, task: str | None, exc: Exception) -> NoReturn:
+        __tracebackhide__ = hide_frame
+        error = self._load_error(local, task, exc)
+        if isinstance(error, ModelNotCached):
+            # transformers' error wraps the hub library's, whose advice is wrong in a test:
+            # shown under -v only (the plugin chains it back)
+            error.hub_cause = exc
+            raise error from None
+        raise error from exc
 
     def _load_error(self, local: LocalModel, task: str | None, exc: Exception) -> Exception:
         text = str(exc)
@@ -381,6 +405,7 @@ def _recording_misses(locate: Locate) -> Locate:
     """``locate`` that records a cache miss before raising :class:`ModelNotCached`."""
 
     def wrapped(model_id: str, *, need: Any = "config") -> LocalModel:
+        __tracebackhide__ = hide_frame
         try:
             return locate(model_id, need=need)
         except ModelNotCached as exc:

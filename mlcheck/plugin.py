@@ -140,6 +140,8 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{GPU_MARKER}(min_memory_gb=None, count=1): needs an accelerator (tier gpu); not run "
         "unless the tier is selected",
     )
+    if config.get_verbosity() > 0:
+        config.pluginmanager.register(ShowHubCauses(), "mlcheck-hub-causes")
     if not _opted_in(config, config.invocation_params.args):
         return  # markers and fixtures stay available; no hooks, no environment changes
     os.environ[constants.ENV_HF_HUB_OFFLINE] = "1"
@@ -419,6 +421,20 @@ class FactsOnReports:
             facts["failure_kind"] = classify_exception(call.excinfo.value, rules).value
         report.mlcheck_facts = dict(facts)  # type: ignore[attr-defined]
         return report
+
+
+class ShowHubCauses:
+    """Under ``-v``, a model that is not in the cache shows the hub lookup's own error too: the
+    models fixture keeps it out of the chain (one screen, no library traceback) by default."""
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        cause = getattr(call.excinfo.value, "hub_cause", None) if call.excinfo else None
+        if call.excinfo is not None and isinstance(cause, BaseException):
+            call.excinfo.value.__cause__ = cause
+        return (yield)
 
 
 # ---------------------------------------------------------------------------------------------

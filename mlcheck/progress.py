@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .report.text import duration_text  # one duration format for all mlcheck prints
+from .text import duration_text  # one duration format for all mlcheck prints
 
 ETA_AFTER = 5  # finished tests before the first estimate of the time left
 

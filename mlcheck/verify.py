@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import constants
-from .errors import CacheCorrupted
+from .errors import CacheCorrupted, hide_frame
 from .lock import LockedFile, LockedModel, file_problem
 
 
@@ -92,6 +92,7 @@ def mark_verified(entry: LockedModel, cache: Path) -> str:
 
 def raise_first(entry: LockedModel, problems: list[tuple[str, str]]) -> None:
     """A corrupted cached file is an error naming it and the fix."""
+    __tracebackhide__ = hide_frame
     if problems:
         path, problem = problems[0]
         raise CacheCorrupted(

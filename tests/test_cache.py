@@ -116,8 +116,8 @@ def test_locate_miss_names_model_revision_and_command(tmp_path: Path) -> None:
     with pytest.raises(ModelNotCached) as info:
         locate("org/absent", need="weights", cache_dir=tmp_path / "cache", root=root)
     message = str(info.value)
-    assert "'org/absent'@v1" in message and "mlcheck cache warm" in message
-    assert "mlcheck cache add PATH --model org/absent --revision v1" in message
+    # declared but not locked: nothing says which files to fetch yet
+    assert "'org/absent'@v1" in message and "run `mlcheck lock`" in message
 
 
 def test_cache_add_reports_and_errors_cleanly(tmp_path: Path) -> None:

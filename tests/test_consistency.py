@@ -287,3 +287,51 @@ def test_readme_environment_table_is_generated_from_constants() -> None:
     )
     for name in constants.VARIABLES:
         assert f"| `{name}` |" in found.group(1)
+
+
+def test_readme_layout_names_every_module_and_only_real_ones() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"## Developing mlcheck\n.*?```\n(mlcheck/\n.*?)\ntests/", readme, re.S)
+    assert found, "README.md's Developing mlcheck section has no tree"
+    package = ROOT / "mlcheck"
+    lines = found.group(1).splitlines()[1:]
+    top = {m for line in lines if not line.startswith("    ") for m in _names(line)}
+    nested = {m for line in lines if line.startswith("    ") for m in _names(line)}
+    folders = {p.name + "/" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    modules = {p.name for p in package.glob("*.py") if not p.name.startswith("__")}
+    assert top == modules | folders, (
+        sorted((modules | folders) - top),
+        sorted(top - modules - folders),
+    )
+    inside = {p.name for d in ("report", "github") for p in (package / d).glob("[!_]*.py")}
+    assert nested == inside, (sorted(inside - nested), sorted(nested - inside))
+
+
+def _names(line: str) -> set[str]:
+    """The module and folder names a line of the tree describes (its first column)."""
+    head = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]
+    names = {n.strip() for n in head.split(",") if n.strip()}
+    return names if all(re.fullmatch(r"[a-z_]+(\.py|/)", n) for n in names) else set()
+
+
+def test_the_readmes_first_test_passes(pytester: pytest.Pytester, monkeypatch) -> None:
+    """The quickstart's test, as printed, on a GPT-2 config put into a fresh cache (no hub)."""
+    import transformers
+
+    from mlcheck.cache import add
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quickstart = readme[readme.index("## Use it in your project") :]
+    code = re.search(r"```python\n(.*?)```", quickstart, re.S)
+    assert code is not None and "models.random(" in code.group(1)
+    cache = pytester.path / "hf-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what the plugin sets; restored afterwards
+    pytester.makepyprojecttoml(
+        '[tool.mlcheck.models]\ngpt2 = { revision = "main", needs = "config" }\n'
+    )
+    transformers.GPT2Config().save_pretrained(pytester.path / "gpt2-config")
+    add(pytester.path / "gpt2-config", "gpt2", "main", cache_dir=cache, root=pytester.path)
+    pytester.makepyfile(test_first=code.group(1))
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

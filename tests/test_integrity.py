@@ -367,9 +367,14 @@ def test_same_size_corruption_fails_before_any_load(tmp_path: Path) -> None:
         fh.seek(size // 2)
         fh.write(b"\x00" * 4096)
     assert weights.stat().st_size == size
-    proc = mlcheck("run", "tests", "--tier", "real", "--no-warm", cwd=root, env=env)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = mlcheck(
+        "run", "tests", "--tier", "real", "--no-warm", cwd=root, env=env | {"TMPDIR": str(tmp)}
+    )
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "model.safetensors" in proc.stderr and "mlcheck cache warm" in proc.stderr
+    assert not list(tmp.glob("mlcheck-verified-*"))  # its stamp folder does not outlive it
 
     # plain pytest (no stamp): verified lazily, on first use; the test errors, naming the fix
     plain = subprocess.run(

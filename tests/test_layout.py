@@ -229,11 +229,7 @@ def _pytest_free() -> list[str]:
 
 
 def _renderers() -> list[str]:
-    return [
-        m
-        for m in _modules()
-        if m in ("mlcheck.render", "mlcheck.sticky") or m.startswith("mlcheck.report")
-    ]
+    return [m for m in _modules() if m == "mlcheck.report" or m.startswith("mlcheck.report.")]
 
 
 def test_the_sets_name_real_modules() -> None:

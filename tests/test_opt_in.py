@@ -44,7 +44,7 @@ def pytest_run(root: Path, *args: str, env: dict[str, str] | None = None) -> tup
     probe = json.loads((root / "probe.json").read_text())
     # pytest's own header lists the loaded plugins and the run time: not mlcheck's output
     text = re.sub(r"^plugins: .*$", "", done.stdout, flags=re.M)
-    return re.sub(r"in [0-9.]+s", "in Ts", text), probe
+    return re.sub(r"in [0-9.]+s( \([0-9:]+\))?", "in Ts", text), probe
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ def test_prints_every_interval_with_failures_and_time_left():
     assert p.finished("error") is None  # t=40
     assert p.finished("error") is None  # t=45
     # t=70: 60 s for the 4 tests after the first one, 5 to go
-    assert (
-        p.finished("passed") == "mlcheck: 5/10 done (50%) · 1 failed · 2 errors · ~1 min 15 s left"
+    assert p.finished("passed") == (
+        "mlcheck: 5/10 done (50%) · 1 failed · 2 errors · ~1 min 15 s left"
     )
     assert p.finished("passed") is None  # t=75
 

@@ -51,7 +51,8 @@ def test_failure_and_missing_weights_exit_1(suite):
     proc = mlcheck("run", "tests", "--tier", "real", cwd=suite)
     assert proc.returncode == 1  # a cache miss in a selected tier is an error
     real = {t.name: t for t in read(suite / "mlcheck-results").tests}["test_real"]
-    assert real.outcome is Outcome.ERROR and "mlcheck cache" in real.message
+    # nothing declares the model: the message names the command that declares and fetches it
+    assert real.outcome is Outcome.ERROR and "mlcheck add org/name --needs weights" in real.message
     # the report's Models table says the cache did not have it
     assert [(m.id, m.cache_hit) for m in real.models] == [("org/name", False)]
     # --tier real does not run gpu tests

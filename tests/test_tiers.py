@@ -115,8 +115,10 @@ def test_section_key_is_canonical(tiers, expected):
 def test_every_writer_of_tiers_agrees():
     """What `mlcheck run` passes to pytest, the report's section key and the schedule's `tier`
     are written one way; the event's and the schedule's default tiers are one canonical key."""
-    from mlcheck import event, gpu_label, merge, sticky
+    from mlcheck import gpu_label, merge
+    from mlcheck.github import event
     from mlcheck.publish import tracking
+    from mlcheck.report import sticky
     from mlcheck.results import RunInfo
     from mlcheck.tiers import SCHEDULED_TIERS, TIER_NAMES
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import cache, golden, lock, publish, report, run, schedule
+from . import add, cache, golden, lock, publish, report, run, schedule
 
 # Order is the order in `mlcheck --help`.
-COMMAND_MODULES: list[ModuleType] = [run, lock, cache, report, schedule, publish, golden]
+COMMAND_MODULES: list[ModuleType] = [run, add, lock, cache, report, schedule, publish, golden]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..manifest import find_root
-from ..text import plural
+from ..text import duration_text, plural
 
 HELP = "fill, check, list and prune the local model cache (the Hugging Face cache)"
 # Each subcommand says what it does and what its exit codes mean (`mlcheck cache warm --help`).
@@ -156,7 +156,6 @@ def _add(args: argparse.Namespace) -> int:
 
 def _warm(args: argparse.Namespace) -> int:
     from ..hub import RetryPolicy, warm
-    from ..report.text import duration_text
 
     report = warm(
         _root(args),
@@ -181,7 +180,6 @@ def _warm(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from ..cache import verify
-    from ..report.text import duration_text
 
     report = verify(_root(args), cache_dir=args.cache_dir, models=args.models or None)
     for p in report.problems:

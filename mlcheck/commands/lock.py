@@ -57,8 +57,9 @@ def _lock(args: argparse.Namespace) -> int:
     manifest = load_manifest(root)
     if manifest.source is None:
         raise UsageError(
-            f"no manifest in {root}: declare the models your tests use under "
-            "[tool.mlcheck.models] in pyproject.toml (or in mlcheck.toml), then run `mlcheck lock`"
+            f"no manifest in {root}: run `mlcheck add MODEL_ID` (declares, locks and fetches "
+            "it), or declare the models your tests use under [tool.mlcheck.models] in "
+            "pyproject.toml (or in mlcheck.toml), then run `mlcheck lock`"
         )
     lock = read_lock(root)
     if args.check:

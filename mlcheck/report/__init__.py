@@ -7,14 +7,16 @@
 - :mod:`.messages` — every other sentence the PR comment and the tracking issue say (GPU run
   scheduled or refused, results refused, the PR moved, the nightly intro, issue titles)
 - :mod:`.sticky` — the comment's hidden markers and sections
-- :mod:`.text` — the small pieces they share (durations, sparklines, permalinks, counts)
+- :mod:`.common` — the small pieces they share (context, sparklines, permalinks, counts)
 
 Nothing here reads the environment or talks to the network (tests/test_report_package.py checks).
 """
 
 from __future__ import annotations
 
+from ..text import duration_text
 from .annotations import MAX_ERROR_ANNOTATIONS, render_annotations, workflow_command
+from .common import RenderContext, empty_selection, permalink, run_state, sparkline
 from .markdown import (
     COMMENT_BUDGET,
     COMMENT_LIMIT,
@@ -24,14 +26,6 @@ from .markdown import (
 )
 from .summary import SUMMARY_BUDGET, SUMMARY_LIMIT, render_summary
 from .terminal import terminal_summary
-from .text import (
-    RenderContext,
-    duration_text,
-    empty_selection,
-    permalink,
-    run_state,
-    sparkline,
-)
 
 __all__ = [
     "COMMENT_BUDGET",

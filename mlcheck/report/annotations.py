@@ -12,12 +12,8 @@ from ..digest import (
 from ..merge import section_key
 from ..results import RunResults, TestResult
 from ..safety import one_line
-from .text import (
-    RenderContext,
-    name_of,
-    plural,
-    reason_of,
-)
+from ..text import plural
+from .common import RenderContext, name_of, reason_of
 
 MAX_ERROR_ANNOTATIONS = 10
 

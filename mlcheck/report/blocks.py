@@ -13,12 +13,9 @@ from ..digest import (
 )
 from ..results import Outcome, RunResults, TestResult
 from ..safety import html_text, inline, one_line
+from ..text import duration_text
+from .common import RenderContext, name_of
 from .messages import HEADINGS, INFRA_CAUSES
-from .text import (
-    RenderContext,
-    duration_text,
-    name_of,
-)
 
 _GOLDEN_LISTED = 10
 

@@ -41,23 +41,22 @@ from ..digest import (
 from ..merge import section_key
 from ..results import Outcome, RunResults, RunStatus, TestResult
 from ..safety import code_block, html_text, inline, one_line
+from ..text import duration_text, plural
 from .blocks import base_time, golden_block, infrastructure_heading, stopped_block
-from .messages import HEADINGS
-from .text import (
+from .common import (
     COLUMNS,
     SHA_RE,
     RenderContext,
     curve,
-    duration_text,
     empty_selection,
     golden_keys,
     name_of,
     permalink,
-    plural,
     reason_of,
     run_state,
     tiers_ran,
 )
+from .messages import HEADINGS
 
 COMMENT_LIMIT = 65_536  # GitHub refuses longer comment bodies
 COMMENT_BUDGET = 60_000  # what all sections of a comment aim for, leaving room for markers

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..results import RunResults
+from .common import RenderContext
 from .markdown import RULE, Detail, Level, Renderer, fit
-from .text import (
-    RenderContext,
-)
 
 SUMMARY_LIMIT = 1_048_576  # GitHub's job summary limit (bytes)
 SUMMARY_BUDGET = 1_000_000

@@ -14,17 +14,17 @@ from ..digest import (
 from ..merge import section_key
 from ..results import Outcome, RunResults
 from ..safety import one_line
-from .messages import HEADINGS
-from .text import (
+from ..text import duration_text
+from .common import (
     COLUMNS,
     RenderContext,
     curve,
-    duration_text,
     empty_selection,
     golden_keys,
     reason_of,
     run_state,
 )
+from .messages import HEADINGS
 
 if TYPE_CHECKING:
     from rich.console import Console

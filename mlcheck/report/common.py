@@ -1,10 +1,8 @@
-"""The small pieces every report shares: the context, durations, sparklines, permalinks, counts.
+"""The small pieces every report shares: the context, sparklines, permalinks, counts by tier.
 
 Pure: data in, text out. Strings from tests are redacted (``ctx.redactor``) here; escaping for
-Markdown or HTML is the caller's (it knows where the text goes).
-
->>> duration_text(0.85), duration_text(12.34), duration_text(245), duration_text(3725)
-('850 ms', '12.3 s', '4 min 05 s', '1 h 02 min')
+Markdown or HTML is the caller's (it knows where the text goes). Durations and plurals are
+:mod:`mlcheck.text`'s, the one format for everything mlcheck prints.
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ from ..digest import Digest
 from ..merge import section_key
 from ..results import Outcome, RunResults, RunStatus, TestResult
 from ..safety import NO_SECRETS, Redactor, inline
+from ..text import plural as plural  # one home (mlcheck/text.py); the report imports it here
 from ..tiers import tier_order
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -88,17 +87,6 @@ def _num(v: float) -> str:
     return f"{v:.3g}" if math.isfinite(v) else str(v)
 
 
-def duration_text(seconds: float) -> str:
-    """Human time: ``850 ms``, ``12.3 s``, ``4 min 05 s``, ``1 h 02 min``."""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
-
-
 _REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 SHA_RE = re.compile(r"[0-9a-fA-F]{7,64}")
 
@@ -129,10 +117,6 @@ def reason_of(ctx: RenderContext, t: TestResult, limit: int = 160) -> str:
 
 def name_of(ctx: RenderContext, t: TestResult) -> str:
     return ctx.redactor.clip(t.nodeid, 400, keep="head")
-
-
-def plural(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n:,} {word if n == 1 else (plural or word + 's')}"
 
 
 COLUMNS: list[tuple[str, tuple[Outcome, ...]]] = [
