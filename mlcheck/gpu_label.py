@@ -156,7 +156,7 @@ def schedule(
     GitHub errors propagate (:class:`~mlcheck.errors.GitHubError`; the CLI exits 3); a refusal
     is a normal outcome, written to the comment.
     """
-    from .github import update_sticky_section
+    from .publish.comment import update_section
 
     if event.name != "pull_request_target":
         raise UsageError(
@@ -175,9 +175,7 @@ def schedule(
     author = resolve_author(client, token, options.author)
 
     def write(section: str) -> str:
-        done = update_sticky_section(
-            client, repo, pr, key, section, author=author, settle=options.settle
-        )
+        done = update_section(client, repo, pr, key, section, author=author, settle=options.settle)
         return done.comment.html_url
 
     if event.run_attempt and event.run_attempt != "1":

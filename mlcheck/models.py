@@ -169,7 +169,20 @@ class ModelFactory:
 
         with no_init_weights():
             model = self._from_config(auto, config, task, dtype=dtype)
-        model.init_weights()
+        # Tied targets (lm_head -> embeddings; T5 and BART tie three or four 32k-50k-row
+        # matrices to one) are overwritten by their source when init_weights ties them: skip
+        # their init, as from_pretrained does (mark_tied_weights_as_initialized). The flag is
+        # what transformers' init functions check; it comes off again after.
+        tied = getattr(model, "all_tied_weights_keys", {})
+        targets = [model.get_parameter(name) for name in tied]
+        for param in targets:
+            param._is_hf_initialized = True  # type: ignore[attr-defined]
+        try:
+            model.init_weights()
+        finally:
+            for param in targets:
+                if "_is_hf_initialized" in vars(param):
+                    del param._is_hf_initialized  # type: ignore[attr-defined]
         return model
 
     def empty(

@@ -137,6 +137,37 @@ def test_gpu_workflow_is_dispatchable_and_runs_pr_code_without_write_access() ->
     assert not any(s.get("uses", "").startswith("actions/checkout") for s in publish["steps"])
 
 
+# The jobs that write the PR comment and run no tests: one queue per PR (README: "Comment
+# writes are serialised, test runs are not").
+COMMENT_WRITERS = {
+    ("mlcheck-gpu.yml", "publish"),
+    ("mlcheck-publish.yml", "publish"),
+    ("mlcheck-schedule.yml", "schedule"),
+    ("mlcheck-sharded.yml", "report"),
+}
+
+
+def test_comment_writes_queue_per_pr_and_test_runs_are_never_in_that_queue() -> None:
+    seen = set()
+    for path in WORKFLOW_FILES:
+        for name, job in _yaml(path)["jobs"].items():
+            group = job.get("concurrency") or {}
+            steps = job.get("steps", [])
+            runs_tests = any(
+                "mlcheck run" in str(s.get("run", "")) or "install" in s.get("with", {})
+                for s in steps
+            )
+            in_queue = str(group.get("group", "")).startswith("mlcheck-comment-${{")
+            assert not (runs_tests and in_queue), f"{path.name}: {name} runs tests in the queue"
+            if (path.name, name) in COMMENT_WRITERS:
+                seen.add((path.name, name))
+                assert in_queue, f"{path.name}: {name} writes the comment outside the queue"
+                # false: a push never cancels a publish; max: GitHub keeps every waiting one
+                assert group["cancel-in-progress"] is False and group["queue"] == "max"
+                assert not runs_tests
+    assert seen == COMMENT_WRITERS
+
+
 def _checkouts(job: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout")]
 

