@@ -381,8 +381,9 @@ def test_pull_request_run_publishes_once_compared_with_the_tracking_issue(
     assert "new" in summary.lower()
     assert f"octo-org/ml-app/blob/{SHA}/proj/tests/test_things.py" in summary
     assert out.count("::error file=proj/tests/test_things.py") == 1, out
-    # the common path: base digest, list comments, create, re-read
-    assert server.count() <= 4, server.counts()
+    # the common path: base digest, list comments, create, re-read, and the re-read after
+    # the settle pause that checks no concurrent publisher's write was lost (publish/comment.py)
+    assert server.count() <= 5, server.counts()
     assert server.token not in out + summary + Path(env["GITHUB_OUTPUT"]).read_text()
 
 
