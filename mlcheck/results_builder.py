@@ -36,6 +36,7 @@ from .results import (
     golden_use,
     truncate,
 )
+from .text import duration_text
 
 
 @dataclass
@@ -274,7 +275,7 @@ class ResultsBuilder:
         for item in self.running(now):
             test = self._tests.get(item.nodeid) or _Pending(item.nodeid, None, None)
             self._tests[item.nodeid] = test
-            test.fail(Phase.CALL, f"{why} while this test ran ({item.duration:.1f} s)", "")
+            test.fail(Phase.CALL, f"{why} while this test ran ({duration_text(item.duration)})", "")
             test.attempt_duration += item.duration
             test.duration += item.duration
             test.close_attempt()

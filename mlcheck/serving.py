@@ -30,6 +30,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from .errors import CheckFailed, ServeRequestFailed, ServerFailed, UsageError, WrongType, listing
+from .text import duration_text
 
 __all__ = ["Server", "ServerFailed", "assert_serves", "serve"]
 
@@ -217,7 +218,10 @@ def _wait_healthy(server: Server, health: str | None, timeout: float, command: s
                 "serve",
                 f"the server exited with code {process.returncode} before it was healthy",
                 expected=f"{target} answers within {timeout:g} s",
-                actual=f"exit code {process.returncode} after {time.monotonic() - start:.1f} s",
+                actual=(
+                    f"exit code {process.returncode} "
+                    f"after {duration_text(time.monotonic() - start)}"
+                ),
                 details=_context(server, command),
             )
         healthy, last = _probe(server, health)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import EnvironmentProblem, HubError, UsageError
 from ..manifest import NEEDS, find_root
-from ..text import plural
+from ..text import duration_text, plural
 
 if TYPE_CHECKING:
     from ..lock import LockedModel
@@ -223,7 +223,7 @@ def _warm(root: Path, model_ids: list[str]) -> None:
     else:
         _say(
             f"downloaded {plural(len(report.downloaded), 'file')} "
-            f"({_mb(report.downloaded_bytes)}) in {report.seconds:.1f}s; "
+            f"({_mb(report.downloaded_bytes)}) in {duration_text(report.seconds)}; "
             f"{report.present} already in the cache"
         )
 
