@@ -208,7 +208,7 @@ def _verify_weights(
     if verified:
         print(
             f"mlcheck: verified {plural(len(verified), 'model')} against the lock: "
-            f"{report.checked_bytes / 1e6:.1f} MB in {report.seconds:.2f} s "
+            f"{report.checked_bytes / 1e6:.1f} MB in {duration_text(report.seconds)} "
             f"({report.mb_per_s:.0f} MB/s)",
             file=sys.stderr,
         )
