@@ -20,8 +20,10 @@ and the project under test sees none (:mod:`mlcheck.pr_code`). One action run:
    with the ``base-digest`` input only. Either way they are written once; the CLI subcommands
    write their outputs into a private file, and the action writes ``$GITHUB_OUTPUT`` once, at
    the end (:mod:`mlcheck.workflow`);
-5. gives every file created in the workspace to the workspace's owner (the container runs
-   as root; the runner's user must be able to clean the workspace).
+5. once the project's processes are dead, puts the job's file commands back as they were
+   before it ran and appends its own outputs and summary, then gives the files the project
+   created in the workspace to the workspace's owner (the container runs as root; the
+   runner's user must be able to clean the workspace); root itself creates nothing there.
 
 Exit codes: those of the CLI (0 passed, 1 a selected test failed or errored, 2 usage or
 environment), except that ``fail-on: never`` turns 1 into 0. A failed install or a bad input is
@@ -51,7 +53,7 @@ from .tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW
 from .workflow import Workflow
 
 if TYPE_CHECKING:
-    from .pr_code import Sandbox
+    from .pr_code import FileCommands, Sandbox
 
 COMMANDS = ("auto", RUN, SCHEDULE, PUBLISH)
 COMMENT_MODES = ("always", "on-failure", "off")
@@ -363,18 +365,55 @@ def run_action(environ: Mapping[str, str]) -> int:
     inputs = Inputs.from_env(environ)
     event = load_event(environ)
     p = plan(inputs, event, environ)
-    # the action prints its annotations whatever $GITHUB_ACTIONS says: it runs in Actions
-    wf = Workflow.from_env(environ, annotations=True)
+    # Before any PR code: the job's file commands as the runner left them, put back (with
+    # mlcheck's own lines) once the project's processes are dead (mlcheck/pr_code.py).
+    kept = pr_code.FileCommands.remember(environ)
+    try:
+        return _run_sandboxed(inputs, event, p, environ, kept)
+    finally:
+        kept.close()
+
+
+def _run_sandboxed(
+    inputs: Inputs,
+    event: Event,
+    p: Plan,
+    environ: Mapping[str, str],
+    kept: FileCommands,
+) -> int:
+    from . import pr_code
+
     token = inputs.github_token or C.get(C.ENV_GITHUB_TOKEN, environ)
     owner = _owner(p.workspace)
     # The project under test runs as another user without any secret (mlcheck/pr_code.py).
-    sandbox = pr_code.prepare(environ, token, p.workspace)
+    try:
+        sandbox = pr_code.prepare(environ, token, p.workspace)
+    except BaseException:
+        kept.restore()
+        raise
+    # mlcheck's own outputs and summary go to private files first, appended to the runner's
+    # once the project is dead and the files are restored.
+    mine = {
+        C.ENV_GITHUB_OUTPUT: sandbox.private / "outputs",
+        C.ENV_GITHUB_STEP_SUMMARY: sandbox.private / "summary.md",
+    }
+    # the action prints its annotations whatever $GITHUB_ACTIONS says: it runs in Actions
+    wf = Workflow.from_env(environ, annotations=True)
+    wf = dataclasses.replace(
+        wf,
+        output=mine[C.ENV_GITHUB_OUTPUT],
+        summary=mine[C.ENV_GITHUB_STEP_SUMMARY] if wf.summary else None,
+    )
     for warning in (sandbox.user.warning, pr_code.docker_socket_warning()):
         if warning:
             wf.command("warning", f"mlcheck: {warning}")
-    # What stays root: the token, and a private copy of the event (the tests can write the
-    # runner's copy as the runner's uid).
-    trusted = {k: v for k, v in environ.items() if not k.startswith(C.INPUT_PREFIX)}
+    # What stays root: the token, a private copy of the event (the tests can write the
+    # runner's copy as the runner's uid), and a HOME of its own (they can write the runner's).
+    trusted = {
+        k: v
+        for k, v in pr_code.trusted_env(environ, sandbox.private / "home").items()
+        if not k.startswith(C.INPUT_PREFIX) and k not in pr_code.FILE_COMMANDS
+    }
     if inputs.github_token:
         trusted[C.ENV_GITHUB_TOKEN] = inputs.github_token
     if event_path := C.get(C.ENV_GITHUB_EVENT_PATH, environ):
@@ -384,10 +423,12 @@ def run_action(environ: Mapping[str, str]) -> int:
     # The CLI subcommands write their outputs here; the action writes $GITHUB_OUTPUT once.
     cli = Workflow(output=sandbox.private / "cli-outputs")
     trusted[C.ENV_GITHUB_OUTPUT] = str(cli.output)
+    if wf.summary:
+        trusted[C.ENV_GITHUB_STEP_SUMMARY] = str(wf.summary)
     print(f"mlcheck: {p.command}" + (f", tier {p.tier}" if p.command == RUN else ""), flush=True)
     outputs = empty_outputs(p)
     try:
-        run_install(inputs.install, p.project, sandbox)
+        run_install(inputs.install, p.project, sandbox)  # the project's processes end with it
         if p.command != RUN:
             if not _has_command(p.command):
                 raise UsageError(f"`mlcheck {p.command}` is not available in this version")
@@ -414,13 +455,24 @@ def run_action(environ: Mapping[str, str]) -> int:
             return 0
         return code
     finally:
+        sandbox.end()  # already dead after each call; again, whatever raised
         # outputs that do not apply to this command stay unset rather than empty
         optional = ("issue-url", "scheduled")
         wf.set_outputs({k: v for k, v in outputs.items() if v or k not in optional})
+        kept.restore({name: _read_private(path) for name, path in mine.items()})
         if owner is not None:
-            uids = (0, *((sandbox.user.uid,) if sandbox.user.uid is not None else ()))
+            # Root's own processes create nothing in the workspace: only the project's files
+            # go back (and root's when the project ran as root, MLCHECK_PR_USER=0).
+            uids = (sandbox.user.uid,) if sandbox.user.uid is not None else (0,)
             pr_code.give_back(p.workspace, owner, uids)
         sandbox.close()
+
+
+def _read_private(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def _owner(workspace: Path) -> tuple[int, int] | None:
