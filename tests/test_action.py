@@ -824,3 +824,23 @@ def test_the_gpu_job_sandbox_kills_restores_and_hands_back(runner: Runner, pr_ui
     assert subprocess.run(stop, env=env, timeout=60).returncode == 0
     sleeper.wait(timeout=10)
     assert processes_of(pr_uid) == []
+
+
+# README security model: the GPU job runs install and tests in the same sandbox.
+def test_the_gpu_workflow_runs_pr_code_only_through_the_sandbox() -> None:
+    """Every step of the GPU job that runs the PR's code goes through `mlcheck.pr_code`; an
+    always() step stops the PR's user before the trusted steps; those run Python isolated."""
+    import yaml
+
+    path = Path(__file__).parents[1] / "examples" / "workflows" / "mlcheck-gpu.yml"
+    steps = yaml.safe_load(path.read_text())["jobs"]["gpu"]["steps"]
+    runs = [(i, " ".join(str(s.get("run", "")).split())) for i, s in enumerate(steps)]
+    pr_code = [i for i, r in runs if "pip install" in r or "mlcheck run" in r]
+    assert pr_code, runs
+    for i in pr_code:
+        assert runs[i][1].startswith("python -I -m mlcheck.pr_code --install "), runs[i]
+    (stop,) = [i for i, r in runs if r == "python -I -m mlcheck.pr_code --stop"]
+    assert steps[stop]["if"] == "${{ always() }}" and stop == max(pr_code) + 1
+    for step, (_, run) in zip(steps[stop + 1 :], runs[stop + 1 :], strict=True):
+        assert not run or "python -I -m mlcheck " in run, step  # no console script, no user site
+        assert "cache" not in str(step.get("uses", "")), step
