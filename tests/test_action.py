@@ -844,3 +844,31 @@ def test_the_gpu_workflow_runs_pr_code_only_through_the_sandbox() -> None:
     for step, (_, run) in zip(steps[stop + 1 :], runs[stop + 1 :], strict=True):
         assert not run or "python -I -m mlcheck " in run, step  # no console script, no user site
         assert "cache" not in str(step.get("uses", "")), step
+
+
+# README security model: PR code is dead when its step is interrupted (a cancelled job).
+@needs_root
+def test_an_interrupted_sandbox_kills_the_project_before_it_exits(
+    runner: Runner, pr_uid: int
+) -> None:
+    import signal
+    import time
+
+    from mlcheck.pr_code import processes_of
+
+    started = runner.ws / "started"
+    script = f"setsid sleep 300 </dev/null >/dev/null 2>&1 & touch {started}; sleep 300"
+    argv = [sys.executable, "-I", "-m", "mlcheck.pr_code", "--", "bash", "-c", script]
+    env = {k: v for k, v in runner.env.items() if not k.startswith("INPUT_")}
+    wrapper = subprocess.Popen(argv, cwd=runner.ws, env=env)
+    try:
+        while not started.exists():  # bounded by the test's timeout
+            assert wrapper.poll() is None
+            time.sleep(0.05)
+        assert processes_of(pr_uid)
+        wrapper.send_signal(signal.SIGTERM)
+        assert wrapper.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        wrapper.kill()
+    assert processes_of(pr_uid) == []
+    assert runner.file("GITHUB_ENV").read_text() == FILE_COMMANDS_BEFORE["GITHUB_ENV"]
