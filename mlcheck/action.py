@@ -455,17 +455,21 @@ def _run_sandboxed(
             return 0
         return code
     finally:
-        sandbox.end()  # already dead after each call; again, whatever raised
-        # outputs that do not apply to this command stay unset rather than empty
-        optional = ("issue-url", "scheduled")
-        wf.set_outputs({k: v for k, v in outputs.items() if v or k not in optional})
-        kept.restore({name: _read_private(path) for name, path in mine.items()})
-        if owner is not None:
-            # Root's own processes create nothing in the workspace: only the project's files
-            # go back (and root's when the project ran as root, MLCHECK_PR_USER=0).
-            uids = (sandbox.user.uid,) if sandbox.user.uid is not None else (0,)
-            pr_code.give_back(p.workspace, owner, uids)
-        sandbox.close()
+        try:
+            # Already dead after each call; again, whatever raised. If some survive, this
+            # raises and nothing below runs: no outputs, no hand-back, exit 2.
+            sandbox.end()
+            # outputs that do not apply to this command stay unset rather than empty
+            optional = ("issue-url", "scheduled")
+            wf.set_outputs({k: v for k, v in outputs.items() if v or k not in optional})
+            kept.restore({name: _read_private(path) for name, path in mine.items()})
+            if owner is not None:
+                # Root's own processes create nothing in the workspace: only the project's
+                # files go back (and root's when the project ran as root, MLCHECK_PR_USER=0).
+                uids = (sandbox.user.uid,) if sandbox.user.uid is not None else (0,)
+                pr_code.give_back(p.workspace, owner, uids)
+        finally:
+            sandbox.close()
 
 
 def _read_private(path: Path) -> bytes:

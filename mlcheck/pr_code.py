@@ -50,6 +50,7 @@ tests could have written cannot change what they do.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import pwd
 import shutil
@@ -376,29 +377,58 @@ class FileCommands:
         return out
 
     def restore(self, appends: Mapping[str, bytes] | None = None) -> None:
-        """Put every file back as it was, then append ``appends[name]``."""
+        """Put every file back as it was, then append ``appends[name]``.
+
+        Raises :class:`~mlcheck.errors.EnvironmentProblem` naming the files it could not put
+        back (after trying every one): then the step must not look green.
+        """
         appends = appends or {}
+        failed = []
         for r in self.remembered:
-            extra = appends.get(r.name, b"")
-            _remove(r.dir_fd, r.base)
-            if r.content is None and not extra:
-                continue
-            fd = os.open(
-                r.base,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-                dir_fd=r.dir_fd,
+            content = (r.content or b"") + appends.get(r.name, b"")
+            try:
+                _replace(r, content)
+            except OSError as exc:
+                failed.append(f"{r.name} ({exc.strerror or exc})")
+        if failed:
+            from .errors import EnvironmentProblem
+
+            raise EnvironmentProblem(
+                "could not put back the job's file commands after the project under test ran: "
+                + ", ".join(failed)
             )
-            with os.fdopen(fd, "wb") as fh:
-                fh.write((r.content or b"") + extra)
-                os.fchmod(fh.fileno(), r.mode)
-                if os.geteuid() == 0:
-                    os.fchown(fh.fileno(), *r.owner)
 
     def close(self) -> None:
         for r in self.remembered:
             os.close(r.dir_fd)
         self.remembered.clear()
+
+
+def _replace(r: _Remembered, content: bytes) -> None:
+    """Make ``r``'s name a regular file holding ``content``, never writing through a link."""
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        _remove(r.dir_fd, r.base)
+    except OSError as exc:
+        if exc.errno not in (errno.EBUSY, errno.EPERM, errno.EACCES):
+            raise
+        # a file mounted on its own (some runners) cannot be removed: rewrite it in place,
+        # if it is still a regular file
+        fd = os.open(r.base, flags, dir_fd=r.dir_fd)
+        with os.fdopen(fd, "wb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file") from exc
+            fh.truncate(0)
+            fh.write(content)
+        return
+    if r.content is None and not content:
+        return
+    fd = os.open(r.base, flags | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=r.dir_fd)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(content)
+        os.fchmod(fh.fileno(), r.mode)
+        if os.geteuid() == 0:
+            os.fchown(fh.fileno(), *r.owner)
 
 
 def _read_regular(dir_fd: int, base: str) -> tuple[bytes | None, int, tuple[int, int]]:
@@ -577,11 +607,13 @@ def _run_in(
                 return 2
         return sandbox.call(command, cwd)
     finally:
-        sandbox.end()
-        kept.restore()
-        if sandbox.user.uid is not None:
-            give_back(workspace, (owner.st_uid, owner.st_gid), (sandbox.user.uid,))
-        sandbox.close()
+        try:
+            sandbox.end()  # raises if some survive: then nothing below runs
+            kept.restore()
+            if sandbox.user.uid is not None:
+                give_back(workspace, (owner.st_uid, owner.st_gid), (sandbox.user.uid,))
+        finally:
+            sandbox.close()
 
 
 __all__ = [

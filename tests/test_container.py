@@ -697,3 +697,132 @@ def test_act_nightly_keeps_the_tracking_issue(
     assert run.outputs("publish")["issue-url"].endswith(f"/issues/{issue['number']}")
     summaries = [s for s in run.summaries() if "mlcheck" in s]
     assert summaries, run.tail()
+
+
+# --- the action's sandbox, with the runner's layout (README "The sandbox for PR code")
+
+SANDBOX_CONFTEST = r'''
+"""Added by a PR: plants code for root's next step and leaves a daemon that races root."""
+import os
+import subprocess
+import sys
+
+WS = "/github/workspace"
+DAEMON = """
+import glob, os
+os.makedirs(WS + "/decoy/sub", exist_ok=True)
+while True:
+    with open(WS + "/heartbeat", "a") as fh:
+        fh.write("x")
+    for f in glob.glob("/github/file_commands/*"):
+        try:
+            with open(f, "a") as fh:
+                fh.write("failed=0\\nEVIL=1\\n" if "output" in f or "env" in f else "/tmp/evil\\n")
+        except OSError:
+            pass
+    try:  # a decoy folder that is, now and then, a link to a stand-in for /var/run
+        os.rename(WS + "/decoy", WS + "/decoy.d")
+        os.symlink("/run/standin", WS + "/decoy")
+        os.unlink(WS + "/decoy")
+        os.rename(WS + "/decoy.d", WS + "/decoy")
+    except OSError:
+        pass
+""".replace("WS", repr(WS))
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    site = "/github/home/.local/lib/python3.11/site-packages"
+    os.makedirs(site, exist_ok=True)
+    with open(site + "/evil.pth", "w") as fh:
+        fh.write('import os; open("/github/workspace/ran-as", "a").write(f"{os.getuid()}\\n")\n')
+    subprocess.Popen(
+        [sys.executable, "-c", DAEMON], start_new_session=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+'''
+
+FILE_COMMANDS = {  # variable -> (file name as the runner names them, content before the step)
+    "GITHUB_ENV": ("set_env_1", "EARLIER=kept\n"),
+    "GITHUB_PATH": ("add_path_1", "/opt/earlier/bin\n"),
+    "GITHUB_OUTPUT": ("set_output_1", ""),
+    "GITHUB_STATE": ("save_state_1", "post=1\n"),
+    "GITHUB_STEP_SUMMARY": ("step_summary_1", "# earlier\n"),
+}
+
+
+# README security model: PR code is dead before anything trusted runs; root never follows a
+# path it controls; every trusted Python is isolated; the job's file commands are restored.
+def test_the_action_contains_pr_code_as_githubs_runner_starts_it(
+    image: str, tmp_path: Path
+) -> None:
+    """Two steps of the action, started as GitHub's runner starts a Docker action: root in
+    the container, --entrypoint entrypoint.py, HOME=/github/home, and the workspace, home,
+    workflow and file-command folders owned by uid 1001. The PR's conftest leaves a setsid
+    daemon that swaps a decoy folder for a link to a stand-in /var/run holding a stand-in
+    Docker socket and writes every file command; it also plants a .pth in /github/home."""
+    import socket
+
+    ws, home, workflow, commands = (tmp_path / n for n in ("ws", "home", "workflow", "commands"))
+    (ws / "tests").mkdir(parents=True)
+    (ws / "pyproject.toml").write_text("[tool.pytest.ini_options]\ntestpaths = ['tests']\n")
+    (ws / "tests" / "conftest.py").write_text(SANDBOX_CONFTEST)
+    (ws / "tests" / "test_x.py").write_text(
+        "def test_passes():\n    pass\n\ndef test_fails():\n    assert False\n"
+    )
+    for folder in (home, workflow, commands):
+        folder.mkdir()
+    (workflow / "event.json").write_text(json.dumps({"repository": {"full_name": REPO}}))
+    env = {
+        "HOME": "/github/home", "GITHUB_ACTIONS": "true", "GITHUB_WORKSPACE": "/github/workspace",
+        "GITHUB_EVENT_NAME": "push", "GITHUB_EVENT_PATH": "/github/workflow/event.json",
+        "GITHUB_REPOSITORY": REPO, "GITHUB_SHA": "0" * 40, "GITHUB_REF": "refs/heads/main",
+        "INPUT_COMMAND": "run", "INPUT_TIER": "fast", "INPUT_COMMENT": "off",
+    }  # fmt: skip
+    for name, (file, content) in FILE_COMMANDS.items():
+        (commands / file).write_text(content)
+        env[name] = f"/github/file_commands/{file}"
+    for path in [ws, home, workflow, commands, *ws.rglob("*"), *commands.iterdir()]:
+        os.lchown(path, 1001, 1001)
+    standin = tmp_path / "standin"  # root's, like /var/run
+    standin.mkdir()
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(standin / "docker.sock"))
+    command = ["podman", "run", "--rm", "--network", "none", "--workdir", "/github/workspace"]
+    command += ["--entrypoint", "/opt/mlcheck/entrypoint.py"]
+    for host, inside in (
+        (ws, "/github/workspace"), (home, "/github/home"), (workflow, "/github/workflow"),
+        (commands, "/github/file_commands"), (standin, "/run/standin"),
+    ):  # fmt: skip
+        command += ["-v", f"{host}:{inside}"]
+    for name, value in env.items():
+        command += ["-e", f"{name}={value}"]
+    try:
+        steps = [_sh(*command, image, check=False, timeout=300) for _ in range(2)]
+    finally:
+        sock.close()
+    for step in steps:
+        assert step.returncode == 1, _tail(step)  # test_fails failed: the verdict stands
+        assert "::error" in step.stdout and "mlcheck: uid" not in step.stdout, _tail(step)
+    assert (ws / "heartbeat").read_text(), "the daemon never ran"
+    # root's Python never ran the planted .pth (the PR's own processes have another HOME)
+    ran_as = (ws / "ran-as").read_text().split() if (ws / "ran-as").exists() else []
+    assert "0" not in ran_as, ran_as
+    assert (home / ".local" / "lib" / "python3.11" / "site-packages" / "evil.pth").is_file()
+    # nothing of root's changed owner; root created nothing in the workspace
+    for path in (standin, standin / "docker.sock"):
+        assert os.lstat(path).st_uid == 0, path
+    owners = {os.lstat(p).st_uid for p in [ws, *ws.rglob("*")]}
+    assert owners == {1001}, owners
+    # the file commands hold what the runner wrote, then mlcheck's own lines, twice
+    for name, (file, content) in FILE_COMMANDS.items():
+        text = (commands / file).read_text()
+        assert "EVIL" not in text and "/tmp/evil" not in text and "failed=0" not in text, name
+        if name in ("GITHUB_ENV", "GITHUB_PATH", "GITHUB_STATE"):
+            assert text == content, name
+        assert os.lstat(commands / file).st_uid == 1001, name
+    outputs = (commands / "set_output_1").read_text()
+    assert outputs.count("failed=1") == 2, outputs
+    summary = (commands / "step_summary_1").read_text()
+    assert summary.startswith("# earlier\n") and summary.count("· mlcheck · `fast`") == 2
