@@ -456,13 +456,17 @@ def _run_sandboxed(
         return code
     finally:
         try:
-            # Already dead after each call; again, whatever raised. If some survive, this
-            # raises and nothing below runs: no outputs, no hand-back, exit 2.
-            sandbox.end()
-            # outputs that do not apply to this command stay unset rather than empty
-            optional = ("issue-url", "scheduled")
-            wf.set_outputs({k: v for k, v in outputs.items() if v or k not in optional})
+            # Already dead after each call; again, whatever raised. If some survive, the file
+            # commands are still put back, but without outputs, nothing is handed back and
+            # the step stops with exit 2.
+            survived = pr_code.end_or_error(sandbox)
+            if survived is None:
+                # outputs that do not apply to this command stay unset rather than empty
+                optional = ("issue-url", "scheduled")
+                wf.set_outputs({k: v for k, v in outputs.items() if v or k not in optional})
             kept.restore({name: _read_private(path) for name, path in mine.items()})
+            if survived is not None:
+                raise survived
             if owner is not None:
                 # Root's own processes create nothing in the workspace: only the project's
                 # files go back (and root's when the project ran as root, MLCHECK_PR_USER=0).

@@ -63,9 +63,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import constants as C
 from .constants import ENV_PASS_ENV, ENV_PR_USER, INPUT_PREFIX, SECRET_ENV_VARS
+
+if TYPE_CHECKING:
+    from .errors import MlcheckError
 
 PR_USER = "mlcheck"  # the image's unprivileged user (Dockerfile)
 PR_UID = 1001  # used when the image has no such user: the hosted runner's uid
@@ -197,6 +201,18 @@ class Sandbox:
     def close(self) -> None:
         for d in self._dirs:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def end_or_error(sandbox: Sandbox) -> MlcheckError | None:
+    """:meth:`Sandbox.end`; the error when processes survive, for the caller to raise once
+    it has put the file commands back."""
+    from .errors import MlcheckError
+
+    try:
+        sandbox.end()
+    except MlcheckError as exc:
+        return exc
+    return None
 
 
 def trusted_env(environ: Mapping[str, str], home: Path) -> dict[str, str]:
@@ -608,8 +624,10 @@ def _run_in(
         return sandbox.call(command, cwd)
     finally:
         try:
-            sandbox.end()  # raises if some survive: then nothing below runs
+            survived = end_or_error(sandbox)
             kept.restore()
+            if survived is not None:
+                raise survived  # nothing handed back while they run
             if sandbox.user.uid is not None:
                 give_back(workspace, (owner.st_uid, owner.st_gid), (sandbox.user.uid,))
         finally:
