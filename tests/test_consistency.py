@@ -222,7 +222,8 @@ def _permissions(workflow: dict[str, Any], job: str) -> dict[str, str]:
     ("name", "job", "needed"),
     [
         # README.md, "Permissions per workflow"
-        ("mlcheck.yml", "fast", {"pull-requests": "write", "issues": "write"}),
+        ("mlcheck.yml", "fast", {"pull-requests": "write", "issues": "read"}),
+        ("mlcheck.yml", "default-branch", {"pull-requests": "write", "issues": "write"}),
         ("mlcheck-schedule.yml", "schedule", {"pull-requests": "write", "actions": "write"}),
         ("mlcheck-gpu.yml", "gpu", {"contents": "read"}),
         ("mlcheck-gpu.yml", "publish", {"pull-requests": "write", "issues": "read"}),

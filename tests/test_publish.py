@@ -291,21 +291,27 @@ def test_fork_pull_request_with_read_only_token_writes_summary_only(
 
 # README security model: results cannot pick another section.
 def test_fork_pr_is_published_from_workflow_run_with_the_artifact_folder(
-    actions: Actions, tmp_path: Path
+    actions: Actions, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The fork's run uploaded its results; the workflow_run publisher downloaded them."""
     gh = actions.gh
     fork_pr = gh.state.add_pull(head_sha=HEAD, head_ref="swap-head", head_repo="mallory/ml-app")
     artifact = tmp_path / "artifact"
-    # Shards unpack into sub-folders; results claim a GPU section they have no say over.
-    write(artifact / "shard-1" / "mlcheck-results", passed("test_a"), tiers=("real", "gpu"))
+    # Shards unpack into sub-folders; one claims a GPU section it has no say over: refused.
+    write(artifact / "shard-1" / "mlcheck-results", passed("test_a"))
     write(artifact / "shard-2" / "mlcheck-results", failed("test_b"), tiers=("real", "gpu"))
     actions.event("workflow_run", "workflow_run_fork.json", GITHUB_SHA=MAIN)
+    assert run_publish(gh, str(artifact)) == 2
+    assert "claim the section 'real,gpu', but this run publishes under 'fast'" in (
+        capsys.readouterr().err
+    )
+    assert not gh.state.comments_on(fork_pr)  # a fork's run names no PR to say it in
+    write(artifact / "shard-2" / "mlcheck-results", failed("test_b"))
     assert run_publish(gh, str(artifact), label="workflow_run of a fork PR") == 0
     found = sticky_comments(gh, fork_pr)
     assert len(found) == 1
     sections = sticky.parse_sections(str(found[0]["body"]))
-    assert list(sections) == [FAST]  # forced: a fork's results cannot write the GPU section
+    assert list(sections) == [FAST]
     assert "❌ 1 failure" in sections[FAST]
     assert f"/blob/{HEAD}/" in sections[FAST]  # links at the run's head, not the results' claim
     assert COSTS["workflow_run of a fork PR"] == 5  # + the PR lookup by head
@@ -343,7 +349,7 @@ def test_dispatched_gpu_run_reports_into_the_scheduled_section(
     gh.state.add_comment(PR, sticky.build_body({GPU: "GPU run scheduled", FAST: "f"}), ACTIONS_BOT)
     actions.event("workflow_dispatch", "workflow_dispatch.json")
     gpu = TestResult("tests/test_gpu.py::test_fp16", Outcome.PASSED, tier="gpu")
-    out = write(tmp_path / "r", gpu, tiers=("fast",))  # the claim "fast" is ignored
+    out = write(tmp_path / "r", gpu, tiers=("real", "gpu"))
     assert run_publish(gh, str(out), label="workflow_dispatch (GPU results)") == 0
     text = section(gh, GPU)
     assert "GPU run scheduled" not in text and "1 passed" in text
@@ -698,6 +704,21 @@ def test_refused_gpu_results_say_so_in_their_section(
     assert "schema_version 99" in capsys.readouterr().err
     text = section(gh, GPU)
     assert "Results not published" in text and "schema\\_version 99" in text
+
+
+# README security model: results cannot pick another section.
+def test_gpu_results_claiming_the_fast_section_are_refused_in_the_gpu_section(
+    actions: Actions, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gh = actions.gh
+    gh.state.add_comment(PR, sticky.build_body({FAST: "f", GPU: "GPU run scheduled"}), ACTIONS_BOT)
+    actions.event("workflow_dispatch", "workflow_dispatch.json")
+    out = write(tmp_path / "r", passed("test_a"), tiers=("fast",))
+    assert run_publish(gh, str(out)) == 2
+    assert "claim the section 'fast'" in capsys.readouterr().err
+    assert section(gh, FAST) == "f"
+    text = section(gh, GPU)
+    assert "Results not published" in text and "claim the section" in text
 
 
 def test_path_prefix_reaches_links(actions: Actions, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ResultsError, ResultsMissing
 from ..results import SCHEMA_VERSION, RunResults, from_dict
+from ..untrusted_files import NotPlainFile, TooLarge, describe_mode, read_beneath
 
 if TYPE_CHECKING:
     pass
@@ -46,22 +48,31 @@ def find_results_files(paths: Iterable[Path], limits: Limits = Limits()) -> list
 
     A folder without a ``results.json`` of its own is searched a few levels down (artifacts
     unpack shards into sub-folders). Symbolic links are refused: an artifact could point one at
-    a file the publisher can read and the PR author cannot.
+    a file the publisher can read and the PR author cannot. So is anything that is not a
+    regular file (a FIFO would block the reader, a device never ends). Nothing is followed:
+    each entry is looked at with ``lstat``, and :func:`read_regular` opens without following.
     """
     found: list[Path] = []
     for path in paths:
-        if path.is_symlink() or (path / "results.json").is_symlink():
+        kind = _kind(path)
+        if kind == "link":
             raise ResultsError(f"{path} is a symbolic link; results must be plain files")
-        if path.is_file():
+        if kind == "file":
             found.append(path)
-        elif (path / "results.json").is_file():
-            found.append(path / "results.json")
-        elif path.is_dir():
-            found += _walk(path, 0)
-        else:
+        elif kind == "dir":
+            own = path / "results.json"
+            own_kind = _kind(own)
+            if own_kind == "missing":
+                found += _walk(path, 0)
+            else:
+                _refuse_unless_file(own, own_kind)
+                found.append(own)
+        elif kind == "missing":
             raise ResultsMissing(
                 f"no results at {path}: run `mlcheck run` or download the artifact"
             )
+        else:
+            _refuse_unless_file(path, kind)
         if len(found) > limits.max_files:
             raise ResultsError(
                 f"more than {limits.max_files} results files under the given folders; "
@@ -69,10 +80,33 @@ def find_results_files(paths: Iterable[Path], limits: Limits = Limits()) -> list
             )
     if not found:
         raise ResultsMissing(f"no results.json under {', '.join(map(str, paths))}")
-    for f in found:
-        if f.is_symlink():
-            raise ResultsError(f"{f} is a symbolic link; results must be plain files")
     return found
+
+
+def _kind(path: Path) -> str:
+    """``file``, ``dir``, ``link``, ``missing`` or what else it is (``lstat``: no link followed)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        raise ResultsError(f"cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(mode):
+        return "link"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return describe_mode(mode)
+
+
+def _refuse_unless_file(path: Path, kind: str) -> None:
+    if kind == "file":
+        return
+    if kind == "link":
+        raise ResultsError(f"{path} is a symbolic link; results must be plain files")
+    what = "a folder" if kind == "dir" else kind
+    raise ResultsError(f"{path} is {what}, not a regular file; results must be plain files")
 
 
 def _walk(folder: Path, depth: int) -> list[Path]:
@@ -80,15 +114,37 @@ def _walk(folder: Path, depth: int) -> list[Path]:
         return []
     found = []
     for entry in sorted(folder.iterdir()):
-        if entry.is_symlink():
-            if entry.name == "results.json":
-                raise ResultsError(f"{entry} is a symbolic link; results must be plain files")
-            continue  # folders linked from elsewhere are not searched
-        if entry.is_file() and entry.name == "results.json":
+        kind = _kind(entry)
+        if entry.name == "results.json":
+            _refuse_unless_file(entry, kind)
             found.append(entry)
-        elif entry.is_dir():
+        elif kind == "dir":
             found += _walk(entry, depth + 1)
+        # folders linked from elsewhere are not searched; other entries are not results
     return found
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of ``path``, a results file that untrusted code wrote.
+
+    Its folder and the file are opened without following links, the file without blocking (a
+    FIFO would wait for a writer forever), and what was opened must be a regular file of at
+    most ``max_bytes`` (:func:`mlcheck.untrusted_files.read_beneath`), else
+    :class:`~mlcheck.errors.ResultsError` says what it is.
+    """
+    try:
+        return read_beneath(path.parent, path.name, max_bytes)
+    except FileNotFoundError:
+        raise ResultsMissing(f"no results at {path}: run `mlcheck run` first") from None
+    except TooLarge as exc:
+        raise ResultsError(
+            f"{path} is {_mib(exc.size)}, over the {_mib(max_bytes)} limit for published "
+            "results; it was not read"
+        ) from None
+    except NotPlainFile as exc:
+        raise ResultsError(f"{exc}; results must be plain files") from None
+    except OSError as exc:
+        raise ResultsError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _schema() -> dict[str, Any]:
@@ -135,19 +191,7 @@ def load_untrusted(paths: Iterable[Path], *, limits: Limits = Limits()) -> list[
     loaded: list[RunResults] = []
     tests = 0
     for path in find_results_files(list(paths), limits):
-        try:
-            with path.open("rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size > limits.max_bytes:
-                    raise ResultsError(
-                        f"{path} is {_mib(size)}, over the {_mib(limits.max_bytes)} limit for "
-                        "published results; it was not read"
-                    )
-                raw = fh.read(limits.max_bytes + 1)
-        except OSError as exc:
-            raise ResultsError(f"cannot read {path}: {exc}") from None
-        if len(raw) > limits.max_bytes:  # grew while we read it
-            raise ResultsError(f"{path} is over the {_mib(limits.max_bytes)} limit")
+        raw = read_regular(path, limits.max_bytes)
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError) as exc:
