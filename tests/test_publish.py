@@ -776,15 +776,89 @@ def test_hostile_run_and_device_strings_are_rendered_as_text() -> None:
     assert "@everyone" not in page.replace(f"@{ZWSP}everyone", "")
 
 
-# README security model: without jsonschema nothing is accepted.
+# README security model: without jsonschema-rs nothing is accepted.
 def test_without_jsonschema_nothing_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail closed: no partial hand-written check lets unchecked fields through."""
+    from mlcheck.publish import untrusted
+
     data = json.loads(json.dumps(results.to_dict(RunResults(RunInfo(), (passed("test_a"),)))))
     data["run"].update(workers=HOSTILE)
-    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema -> ImportError
-    for good_or_bad in (data, results.to_dict(RunResults(RunInfo(), ()))):
-        with pytest.raises(ResultsError, match="`jsonschema` package is missing"):
-            publish.validate(good_or_bad)
+    untrusted._validator.cache_clear()
+    monkeypatch.setitem(sys.modules, "jsonschema_rs", None)  # import -> ImportError
+    try:
+        for good_or_bad in (data, results.to_dict(RunResults(RunInfo(), ()))):
+            with pytest.raises(ResultsError, match="`jsonschema-rs` package is missing"):
+                publish.validate(good_or_bad)
+    finally:
+        untrusted._validator.cache_clear()
+
+
+# README security model: every array of the results schema is bounded, and so is the number
+# of values a publish parses.
+def test_results_are_bounded_before_and_by_the_schema(tmp_path: Path) -> None:
+    from mlcheck.publish import untrusted
+    from mlcheck.results import MAX_SUBTESTS
+
+    def arrays(node: object, where: str = "") -> list[tuple[str, object]]:
+        found = []
+        if isinstance(node, dict):
+            if "array" in (
+                node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+            ):
+                found.append((where, node.get("maxItems")))
+            for key, value in node.items():
+                found += arrays(value, f"{where}/{key}")
+        return found
+
+    schema = untrusted._schema()
+    bounded = dict(arrays(schema))
+    assert len(bounded) >= 9 and all(bounded.values()), bounded  # every array has maxItems
+    assert bounded["/properties/tests"] == publish.MAX_TESTS
+    assert bounded["/$defs/test/properties/subtests"] == MAX_SUBTESTS  # what mlcheck records
+    one = results.to_dict(RunResults(RunInfo(), (passed("test_a"),)))
+    one["tests"][0]["subtests"] = [{"outcome": "passed"}] * (MAX_SUBTESTS + 1)
+    with pytest.raises(ResultsError, match="tests/0/subtests"):
+        publish.validate(json.loads(json.dumps(one)))
+    # Issue 20's file: one test, 17 million subtests in 50 MiB. Refused before it is parsed
+    # (the schema alone would still build 17 million objects first).
+    head = b'{"schema_version": 2, "run": {}, "tests": [{"nodeid": "t", "outcome": "passed", '
+    body = head + b'"subtests": [' + b"{}, " * (50 * 2**20 // 4 - 40) + b"{}]}]}"
+    (tmp_path / "huge").mkdir()
+    (tmp_path / "huge" / "results.json").write_bytes(body)
+    with pytest.raises(ResultsError, match=r"more than 6,000,000 JSON values.*refused unread"):
+        publish.load_untrusted([tmp_path / "huge"])
+    # the bound counts every file of a publish together, and so does the byte cap
+    shards = [
+        write(tmp_path / f"s{i}", *(passed(f"t{i}_{j}") for j in range(50))) for i in range(3)
+    ]
+    assert len(publish.load_untrusted(shards)) == 3
+    size = (shards[0] / "results.json").stat().st_size
+    with pytest.raises(ResultsError, match="JSON values"):
+        publish.load_untrusted(shards, limits=publish.Limits(max_values=1200))
+    with pytest.raises(ResultsError, match="in all"):
+        publish.load_untrusted(shards, limits=publish.Limits(max_total_bytes=2 * size + 1))
+
+
+# README security model: results are read without following links or blocking.
+def test_a_fifo_device_or_link_is_refused_without_being_read(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / "results.json")
+    with pytest.raises(ResultsError, match=r"is a FIFO \(named pipe\), not a regular file"):
+        publish.load_untrusted([fifo])  # would block forever if opened for reading
+    with pytest.raises(ResultsError, match="FIFO"):
+        publish.load_untrusted([fifo / "results.json"])
+    zero = tmp_path / "zero"
+    zero.mkdir()
+    (zero / "results.json").symlink_to("/dev/zero")
+    with pytest.raises(ResultsError, match="symbolic link"):
+        publish.load_untrusted([zero])
+    with pytest.raises(ResultsError, match="symbolic link"):
+        results.read(zero)  # mlcheck's own reader too
+    with pytest.raises(ResultsError, match="is a device"):
+        publish.load_untrusted([Path("/dev/zero")])
 
 
 def test_selected_output_is_zero_for_an_empty_selection() -> None:

@@ -2,11 +2,14 @@
 
 Results files are written by code that whoever opened the PR controls, so they are data to
 validate, never to trust: no symbolic links, size and count limits, and the results schema
-(``mlcheck/schema/results.schema.json``) checked in full by ``jsonschema``.
+(``mlcheck/schema/results.schema.json``, every array with a ``maxItems``) checked in full by
+``jsonschema_rs``, after a bound on the number of values that keeps parsing within a memory
+and time budget.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -28,6 +31,10 @@ if TYPE_CHECKING:
 MAX_RESULTS_BYTES = 50 * 1024 * 1024  # one results.json; mlcheck's own are a few MB at most
 MAX_TESTS = 200_000  # per publish, all files together
 MAX_RESULTS_FILES = 256  # results.json files under the given folders (shards, artifacts)
+MAX_TOTAL_BYTES = 256 * 1024 * 1024  # all results files of one publish together
+# JSON values per publish, all files together: ~30 per test for MAX_TESTS tests. Keeps parsing
+# and validation under 1 GiB and a few seconds (bench/validate_results.py).
+MAX_VALUES = 6_000_000
 _MAX_DEPTH = 4  # artifact folders nest results one or two levels down
 
 # ---------------------------------------------------------------------------------------------
@@ -41,6 +48,8 @@ class Limits:
     max_bytes: int = MAX_RESULTS_BYTES
     max_tests: int = MAX_TESTS
     max_files: int = MAX_RESULTS_FILES
+    max_total_bytes: int = MAX_TOTAL_BYTES
+    max_values: int = MAX_VALUES
 
 
 def find_results_files(paths: Iterable[Path], limits: Limits = Limits()) -> list[Path]:
@@ -153,33 +162,57 @@ def _schema() -> dict[str, Any]:
     return schema
 
 
+@functools.cache
+def _validator() -> Any:
+    """The compiled results schema (``jsonschema_rs``, once per process)."""
+    import jsonschema_rs
+
+    return jsonschema_rs.Draft202012Validator(_schema())
+
+
 def validate(data: Any) -> RunResults:
     """Check untrusted results data against the whole results schema; build :class:`RunResults`.
 
     The schema version is checked first (its message says which mlcheck wrote the file), then
-    every field with ``jsonschema`` against ``mlcheck/schema/results.schema.json`` (types,
-    lengths, enums, extra fields), so fields other modules add to the schema are checked
-    without changes here. Without ``jsonschema`` nothing is accepted: a partial hand-written
-    check would let the fields it forgot reach the comment (fail closed).
+    every field against ``mlcheck/schema/results.schema.json`` (types, lengths, ``maxItems``,
+    enums, extra fields), so fields other modules add to the schema are checked without
+    changes here. The validator is ``jsonschema_rs`` (Rust): the pure-Python ``jsonschema``
+    took 26 s for 20,000 tests (bench/validate_results.py), this takes well under a second.
+    Without it nothing is accepted: a partial hand-written check would let the fields it
+    forgot reach the comment (fail closed).
     """
     if not isinstance(data, dict):
         raise ResultsError("results file is not a JSON object")
     try:
-        import jsonschema
+        validator = _validator()
     except ImportError:
         raise ResultsError(
-            "cannot validate untrusted results: the `jsonschema` package is missing "
+            "cannot validate untrusted results: the `jsonschema-rs` package is missing "
             "(it is a dependency of pytest-mlcheck: reinstall it, or use mlcheck's image)"
         ) from None
     if data.get("schema_version") == SCHEMA_VERSION:
-        validator = jsonschema.Draft202012Validator(_schema())
-        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+        try:
+            error = next(iter(validator.iter_errors(data)), None)
+        except (ValueError, OverflowError) as exc:  # e.g. an integer beyond 64 bits
+            raise ResultsError(f"results cannot be checked against the schema: {exc}") from None
         if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+            where = "/".join(str(p) for p in error.instance_path) or "(top level)"
             raise ResultsError(
                 f"results do not match the results schema at {where}: {error.message[:300]}"
             )
     return from_dict(data)  # checks schema_version with an actionable message
+
+
+def json_values_bound(raw: bytes) -> int:
+    """An upper bound on the number of JSON values in ``raw``, counted at C speed.
+
+    Every array element but the first follows a comma and the first follows ``[``; every
+    object member's value follows ``:``. Separators inside strings only raise the bound.
+
+    >>> json_values_bound(b'{"a": [1, 2, 3], "b": {}}')
+    7
+    """
+    return 1 + raw.count(b",") + raw.count(b"[") + raw.count(b":")
 
 
 def load_untrusted(paths: Iterable[Path], *, limits: Limits = Limits()) -> list[RunResults]:
@@ -189,9 +222,23 @@ def load_untrusted(paths: Iterable[Path], *, limits: Limits = Limits()) -> list[
     Nothing is written: the results files stay exactly as they were.
     """
     loaded: list[RunResults] = []
-    tests = 0
+    tests = values = total = 0
     for path in find_results_files(list(paths), limits):
         raw = read_regular(path, limits.max_bytes)
+        total += len(raw)
+        if total > limits.max_total_bytes:
+            raise ResultsError(
+                f"{path}: the results given are over {_mib(limits.max_total_bytes)} in all; "
+                "publish fewer folders at a time"
+            )
+        # Bounded before parsing: memory and time grow with the number of values, not bytes
+        # (50 MiB of tiny subtests would be 17 million objects).
+        values += json_values_bound(raw)
+        if values > limits.max_values:
+            raise ResultsError(
+                f"{path}: more than {limits.max_values:,} JSON values in the published results "
+                "(an upper bound, counted by separators): refused unread"
+            )
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError) as exc:
