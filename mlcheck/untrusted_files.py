@@ -50,11 +50,12 @@ def describe_mode(mode: int) -> str:
     return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
 
 
-def read_beneath(root: Path, relative: str, max_bytes: int) -> bytes:
+def read_beneath(root: Path, relative: str, max_bytes: int, *, follow_root: bool = True) -> bytes:
     """The bytes of ``root/relative``, following no link below ``root``.
 
-    ``root`` itself is trusted (opened as given); every component of ``relative`` must be a
-    real folder and the last a regular file of at most ``max_bytes``. Raises
+    ``root`` itself is trusted (opened as given; with ``follow_root=False`` it must not be a
+    link either); every component of ``relative`` must be a real folder and the last a
+    regular file of at most ``max_bytes``. Raises
     :class:`FileNotFoundError` when something is missing and :class:`NotPlainFile` (saying
     what was found) for links, FIFOs, devices and files over the cap.
 
@@ -66,7 +67,12 @@ def read_beneath(root: Path, relative: str, max_bytes: int) -> bytes:
     parts = PurePosixPath(relative).parts
     if not parts or any(p in ("..", "/") for p in parts):
         raise ValueError(f"{relative!r}: a relative path without `..`")
-    fd = os.open(root, _DIR & ~os.O_NOFOLLOW)
+    try:
+        fd = os.open(root, _DIR if not follow_root else _DIR & ~os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(root):
+            raise NotPlainFile(f"{root} is a symbolic link; it was not followed") from None
+        raise
     try:
         for i, part in enumerate(parts):
             last = i == len(parts) - 1

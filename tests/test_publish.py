@@ -874,3 +874,15 @@ def test_selected_output_is_zero_for_an_empty_selection() -> None:
         (TestResult("t.py::a", Outcome.PASSED), TestResult("t.py::b", Outcome.FAILED)),
     )
     assert publish.counts({"fast": ran}, {}).selected == 2
+
+
+def test_a_linked_results_folder_is_refused_at_read_time(tmp_path: Path) -> None:
+    """The folder holding results.json is opened without following a link too (a swap after
+    the search cannot redirect the read)."""
+    from mlcheck.publish.untrusted import read_regular
+
+    real = write(tmp_path / "real", passed("t"))
+    (tmp_path / "linked").symlink_to(real)
+    with pytest.raises(ResultsError, match="symbolic link"):
+        read_regular(tmp_path / "linked" / "results.json", 1 << 20)
+    assert read_regular(real / "results.json", 1 << 20).startswith(b"{")

@@ -142,7 +142,7 @@ def read_regular(path: Path, max_bytes: int) -> bytes:
     :class:`~mlcheck.errors.ResultsError` says what it is.
     """
     try:
-        return read_beneath(path.parent, path.name, max_bytes)
+        return read_beneath(path.parent, path.name, max_bytes, follow_root=False)
     except FileNotFoundError:
         raise ResultsMissing(f"no results at {path}: run `mlcheck run` first") from None
     except TooLarge as exc:
