@@ -11,23 +11,26 @@ and the project under test sees none (:mod:`mlcheck.pr_code`). One action run:
    unprivileged user with no secret in reach (:mod:`mlcheck.pr_code`);
 3. runs the mlcheck CLI for the command (``mlcheck run``, ``mlcheck schedule``,
    ``mlcheck publish``), so the action does nothing the CLI cannot do locally;
-4. after ``run``: hands the results to ``mlcheck publish`` (PR comment section, tracking issue
-   on the nightly and on pushes to the default branch, job summary, ``::error`` annotations,
-   outputs) unless ``comment: off``, no token or no GitHub say otherwise; then publish writes
-   the job summary and annotations, compared with the tracking issue's base digest, and its
-   ``new-failures`` and ``comment-url`` are the action's. Without publish (or when publish
-   could not read the results) the action writes the summary and annotations itself, compared
-   with the ``base-digest`` input only. Either way they are written once; the CLI subcommands
-   write their outputs into a private file, and the action writes ``$GITHUB_OUTPUT`` once, at
-   the end (:mod:`mlcheck.workflow`);
+4. after ``run``: hands the results to ``mlcheck publish`` under the section of the tier it
+   ran (results claiming another are refused) unless ``comment: off``, no token or no GitHub
+   say otherwise; publish writes the job summary and annotations, compared with the tracking
+   issue's base digest, and its counts, ``new-failures`` and ``comment-url`` are the action's
+   outputs: the results, which the project's code wrote, are read once, by publish, as
+   untrusted data. Without publish the action reads them itself, the same way, and compares
+   with the ``base-digest`` input only. The CLI subcommands write their outputs into a
+   private file, and the action writes ``$GITHUB_OUTPUT`` once, at the end
+   (:mod:`mlcheck.workflow`);
 5. once the project's processes are dead, puts the job's file commands back as they were
    before it ran and appends its own outputs and summary, then gives the files the project
    created in the workspace to the workspace's owner (the container runs as root; the
    runner's user must be able to clean the workspace); root itself creates nothing there.
 
 Exit codes: those of the CLI (0 passed, 1 a selected test failed or errored, 2 usage or
-environment), except that ``fail-on: never`` turns 1 into 0. A failed install or a bad input is
-2 whatever ``fail-on`` says: a broken set-up must not look green.
+environment), except that ``fail-on: never`` turns 1 into 0. A failure in the results fails
+the step even when ``mlcheck run`` (the project's process) exited 0. A failed install, a bad
+input or refused results are 2 whatever ``fail-on`` says: a broken set-up must not look green.
+``command: publish`` passes ``fail-on`` on: the sharded workflow's report job fails when a
+shard's test failed.
 
 >>> Inputs.from_env({"INPUT_TIER": "fast", "INPUT_GITHUB-TOKEN": "x"}).tier
 'fast'
@@ -47,9 +50,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import constants as C
-from .errors import EnvironmentProblem, MlcheckError, UsageError
-from .github.event import PUBLISH, RUN, SCHEDULE, Event, load_event
-from .tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW
+from .errors import EnvironmentProblem, MlcheckError, ResultsError, UsageError
+from .github.event import PUBLISH, RUN, SCHEDULE, TIER_ALL, Event, load_event
+from .tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW, tier_key
 from .workflow import Workflow
 
 if TYPE_CHECKING:
@@ -74,7 +77,8 @@ OUTPUTS = (
 CLI_OUTPUTS = tuple(name for name in OUTPUTS if name != "results-dir")
 # `mlcheck publish` exit codes after which it has written the summary and annotations
 # (0 published, 1 tests failed with --fail-on, 3 GitHub failed); 2 means it stopped first.
-_PUBLISH_REPORTED = (0, 1, 3)
+EXIT_TESTS_FAILED, EXIT_RESULTS_REFUSED, EXIT_REPORTING_FAILED = 1, 2, 3
+_PUBLISH_REPORTED = (0, EXIT_TESTS_FAILED, EXIT_REPORTING_FAILED)
 
 # Every input of action.yml with the default it has there (GitHub fills defaults in; these
 # apply when the module runs outside Actions). tests/test_consistency.py keeps them in sync.
@@ -223,7 +227,11 @@ def cli_args(inputs: Inputs, p: Plan) -> list[str]:
             *("--tier", p.tier, "--workspace", "."),
         ]
     args = ["publish", "--comment", inputs.comment, "--gpu-label", inputs.gpu_label]
-    args += ["--annotations"]
+    args += ["--annotations", "--fail-on", inputs.fail_on]
+    if p.tier != TIER_ALL:
+        # The section is the tier this step ran (or was told): results claiming another are
+        # refused. `all` (the nightly) keeps the results' own tier sections.
+        args += ["--section", tier_key(p.tier)]
     if p.path_prefix:
         args += ["--path-prefix", p.path_prefix]
     if inputs.base_digest:
@@ -232,9 +240,16 @@ def cli_args(inputs: Inputs, p: Plan) -> list[str]:
 
 
 def publish_after_run(inputs: Inputs, p: Plan) -> list[str]:
-    """``mlcheck publish`` for the results the ``run`` just wrote."""
-    publish = dataclasses.replace(inputs, paths=(inputs.results_dir,))
-    return cli_args(publish, dataclasses.replace(p, command=PUBLISH))
+    """``mlcheck publish`` for the results the ``run`` just wrote, under the tier it ran.
+
+    Its exit code says how reporting went (``--fail-on never``); the counts it computed
+    (its outputs) join ``mlcheck run``'s exit code in the step's verdict (:func:`verdict`).
+    """
+    publish = dataclasses.replace(inputs, paths=(inputs.results_dir,), fail_on="never")
+    args = cli_args(publish, dataclasses.replace(p, command=PUBLISH))
+    if "--section" not in args:  # `tier: all` ran every tier: the one section they make
+        args[1:1] = ["--section", tier_key(p.tier)]
+    return args
 
 
 def _mlcheck(args: Sequence[str], cwd: Path, env: Mapping[str, str]) -> int:
@@ -282,44 +297,64 @@ def report(
     event: Event,
     environ: Mapping[str, str],
     *,
-    write: bool = True,
     workflow: Workflow | None = None,
 ) -> dict[str, str]:
-    """After ``mlcheck run``: the outputs; with ``write``, also the job summary and annotations.
+    """When ``mlcheck publish`` did not run: the outputs, the job summary and annotations.
 
-    The comparison uses the ``base-digest`` input only: when ``mlcheck publish`` runs, it
-    writes the summary and annotations instead, compared with the tracking issue's digest.
+    The results were written by the project's code: they are read once, as untrusted data
+    (:func:`mlcheck.publish.load_untrusted`: no links, regular files, size caps, the schema),
+    and a refusal raises :class:`~mlcheck.errors.ResultsError`. The comparison uses the
+    ``base-digest`` input only (publish compares with the tracking issue's digest).
     """
     from .commands.report import context_for
     from .merge import merge_sections
+    from .publish import counts, load_untrusted
     from .report import render_annotations, render_summary
-    from .results import Outcome, read
 
     outputs = empty_outputs(p)
-    if not (p.results_dir / "results.json").exists():
-        return outputs  # the run stopped before writing results (exit 2): nothing to report
-    results = read(p.results_dir)
+    results = load_untrusted([p.results_dir / "results.json"])
     base = Path(p.project / inputs.base_digest) if inputs.base_digest else None
-    sections = merge_sections([results])
+    sections = merge_sections(results)
     ctx = context_for(event, environ, base=base, path_prefix=p.path_prefix)
     ctx = ctx.with_base(ctx.base, sections)  # classified once: outputs, summary, annotations
-    counts = results.counts()
-    new = sum(len(ctx.classification(k, r).new) for k, r in sections.items())
+    n = counts(sections, ctx)
     outputs |= {
-        "passed": str(counts[Outcome.PASSED.value] + counts[Outcome.FLAKY.value]),
-        "failed": str(counts[Outcome.FAILED.value]),
-        "errors": str(counts[Outcome.ERROR.value]),
-        "not-run": str(counts[Outcome.NOT_RUN.value]),
+        "passed": str(n.passed),
+        "failed": str(n.failed),
+        "errors": str(n.errors),
+        "not-run": str(n.not_run),
         # 0 is an empty selection (e.g. a GPU dispatch on a project whose tests are all fast)
-        "selected": str(len(results.tests) - counts[Outcome.NOT_RUN.value]),
-        "new-failures": str(new),
+        "selected": str(n.selected),
+        "new-failures": str(n.new_failures),
     }
-    if not write:
-        return outputs
     wf = workflow or Workflow.from_env(environ, annotations=True)
     wf.append_summary(render_summary(sections, ctx))
     wf.print_annotations(render_annotations(sections, ctx))
     return outputs
+
+
+def verdict(code: int, outputs: Mapping[str, str], refused: bool, fail_on: str) -> int:
+    """The step's exit code, from ``mlcheck run``'s and the counts read from its results.
+
+    ``mlcheck run`` ran as the project's user; the counts (``outputs``) come from the one
+    trusted read of its results (publish's, or :func:`report`'s). A failure either one saw
+    fails the step; results that were refused fail it whatever ``fail-on`` says (a verdict
+    nobody could read is no pass); ``fail-on: never`` turns 1 into 0.
+
+    >>> red = {"failed": "1", "errors": "0"}
+    >>> verdict(0, red, False, "failures"), verdict(0, red, False, "never")
+    (1, 0)
+    >>> verdict(0, {}, True, "never")  # refused results
+    2
+    """
+    if refused:
+        return max(code, EXIT_RESULTS_REFUSED)
+    failures = sum(int(outputs.get(k) or 0) for k in ("failed", "errors"))
+    if failures and code == 0:
+        code = EXIT_TESTS_FAILED
+    if code == EXIT_TESTS_FAILED and fail_on == "never":
+        return 0
+    return code
 
 
 def should_publish(inputs: Inputs, event: Event) -> tuple[bool, str]:
@@ -437,23 +472,28 @@ def _run_sandboxed(
             return code
         code = sandbox.call([sandbox.python, "-m", "mlcheck", *cli_args(inputs, p)], p.project)
         post, why_not = should_publish(inputs, event)
-        ran = (p.results_dir / "results.json").exists()
-        published = False
+        # lexists: a link or a FIFO in its place is refused by the reader, never skipped
+        ran = os.path.lexists(p.results_dir / "results.json")
+        reported = None
         if post and ran:
             reported = _mlcheck(publish_after_run(inputs, p), p.project, trusted)
-            published = reported in _PUBLISH_REPORTED
-            if reported != 0:
+            if reported == EXIT_REPORTING_FAILED:
                 # A reporting failure never hides the test result (SPEC §7).
                 wf.command("warning", "mlcheck could not post the results; see the log above")
         elif not post:
             print(f"mlcheck: nothing posted to GitHub: {why_not}")
-        outputs = report(p, inputs, event, environ, write=not published, workflow=wf)
-        if published:
-            # publish compared with the tracking issue's base digest: its new-failures win
+        refused = reported == EXIT_RESULTS_REFUSED
+        if reported in _PUBLISH_REPORTED:
+            # publish read the results once, as untrusted data: its numbers are the outputs
+            # (compared with the tracking issue's base digest); nothing reads the file again
             outputs |= cli.read_outputs(CLI_OUTPUTS)
-        if code == 1 and inputs.fail_on == "never":
-            return 0
-        return code
+        elif ran and not refused:
+            try:
+                outputs = report(p, inputs, event, environ, workflow=wf)
+            except ResultsError as exc:
+                wf.command("error", f"mlcheck: results refused: {exc}")
+                refused = True
+        return verdict(code, outputs, refused, inputs.fail_on)
     finally:
         try:
             # Already dead after each call; again, whatever raised. If some survive, the file

@@ -34,8 +34,9 @@ checked out PR code with a write token.
 
 from __future__ import annotations
 
+import os
 import re
-import subprocess
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -46,6 +47,7 @@ from .publish.options import resolve_author
 from .report import messages
 from .safety import inline
 from .tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW, SCHEDULED_TIERS, tier_key
+from .untrusted_files import NotPlainFile, read_beneath
 
 if TYPE_CHECKING:
     from .github import GitHubClient
@@ -98,11 +100,13 @@ def base_safety(workspace: Path, pr_head_sha: str | None = None) -> SafetyOption
     """Safety options from the manifest in ``workspace`` (the base branch's checkout).
 
     Refuses (:class:`~mlcheck.errors.UsageError`) a workspace whose git HEAD is the PR's head:
-    reading the PR's manifest would let the PR grant itself ``allow_pickle``.
+    reading the PR's manifest would let the PR grant itself ``allow_pickle``. It fails closed:
+    a workspace whose HEAD cannot be read (no ``.git``, a link, a HEAD that is no commit) is
+    refused too (:func:`git_head`).
     """
     from .manifest import load_manifest
 
-    if pr_head_sha and _git_head(workspace) == pr_head_sha:
+    if pr_head_sha and git_head(workspace) == pr_head_sha:
         raise UsageError(
             f"the workspace {workspace} is the PR's head commit: in pull_request_target "
             "workflows check out the base branch (actions/checkout with no `ref`), never the PR"
@@ -122,18 +126,86 @@ def base_safety(workspace: Path, pr_head_sha: str | None = None) -> SafetyOption
     )
 
 
-def _git_head(workspace: Path) -> str | None:
+_GIT_FILE_BYTES = 4096  # HEAD, a loose ref, .git as a file, commondir
+_PACKED_REFS_BYTES = 64 * 1024 * 1024
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_REF = re.compile(r"refs/[A-Za-z0-9._/-]+")
+
+
+def git_head(workspace: Path) -> str:
+    """The commit ``workspace``'s checkout is at, read as data; :class:`UsageError` if unknown.
+
+    No git runs: git as root in a checkout that another user owns refuses ("dubious
+    ownership"), and its config could name commands to run. ``.git/HEAD``, the loose ref it
+    names and ``packed-refs`` are parsed by hand, each opened without following links
+    (:func:`mlcheck.untrusted_files.read_beneath`); worktrees (``.git`` as a ``gitdir:`` file,
+    ``commondir``) are understood. Anything else (no ``.git``, a link, a HEAD naming no commit)
+    is refused: the scheduler must not guess that the workspace is the base branch.
+
+    >>> import subprocess, tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / ".git").mkdir(), (d / ".git" / "HEAD").write_text("a" * 40 + "\\n")
+    >>> git_head(d) == "a" * 40
+    True
+    """
     try:
-        done = subprocess.run(
-            ["git", "-C", str(workspace), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
+        gitdir = _git_dir(workspace)
+        common = gitdir
+        try:
+            pointer = _read_git(gitdir, "commondir").strip()
+            common = (gitdir / pointer) if pointer else gitdir
+        except FileNotFoundError:
+            pass
+        head = _read_git(gitdir, "HEAD").strip()
+        for _ in range(5):  # a symbolic ref may name another one
+            if _OBJECT_ID.fullmatch(head):
+                return head
+            ref = head.removeprefix("ref:").strip()
+            if not head.startswith("ref:") or not _REF.fullmatch(ref) or ".." in ref:
+                break
+            head = _resolve_ref(gitdir, common, ref)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _unknown_head(workspace, str(exc)) from None
+    raise _unknown_head(workspace, f"HEAD names no commit ({head[:80]!r})")
+
+
+def _git_dir(workspace: Path) -> Path:
+    """``workspace/.git``, or where a ``.git`` file (``gitdir: PATH``) points."""
+    if stat.S_ISDIR(os.lstat(workspace / ".git").st_mode):  # lstat: a link is no folder
+        return workspace / ".git"
+    text = _read_git(workspace, ".git").strip()
+    if not text.startswith("gitdir:"):
+        raise NotPlainFile(f"{workspace / '.git'} is a file that names no gitdir")
+    return (workspace / text.removeprefix("gitdir:").strip()).resolve()
+
+
+def _resolve_ref(gitdir: Path, common: Path, ref: str) -> str:
+    for folder in dict.fromkeys((gitdir, common)):
+        try:
+            return _read_git(folder, ref).strip()
+        except FileNotFoundError:
+            continue
+    try:
+        packed = read_beneath(common, "packed-refs", _PACKED_REFS_BYTES).decode()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"the ref {ref} is neither a file nor in packed-refs") from None
+    for line in packed.splitlines():
+        sha, _, name = line.partition(" ")
+        if name == ref and _OBJECT_ID.fullmatch(sha):
+            return sha
+    raise FileNotFoundError(f"the ref {ref} is neither a file nor in packed-refs")
+
+
+def _read_git(folder: Path, name: str) -> str:
+    return read_beneath(folder, name, _GIT_FILE_BYTES).decode()
+
+
+def _unknown_head(workspace: Path, why: str) -> UsageError:
+    return UsageError(
+        f"cannot tell which commit the workspace {workspace} is at ({why}), so cannot check "
+        "that it is the base branch and not the PR: check out the base branch with "
+        "actions/checkout (no `ref`) before `mlcheck schedule`"
+    )
 
 
 def runs_url(event: Event, workflow: str) -> str:
@@ -242,6 +314,7 @@ __all__ = [
     "ScheduleOptions",
     "ScheduleResult",
     "base_safety",
+    "git_head",
     "runs_url",
     "schedule",
 ]

@@ -37,6 +37,7 @@ JOURNAL_FILE = "journal.jsonl"  # every report as it came, so a killed run loses
 MAX_MESSAGE_CHARS = 2_000
 MAX_TRACEBACK_CHARS = 20_000
 MAX_SUBTESTS = 1_000  # recorded per test; the outcome counts every one
+MAX_READ_BYTES = 256 * 1024 * 1024  # a results file read back (publish's own cap is lower)
 
 
 class Outcome(StrEnum):
@@ -409,13 +410,22 @@ def write_junit(results: RunResults, path: Path) -> Path:
 
 
 def read(path: Path) -> RunResults:
-    """Read a results file or a results directory; clear errors for anything else."""
+    """Read a results file or a results directory; clear errors for anything else.
+
+    The tests wrote it, so it is opened as :mod:`mlcheck.untrusted_files` opens such files:
+    no link followed, no blocking on a FIFO, a regular file of at most
+    :data:`MAX_READ_BYTES`.
+    """
+    from .untrusted_files import NotPlainFile, read_beneath
+
     if path.is_dir():
         path = path / RESULTS_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_beneath(path.parent, path.name, MAX_READ_BYTES).decode("utf-8"))
     except FileNotFoundError as exc:
         raise ResultsMissing(f"no results at {path}: run `mlcheck run` first") from exc
+    except NotPlainFile as exc:
+        raise ResultsError(f"{exc}; results must be plain files") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path} is not valid JSON: {exc}") from exc
     return from_dict(data)

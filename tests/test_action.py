@@ -103,6 +103,18 @@ def _environ(ws: Path, event: str, payload: dict[str, object], **inputs: str) ->
     return env
 
 
+def _commit_all(folder: Path) -> str:
+    """Make ``folder`` a git checkout of one commit of its files; its SHA."""
+    import subprocess
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(folder)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True)
+    return head.stdout.strip()
+
+
 def _outputs(env: dict[str, str], *more: str) -> dict[str, str]:
     path = env["GITHUB_OUTPUT"]
     # written once: by the action, at the end (the CLI it runs writes into a private file)
@@ -442,6 +454,7 @@ def test_schedule_command_dispatches_the_gpu_workflow(
         "pull_request": _pr(pr, "someone/ml-app"),
     }
     env = _to(server, _environ(workspace, "pull_request_target", payload))
+    _commit_all(workspace)  # the base branch's checkout (a workspace at no known commit: refused)
     assert main(env) == 0, capfd.readouterr().out
     assert server.state.dispatches == [
         {
@@ -872,3 +885,87 @@ def test_an_interrupted_sandbox_kills_the_project_before_it_exits(
         wrapper.kill()
     assert processes_of(pr_uid) == []
     assert runner.file("GITHUB_ENV").read_text() == FILE_COMMANDS_BEFORE["GITHUB_ENV"]
+
+
+# --- the verdict and its section come from the trusted side (issue 20)
+
+# The project's conftest rewrites its results after the plugin wrote them (pytest_unconfigure
+# runs after pytest_sessionfinish): every test passed, all of it the GPU section's.
+FORGE_SECTION = """
+import json
+
+def pytest_unconfigure(config):
+    path = config.rootpath / "mlcheck-results" / "results.json"
+    data = json.loads(path.read_text())
+    data["run"]["tiers"] = ["real", "gpu"]
+    for test in data["tests"]:
+        test["outcome"], test["run"] = "passed", "real,gpu"
+    path.write_text(json.dumps(data))
+"""
+
+
+# README security model: the section results publish under is the tier the action ran.
+def test_a_fast_run_cannot_forge_the_gpu_section(
+    workspace: Path, server: GitHubServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from mlcheck.report import sticky
+
+    pr = server.state.add_pull(head_sha=SHA, head_ref="feature")
+    gpu = "### ❌ 1 failure · mlcheck · `real,gpu`\n\n`tests/test_gpu.py::test_fp16` failed"
+    server.state.add_comment(pr, sticky.build_body({"real,gpu": gpu}), ACTIONS_BOT)
+    (workspace / "proj" / "conftest.py").write_text(FORGE_SECTION)
+    payload = {"action": "synchronize", "pull_request": _pr(pr, REPO["full_name"])}
+    env = _to(server, _environ(workspace, "pull_request", payload, working_directory="proj"))
+    env["INPUT_FAIL-ON"] = "never"  # refused results fail the step whatever fail-on says
+    assert main(env) == 2
+    out = capfd.readouterr()
+    (comment,) = server.state.comments_on(pr)
+    sections = sticky.parse_sections(comment["body"])
+    assert sections["real,gpu"] == gpu  # the GPU section is untouched
+    assert "Results not published · `fast`" in sections["fast"]
+    assert "claim the section 'real,gpu'" in sections["fast"]
+    assert "claim the section 'real,gpu'" in out.err
+    assert _outputs(env)["passed"] == "0"  # nothing of the forged results became an output
+
+
+FORGE_FILE = """
+import os
+
+def pytest_unconfigure(config):
+    path = config.rootpath / "mlcheck-results" / "results.json"
+    path.unlink()
+    if os.environ.get("FORGE") == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+"""
+
+
+# README security model: root reads results without following links, blocking or a size cap.
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("forge", "token"), [("fifo", True), ("zero", False)])
+def test_a_fifo_or_a_link_to_dev_zero_as_results_is_refused_promptly(
+    workspace: Path,
+    server: GitHubServer,
+    capfd: pytest.CaptureFixture[str],
+    forge: str,
+    token: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a token publish reads the results; without one the action does: either way a
+    FIFO (which would block the reader) or a link to /dev/zero (which never ends) is refused
+    at once, the step fails and its outputs are still written."""
+    monkeypatch.setenv("FORGE", forge)
+    (workspace / "proj" / "conftest.py").write_text(FORGE_FILE)
+    pr = server.state.add_pull(head_sha=SHA, head_ref="feature")
+    payload = {"action": "synchronize", "pull_request": _pr(pr, REPO["full_name"])}
+    env = _environ(workspace, "pull_request", payload, working_directory="proj", fail_on="never")
+    env["FORGE"] = forge
+    if token:
+        env = _to(server, env)
+    assert main(env) == 2
+    err = capfd.readouterr()
+    what = "a FIFO (named pipe)" if forge == "fifo" else "a symbolic link"
+    assert what in err.out + err.err
+    outputs = _outputs(env)
+    assert outputs["results-dir"] == "proj/mlcheck-results" and outputs["failed"] == "0"

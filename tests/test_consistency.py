@@ -222,7 +222,8 @@ def _permissions(workflow: dict[str, Any], job: str) -> dict[str, str]:
     ("name", "job", "needed"),
     [
         # README.md, "Permissions per workflow"
-        ("mlcheck.yml", "fast", {"pull-requests": "write", "issues": "write"}),
+        ("mlcheck.yml", "fast", {"pull-requests": "write", "issues": "read"}),
+        ("mlcheck.yml", "default-branch", {"pull-requests": "write", "issues": "write"}),
         ("mlcheck-schedule.yml", "schedule", {"pull-requests": "write", "actions": "write"}),
         ("mlcheck-gpu.yml", "gpu", {"contents": "read"}),
         ("mlcheck-gpu.yml", "publish", {"pull-requests": "write", "issues": "read"}),
@@ -240,6 +241,58 @@ def test_each_workflow_job_has_the_permissions_it_needs(
         assert perms.get("issues") in ("read", "write")  # the base digest
     if job == "gpu":
         assert perms == {"contents": "read"}  # PR code: no write token
+
+
+# Events whose jobs act on a PR's behalf: its code ran (or runs) somewhere in the chain.
+PR_EVENTS = {"pull_request", "pull_request_target", "workflow_run", "workflow_dispatch"}
+
+
+def _triggers(workflow: dict[str, Any]) -> set[str]:
+    on = workflow["on"]
+    return {on} if isinstance(on, str) else set(on)
+
+
+# README security model: jobs a PR triggers hold no issues: write.
+def test_pr_triggered_jobs_hold_no_issues_write() -> None:
+    """`issues: write` keeps the base digest, which only pushes to the default branch and the
+    nightly write: a job a PR can trigger never holds it (split into its own job if needed)."""
+    checked = 0
+    for path in WORKFLOW_FILES:
+        workflow = _yaml(path)
+        pr_events = _triggers(workflow) & PR_EVENTS
+        if path.name == "mlcheck-nightly.yml":
+            pr_events -= {"workflow_dispatch"}  # by hand on the default branch, not for a PR
+        for name, job in workflow["jobs"].items():
+            only_push = job.get("if", "").replace(" ", "") == "github.event_name=='push'"
+            if pr_events and not only_push:
+                checked += 1
+                perms = _permissions(workflow, name)
+                assert perms.get("issues") != "write", f"{path.name}: {name} has issues: write"
+                assert workflow["permissions"].get("issues") != "write", path.name
+    assert checked >= 7
+    fast = _workflow("mlcheck.yml")["jobs"]
+    assert fast["fast"]["if"] == "github.event_name == 'pull_request'"
+    assert _permissions(_workflow("mlcheck.yml"), "default-branch")["issues"] == "write"
+    # the two jobs are the same steps: only their permissions differ
+    assert fast["fast"]["steps"] == fast["default-branch"]["steps"]
+
+
+# README security model: a fork's branch name cannot join another PR's comment queue.
+def test_fork_publisher_groups_never_collide_with_a_pr_number() -> None:
+    group = _workflow("mlcheck-publish.yml")["jobs"]["publish"]["concurrency"]["group"]
+    prefix, expression = group.split("${{", 1)
+    assert prefix == "mlcheck-comment-"
+    first, fallback = (part.strip() for part in expression.rstrip("} ").split("||", 1))
+    assert first == "github.event.workflow_run.pull_requests[0].number"  # GitHub's, trusted
+    # a fork's run names no PR: its key is prefixed, so a branch named "123" is not PR #123
+    found = re.fullmatch(r"format\('fork:\{0\}:\{1\}', (\S+), (\S+)\)", fallback)
+    assert found, fallback
+    assert found.groups() == (
+        "github.event.workflow_run.head_repository.full_name",
+        "github.event.workflow_run.head_branch",
+    )
+    for path in WORKFLOW_FILES:  # no other group keys on a branch name a fork chooses
+        assert "head_branch }}" not in path.read_text(), path.name
 
 
 def test_workflows_run_unchanged_under_act() -> None:
@@ -335,3 +388,18 @@ def test_the_readmes_first_test_passes(pytester: pytest.Pytester, monkeypatch) -
     pytester.makepyfile(test_first=code.group(1))
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_the_threat_model_names_only_tests_that_exist() -> None:
+    """Each claim of README's per-event threat model names its test: that test must exist."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"### Threat model, per event.*?\n(.*?)\n### ", readme, re.S)
+    assert found, "README.md has no per-event threat model"
+    named = set(re.findall(r"`(test_\w+)`", found.group(1)))
+    assert len(named) >= 12, named
+    defined = {
+        m
+        for path in (ROOT / "tests").glob("test_*.py")
+        for m in re.findall(r"(?m)^def (test_\w+)\(", path.read_text(encoding="utf-8"))
+    }
+    assert named <= defined, sorted(named - defined)

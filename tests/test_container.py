@@ -420,11 +420,12 @@ def test_act_fast_tier_on_push_pr_fork_pr_and_the_fork_publisher(
     fork_pr = gh.add_pull(head_sha=head, head_ref="feature", head_repo=FORK, user="forker")
 
     # push to the default branch: the PR of the pushed commit gets the comment, the tracking
-    # issue gets the default branch's base digest
+    # issue gets the default branch's base digest (its own job: the only one with issues: write)
     push = {"ref": "refs/heads/main", "after": head, "before": "0" * 40}
     run = _act(user_repo, act_env, "push", "mlcheck.yml", push, github=github)
     assert run.code == 0, run.tail()
-    out = run.outputs("fast")
+    assert _job_ended(run, "mlcheck", "fast") == []  # the PR job does not run on a push
+    out = run.outputs("default-branch")
     assert int(out["passed"]) >= 10 and int(out["not-run"]) >= 1, out
     assert (out["failed"], out["errors"], out["new-failures"]) == ("0", "0", "0")
     assert out["results-dir"] == "mlcheck-results"  # relative to the repository
@@ -671,6 +672,9 @@ def test_act_label_dispatch_gpu_run_and_publish(
     assert f"/blob/{pinned}/tests/test_gpu.py" in gpu_section  # permalinks at the pinned SHA
     assert run.outputs("publish")["comment-url"].endswith(_url_of(comment))
     assert github.token not in log
+    # README security model: a failing test fails every shipped workflow that runs or reports it.
+    assert _job_ended(run, "mlcheck gpu", "gpu") == ["failed"]
+    assert _job_ended(run, "mlcheck gpu", "publish") == ["failed"]  # fail-on: failures
 
 
 def test_act_nightly_keeps_the_tracking_issue(
@@ -686,6 +690,9 @@ def test_act_nightly_keeps_the_tracking_issue(
         github=github,
     )  # fmt: skip
     assert "act-download: mlcheck-results-nightly" in run.log, run.tail()
+    assert run.code != 0  # the gpu tests errored: both jobs are red
+    assert _job_ended(run, "mlcheck nightly", "all") == ["failed"]
+    assert _job_ended(run, "mlcheck nightly", "publish") == ["failed"]
     issues = list(github.state.issues.values())
     assert len(issues) == 1, issues
     issue = issues[0]
@@ -826,3 +833,56 @@ def test_the_action_contains_pr_code_as_githubs_runner_starts_it(
     assert outputs.count("failed=1") == 2, outputs
     summary = (commands / "step_summary_1").read_text()
     assert summary.startswith("# earlier\n") and summary.count("· mlcheck · `fast`") == 2
+
+
+FAILING_TEST = """\
+def test_fails_on_purpose():
+    assert 1 + 1 == 3, "a real failure"
+"""
+
+
+def _job_ended(run: Act, workflow: str, job: str) -> list[str]:
+    """How each run of ``job`` ended (``succeeded``/``failed``), from act's log."""
+    return re.findall(
+        rf"\[{re.escape(workflow)}/{re.escape(job)}[^\]]*\].*Job (succeeded|failed)", run.log
+    )
+
+
+# README security model: a failing test fails every shipped workflow that runs or reports it.
+def test_act_every_shipped_workflow_ends_failed_when_a_test_fails(
+    user_repo: Path, act_env: dict[str, str], github: GitHubServer
+) -> None:
+    """One failing test: mlcheck.yml's PR job, the fork-safe publisher of that run, and the
+    sharded workflow's report job (its shards use `fail-on: never`) all end failed. The GPU
+    and nightly workflows are run, red, by the tests above; the scheduler runs no tests."""
+    (user_repo / "tests" / "test_fails.py").write_text(FAILING_TEST)
+    head = _commit(user_repo, "a failing test")
+    gh = github.state
+    pr = gh.add_pull(head_sha=head, head_ref="feature")
+    pull = {"action": "synchronize", "number": pr, "pull_request": _pr_payload(gh, pr)}
+
+    run = _act(user_repo, act_env, "pull_request", "mlcheck.yml", pull, github=github)
+    assert run.code != 0 and _job_ended(run, "mlcheck", "fast") == ["failed"], run.tail()
+    assert run.outputs("fast")["failed"] == "1"
+    assert "❌ 1 failure" in _sections(_one_comment(github, pr)["body"])["fast"]
+
+    completed = {
+        "action": "completed",
+        "workflow_run": {
+            "id": 4343, "name": "mlcheck", "event": "pull_request", "conclusion": "failure",
+            "head_sha": head, "head_branch": "feature",
+            "head_repository": {"full_name": REPO}, "pull_requests": [{"number": pr}],
+            "html_url": f"https://github.com/{REPO}/actions/runs/4343",
+        },
+    }  # fmt: skip
+    run = _act(user_repo, act_env, "workflow_run", "mlcheck-publish.yml", completed, github=github)
+    assert run.code != 0 and _job_ended(run, "mlcheck publish", "publish") == ["failed"], run.tail()
+    assert run.outputs("publish")["failed"] == "1"
+
+    run = _act(user_repo, act_env, "pull_request", "mlcheck-sharded.yml", pull, github=github)
+    shards = _job_ended(run, "mlcheck sharded", "shard")
+    assert shards == ["succeeded"] * 4, run.tail()  # `fail-on: never`: the report decides
+    assert _job_ended(run, "mlcheck sharded", "report") == ["failed"], run.tail()
+    assert run.code != 0
+    assert run.outputs("report")["failed"] == "1"
+    assert "❌ 1 failure" in _sections(_one_comment(github, pr)["body"])["fast"]

@@ -291,21 +291,27 @@ def test_fork_pull_request_with_read_only_token_writes_summary_only(
 
 # README security model: results cannot pick another section.
 def test_fork_pr_is_published_from_workflow_run_with_the_artifact_folder(
-    actions: Actions, tmp_path: Path
+    actions: Actions, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The fork's run uploaded its results; the workflow_run publisher downloaded them."""
     gh = actions.gh
     fork_pr = gh.state.add_pull(head_sha=HEAD, head_ref="swap-head", head_repo="mallory/ml-app")
     artifact = tmp_path / "artifact"
-    # Shards unpack into sub-folders; results claim a GPU section they have no say over.
-    write(artifact / "shard-1" / "mlcheck-results", passed("test_a"), tiers=("real", "gpu"))
+    # Shards unpack into sub-folders; one claims a GPU section it has no say over: refused.
+    write(artifact / "shard-1" / "mlcheck-results", passed("test_a"))
     write(artifact / "shard-2" / "mlcheck-results", failed("test_b"), tiers=("real", "gpu"))
     actions.event("workflow_run", "workflow_run_fork.json", GITHUB_SHA=MAIN)
+    assert run_publish(gh, str(artifact)) == 2
+    assert "claim the section 'real,gpu', but this run publishes under 'fast'" in (
+        capsys.readouterr().err
+    )
+    assert not gh.state.comments_on(fork_pr)  # a fork's run names no PR to say it in
+    write(artifact / "shard-2" / "mlcheck-results", failed("test_b"))
     assert run_publish(gh, str(artifact), label="workflow_run of a fork PR") == 0
     found = sticky_comments(gh, fork_pr)
     assert len(found) == 1
     sections = sticky.parse_sections(str(found[0]["body"]))
-    assert list(sections) == [FAST]  # forced: a fork's results cannot write the GPU section
+    assert list(sections) == [FAST]
     assert "❌ 1 failure" in sections[FAST]
     assert f"/blob/{HEAD}/" in sections[FAST]  # links at the run's head, not the results' claim
     assert COSTS["workflow_run of a fork PR"] == 5  # + the PR lookup by head
@@ -343,7 +349,7 @@ def test_dispatched_gpu_run_reports_into_the_scheduled_section(
     gh.state.add_comment(PR, sticky.build_body({GPU: "GPU run scheduled", FAST: "f"}), ACTIONS_BOT)
     actions.event("workflow_dispatch", "workflow_dispatch.json")
     gpu = TestResult("tests/test_gpu.py::test_fp16", Outcome.PASSED, tier="gpu")
-    out = write(tmp_path / "r", gpu, tiers=("fast",))  # the claim "fast" is ignored
+    out = write(tmp_path / "r", gpu, tiers=("real", "gpu"))
     assert run_publish(gh, str(out), label="workflow_dispatch (GPU results)") == 0
     text = section(gh, GPU)
     assert "GPU run scheduled" not in text and "1 passed" in text
@@ -700,6 +706,21 @@ def test_refused_gpu_results_say_so_in_their_section(
     assert "Results not published" in text and "schema\\_version 99" in text
 
 
+# README security model: results cannot pick another section.
+def test_gpu_results_claiming_the_fast_section_are_refused_in_the_gpu_section(
+    actions: Actions, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gh = actions.gh
+    gh.state.add_comment(PR, sticky.build_body({FAST: "f", GPU: "GPU run scheduled"}), ACTIONS_BOT)
+    actions.event("workflow_dispatch", "workflow_dispatch.json")
+    out = write(tmp_path / "r", passed("test_a"), tiers=("fast",))
+    assert run_publish(gh, str(out)) == 2
+    assert "claim the section 'fast'" in capsys.readouterr().err
+    assert section(gh, FAST) == "f"
+    text = section(gh, GPU)
+    assert "Results not published" in text and "claim the section" in text
+
+
 def test_path_prefix_reaches_links(actions: Actions, tmp_path: Path) -> None:
     gh = actions.gh
     actions.event("pull_request", "pull_request.json")
@@ -755,15 +776,89 @@ def test_hostile_run_and_device_strings_are_rendered_as_text() -> None:
     assert "@everyone" not in page.replace(f"@{ZWSP}everyone", "")
 
 
-# README security model: without jsonschema nothing is accepted.
+# README security model: without jsonschema-rs nothing is accepted.
 def test_without_jsonschema_nothing_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail closed: no partial hand-written check lets unchecked fields through."""
+    from mlcheck.publish import untrusted
+
     data = json.loads(json.dumps(results.to_dict(RunResults(RunInfo(), (passed("test_a"),)))))
     data["run"].update(workers=HOSTILE)
-    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema -> ImportError
-    for good_or_bad in (data, results.to_dict(RunResults(RunInfo(), ()))):
-        with pytest.raises(ResultsError, match="`jsonschema` package is missing"):
-            publish.validate(good_or_bad)
+    untrusted._validator.cache_clear()
+    monkeypatch.setitem(sys.modules, "jsonschema_rs", None)  # import -> ImportError
+    try:
+        for good_or_bad in (data, results.to_dict(RunResults(RunInfo(), ()))):
+            with pytest.raises(ResultsError, match="`jsonschema-rs` package is missing"):
+                publish.validate(good_or_bad)
+    finally:
+        untrusted._validator.cache_clear()
+
+
+# README security model: every array of the results schema is bounded, and so is the number
+# of values a publish parses.
+def test_results_are_bounded_before_and_by_the_schema(tmp_path: Path) -> None:
+    from mlcheck.publish import untrusted
+    from mlcheck.results import MAX_SUBTESTS
+
+    def arrays(node: object, where: str = "") -> list[tuple[str, object]]:
+        found = []
+        if isinstance(node, dict):
+            if "array" in (
+                node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+            ):
+                found.append((where, node.get("maxItems")))
+            for key, value in node.items():
+                found += arrays(value, f"{where}/{key}")
+        return found
+
+    schema = untrusted._schema()
+    bounded = dict(arrays(schema))
+    assert len(bounded) >= 9 and all(bounded.values()), bounded  # every array has maxItems
+    assert bounded["/properties/tests"] == publish.MAX_TESTS
+    assert bounded["/$defs/test/properties/subtests"] == MAX_SUBTESTS  # what mlcheck records
+    one = results.to_dict(RunResults(RunInfo(), (passed("test_a"),)))
+    one["tests"][0]["subtests"] = [{"outcome": "passed"}] * (MAX_SUBTESTS + 1)
+    with pytest.raises(ResultsError, match="tests/0/subtests"):
+        publish.validate(json.loads(json.dumps(one)))
+    # Issue 20's file: one test, 17 million subtests in 50 MiB. Refused before it is parsed
+    # (the schema alone would still build 17 million objects first).
+    head = b'{"schema_version": 2, "run": {}, "tests": [{"nodeid": "t", "outcome": "passed", '
+    body = head + b'"subtests": [' + b"{}, " * (50 * 2**20 // 4 - 40) + b"{}]}]}"
+    (tmp_path / "huge").mkdir()
+    (tmp_path / "huge" / "results.json").write_bytes(body)
+    with pytest.raises(ResultsError, match=r"more than 6,000,000 JSON values.*refused unread"):
+        publish.load_untrusted([tmp_path / "huge"])
+    # the bound counts every file of a publish together, and so does the byte cap
+    shards = [
+        write(tmp_path / f"s{i}", *(passed(f"t{i}_{j}") for j in range(50))) for i in range(3)
+    ]
+    assert len(publish.load_untrusted(shards)) == 3
+    size = (shards[0] / "results.json").stat().st_size
+    with pytest.raises(ResultsError, match="JSON values"):
+        publish.load_untrusted(shards, limits=publish.Limits(max_values=1200))
+    with pytest.raises(ResultsError, match="in all"):
+        publish.load_untrusted(shards, limits=publish.Limits(max_total_bytes=2 * size + 1))
+
+
+# README security model: results are read without following links or blocking.
+def test_a_fifo_device_or_link_is_refused_without_being_read(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / "results.json")
+    with pytest.raises(ResultsError, match=r"is a FIFO \(named pipe\), not a regular file"):
+        publish.load_untrusted([fifo])  # would block forever if opened for reading
+    with pytest.raises(ResultsError, match="FIFO"):
+        publish.load_untrusted([fifo / "results.json"])
+    zero = tmp_path / "zero"
+    zero.mkdir()
+    (zero / "results.json").symlink_to("/dev/zero")
+    with pytest.raises(ResultsError, match="symbolic link"):
+        publish.load_untrusted([zero])
+    with pytest.raises(ResultsError, match="symbolic link"):
+        results.read(zero)  # mlcheck's own reader too
+    with pytest.raises(ResultsError, match="is a device"):
+        publish.load_untrusted([Path("/dev/zero")])
 
 
 def test_selected_output_is_zero_for_an_empty_selection() -> None:
@@ -779,3 +874,15 @@ def test_selected_output_is_zero_for_an_empty_selection() -> None:
         (TestResult("t.py::a", Outcome.PASSED), TestResult("t.py::b", Outcome.FAILED)),
     )
     assert publish.counts({"fast": ran}, {}).selected == 2
+
+
+def test_a_linked_results_folder_is_refused_at_read_time(tmp_path: Path) -> None:
+    """The folder holding results.json is opened without following a link too (a swap after
+    the search cannot redirect the read)."""
+    from mlcheck.publish.untrusted import read_regular
+
+    real = write(tmp_path / "real", passed("t"))
+    (tmp_path / "linked").symlink_to(real)
+    with pytest.raises(ResultsError, match="symbolic link"):
+        read_regular(tmp_path / "linked" / "results.json", 1 << 20)
+    assert read_regular(real / "results.json", 1 << 20).startswith(b"{")

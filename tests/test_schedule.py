@@ -51,6 +51,10 @@ def workspace(tmp_path: Path) -> Path:
         '"org/legacy-bin" = { revision = "main", needs = "weights", allow_pickle = true }\n'
         '"org/safe" = { revision = "main" }\n'
     )
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(ws)]
+    subprocess.run([*git, "init", "-q"], check=True)  # the scheduler reads its HEAD (fails closed)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], check=True)
     return ws
 
 
@@ -214,26 +218,77 @@ def test_other_events_are_a_usage_error(
     assert run_schedule(server) == (2, 0)
 
 
+def _git(folder: Path, *args: str) -> str:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(folder)]
+    return subprocess.run([*git, *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
 # README security model: the scheduler reads the base checkout; a PR-head workspace is refused.
-def test_safety_options_come_from_the_base_checkout_never_the_pr(
-    workspace: Path, tmp_path: Path
-) -> None:
+def test_safety_options_come_from_the_base_checkout_never_the_pr(workspace: Path) -> None:
     safety = base_safety(workspace)
     assert safety.allow_pickle == ("org/legacy-bin",) and safety.trust_remote_code == ()
     assert safety.source == "pyproject.toml"
     # A workspace at the PR's head means the workflow checked out PR code: refused.
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(workspace)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "pr"], check=True)
-    head = subprocess.run(
-        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    head = _git(workspace, "rev-parse", "HEAD")
     from mlcheck.errors import UsageError
 
     with pytest.raises(UsageError, match="never the PR"):
         base_safety(workspace, head)
     assert base_safety(workspace, "0" * 40).allow_pickle == ("org/legacy-bin",)
+
+
+# README security model: the head check reads HEAD as data and fails closed.
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a checkout owned by another uid")
+def test_head_check_on_a_checkout_another_user_owns_fails_closed(
+    workspace: Path, tmp_path: Path
+) -> None:
+    """As in the action's container: root runs the scheduler in a checkout owned by the
+    runner's uid 1001, where git itself refuses ("dubious ownership"). The check reads HEAD
+    as data, in every layout git leaves, and refuses what it cannot read."""
+    from mlcheck.errors import UsageError
+    from mlcheck.gpu_label import git_head
+
+    head = _git(workspace, "rev-parse", "HEAD")
+    for path in [workspace, *workspace.rglob("*")]:
+        os.lchown(path, 1001, 1001)
+    dubious = subprocess.run(
+        ["git", "-C", str(workspace), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
+    assert dubious.returncode != 0 and "dubious ownership" in dubious.stderr  # the old None
+    with pytest.raises(UsageError, match="never the PR"):
+        base_safety(workspace, head)  # a branch's loose ref
+    git_dir = workspace / ".git"
+    subprocess.run(["git", "-C", str(workspace), "-c", "safe.directory=*", "pack-refs", "--all"])
+    assert not any((git_dir / "refs" / "heads").iterdir())  # only in packed-refs now
+    assert git_head(workspace) == head
+    (git_dir / "HEAD").write_text(head + "\n")  # detached, as actions/checkout leaves it
+    assert git_head(workspace) == head
+    # a worktree: .git is a file naming its gitdir, refs live in the common dir
+    moved = tmp_path / "elsewhere.git"
+    git_dir.rename(moved)
+    (workspace / ".git").write_text(f"gitdir: {moved}\n")
+    (moved / "HEAD").write_text("ref: refs/heads/master\n")
+    subprocess.run(["git", "--git-dir", str(moved), "-c", "safe.directory=*", "update-ref",
+                    "refs/heads/master", head], check=True)  # fmt: skip
+    assert git_head(workspace) == head
+    # what cannot be read is refused, never taken as "not the PR"
+    (workspace / ".git").unlink()
+    (workspace / ".git").symlink_to(moved)
+    with pytest.raises(UsageError, match=r"cannot tell which commit.*symbolic link"):
+        base_safety(workspace, head)
+    (workspace / ".git").unlink()
+    with pytest.raises(UsageError, match="cannot tell which commit"):
+        base_safety(workspace, "0" * 40)  # no checkout at all
+    moved.rename(git_dir)
+    (git_dir / "HEAD").unlink()
+    (git_dir / "HEAD").symlink_to(tmp_path / "elsewhere-head")
+    (tmp_path / "elsewhere-head").write_text("0" * 40 + "\n")
+    with pytest.raises(UsageError, match=r"cannot tell which commit.*symbolic link"):
+        base_safety(workspace, head)
+    (git_dir / "HEAD").unlink()
+    (git_dir / "HEAD").write_text("ref: refs/heads/../../../../etc/passwd\n")
+    with pytest.raises(UsageError, match="HEAD names no commit"):
+        base_safety(workspace, head)
 
 
 def test_label_to_results_end_to_end_with_a_moved_head(

@@ -65,8 +65,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--section",
         default=None,
         metavar="KEY",
-        help="put every result in this comment section (default: the dispatched tier for "
-        "workflow_dispatch, fast for workflow_run, else the results' tiers)",
+        help="the comment section these results belong to; results that claim another are "
+        "refused (default: the dispatched tier for workflow_dispatch, fast for workflow_run, "
+        "else the results' tiers; the action passes the tier it ran)",
     )
     parser.add_argument(
         "--comment",
@@ -182,6 +183,7 @@ def handle(args: argparse.Namespace) -> int:
         publish,
         publish_refusal,
     )
+    from ..publish.options import check_claims, check_section_key, known_section
     from ..report import terminal_summary
 
     env = os.environ
@@ -202,9 +204,14 @@ def handle(args: argparse.Namespace) -> int:
         gpu_label=args.gpu_label,
         path_prefix=args.path_prefix,
     )
+    key = options.section or known_section(event)
+    if key:
+        check_section_key(key)  # a bad --section is a usage error before anything is read
     client = github_client(args, token) if token and event.name != "local" else None
     try:
         results = load_untrusted(dirs, limits=limits)
+        if key:
+            check_claims(results, key)  # results never pick their section (exit 2 if they try)
     except ResultsError as exc:  # exit 2; the PR's section says so where we know it
         if client is not None:
             try:

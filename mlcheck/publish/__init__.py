@@ -6,8 +6,8 @@ GPU workflow's ``publish`` job (the GPU job ran PR code with no write token), th
 shards. The results it reads were written by code that whoever opened the PR controls, so they
 are **untrusted data**: :func:`load_untrusted` refuses symbolic links, files over
 :data:`MAX_RESULTS_BYTES`, more than :data:`MAX_TESTS` tests and anything that does not match
-``mlcheck/schema/results.schema.json`` (with ``jsonschema`` when installed, else the dataclass
-loader plus type checks), and every string reaches GitHub through the renderer
+``mlcheck/schema/results.schema.json`` (``jsonschema_rs``, after a bound on the number of
+values), and every string reaches GitHub through the renderer
 (:mod:`mlcheck.report`), which redacts and escapes it. Where the publisher knows which section
 the results belong to (a dispatched GPU run: its ``tier`` input; a ``workflow_run`` publisher:
 ``fast`` unless told), the results cannot choose another one, so a PR's GPU job cannot

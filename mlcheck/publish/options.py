@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..digest import Digest
-from ..errors import GitHubError, UsageError
+from ..errors import GitHubError, ResultsError, UsageError
 from ..merge import merge
 from ..report import COMMENT_BUDGET, RenderContext, messages, sticky
 from ..results import Outcome, RunResults
 from ..safety import Redactor
-from ..tiers import DEFAULT_GPU_LABEL, tier_key
+from ..tiers import DEFAULT_GPU_LABEL, section_key, tier_key
 
 if TYPE_CHECKING:
     from ..github import GitHubClient
@@ -31,13 +31,38 @@ SHA_RE = re.compile(r"[0-9a-fA-F]{7,64}")
 
 
 def force_section(results: Sequence[RunResults], key: str) -> dict[str, RunResults]:
-    """Every test in one section ``key``, whatever the results say about themselves."""
+    """Every test in one section ``key``, the one the trusted side ran or was told.
+
+    Results that claim another section (their run's tiers, or a test's section tag) are
+    refused (:class:`~mlcheck.errors.ResultsError`), never re-labelled: results written by PR
+    code do not pick the section they land in, and a forged claim is said, not hidden.
+    """
+    check_section_key(key)
+    check_claims(results, key)
+    tagged = [replace(r, tests=tuple(replace(t, run=key) for t in r.tests)) for r in results]
+    return {key: merge(tagged)}
+
+
+def check_section_key(key: str) -> None:
+    """A bad section key (``--section``) is a usage error."""
     try:
         sticky.check_key(key)
     except ValueError as exc:
         raise UsageError(f"--section: {exc}") from None
-    tagged = [replace(r, tests=tuple(replace(t, run=key) for t in r.tests)) for r in results]
-    return {key: merge(tagged)}
+
+
+def check_claims(results: Sequence[RunResults], key: str) -> None:
+    """Refuse results that claim a section other than ``key`` (see :func:`force_section`)."""
+    for r in results:
+        own = section_key(r.run.tiers)
+        claims = {t.run or own for t in r.tests} or {own}
+        other = sorted(claims - {key})
+        if other:
+            raise ResultsError(
+                f"the results claim the section {', '.join(map(repr, other))}, but this run "
+                f"publishes under {key!r} (the tier it ran): refused. Results of another tier "
+                "come from the job that ran that tier; `mlcheck run --tier` writes matching ones"
+            )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,13 +2,17 @@
 
 Results files are written by code that whoever opened the PR controls, so they are data to
 validate, never to trust: no symbolic links, size and count limits, and the results schema
-(``mlcheck/schema/results.schema.json``) checked in full by ``jsonschema``.
+(``mlcheck/schema/results.schema.json``, every array with a ``maxItems``) checked in full by
+``jsonschema_rs``, after a bound on the number of values that keeps parsing within a memory
+and time budget.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ResultsError, ResultsMissing
 from ..results import SCHEMA_VERSION, RunResults, from_dict
+from ..untrusted_files import NotPlainFile, TooLarge, describe_mode, read_beneath
 
 if TYPE_CHECKING:
     pass
@@ -26,6 +31,10 @@ if TYPE_CHECKING:
 MAX_RESULTS_BYTES = 50 * 1024 * 1024  # one results.json; mlcheck's own are a few MB at most
 MAX_TESTS = 200_000  # per publish, all files together
 MAX_RESULTS_FILES = 256  # results.json files under the given folders (shards, artifacts)
+MAX_TOTAL_BYTES = 256 * 1024 * 1024  # all results files of one publish together
+# JSON values per publish, all files together: ~30 per test for MAX_TESTS tests. Keeps parsing
+# and validation under 1 GiB and a few seconds (bench/validate_results.py).
+MAX_VALUES = 6_000_000
 _MAX_DEPTH = 4  # artifact folders nest results one or two levels down
 
 # ---------------------------------------------------------------------------------------------
@@ -39,6 +48,8 @@ class Limits:
     max_bytes: int = MAX_RESULTS_BYTES
     max_tests: int = MAX_TESTS
     max_files: int = MAX_RESULTS_FILES
+    max_total_bytes: int = MAX_TOTAL_BYTES
+    max_values: int = MAX_VALUES
 
 
 def find_results_files(paths: Iterable[Path], limits: Limits = Limits()) -> list[Path]:
@@ -46,22 +57,31 @@ def find_results_files(paths: Iterable[Path], limits: Limits = Limits()) -> list
 
     A folder without a ``results.json`` of its own is searched a few levels down (artifacts
     unpack shards into sub-folders). Symbolic links are refused: an artifact could point one at
-    a file the publisher can read and the PR author cannot.
+    a file the publisher can read and the PR author cannot. So is anything that is not a
+    regular file (a FIFO would block the reader, a device never ends). Nothing is followed:
+    each entry is looked at with ``lstat``, and :func:`read_regular` opens without following.
     """
     found: list[Path] = []
     for path in paths:
-        if path.is_symlink() or (path / "results.json").is_symlink():
+        kind = _kind(path)
+        if kind == "link":
             raise ResultsError(f"{path} is a symbolic link; results must be plain files")
-        if path.is_file():
+        if kind == "file":
             found.append(path)
-        elif (path / "results.json").is_file():
-            found.append(path / "results.json")
-        elif path.is_dir():
-            found += _walk(path, 0)
-        else:
+        elif kind == "dir":
+            own = path / "results.json"
+            own_kind = _kind(own)
+            if own_kind == "missing":
+                found += _walk(path, 0)
+            else:
+                _refuse_unless_file(own, own_kind)
+                found.append(own)
+        elif kind == "missing":
             raise ResultsMissing(
                 f"no results at {path}: run `mlcheck run` or download the artifact"
             )
+        else:
+            _refuse_unless_file(path, kind)
         if len(found) > limits.max_files:
             raise ResultsError(
                 f"more than {limits.max_files} results files under the given folders; "
@@ -69,10 +89,33 @@ def find_results_files(paths: Iterable[Path], limits: Limits = Limits()) -> list
             )
     if not found:
         raise ResultsMissing(f"no results.json under {', '.join(map(str, paths))}")
-    for f in found:
-        if f.is_symlink():
-            raise ResultsError(f"{f} is a symbolic link; results must be plain files")
     return found
+
+
+def _kind(path: Path) -> str:
+    """``file``, ``dir``, ``link``, ``missing`` or what else it is (``lstat``: no link followed)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        raise ResultsError(f"cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(mode):
+        return "link"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return describe_mode(mode)
+
+
+def _refuse_unless_file(path: Path, kind: str) -> None:
+    if kind == "file":
+        return
+    if kind == "link":
+        raise ResultsError(f"{path} is a symbolic link; results must be plain files")
+    what = "a folder" if kind == "dir" else kind
+    raise ResultsError(f"{path} is {what}, not a regular file; results must be plain files")
 
 
 def _walk(folder: Path, depth: int) -> list[Path]:
@@ -80,15 +123,37 @@ def _walk(folder: Path, depth: int) -> list[Path]:
         return []
     found = []
     for entry in sorted(folder.iterdir()):
-        if entry.is_symlink():
-            if entry.name == "results.json":
-                raise ResultsError(f"{entry} is a symbolic link; results must be plain files")
-            continue  # folders linked from elsewhere are not searched
-        if entry.is_file() and entry.name == "results.json":
+        kind = _kind(entry)
+        if entry.name == "results.json":
+            _refuse_unless_file(entry, kind)
             found.append(entry)
-        elif entry.is_dir():
+        elif kind == "dir":
             found += _walk(entry, depth + 1)
+        # folders linked from elsewhere are not searched; other entries are not results
     return found
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of ``path``, a results file that untrusted code wrote.
+
+    Its folder and the file are opened without following links, the file without blocking (a
+    FIFO would wait for a writer forever), and what was opened must be a regular file of at
+    most ``max_bytes`` (:func:`mlcheck.untrusted_files.read_beneath`), else
+    :class:`~mlcheck.errors.ResultsError` says what it is.
+    """
+    try:
+        return read_beneath(path.parent, path.name, max_bytes, follow_root=False)
+    except FileNotFoundError:
+        raise ResultsMissing(f"no results at {path}: run `mlcheck run` first") from None
+    except TooLarge as exc:
+        raise ResultsError(
+            f"{path} is {_mib(exc.size)}, over the {_mib(max_bytes)} limit for published "
+            "results; it was not read"
+        ) from None
+    except NotPlainFile as exc:
+        raise ResultsError(f"{exc}; results must be plain files") from None
+    except OSError as exc:
+        raise ResultsError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _schema() -> dict[str, Any]:
@@ -97,33 +162,57 @@ def _schema() -> dict[str, Any]:
     return schema
 
 
+@functools.cache
+def _validator() -> Any:
+    """The compiled results schema (``jsonschema_rs``, once per process)."""
+    import jsonschema_rs
+
+    return jsonschema_rs.Draft202012Validator(_schema())
+
+
 def validate(data: Any) -> RunResults:
     """Check untrusted results data against the whole results schema; build :class:`RunResults`.
 
     The schema version is checked first (its message says which mlcheck wrote the file), then
-    every field with ``jsonschema`` against ``mlcheck/schema/results.schema.json`` (types,
-    lengths, enums, extra fields), so fields other modules add to the schema are checked
-    without changes here. Without ``jsonschema`` nothing is accepted: a partial hand-written
-    check would let the fields it forgot reach the comment (fail closed).
+    every field against ``mlcheck/schema/results.schema.json`` (types, lengths, ``maxItems``,
+    enums, extra fields), so fields other modules add to the schema are checked without
+    changes here. The validator is ``jsonschema_rs`` (Rust): the pure-Python ``jsonschema``
+    took 26 s for 20,000 tests (bench/validate_results.py), this takes well under a second.
+    Without it nothing is accepted: a partial hand-written check would let the fields it
+    forgot reach the comment (fail closed).
     """
     if not isinstance(data, dict):
         raise ResultsError("results file is not a JSON object")
     try:
-        import jsonschema
+        validator = _validator()
     except ImportError:
         raise ResultsError(
-            "cannot validate untrusted results: the `jsonschema` package is missing "
+            "cannot validate untrusted results: the `jsonschema-rs` package is missing "
             "(it is a dependency of pytest-mlcheck: reinstall it, or use mlcheck's image)"
         ) from None
     if data.get("schema_version") == SCHEMA_VERSION:
-        validator = jsonschema.Draft202012Validator(_schema())
-        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+        try:
+            error = next(iter(validator.iter_errors(data)), None)
+        except (ValueError, OverflowError) as exc:  # e.g. an integer beyond 64 bits
+            raise ResultsError(f"results cannot be checked against the schema: {exc}") from None
         if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+            where = "/".join(str(p) for p in error.instance_path) or "(top level)"
             raise ResultsError(
                 f"results do not match the results schema at {where}: {error.message[:300]}"
             )
     return from_dict(data)  # checks schema_version with an actionable message
+
+
+def json_values_bound(raw: bytes) -> int:
+    """An upper bound on the number of JSON values in ``raw``, counted at C speed.
+
+    Every array element but the first follows a comma and the first follows ``[``; every
+    object member's value follows ``:``. Separators inside strings only raise the bound.
+
+    >>> json_values_bound(b'{"a": [1, 2, 3], "b": {}}')
+    7
+    """
+    return 1 + raw.count(b",") + raw.count(b"[") + raw.count(b":")
 
 
 def load_untrusted(paths: Iterable[Path], *, limits: Limits = Limits()) -> list[RunResults]:
@@ -133,21 +222,23 @@ def load_untrusted(paths: Iterable[Path], *, limits: Limits = Limits()) -> list[
     Nothing is written: the results files stay exactly as they were.
     """
     loaded: list[RunResults] = []
-    tests = 0
+    tests = values = total = 0
     for path in find_results_files(list(paths), limits):
-        try:
-            with path.open("rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size > limits.max_bytes:
-                    raise ResultsError(
-                        f"{path} is {_mib(size)}, over the {_mib(limits.max_bytes)} limit for "
-                        "published results; it was not read"
-                    )
-                raw = fh.read(limits.max_bytes + 1)
-        except OSError as exc:
-            raise ResultsError(f"cannot read {path}: {exc}") from None
-        if len(raw) > limits.max_bytes:  # grew while we read it
-            raise ResultsError(f"{path} is over the {_mib(limits.max_bytes)} limit")
+        raw = read_regular(path, limits.max_bytes)
+        total += len(raw)
+        if total > limits.max_total_bytes:
+            raise ResultsError(
+                f"{path}: the results given are over {_mib(limits.max_total_bytes)} in all; "
+                "publish fewer folders at a time"
+            )
+        # Bounded before parsing: memory and time grow with the number of values, not bytes
+        # (50 MiB of tiny subtests would be 17 million objects).
+        values += json_values_bound(raw)
+        if values > limits.max_values:
+            raise ResultsError(
+                f"{path}: more than {limits.max_values:,} JSON values in the published results "
+                "(an upper bound, counted by separators): refused unread"
+            )
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError) as exc:
