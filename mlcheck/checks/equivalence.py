@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from ..errors import CheckFailed, WrongType
+from ..errors import CheckFailed, WrongType, hide_frame
 from ._common import (
     _detached,
     _device_of,
@@ -50,6 +50,7 @@ def assert_save_load_roundtrip(
 
     >>> assert_save_load_roundtrip(model, batch, tmp_path)  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     name = "assert_save_load_roundtrip"
     seed = _seed(seed)
     folder = Path(tmp_path) / "mlcheck-roundtrip"
@@ -128,6 +129,7 @@ def assert_save_load_roundtrip(
 
 
 def _default_factory(model: nn.Module) -> Callable[[], nn.Module]:
+    __tracebackhide__ = hide_frame
     cls = type(model)
     required = [
         p
@@ -162,6 +164,7 @@ def assert_batch_invariant(
     ... # doctest: +SKIP
     >>> assert_batch_invariant(model, dict(enc))  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     name = "assert_batch_invariant"
     seed = _seed(seed)
     mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
@@ -208,6 +211,7 @@ def assert_batch_invariant(
 
 
 def _row(value: Any, i: int, keep: torch.Tensor | None, rows: int, length: int | None) -> Any:
+    __tracebackhide__ = hide_frame
     if isinstance(value, torch.Tensor):
         if value.dim() == 0 or value.shape[0] != rows:
             return value
@@ -244,6 +248,7 @@ def assert_equivalent(
 
     >>> assert_equivalent(MyWrapper(model), model, batch)  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     name = "assert_equivalent"
     seed = _seed(seed)
     modes = (model.training, reference.training)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import CheckFailed, NothingToCheck
+from ..errors import CheckFailed, NothingToCheck, hide_frame
 from ._common import _call, _named_outputs, _pick, _seed, _seeded
 from ._training import _default_loss
 from .types import LossFn, ReferenceLoss
@@ -43,6 +43,7 @@ def assert_loss_matches(
 
     >>> assert_loss_matches(gpt2, {"input_ids": ids, "labels": ids})  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     name = "assert_loss_matches"
     seed = _seed(seed)
     was_training = model.training
@@ -100,6 +101,7 @@ def assert_loss_matches(
 def _reference(
     check: str, kind: str, named: Mapping[str, torch.Tensor], batch: Any, config: Any
 ) -> torch.Tensor:
+    __tracebackhide__ = hide_frame
     if kind not in REFERENCES:
         raise NothingToCheck(
             f"{check}: unknown reference {kind!r}; use one of {', '.join(REFERENCES)} or a "
@@ -127,6 +129,7 @@ def _reference(
 
 def _causal_ce(logits: torch.Tensor, batch: Mapping[str, Any], shift: int) -> float:
     """Cross-entropy of the logits at position t against token t + ``shift``."""
+    __tracebackhide__ = hide_frame
     ids = batch["input_ids"].to(logits.device)
     length = ids.shape[1]
     if shift >= length:
@@ -175,6 +178,7 @@ def assert_initial_loss(
     >>> assert_initial_loss(models.random("bert-base-uncased", task="sequence-classification"),
     ...                     batch)  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     name = "assert_initial_loss"
     seed = _seed(seed)
     was_training = model.training
@@ -225,6 +229,7 @@ def assert_initial_loss(
 
 def _classes(model: nn.Module, batch: Any) -> int | None:
     """C for ln(C): the logits' last dim (None for float targets)."""
+    __tracebackhide__ = hide_frame
     if isinstance(batch, Mapping):
         targets = batch.get("labels")
         out = _call(model, batch)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckFailed
+from ..errors import CheckFailed, hide_frame
 from ._common import _call, _device_of, _fmt_shape, _move, _named_outputs, _pick
 from ._device_watch import _DeviceWatch
 from .types import Shape
@@ -34,6 +34,7 @@ def assert_output_shape(
     >>> assert_output_shape(model, batch, {"logits": ("B", 3), "hidden_states.0": ("B", "T", 32)})
     ... # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     device = _device_of(model)
     # on meta, the watch lets data-dependent branches (`if mask.all()`) run
     values = _DeviceWatch(device) if device.type == "meta" else contextlib.nullcontext()

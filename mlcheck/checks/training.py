@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckFailed, NothingToCheck
+from ..errors import CheckFailed, NothingToCheck, hide_frame
 from ..text import plural
 from ._common import (
     _call,
@@ -21,7 +21,14 @@ from ._common import (
     _seed,
     _seeded,
 )
-from ._training import _matches, _one_step, _train, _training_details, _why_unchanged
+from ._training import (
+    _integer_labels,
+    _matches,
+    _one_step,
+    _train,
+    _training_details,
+    _why_unchanged,
+)
 from .types import LossFn, OptimizerFactory
 
 
@@ -61,9 +68,25 @@ def assert_loss_decreases(
 
     >>> assert_loss_decreases(model, {"input_ids": ids, "labels": labels})  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     seed = _seed(seed)
-    run = _train(model, batch, steps, lr, loss_fn, optimizer, seed, restore, stop=None)
-    decrease = 1 - run.final / run.initial if run.initial else 0.0
+    run = _train(
+        model, batch, steps, lr, loss_fn, optimizer, seed, restore, stop=None,
+        check="assert_loss_decreases",
+    )  # fmt: skip
+    if min(run.initial, run.final) < 0 and _integer_labels(batch):
+        raise CheckFailed(
+            "assert_loss_decreases",
+            "the loss is negative and grew in size in training: is it negated?",
+            expected="a cross-entropy-type loss >= 0 (integer labels) that goes down",
+            actual=f"loss {run.initial:.4g} -> {run.final:.4g} after {len(run.curve)} steps",
+            difference=f"|loss| x{abs(run.final) / max(abs(run.initial), 1e-12):.3g}",
+            seed=seed,
+            details="a negated loss is maximised, not minimised: the model unlearns the labels "
+            "while the number falls below 0\n" + _training_details(model, run, lr, optimizer),
+        )
+    # relative to |initial|, so that a loss that may be negative (a Gaussian NLL) is judged too
+    decrease = (run.initial - run.final) / abs(run.initial) if run.initial else 0.0
     if not decrease >= min_decrease:  # `not >=` so that NaN fails
         raise CheckFailed(
             "assert_loss_decreases",
@@ -128,15 +151,18 @@ def assert_overfits(
 
     >>> assert_overfits(model, (x, y), max_loss=0.05)  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     seed = _seed(seed)
     target = max_loss
 
     def reached(initial: float, loss: float) -> bool:
+        __tracebackhide__ = hide_frame
         return loss <= (target if target is not None else initial * max_ratio)
 
     run = _train(
-        model, batch, steps, lr, loss_fn, optimizer, seed, restore, stop=reached, judge=True
-    )
+        model, batch, steps, lr, loss_fn, optimizer, seed, restore, stop=reached, judge=True,
+        check="assert_overfits",
+    )  # fmt: skip
     if run.fit is not None and min([run.final, *run.curve]) < 0:
         raise CheckFailed(
             "assert_overfits",
@@ -198,9 +224,12 @@ def assert_params_update(
 
     >>> assert_params_update(model, batch, frozen=["bert.embeddings"])  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     seed = _seed(seed)
     with _restored(model, restore):
-        before, grads = _one_step(model, batch, lr, loss_fn, optimizer, seed)
+        before, grads = _one_step(
+            model, batch, lr, loss_fn, optimizer, seed, check="assert_params_update"
+        )
         stale: list[str] = []
         checked = 0
         for name, param in model.named_parameters():
@@ -244,6 +273,7 @@ def assert_frozen(
 
     >>> assert_frozen(model, ["bert.embeddings", "bert.encoder.layer.0"], batch)  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     seed = _seed(seed)
     names = [names] if isinstance(names, str) else list(names)
     all_names = [n for n, _ in model.named_parameters()]
@@ -260,7 +290,7 @@ def assert_frozen(
         )
     with _restored(model, restore):
         buffers = {n: b.detach().clone() for n, b in model.named_buffers() if _matches(n, names)}
-        before, grads = _one_step(model, batch, lr, loss_fn, optimizer, seed)
+        before, grads = _one_step(model, batch, lr, loss_fn, optimizer, seed, check="assert_frozen")
         problems: list[str] = []
         moved = [
             f"{n}: changed by max |Δ| = {(b.double() - buffers[n].double()).abs().max():.3g}"
@@ -311,6 +341,7 @@ def assert_frozen(
 
 def _dropout_like(module: nn.Module) -> float | None:
     """The drop probability of a dropout-like module (nn.Dropout*, DropPath, ...), else None."""
+    __tracebackhide__ = hide_frame
     if isinstance(module, nn.modules.dropout._DropoutNd):
         return float(module.p)
     if "drop" in type(module).__name__.lower():
@@ -341,6 +372,7 @@ def assert_train_mode(model: nn.Module, inputs: Any, *, seed: int | None = None)
 
     >>> assert_train_mode(model, batch)  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     name = "assert_train_mode"
     seed = _seed(seed)
     dropouts = {n: p for n, m in model.named_modules() if (p := _dropout_like(m)) is not None}
