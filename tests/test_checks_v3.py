@@ -16,7 +16,6 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import (
     BertConfig,
-    BertForMaskedLM,
     BertForSequenceClassification,
     GPT2Config,
     GPT2LMHeadModel,
@@ -30,7 +29,6 @@ from mlcheck.checks import (
     assert_initial_loss,
     assert_loss_decreases,
     assert_loss_matches,
-    assert_output_shape,
     assert_overfits,
     assert_params_update,
     assert_train_mode,
@@ -156,3 +154,242 @@ def test_loss_decreases_judges_a_loss_that_may_be_negative_by_its_size() -> None
         x = torch.randn(16, 4, generator=torch.Generator().manual_seed(seed))
         batch = (x, 0.01 * x[:, :1])
         assert_loss_decreases(model, batch, loss_fn=gaussian_nll, steps=100, lr=1e-2, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# assert_equivalent names the first diverging module
+
+
+class Block(nn.Module):
+    """Embedding, a norm, grouped-query attention (4 query heads, 2 key/value heads), a head.
+    ``unbiased`` and ``tiled`` plant the two bugs a port can ship."""
+
+    def __init__(self, unbiased: bool = False, tiled: bool = False) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, 16)
+        self.norm = Norm(16, unbiased)
+        self.attn = GroupedAttention(tiled)
+        self.head = nn.Linear(16, VOCAB)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.attn(self.norm(self.embed(input_ids))))
+
+
+class Norm(nn.Module):
+    def __init__(self, size: int, unbiased: bool) -> None:
+        super().__init__()
+        self.unbiased = unbiased
+        self.weight = nn.Parameter(torch.ones(size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var = x.var(-1, keepdim=True, unbiased=self.unbiased)
+        return self.weight * (x - x.mean(-1, keepdim=True)) / (var + 1e-5).sqrt()
+
+
+class GroupedAttention(nn.Module):
+    def __init__(self, tiled: bool) -> None:
+        super().__init__()
+        self.tiled = tiled
+        self.q_proj = nn.Linear(16, 16)
+        self.kv_proj = nn.Linear(16, 16)  # 2 heads of 4 for k, 2 for v
+        self.o_proj = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, 4, 4).transpose(1, 2)
+        k, v = self.kv_proj(x).view(b, t, 4, 4).transpose(1, 2).chunk(2, dim=1)
+        if self.tiled:  # the bug: head order k0 k1 k0 k1 instead of k0 k0 k1 k1
+            k, v = k.repeat(1, 2, 1, 1), v.repeat(1, 2, 1, 1)
+        else:
+            k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, 16))
+
+
+def port(seed: int, **bug: bool) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(seed)
+    reference = Block().eval()
+    model = Block(**bug).eval()
+    model.load_state_dict(reference.state_dict())
+    return model, reference
+
+
+def test_equivalent_names_the_module_that_diverges_and_its_likely_cause() -> None:
+    for seed in SEEDS:
+        batch = tokens(seed)
+        with pytest.raises(CheckFailed) as failed:
+            assert_equivalent(*port(seed, unbiased=True), batch, seed=seed)
+        text = str(failed.value)
+        assert "first diverging module: norm (Norm)" in text, text
+        assert "biased vs unbiased variance" in text and "max relative |Δ|" in text
+        assert "shifted position ids" not in text
+        with pytest.raises(CheckFailed) as failed:
+            assert_equivalent(*port(seed, tiled=True), batch, seed=seed)
+        text = str(failed.value)
+        # o_proj diverges first in execution order, but on different inputs: not the culprit
+        assert "first diverging module: attn (GroupedAttention)" in text, text
+        assert "key/value heads repeated in a different order" in text
+        assert_equivalent(*port(seed), batch, seed=seed)  # the twin
+
+
+def test_equivalent_matches_modules_under_another_prefix() -> None:
+    torch.manual_seed(0)
+    reference = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+
+    class Renamed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stack = nn.ModuleDict({"0": nn.Linear(4, 8), "2": nn.Linear(8, 2)})
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.stack["2"](torch.tanh(self.stack["0"](x)))
+
+    model = Renamed()
+    with pytest.raises(CheckFailed, match=r"first diverging module: stack\.0 \(Linear\)"):
+        assert_equivalent(model, reference, torch.randn(3, 4))
+    model.stack.load_state_dict({k: v for k, v in reference.state_dict().items()})
+    assert_equivalent(model, reference, torch.randn(3, 4))
+
+
+# ---------------------------------------------------------------------------------------------
+# assert_loss_matches: which positions, which references
+
+
+def padded_lm_batch(seed: int, pad: int) -> dict[str, torch.Tensor]:
+    """Two rows ending in EOS (= the pad id), the second right-padded with it."""
+    ids = tokens(seed, rows=2, length=10)
+    ids[0, -1] = pad
+    ids[1, 6] = pad
+    ids[1, 7:] = pad
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_loss_matches_names_pad_positions_counted_and_the_dropped_eos() -> None:
+    pad = 3
+    for seed in SEEDS:
+        model = gpt2(seed, pad_token_id=pad, eos_token_id=pad)
+        batch = padded_lm_batch(seed, pad)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        # bug 1: labels = input_ids, padding not set to -100 (pad positions counted)
+        with pytest.raises(CheckFailed) as failed:
+            assert_loss_matches(model, {**batch, "labels": ids.clone()}, seed=seed)
+        text = str(failed.value)
+        assert "the model's loss is the reference with pad positions counted" in text, text
+        assert "3 padding positions with a label" in text and "(1, 7)" in text
+        assert "references tried: causal-lm (t+1, attention_mask 0 ignored)" in text
+        # bug 2: labels -100 wherever the token is the pad id: the real EOS is dropped too
+        dropped = ids.masked_fill(ids == pad, -100)
+        with pytest.raises(CheckFailed) as failed:
+            assert_loss_matches(model, {**batch, "labels": dropped}, seed=seed)
+        text = str(failed.value)
+        assert "reference with tokens equal to the pad id (3) ignored" in text, text
+        assert "2 real tokens labelled -100" in text and "(0, 9)" in text
+        # the twin: -100 exactly where attention_mask is 0
+        assert_loss_matches(model, {**batch, "labels": ids.masked_fill(mask == 0, -100)})
+
+
+# ---------------------------------------------------------------------------------------------
+# assert_batch_invariant: NaN rows and batchless outputs
+
+
+class LogHead(nn.Module):
+    """``log`` of a linear output: NaN wherever it is negative (``safe`` adds softplus)."""
+
+    def __init__(self, safe: bool) -> None:
+        super().__init__()
+        self.safe = safe
+        self.proj = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x)
+        return (F.softplus(h) if self.safe else h).log()
+
+
+class Scorer(nn.Module):
+    """One score per row; ``squeeze_all`` is the planted ``.squeeze()`` bug."""
+
+    def __init__(self, squeeze_all: bool) -> None:
+        super().__init__()
+        self.squeeze_all = squeeze_all
+        self.proj = nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.proj(x)
+        return out.squeeze() if self.squeeze_all else out.squeeze(-1)
+
+
+def test_batch_invariant_names_the_rows_with_nan_and_fails_cleanly_without_a_batch_dim() -> None:
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        x = torch.randn(4, 4, generator=torch.Generator().manual_seed(seed))
+        with pytest.raises(CheckFailed) as failed:
+            assert_batch_invariant(LogHead(safe=False), x, seed=seed)
+        text = str(failed.value)
+        assert "holds NaN or Inf in the batch" in text and "NaN, 0 Inf of 3 values" in text
+        assert "max |Δ| = 0" not in text
+        assert_batch_invariant(LogHead(safe=True), x, seed=seed)
+        with pytest.raises(CheckFailed) as failed:
+            assert_batch_invariant(Scorer(squeeze_all=True), x[:1], seed=seed)
+        assert "has no batch dimension" in str(failed.value) and "shape ()" in str(failed.value)
+        assert_batch_invariant(Scorer(squeeze_all=False), x[:1], seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# assert_train_mode: an RNG reset inside forward vs bypassed dropout
+
+
+class DropNet(nn.Module):
+    def __init__(self, bug: str = "") -> None:
+        super().__init__()
+        self.bug = bug
+        self.proj = nn.Linear(8, 32)
+        self.drop = nn.Dropout(0.1)
+        self.head = nn.Linear(32, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bug == "reseed":
+            torch.manual_seed(1234)  # "for reproducibility"
+        h = self.proj(x)
+        h = F.dropout(h, 0.1, training=False) if self.bug == "bypass" else self.drop(h)
+        return self.head(h)
+
+
+def test_train_mode_tells_an_rng_reset_in_forward_from_bypassed_dropout() -> None:
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        x = torch.randn(4, 8)
+        with pytest.raises(CheckFailed) as failed:
+            assert_train_mode(DropNet("reseed"), x, seed=seed)
+        text = str(failed.value)
+        assert "forward resets the random generator" in text and "manual_seed" in text
+        assert "bypass" not in text
+        with pytest.raises(CheckFailed) as failed:
+            assert_train_mode(DropNet("bypass"), x, seed=seed)
+        text = str(failed.value)
+        assert "the dropout modules are bypassed" in text and "resets" not in text
+        assert_train_mode(DropNet(), x, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# assert_initial_loss wording; one-hot labels
+
+
+def test_initial_loss_calls_one_hot_labels_one_hot_and_names_the_loss_checked() -> None:
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        model = BertForSequenceClassification(bert_config(num_labels=4))
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(5, VOCAB, (6, 8), generator=g)
+        labels = torch.randint(0, 4, (6,), generator=g)
+        with pytest.raises(CheckFailed) as failed:
+            assert_initial_loss(
+                model, {"input_ids": ids, "labels": F.one_hot(labels, 4).float()}, seed=seed
+            )
+        text = str(failed.value)
+        assert "one-hot floats over 4 classes" in text and "multi_label_classification" in text
+        assert "regression" not in text and "loss from loss_fn=" not in text
+        assert "the loss checked: the model's own" in text
+        assert model.config.problem_type is None  # put back
+        assert_initial_loss(model, {"input_ids": ids, "labels": labels}, seed=seed)

@@ -46,6 +46,12 @@ def assert_loss_matches(
     __tracebackhide__ = hide_frame
     name = "assert_loss_matches"
     seed = _seed(seed)
+    config = getattr(model, "config", None)
+    problem_before = getattr(config, "problem_type", None)
+    if reference in ("sequence-classification", "token-classification"):
+        _require_class_labels(name, batch, config, seed)
+    if reference == "masked-lm":
+        _require_masked_positions(name, batch, seed)
     was_training = model.training
     model.eval()
     try:
@@ -53,6 +59,21 @@ def assert_loss_matches(
             outputs = _call(model, batch)
     finally:
         model.train(was_training)
+    if reference in ("sequence-classification", "token-classification") and (
+        _switched_to_multi_label(problem_before, config, _one_hot_targets(batch))
+    ):
+        config.problem_type = problem_before  # type: ignore[union-attr]  # as it was given
+        raise CheckFailed(
+            name,
+            "one-hot float labels switched the model to multi-label classification (BCE)",
+            expected=f"the {reference} reference: cross-entropy over the classes, integer labels",
+            actual=f"float labels of shape {tuple(batch['labels'].shape)}, one-hot; "
+            "problem_type was unset and the model set 'multi_label_classification'",
+            seed=seed,
+            details="a Hugging Face classifier picks its loss from the labels' dtype: float "
+            "labels mean multi-label (a per-class sigmoid + BCE), not a softmax over the classes: "
+            "pass class indices (labels.argmax(-1), dtype long) or set config.problem_type",
+        )
     named = _named_outputs(outputs)
     if "loss" not in named:
         raise NothingToCheck(
@@ -77,6 +98,18 @@ def assert_loss_matches(
             f"the loss is {round(ratio)}x the reference: a sum where a mean was meant, or "
             "gradient accumulation not divided by its steps?"
         )
+    tried = ""
+    if reference == "causal-lm" and "logits" in named:
+        variants = _causal_variants(named["logits"], batch, config)
+        agree = [k for k, v in variants.items() if abs(v - loss) <= atol + rtol * abs(v)]
+        tried = "references tried: " + "; ".join(
+            f"{k}: {v:.6g}" + (" (matches the model's loss)" if k in agree else "")
+            for k, v in variants.items()
+        )
+        hints += [f"the model's loss is the reference with {k}" for k in agree]
+        positions = _label_positions(batch)
+        if positions:
+            hints.append(positions)
     if reference == "causal-lm":
         shifts = {k: _causal_ce(named["logits"], batch, k) for k in (0, 1, 2, 3)}
         same = [k for k, v in shifts.items() if abs(v - loss) <= atol + rtol * abs(v)]
@@ -94,7 +127,7 @@ def assert_loss_matches(
         difference=f"|Δ| = {abs(loss - want):.3g} ({ratio:.3g}x the reference), "
         f"over logits {tuple(named['logits'].shape) if 'logits' in named else '?'}",
         seed=seed,
-        details="\n".join(f"hint: {h}" for h in hints),
+        details="\n".join([*(f"hint: {h}" for h in hints), *([tried] if tried else [])]),
     )
 
 
@@ -127,7 +160,129 @@ def _reference(
     )
 
 
-def _causal_ce(logits: torch.Tensor, batch: Mapping[str, Any], shift: int) -> float:
+def _causal_variants(
+    logits: torch.Tensor, batch: Mapping[str, Any], config: Any
+) -> dict[str, float]:
+    """The causal-LM reference and the variants that common label bugs compute, by name."""
+    __tracebackhide__ = hide_frame
+    found = {"causal-lm (t+1, attention_mask 0 ignored)": _causal_ce(logits, batch, 1)}
+    mask = batch.get("attention_mask")
+    if mask is not None and not bool(mask.all()):
+        unmasked = {k: v for k, v in batch.items() if k != "attention_mask"}
+        found["pad positions counted (attention_mask ignored)"] = _causal_ce(logits, unmasked, 1)
+    pad = getattr(config, "pad_token_id", None)
+    ids = batch["input_ids"]
+    if pad is not None and bool((ids[:, 1:] == pad).any()):
+        found[f"tokens equal to the pad id ({pad}) ignored (pad = eos drops the real EOS)"] = (
+            _causal_ce(logits, batch, 1, drop=ids == pad)
+        )
+    real = mask.bool() if mask is not None else torch.ones_like(ids, dtype=torch.bool)
+    last = torch.zeros_like(real)
+    ends = real.long().cumsum(-1).argmax(-1)  # the last real token of each row
+    last[torch.arange(len(ends)), ends] = True
+    found["the last real token of each row masked"] = _causal_ce(logits, batch, 1, drop=last)
+    labels = batch.get("labels")
+    if isinstance(labels, torch.Tensor) and labels.shape == ids.shape:
+        found["the batch's labels (shifted once, -100 ignored)"] = _causal_ce(
+            logits, {"input_ids": labels}, 1
+        )
+    return found
+
+
+def _label_positions(batch: Mapping[str, Any]) -> str:
+    """Where the batch's ``labels`` disagree with the real tokens (input_ids where
+    attention_mask is 1); "" when they agree or cannot be compared."""
+    __tracebackhide__ = hide_frame
+    labels, ids = batch.get("labels"), batch.get("input_ids")
+    if not (isinstance(labels, torch.Tensor) and isinstance(ids, torch.Tensor)):
+        return ""
+    if labels.shape != ids.shape:
+        return ""
+    mask = batch.get("attention_mask")
+    real = mask.bool() if mask is not None else torch.ones_like(ids, dtype=torch.bool)
+    scored = labels != -100
+    kinds = (
+        ("padding positions with a label (pad counted in the loss)", scored & ~real),
+        ("real tokens labelled -100 (left out of the loss)", ~scored & real),
+        ("real tokens whose label is not the input token", scored & real & (labels != ids)),
+    )
+    parts = []
+    for what, where in kinds:
+        where = where.clone()
+        where[:, 0] = False  # position 0 is never a target after the shift
+        if where.any():
+            at = [f"({int(r)}, {int(c)})" for r, c in where.nonzero()[:5].tolist()]
+            parts.append(f"{int(where.sum())} {what}, at (row, position) {', '.join(at)}")
+    return "; ".join(parts)
+
+
+def _require_class_labels(check: str, batch: Any, config: Any, seed: int) -> None:
+    """Class labels are integers in [0, num_labels) (or -100): else the reference is moot."""
+    __tracebackhide__ = hide_frame
+    labels = batch.get("labels") if isinstance(batch, Mapping) else None
+    classes = getattr(config, "num_labels", None)
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or classes is None:
+        return
+    if getattr(config, "problem_type", None) == "regression":
+        return
+    bad = (labels != -100) & ((labels < 0) | (labels >= classes))
+    if bad.any():
+        values = sorted({int(v) for v in labels[bad].tolist()})
+        raise CheckFailed(
+            check,
+            f"labels outside the model's {classes} classes",
+            expected=f"integer labels in [0, {classes}) or -100 (config.num_labels = {classes})",
+            actual=f"{int(bad.sum())} labels out of range: {values[:10]}",
+            seed=seed,
+            details="num_labels in the config does not match the dataset's classes (or the "
+            "labels are 1-based): the head has no output for these labels",
+        )
+
+
+def _require_masked_positions(check: str, batch: Any, seed: int) -> None:
+    """A masked-LM batch labels only the positions it masked or replaced: labels sitting on
+    positions whose input token is the label itself, at most of the labelled positions, are a
+    collator that forgot ``-100`` at the unmasked tokens.
+
+    The Hugging Face collator keeps 10% of the positions it selects unchanged, so one such
+    position is normal: the check fails only when at least 8 labelled positions keep their
+    input token and they are more than half of the labelled ones (probability under the
+    collator at most about 4e-5: 8 or more of 15 Binomial(0.1) draws; the forgotten ``-100``
+    gives about 85%)."""
+    __tracebackhide__ = hide_frame
+    labels = batch.get("labels") if isinstance(batch, Mapping) else None
+    ids = batch.get("input_ids") if isinstance(batch, Mapping) else None
+    if not (isinstance(labels, torch.Tensor) and isinstance(ids, torch.Tensor)):
+        return
+    if labels.shape != ids.shape:
+        return
+    scored = labels != -100
+    mask = batch.get("attention_mask")
+    if mask is not None:
+        scored &= mask.bool()
+    kept = scored & (labels == ids)
+    total, same = int(scored.sum()), int(kept.sum())
+    if same >= 8 and same > total / 2:
+        at = [f"({int(r)}, {int(c)})" for r, c in kept.nonzero()[:5].tolist()]
+        raise CheckFailed(
+            check,
+            "masked-LM labels sit on positions that were not masked",
+            expected="labels only where the input was masked or replaced (-100 elsewhere)",
+            actual=f"{same} of {total} labelled positions keep their input token (label == "
+            f"input_ids), at (row, position) {', '.join(at)}",
+            seed=seed,
+            details="the collator did not set labels to -100 at the unmasked positions, so the "
+            "loss rewards copying the input (the model learns nothing about the masked tokens); "
+            "DataCollatorForLanguageModeling does this for you",
+        )
+
+
+def _causal_ce(
+    logits: torch.Tensor,
+    batch: Mapping[str, Any],
+    shift: int,
+    drop: torch.Tensor | None = None,
+) -> float:
     """Cross-entropy of the logits at position t against token t + ``shift``."""
     __tracebackhide__ = hide_frame
     ids = batch["input_ids"].to(logits.device)
@@ -138,6 +293,8 @@ def _causal_ce(logits: torch.Tensor, batch: Mapping[str, Any], shift: int) -> fl
     mask = batch.get("attention_mask")
     if mask is not None:
         targets[mask[:, shift:].to(ids.device) == 0] = -100
+    if drop is not None:
+        targets[drop[:, shift:].to(ids.device)] = -100
     scores = logits[:, : length - shift].float()
     return float(
         F.cross_entropy(
@@ -181,6 +338,8 @@ def assert_initial_loss(
     __tracebackhide__ = hide_frame
     name = "assert_initial_loss"
     seed = _seed(seed)
+    config = getattr(model, "config", None)
+    problem_before = getattr(config, "problem_type", None)
     was_training = model.training
     model.eval()
     try:
@@ -189,21 +348,35 @@ def assert_initial_loss(
             classes = _classes(model, batch)
     finally:
         model.train(was_training)
+    one_hot = _one_hot_targets(batch)
     if expected is None:
-        if classes is None:
+        if classes is None and one_hot is None:
             raise NothingToCheck(
-                f"{name}: the batch has float targets (regression), so there is no ln(C) to "
-                "expect: pass expected= (the loss of predicting the mean: the targets' variance)"
+                f"{name}: the batch has float targets that are not one-hot (regression), so "
+                "there is no ln(C) to expect: pass expected= (the loss of predicting the mean: "
+                "the targets' variance)"
             )
-        expected = math.log(classes)
+        classes = classes if classes is not None else one_hot
+        expected = math.log(classes)  # type: ignore[arg-type]
         what = f"ln({classes}) = {expected:.4g}, the cross-entropy of a uniform guess"
     else:
         what = f"{expected:.4g} (expected=)"
-    if abs(loss - expected) <= rtol * abs(expected):
+    switched = _switched_to_multi_label(problem_before, config, one_hot)
+    if switched:
+        config.problem_type = problem_before  # type: ignore[union-attr]  # as it was given
+    if abs(loss - expected) <= rtol * abs(expected) and not switched:
         return loss
     ratio = loss / expected if expected else math.inf
     hint = ""
-    if loss < 0:
+    if switched:
+        hint = (
+            f"the labels are one-hot floats over {one_hot} classes: a Hugging Face classifier "
+            "given float labels switches to problem_type='multi_label_classification' (a "
+            "per-class binary cross-entropy, about ln 2 = 0.693 at init) instead of the "
+            "cross-entropy over the classes: pass class indices (labels.argmax(-1)) or set "
+            "problem_type explicitly"
+        )
+    elif loss < 0:
         hint = "the loss is negative: is it negated?"
     elif ratio >= 1.8:
         hint = (
@@ -222,9 +395,39 @@ def assert_initial_loss(
         actual=f"loss {loss:.4g}",
         difference=f"{ratio:.3g}x the expected ({loss - expected:+.3g})",
         seed=seed,
-        details=(f"hint: {hint}" if hint else "")
-        + ("\nloss from loss_fn=" if loss_fn is not None else "\nloss from the model's own loss"),
+        details=(f"hint: {hint}\n" if hint else "")
+        + (
+            "the loss checked: your loss_fn(model, batch)"
+            if loss_fn is not None
+            else "the loss checked: the model's own (from the batch's labels)"
+        ),
     )
+
+
+def _switched_to_multi_label(before: Any, config: Any, one_hot: int | None) -> bool:
+    """The model set ``problem_type="multi_label_classification"`` itself (it was unset before
+    the forward) because the labels are one-hot floats: the classic silent switch to BCE."""
+    __tracebackhide__ = hide_frame
+    after = getattr(config, "problem_type", None)
+    return before is None and after == "multi_label_classification" and one_hot is not None
+
+
+def _one_hot_targets(batch: Any) -> int | None:
+    """C when the batch's targets are float one-hot (or probability) rows over C classes."""
+    __tracebackhide__ = hide_frame
+    if isinstance(batch, Mapping):
+        targets = batch.get("labels")
+    elif isinstance(batch, tuple | list) and len(batch) == 2:
+        targets = batch[1]
+    else:
+        return None
+    if not (torch.is_tensor(targets) and targets.is_floating_point() and targets.dim() >= 2):
+        return None
+    if targets.shape[-1] < 2 or bool((targets < 0).any()):
+        return None
+    if not torch.allclose(targets.sum(-1).double(), torch.ones(()).double(), atol=1e-4):
+        return None
+    return int(targets.shape[-1])
 
 
 def _classes(model: nn.Module, batch: Any) -> int | None:

@@ -392,8 +392,11 @@ def assert_train_mode(model: nn.Module, inputs: Any, *, seed: int | None = None)
             if not model.get_submodule(n).training
         ]
         with _seeded(seed), torch.no_grad():
+            states = [_rng_state(model)]
             first = _detached(_named_outputs(_call(model, inputs)))
+            states.append(_rng_state(model))
             second = _detached(_named_outputs(_call(model, inputs)))
+            states.append(_rng_state(model))
     if stayed:
         eval_parents = sorted(
             {n.rsplit(".", 1)[0] for n in (s.split(" ")[0] for s in stayed) if "." in n}
@@ -417,6 +420,37 @@ def assert_train_mode(model: nn.Module, inputs: Any, *, seed: int | None = None)
             actual=f"identical {_inline(same)}",
             difference=f"{len(active)} dropout modules in training mode have no effect",
             seed=seed,
-            details="forward bypasses the dropout modules (functional dropout with "
-            "training=False, or their outputs are not used)",
+            details=_why_identical(states),
         )
+
+
+def _rng_state(model: nn.Module) -> torch.Tensor:
+    """The random generator state dropout on the model's device draws from."""
+    __tracebackhide__ = hide_frame
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device).clone()
+    return torch.get_rng_state().clone()
+
+
+def _why_identical(states: list[torch.Tensor]) -> str:
+    """From the generator states before, between and after the two forwards: a forward that
+    ends in the same state from different starting states reseeds the generator; a forward that
+    leaves it untouched drew no random numbers (its dropout is bypassed)."""
+    __tracebackhide__ = hide_frame
+    before, middle, after = states
+    if torch.equal(middle, after) and not torch.equal(before, middle):
+        return (
+            "forward resets the random generator: it ends in the same generator state whatever "
+            "state it starts from (torch.manual_seed / set_rng_state inside forward), so every "
+            "call draws the same dropout masks; seed once, outside the model"
+        )
+    if torch.equal(before, middle) and torch.equal(middle, after):
+        return (
+            "forward draws no random numbers: the dropout modules are bypassed (functional "
+            "dropout with training=False, or their outputs are not used)"
+        )
+    return (
+        "forward draws random numbers but the outputs do not depend on them: dropout is "
+        "applied to something the output does not use, or undone later"
+    )
