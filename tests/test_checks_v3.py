@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import (
     BertConfig,
+    BertForMaskedLM,
     BertForSequenceClassification,
     GPT2Config,
     GPT2LMHeadModel,
@@ -29,6 +30,7 @@ from mlcheck.checks import (
     assert_initial_loss,
     assert_loss_decreases,
     assert_loss_matches,
+    assert_output_shape,
     assert_overfits,
     assert_params_update,
     assert_train_mode,
@@ -393,3 +395,140 @@ def test_initial_loss_calls_one_hot_labels_one_hot_and_names_the_loss_checked() 
         assert "the loss checked: the model's own" in text
         assert model.config.problem_type is None  # put back
         assert_initial_loss(model, {"input_ids": ids, "labels": labels}, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# The bugs v2 missed, caught by the natural check
+
+
+class Smoothed(nn.Module):
+    """A classifier whose loss keeps ``label_smoothing`` in every mode (the planted bug)."""
+
+    def __init__(self, seed: int, smoothing: float) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.bert = BertForSequenceClassification(bert_config())
+        self.smoothing = smoothing
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.bert(input_ids=input_ids).logits
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.smoothing)
+        return {"loss": loss, "logits": logits}
+
+
+def clf_batch(seed: int, classes: int = 3) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB, (6, 8), generator=g)
+    return {"input_ids": ids, "labels": torch.randint(0, classes, (6,), generator=g)}
+
+
+def test_loss_matches_catches_label_smoothing_left_on_at_evaluation() -> None:
+    for seed in SEEDS:
+        batch = clf_batch(seed)
+        with pytest.raises(CheckFailed) as failed:
+            assert_loss_matches(Smoothed(seed, 0.1), batch, "sequence-classification")
+        text = str(failed.value)
+        assert "label smoothing of 0.1" in text, text
+        assert_loss_matches(Smoothed(seed, 0.0), batch, "sequence-classification")
+
+
+def test_loss_matches_checks_class_labels_and_the_silent_switch_to_multi_label() -> None:
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        model = BertForSequenceClassification(bert_config()).eval()
+        batch = clf_batch(seed)
+        with pytest.raises(CheckFailed) as failed:
+            assert_loss_matches(
+                model, {**batch, "labels": F.one_hot(batch["labels"], 3).float()},
+                "sequence-classification",
+            )  # fmt: skip
+        text = str(failed.value)
+        assert "one-hot float labels switched the model to multi-label" in text
+        assert model.config.problem_type is None
+        with pytest.raises(CheckFailed, match=r"labels outside the model's 3 classes"):
+            assert_loss_matches(model, {**batch, "labels": batch["labels"] + 1},
+                                "sequence-classification")  # fmt: skip
+        assert_loss_matches(model, batch, "sequence-classification")
+
+
+def masked_lm_batch(seed: int, forgot_ignore: bool) -> dict[str, torch.Tensor]:
+    """15% of the positions replaced by [MASK] (id 4); the labels of the others are -100,
+    unless the collator ``forgot_ignore``."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB, (2, 16), generator=g)
+    chosen = torch.rand(ids.shape, generator=g) < 0.15
+    chosen[0, 1] = True  # at least one masked position
+    labels = ids.clone() if forgot_ignore else ids.masked_fill(~chosen, -100)
+    return {"input_ids": ids.masked_fill(chosen, 4), "labels": labels}
+
+
+def test_loss_matches_catches_masked_lm_labels_left_on_unmasked_tokens() -> None:
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        model = BertForMaskedLM(bert_config()).eval()
+        with pytest.raises(CheckFailed) as failed:
+            assert_loss_matches(model, masked_lm_batch(seed, forgot_ignore=True), "masked-lm")
+        text = str(failed.value)
+        assert "masked-LM labels sit on positions that were not masked" in text
+        assert "did not set labels to -100" in text
+        assert_loss_matches(model, masked_lm_batch(seed, forgot_ignore=False), "masked-lm")
+
+
+class MultiTask(nn.Module):
+    """A shared body and two task heads; ``plain`` keeps the heads in a Python list (the bug)."""
+
+    def __init__(self, plain: bool) -> None:
+        super().__init__()
+        self.body = nn.Linear(8, 16)
+        heads = [nn.Linear(16, 3), nn.Linear(16, 3)]
+        self.heads = heads if plain else nn.ModuleList(heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.body(x))
+        return self.heads[0](h) + self.heads[1](h)
+
+
+def test_params_update_and_frozen_report_modules_in_plain_containers() -> None:
+    for seed in SEEDS:
+        _, batch = mlp(seed)
+        torch.manual_seed(seed)
+        with pytest.raises(CheckFailed) as failed:
+            assert_params_update(MultiTask(plain=True), batch, seed=seed)
+        text = str(failed.value)
+        assert "heads: a plain list of 2 (Linear)" in text and "never trained, saved" in text
+        with pytest.raises(CheckFailed, match="heads: a plain list of 2"):
+            model = MultiTask(plain=True)
+            model.body.requires_grad_(False)
+            assert_frozen(model, "body", batch, seed=seed)
+        torch.manual_seed(seed)
+        assert_params_update(MultiTask(plain=False), batch, seed=seed)
+
+
+def test_output_shape_runs_a_batch_of_one_and_catches_squeeze() -> None:
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        x = torch.randn(4, 4, generator=torch.Generator().manual_seed(seed))
+        with pytest.raises(CheckFailed) as failed:
+            assert_output_shape(Scorer(squeeze_all=True), x, ("B",))
+        text = str(failed.value)
+        assert "with a batch of one (the first row) output is (), expected (1,)" in text
+        assert ".squeeze()" in text
+        assert assert_output_shape(Scorer(squeeze_all=False), x, ("B",)) == {"B": 4}
+
+
+def test_overfits_stops_once_the_loss_is_met_with_wrong_predictions() -> None:
+    """Labels that never reach the loss (a constant target): the loss target is met early and
+    the predictions stay at chance; the check says so well before its 300-step budget."""
+
+    def constant_target(model: nn.Module, batch: Any) -> torch.Tensor:
+        return F.cross_entropy(model(batch[0]), torch.zeros_like(batch[1]))
+
+    for seed in SEEDS:
+        model, batch = mlp(seed)
+        with pytest.raises(CheckFailed) as failed:
+            assert_overfits(model, batch, loss_fn=constant_target, seed=seed)
+        text = str(failed.value)
+        assert "the loss reached its target but the predictions do not fit" in text
+        steps = int(text.split("predictions do not fit the batch after ")[1].split(" ")[0])
+        assert steps < 300, text
+        assert_overfits(model, batch, seed=seed)

@@ -350,6 +350,34 @@ def _fmt_curve(curve: Sequence[float], points: int = 12) -> str:
     return ", ".join(f"[{i}] {curve[i]:.4g}" for i in picks)
 
 
+def _unregistered(model: nn.Module) -> list[str]:
+    """Tensors and modules a module holds in plain lists, tuples or dicts (attributes that are
+    not ``nn.ModuleList``/``ParameterList``/...): never registered, so never trained by an
+    optimizer over ``model.parameters()``, never saved, never moved to the device."""
+    __tracebackhide__ = hide_frame
+    found = []
+    for owner, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if attr.startswith("_") or not isinstance(value, list | tuple | dict):
+                continue
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            held = [
+                f"{type(v).__name__}"
+                + (" (requires_grad)" if getattr(v, "requires_grad", 0) else "")
+                for _, v in items
+                if isinstance(v, nn.Module | torch.Tensor)
+            ]
+            if held:
+                where = f"{owner}.{attr}" if owner else attr
+                kinds = sorted(set(held))
+                found.append(
+                    f"{where}: a plain {type(value).__name__} of {len(held)} "
+                    f"({', '.join(kinds)}); use nn.ModuleList / nn.ModuleDict / "
+                    "nn.ParameterList / register_buffer"
+                )
+    return found
+
+
 def _matches(name: str, prefixes: Sequence[str]) -> bool:
     __tracebackhide__ = hide_frame
     return any(name == p or name.startswith(p + ".") for p in prefixes)

@@ -55,7 +55,7 @@ def assert_loss_matches(
     was_training = model.training
     model.eval()
     try:
-        with _seeded(seed), torch.no_grad():
+        with _seeded(seed), torch.enable_grad():  # the gradient is compared too
             outputs = _call(model, batch)
     finally:
         model.train(was_training)
@@ -80,14 +80,16 @@ def assert_loss_matches(
             f"{name}: the model returned no `loss`: put `labels` in the batch (Hugging Face "
             "models compute the loss from them)"
         )
-    loss = float(named["loss"])
+    loss = float(named["loss"].detach())
     if callable(reference):
-        want = float(reference(outputs, batch))
+        want_tensor = reference(outputs, batch)
         what = "your reference loss"
     else:
-        want = float(_reference(name, reference, named, batch, getattr(model, "config", None)))
+        want_tensor = _reference(name, reference, named, batch, config)
         what = f"the {reference} reference loss"
+    want = float(want_tensor.detach() if isinstance(want_tensor, torch.Tensor) else want_tensor)
     if abs(loss - want) <= atol + rtol * abs(want):
+        _require_same_gradient(name, named, want_tensor, batch, what, seed)
         return want
     hints = []
     ratio = loss / want if want else math.inf
@@ -98,6 +100,9 @@ def assert_loss_matches(
             f"the loss is {round(ratio)}x the reference: a sum where a mean was meant, or "
             "gradient accumulation not divided by its steps?"
         )
+    gap = _gradient_gap(named, want_tensor, batch)
+    if gap is not None and gap[2]:
+        hints.append(gap[2])
     tried = ""
     if reference == "causal-lm" and "logits" in named:
         variants = _causal_variants(named["logits"], batch, config)
@@ -158,6 +163,91 @@ def _reference(
     return F.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
     )
+
+
+def _require_same_gradient(
+    check: str,
+    named: Mapping[str, torch.Tensor],
+    want: Any,
+    batch: Any,
+    what: str,
+    seed: int,
+) -> None:
+    """The model's loss and the reference have the same gradient with respect to the logits.
+
+    Equal values are not enough: near random init the logits are almost uniform, where a
+    label-smoothed cross-entropy has the same value as the plain one (every class scores the
+    same) but a different gradient (``softmax - smoothed target``), so training optimises a
+    different loss. Compared with a tolerance of 1e-3 of the largest gradient entry."""
+    __tracebackhide__ = hide_frame
+    found = _gradient_gap(named, want, batch)
+    if found is None:
+        return
+    worst, scale, hint = found
+    raise CheckFailed(
+        check,
+        f"the model's loss has the value of {what} but not its gradient",
+        expected="d loss / d logits equal to the reference's",
+        actual=f"max |Δ| of the gradients {worst:.3g} (largest reference entry {scale:.3g})",
+        seed=seed,
+        details=hint
+        or "equal values with different gradients: the loss optimises something else than "
+        "the reference (a different target distribution, weights or a term that is 0 at "
+        "these logits)",
+    )
+
+
+def _gradient_gap(
+    named: Mapping[str, torch.Tensor], want: Any, batch: Any
+) -> tuple[float, float, str] | None:
+    """(max |Δ| of d loss / d logits, largest reference entry, hint) when the gradients of the
+    model's loss and the reference differ; None when they agree or cannot be compared."""
+    __tracebackhide__ = hide_frame
+    loss, logits = named.get("loss"), named.get("logits")
+    if not (isinstance(want, torch.Tensor) and logits is not None and loss is not None):
+        return None
+    if not (loss.requires_grad and want.requires_grad and logits.requires_grad):
+        return None
+    mine = torch.autograd.grad(loss, logits, retain_graph=True, allow_unused=True)[0]
+    theirs = torch.autograd.grad(want, logits, retain_graph=True, allow_unused=True)[0]
+    if mine is None or theirs is None:
+        return None
+    x, y = mine.double(), theirs.double()
+    scale = float(y.abs().max())
+    worst = float((x - y).abs().max())
+    if worst <= 1e-3 * scale + 1e-12:
+        return None
+    hint = ""
+    labels = batch.get("labels") if isinstance(batch, Mapping) else None
+    if isinstance(labels, torch.Tensor) and not labels.is_floating_point():
+        smoothing = _smoothing(x - y, labels, logits.shape[-1])
+        if smoothing is not None:
+            hint = (
+                f"the difference is label smoothing of {smoothing:.3g} (measured from d loss / "
+                "d logits): a loss with label_smoothing > 0 where the plain cross-entropy was "
+                "meant (left on at evaluation?)"
+            )
+    return worst, scale, hint
+
+
+def _smoothing(diff: torch.Tensor, labels: torch.Tensor, classes: int) -> float | None:
+    """ε when ``diff`` (model gradient minus reference gradient, wrt the logits) is
+    ``ε (one_hot - 1/C) / N``, the signature of label smoothing; None otherwise."""
+    __tracebackhide__ = hide_frame
+    flat = diff.reshape(-1, classes)
+    targets = labels.reshape(-1).to(flat.device)
+    if flat.shape[0] != targets.shape[0]:
+        return None
+    scored = targets != -100
+    basis = torch.zeros_like(flat)
+    basis[scored] = F.one_hot(targets[scored], classes).double() - 1.0 / classes
+    basis /= max(int(scored.sum()), 1)
+    norm = float((basis * basis).sum())
+    if norm == 0:
+        return None
+    eps = float((flat * basis).sum()) / norm
+    residual = float((flat - eps * basis).norm()) / max(float(flat.norm()), 1e-30)
+    return eps if residual < 0.05 and 0 < eps < 1 else None
 
 
 def _causal_variants(
@@ -295,7 +385,7 @@ def _causal_ce(
         targets[mask[:, shift:].to(ids.device) == 0] = -100
     if drop is not None:
         targets[drop[:, shift:].to(ids.device)] = -100
-    scores = logits[:, : length - shift].float()
+    scores = logits[:, : length - shift].detach().float()
     return float(
         F.cross_entropy(
             scores.reshape(-1, scores.shape[-1]), targets.reshape(-1), ignore_index=-100

@@ -27,6 +27,7 @@ from ._training import (
     _one_step,
     _train,
     _training_details,
+    _unregistered,
     _why_unchanged,
 )
 from .types import LossFn, OptimizerFactory
@@ -238,6 +239,21 @@ def assert_params_update(
             checked += 1
             if torch.equal(before[name], param.detach()):
                 stale.append(f"{name}: {_why_unchanged(param, grads.get(name))}")
+    hidden = _unregistered(model)
+    if hidden:
+        raise CheckFailed(
+            "assert_params_update",
+            "the model holds modules or tensors in plain Python containers: they are not "
+            "registered, so they are never trained, saved or moved to the device",
+            expected="every submodule and weight registered (nn.ModuleList, nn.ModuleDict, "
+            "nn.Parameter, register_buffer)",
+            actual=_listing(hidden),
+            difference=plural(len(hidden), "unregistered container")
+            + (f"; also {len(stale)} of {checked} parameters unchanged" if stale else ""),
+            seed=seed,
+            details="model.parameters() does not see them: the optimizer never updates them, "
+            "state_dict() does not save them and model.to(device) leaves them where they are",
+        )
     if stale:
         raise CheckFailed(
             "assert_params_update",
@@ -287,6 +303,18 @@ def assert_frozen(
             expected=f"parameters under {unmatched}",
             actual="none",
             details="\n".join(f"closest to {n!r}: {c or 'nothing'}" for n, c in close.items()),
+        )
+    hidden = _unregistered(model)
+    if hidden:
+        raise CheckFailed(
+            "assert_frozen",
+            "the model holds modules or tensors in plain Python containers: what is frozen "
+            "there cannot be told (they are not registered: never trained, saved or moved)",
+            expected="every submodule and weight registered (nn.ModuleList, nn.ModuleDict, "
+            "nn.Parameter, register_buffer)",
+            actual=_listing(hidden),
+            difference=plural(len(hidden), "unregistered container"),
+            seed=seed,
         )
     with _restored(model, restore):
         buffers = {n: b.detach().clone() for n, b in model.named_buffers() if _matches(n, names)}
