@@ -532,3 +532,79 @@ def test_overfits_stops_once_the_loss_is_met_with_wrong_predictions() -> None:
         steps = int(text.split("predictions do not fit the batch after ")[1].split(" ")[0])
         assert steps < 300, text
         assert_overfits(model, batch, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# New checks: assert_grad_accumulation, assert_labels_survive
+
+
+def uneven_lm_batch(seed: int) -> dict[str, torch.Tensor]:
+    """4 rows of 12 tokens, right-padded to different lengths: micro-batches of uneven size."""
+    ids = tokens(seed, rows=4, length=12)
+    mask = torch.ones_like(ids)
+    for row, length in enumerate((12, 11, 4, 3)):
+        mask[row, length:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+
+
+def scored(micro: dict[str, torch.Tensor]) -> int:
+    return int((micro["labels"][:, 1:] != -100).sum())
+
+
+def mean_of_means(model: nn.Module, micro: list[Any]) -> None:
+    for piece in micro:
+        (model(**piece).loss / len(micro)).backward()
+
+
+def undivided(model: nn.Module, micro: list[Any]) -> None:
+    for piece in micro:
+        model(**piece).loss.backward()
+
+
+def token_weighted(model: nn.Module, micro: list[Any]) -> None:
+    total = sum(scored(piece) for piece in micro)
+    for piece in micro:
+        (model(**piece).loss * scored(piece) / total).backward()
+
+
+def test_grad_accumulation_catches_a_mean_of_micro_batch_means() -> None:
+    from mlcheck.checks import assert_grad_accumulation
+
+    for seed in SEEDS:
+        model, batch = gpt2(seed), uneven_lm_batch(seed)
+        with pytest.raises(CheckFailed) as failed:
+            assert_grad_accumulation(model, batch, mean_of_means, micro_batches=2, seed=seed)
+        text = str(failed.value)
+        assert "the accumulated gradient is not the full batch's gradient" in text
+        assert "a mean of micro-batch means" in text and "[23, 7] labelled tokens" in text
+        with pytest.raises(CheckFailed, match="not divided by the number of micro-batches"):
+            assert_grad_accumulation(model, batch, undivided, micro_batches=2, seed=seed)
+        assert_grad_accumulation(model, batch, token_weighted, micro_batches=2, seed=seed)
+        assert all(p.grad is None for p in model.parameters())  # put back
+
+
+def test_labels_survive_names_the_example_whose_answer_was_truncated_away() -> None:
+    from mlcheck.checks import assert_labels_survive
+
+    def preprocess(example: dict[str, str], keep_answer: bool) -> dict[str, list[int]]:
+        prompt = [ord(c) for c in example["prompt"]]
+        answer = [ord(c) for c in example["answer"]]
+        if keep_answer:  # the twin: truncate the prompt, keep the answer
+            prompt = prompt[: max(0, 16 - len(answer))]
+        ids = (prompt + answer)[:16]
+        labels = ([-100] * len(prompt) + answer)[:16]
+        return {"input_ids": ids, "labels": labels}
+
+    for seed in SEEDS:
+        g = torch.Generator().manual_seed(seed)
+        short = int(torch.randint(2, 8, (1,), generator=g))
+        examples = [
+            {"prompt": "q" * short, "answer": "yes"},
+            {"prompt": "x" * (20 + seed), "answer": "no"},
+        ]
+        with pytest.raises(CheckFailed) as failed:
+            assert_labels_survive(lambda e: preprocess(e, keep_answer=False), examples)
+        text = str(failed.value)
+        assert f"example 1 (prompt: {20 + seed} chars, answer: 2 chars)" in text
+        assert "16 input tokens, 16 labels, all -100" in text and "truncation" in text
+        assert assert_labels_survive(lambda e: preprocess(e, keep_answer=True), examples) == [3, 2]
