@@ -76,8 +76,9 @@ class Progress:
 CHECK_AFTER = 5.0  # seconds a check runs before its first progress line
 CHECK_EVERY = 10.0  # seconds between its later lines
 
-# Where a check's progress lines go: the pytest plugin points this at the terminal (past
-# pytest's output capture); outside pytest, or without the plugin, lines go to stderr.
+# Where a check's progress lines go: the pytest plugin (in a run that opted in) points this at
+# the terminal, past pytest's output capture; otherwise lines go to stderr (captured by pytest
+# and shown with a failure; under xdist, workers print nothing live).
 check_sink: Callable[[str], None] | None = None
 
 
@@ -100,16 +101,18 @@ class CheckProgress:
         check: str,
         total: int,
         *,
-        after: float = CHECK_AFTER,
-        every: float = CHECK_EVERY,
+        after: float | None = None,
+        every: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sink: Callable[[str], None] | None = None,
     ) -> None:
-        self.check, self.total, self.after, self.every = check, total, after, every
+        self.check, self.total = check, total
+        self.after = CHECK_AFTER if after is None else after
+        self.every = CHECK_EVERY if every is None else every
         self._clock = clock
         self._sink = sink
         self._start = clock()
-        self._next = self._start + after
+        self._next = self._start + self.after
 
     def step(self, step: int, loss: float) -> None:
         now = self._clock()

@@ -608,3 +608,33 @@ def test_labels_survive_names_the_example_whose_answer_was_truncated_away() -> N
         assert f"example 1 (prompt: {20 + seed} chars, answer: 2 chars)" in text
         assert "16 input tokens, 16 labels, all -100" in text and "truncation" in text
         assert assert_labels_survive(lambda e: preprocess(e, keep_answer=True), examples) == [3, 2]
+
+
+def test_a_long_training_check_shows_progress_in_the_terminal(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past pytest's output capture; here "long" is set to 0 s so that every step counts."""
+    from mlcheck import progress
+
+    monkeypatch.setattr(progress, "CHECK_AFTER", 0.0)
+    monkeypatch.setattr(progress, "CHECK_EVERY", 0.0)
+    pytester.makepyfile(
+        """
+        import torch
+        from mlcheck.checks import assert_loss_decreases
+
+        def test_train():
+            torch.manual_seed(0)
+            model = torch.nn.Linear(4, 3)
+            batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
+            assert_loss_decreases(model, batch, steps=3, lr=0.1)
+        """
+    )
+    # any --mlcheck-* option opts the run in (SPEC §2); without it the lines go to stderr,
+    # which pytest captures and shows with a failure
+    result = pytester.runpytest_inprocess(
+        "-p", "no:randomly", "-p", "no:cacheprovider", "--mlcheck-progress=-1"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["mlcheck: assert_loss_decreases step 3/3, loss *"])
+    assert progress.check_sink is None  # the session put it back
