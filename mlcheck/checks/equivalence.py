@@ -158,7 +158,9 @@ def assert_batch_invariant(
     With an ``attention_mask`` in the inputs, each row is run alone without its padding (the
     positions where the mask is 0, left or right), and per-token outputs are compared on the
     real tokens only: a model that ignores the mask, or normalises across the batch, fails.
-    Tolerance is dtype-aware (float32: rtol=1e-4, atol=1e-5).
+    Tolerance is dtype-aware (float32: rtol=1e-4, atol=1e-5). Rows holding NaN or Inf are named
+    (count and first position) instead of being compared, and an output with no batch dimension
+    (a 0-d output from ``.squeeze()`` on a batch of one) fails with that message.
 
     >>> enc = tokenizer(["a long sentence", "short"], padding=True, return_tensors="pt")
     ... # doctest: +SKIP
@@ -291,7 +293,12 @@ def assert_equivalent(
     the batch tolerance). The message gives the max absolute and relative difference and where
     (the index: batch row, position, ...). A wrapper whose position ids start at 1, or that
     drops the attention mask, fails here where batch invariance passes. Deterministic given
-    ``seed`` (both run under it).
+    ``seed`` (both run under it). On a failure it reruns both with forward hooks on the modules
+    of the same name (a wrapper's ``model.`` prefix allowed) and names the first module that
+    gives a different output from the same inputs (path, max abs/rel difference), with the likely
+    cause for its kind (an embedding: position ids; a norm: variance or eps; attention: mask or
+    key/value head order); where no module names match, the parameters of the same name that
+    differ.
 
     >>> assert_equivalent(MyWrapper(model), model, batch)  # doctest: +SKIP
     """

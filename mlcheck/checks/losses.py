@@ -41,6 +41,16 @@ def assert_loss_matches(
     accumulation, a negated loss) and, for causal LMs, which label shift the model's loss matches.
     Returns the reference loss.
 
+    Checks v3: the gradient with respect to the logits must match too, not only the value (at
+    near-uniform logits a label-smoothed cross-entropy has the plain one's value; the message
+    measures the smoothing). For causal LMs a mismatch lists the references tried (pad positions
+    counted, tokens equal to the pad id ignored, the last real token masked, the batch's own
+    labels) with the one the model's loss matches, and the positions where the labels disagree
+    with the real tokens. The classification references check that integer labels lie in
+    ``[0, num_labels)`` and fail on one-hot float labels that switch a Hugging Face classifier
+    to ``multi_label_classification``; the masked-LM reference fails when most labelled
+    positions (8 or more) keep their input token: labels left on unmasked tokens.
+
     >>> assert_loss_matches(gpt2, {"input_ids": ids, "labels": ids})  # doctest: +SKIP
     """
     __tracebackhide__ = hide_frame

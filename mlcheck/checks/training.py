@@ -150,6 +150,15 @@ def assert_overfits(
     bounds the false-failure rate below about 2% at 95% confidence: the 1-in-1,000 aim rests on
     the budget being 3x the worst case seen, not on a measurement that small.
 
+    Faster failures (checks v3): once the loss target holds but predictions stay wrong, the
+    run stops as soon as the verdict is certain (the target held at 6 checks in a row, 50
+    steps, with no more right predictions), instead of spending the whole budget: a model
+    whose labels never reach the loss fails after 110-120 steps (5 seeds of the tests' MLP),
+    not 300. A healthy model is not affected (the calibration models reach accuracy 1.0 at the
+    check where the loss target is met). A detached loss fails at once ("the loss has no grad_fn"). Measured after this change
+    (``bench/false_failures.py --sweep --seeds 100 --checks overfits``, the MLP of the seed
+    tests): 0 failures in 100 runs (95% upper bound 3%).
+
     >>> assert_overfits(model, (x, y), max_loss=0.05)  # doctest: +SKIP
     """
     __tracebackhide__ = hide_frame
@@ -221,7 +230,10 @@ def assert_params_update(
     accidental freeze: list intended ones in ``frozen``), no gradient (not used in the loss, or
     detached), a gradient of exactly zero, or a gradient the optimizer ignored (not in its
     parameter groups, or learning rate 0). Adam moves every parameter with a non-zero gradient
-    by about ``lr`` in its first step, so a single step is a sharp test.
+    by about ``lr`` in its first step, so a single step is a sharp test. Modules or tensors kept
+    in plain Python lists, tuples or dicts on a module (task heads in a ``list``) fail first:
+    they are not registered, so ``model.parameters()``, ``state_dict()`` and ``.to(device)``
+    never see them (the message names the attribute and the registered container to use).
 
     >>> assert_params_update(model, batch, frozen=["bert.embeddings"])  # doctest: +SKIP
     """
@@ -396,7 +408,10 @@ def assert_train_mode(model: nn.Module, inputs: Any, *, seed: int | None = None)
     ``bench/false_failures.py`` — the worst case, a false failure about 1 run in 500. Every
     further row or dropout layer multiplies it by as much again (a two-row batch: about 3e-6,
     computed); measured on the calibration's tiny BERT and GPT-2 (``--seeds 50``): 0 of 50
-    each.
+    each. When the two forwards are identical, the message says why from the random
+    generator's state around them: a forward that ends in the same state from different
+    starting states resets it (``torch.manual_seed`` inside ``forward``); one that leaves it
+    untouched drew nothing (the dropout is bypassed).
 
     >>> assert_train_mode(model, batch)  # doctest: +SKIP
     """
