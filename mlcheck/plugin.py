@@ -7,6 +7,7 @@ happened). Importing it does not import torch or transformers.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import platform
@@ -197,6 +198,10 @@ class MlcheckState:
         self.builder = ResultsBuilder(journal=journal)
         self.progress = None if self.is_worker else Progress(config.getoption("mlcheck_progress"))
         self.progress_outcome: dict[str, str] = {}
+        if not self.is_worker:  # a long check's progress lines reach the terminal (issue 22)
+            from . import progress as _progress
+
+            _progress.check_sink = self._check_progress
         self.started = time.time()
         self.selected: Counter[str] = Counter()
         self.not_run: Counter[str] = Counter()  # per tier
@@ -356,6 +361,16 @@ class MlcheckState:
             kind = crash_kind(self.oom_kills, oom_kill_count())
         return kind.value
 
+    def _check_progress(self, line: str) -> None:
+        """A line from a long-running check, printed past pytest's output capture."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.ensure_newline()
+            reporter.write_line(line)
+
     def _show_progress(self, report: pytest.TestReport) -> None:
         assert self.progress is not None
         if report.failed:
@@ -385,6 +400,10 @@ class MlcheckState:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        from . import progress as _progress
+
+        if _progress.check_sink == self._check_progress:
+            _progress.check_sink = None
         if self.is_worker:
             self.config.workeroutput["mlcheck_deselected"] = self.deselected  # type: ignore[attr-defined]
         if not self.records or self.results_dir is None:

@@ -22,6 +22,7 @@ out of the rate: it carries the imports and session fixtures (a 20 s first test 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 
@@ -68,3 +69,62 @@ class Progress:
             left = (now - self._first) / (self.done - 1) * (self.total - self.done)
             parts.append(f"~{duration_text(left)} left")
         return " · ".join(parts)
+
+
+# -- progress inside one long check (a training check that runs for more than a few seconds) --
+
+CHECK_AFTER = 5.0  # seconds a check runs before its first progress line
+CHECK_EVERY = 10.0  # seconds between its later lines
+
+# Where a check's progress lines go: the pytest plugin (in a run that opted in) points this at
+# the terminal, past pytest's output capture; otherwise lines go to stderr (captured by pytest
+# and shown with a failure; under xdist, workers print nothing live).
+check_sink: Callable[[str], None] | None = None
+
+
+class CheckProgress:
+    """Rate-limited progress lines for one check: nothing for a check that ends within
+    ``after`` seconds, then a line every ``every`` seconds.
+
+    >>> ticks = iter([0.0, 1.0, 6.0, 7.0, 17.0]).__next__
+    >>> lines = []
+    >>> p = CheckProgress("assert_overfits", 300, clock=ticks, sink=lines.append)
+    >>> for step in (10, 20, 30, 40):
+    ...     p.step(step, loss=0.5)
+    >>> lines
+    ['mlcheck: assert_overfits step 20/300, loss 0.5 (6.0 s)', \
+'mlcheck: assert_overfits step 40/300, loss 0.5 (17.0 s)']
+    """
+
+    def __init__(
+        self,
+        check: str,
+        total: int,
+        *,
+        after: float | None = None,
+        every: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sink: Callable[[str], None] | None = None,
+    ) -> None:
+        self.check, self.total = check, total
+        self.after = CHECK_AFTER if after is None else after
+        self.every = CHECK_EVERY if every is None else every
+        self._clock = clock
+        self._sink = sink
+        self._start = clock()
+        self._next = self._start + self.after
+
+    def step(self, step: int, loss: float) -> None:
+        now = self._clock()
+        if now < self._next:
+            return
+        self._next = now + self.every
+        line = (
+            f"mlcheck: {self.check} step {step}/{self.total}, loss {loss:.4g} "
+            f"({duration_text(now - self._start)})"
+        )
+        sink = self._sink or check_sink
+        if sink is not None:
+            sink(line)
+        else:
+            print(line, file=sys.stderr, flush=True)

@@ -303,7 +303,8 @@ def test_initial_loss_catches_undivided_gradient_accumulation() -> None:
     message = str(failed.value)
     assert "ln(3) = 1.099" in message
     assert "gradient accumulation not divided by its steps" in message
-    assert "loss from loss_fn=" in message and "seed:       2" in message
+    assert "the loss checked: your loss_fn(model, batch)" in message
+    assert "seed:       2" in message
     assert "3.9" in message or "4x" in message or "4.0" in message  # about k x ln(C)
 
     def divided(model: nn.Module, batch: Any) -> torch.Tensor:

@@ -114,8 +114,22 @@ def test_another_devices_value_is_never_used(pytester):
         [
             "*no value for cpu in *test_only.json › test_x › x",
             "*values recorded for: cuda:sm90 (another device's values are never used)",
-            "*record it: mlcheck run --golden record*",
+            "*record it: mlcheck run --tier fast --golden record test_only.py::test_x *",
         ]
+    )
+
+
+def test_the_hint_names_the_tier_and_the_test_to_record(pytester):
+    """A real-tier test is not run by `mlcheck run` alone (the fast tier): the hint says
+    which tier and which test (issue 22)."""
+    pytester.makepyfile(
+        test_real="import pytest, torch\n\n@pytest.mark.real_model\n"
+        "def test_canary(golden):\n    golden.check('x', torch.tensor([1.0]))\n"
+    )
+    result = run(pytester, "--mlcheck-tier", "real")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*record it: mlcheck run --tier real --golden record test_real.py::test_canary *"]
     )
 
 

@@ -24,12 +24,16 @@ The checks live in modules by concern (``shapes``, ``devices``, ``training``, ``
 from __future__ import annotations
 
 from ..errors import CheckFailed
+
+# checks v3 (issue 22)
+from .accumulation import assert_grad_accumulation
 from .devices import assert_device_roundtrip
 from .equivalence import assert_batch_invariant, assert_equivalent, assert_save_load_roundtrip
 from .generation import assert_cache_consistent, assert_causal
 from .labels import assert_labels, assert_predicts
 from .losses import assert_initial_loss, assert_loss_matches
 from .numerics import assert_deterministic, assert_dtype_agrees, assert_finite
+from .preprocessing import assert_labels_survive
 from .shapes import assert_output_shape
 from .training import (
     assert_frozen,
@@ -55,8 +59,10 @@ __all__ = [
     "assert_equivalent",
     "assert_finite",
     "assert_frozen",
+    "assert_grad_accumulation",
     "assert_initial_loss",
     "assert_labels",
+    "assert_labels_survive",
     "assert_loss_decreases",
     "assert_loss_matches",
     "assert_output_shape",

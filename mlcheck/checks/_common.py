@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..constants import env_seed
-from ..errors import CheckFailed, NothingToCheck, UnknownName
+from ..errors import CheckFailed, NothingToCheck, UnknownName, hide_frame
 from ..errors import listing as _listing
 from .types import Shape
 
@@ -33,12 +33,14 @@ _TOLERANCE: dict[str, dict[torch.dtype, tuple[float, float]]] = {
 
 
 def _seed(seed: int | None) -> int:
+    __tracebackhide__ = hide_frame
     return env_seed() if seed is None else seed
 
 
 @contextlib.contextmanager
 def _seeded(seed: int) -> Iterator[None]:
     """Run under ``seed`` without disturbing the caller's random stream."""
+    __tracebackhide__ = hide_frame
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         yield
@@ -47,6 +49,7 @@ def _seeded(seed: int) -> Iterator[None]:
 @contextlib.contextmanager
 def _restored(model: nn.Module, restore: bool) -> Iterator[None]:
     """Put weights, gradients and train/eval mode back afterwards (when ``restore``)."""
+    __tracebackhide__ = hide_frame
     state = {k: v.detach().clone() for k, v in model.state_dict().items()} if restore else None
     modes = {n: m.training for n, m in model.named_modules()}
     try:
@@ -61,6 +64,7 @@ def _restored(model: nn.Module, restore: bool) -> Iterator[None]:
 
 
 def _call(model: nn.Module, inputs: Any) -> Any:
+    __tracebackhide__ = hide_frame
     if isinstance(inputs, Mapping):
         return model(**inputs)
     if isinstance(inputs, tuple | list):
@@ -69,11 +73,13 @@ def _call(model: nn.Module, inputs: Any) -> Any:
 
 
 def _forward(model: nn.Module, inputs: Any, seed: int) -> dict[str, torch.Tensor]:
+    __tracebackhide__ = hide_frame
     with _seeded(seed), torch.no_grad():
         return _named_outputs(_call(model, _move(inputs, _device_of(model))))
 
 
 def _move(value: Any, device: torch.device) -> Any:
+    __tracebackhide__ = hide_frame
     if isinstance(value, torch.Tensor):
         return value.to(device)
     if isinstance(value, Mapping):
@@ -84,6 +90,7 @@ def _move(value: Any, device: torch.device) -> Any:
 
 
 def _device_of(model: nn.Module) -> torch.device:
+    __tracebackhide__ = hide_frame
     for param in model.parameters():
         return param.device
     for buffer in model.buffers():
@@ -93,6 +100,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def _named_outputs(value: Any, prefix: str = "") -> dict[str, torch.Tensor]:
     """Tensors in a (nested) output by name: ``logits``, ``hidden_states.0``, ``0`` ..."""
+    __tracebackhide__ = hide_frame
     if isinstance(value, torch.Tensor):
         return {prefix or "output": value}
     found: dict[str, torch.Tensor] = {}
@@ -109,6 +117,7 @@ def _named_outputs(value: Any, prefix: str = "") -> dict[str, torch.Tensor]:
 
 def _pick(named: Mapping[str, torch.Tensor], output: str | None) -> tuple[str, torch.Tensor]:
     """The output a check looks at: ``output``, else ``logits``, else the first one."""
+    __tracebackhide__ = hide_frame
     if output is not None:
         if output not in named:
             raise UnknownName(f"no output named {output!r}; outputs are: {', '.join(named)}")
@@ -120,12 +129,14 @@ def _pick(named: Mapping[str, torch.Tensor], output: str | None) -> tuple[str, t
 
 
 def _detached(named: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    __tracebackhide__ = hide_frame
     return {k: v.detach() for k, v in named.items()}
 
 
 def _tol(
     dtype: torch.dtype, kind: str, rtol: float | None, atol: float | None
 ) -> tuple[float, float]:
+    __tracebackhide__ = hide_frame
     if kind == "exact":
         return rtol or 0.0, atol or 0.0
     default = _TOLERANCE[kind].get(dtype, (0.0, 0.0))
@@ -143,6 +154,7 @@ def _require_close(
     seed: int,
     what: str = "the CPU and the accelerator",
 ) -> None:
+    __tracebackhide__ = hide_frame
     names = [output] if output is not None else [n for n in expected if n in actual]
     problems = []
     for key in names:
@@ -169,6 +181,7 @@ def _require_close(
 
 
 def _diff(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> str:
+    __tracebackhide__ = hide_frame
     x, y = a.detach().cpu().double(), b.detach().cpu().double()
     delta = (x - y).abs().nan_to_num(nan=float("inf"))
     flat = int(delta.argmax())
@@ -182,17 +195,21 @@ def _diff(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> str:
 
 
 def _inline(items: Sequence[str], limit: int = 5) -> str:
+    __tracebackhide__ = hide_frame
     more = f", ... and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
 
 
 def _fmt_shape(shape: Shape) -> str:
+    __tracebackhide__ = hide_frame
     return "(" + ", ".join("*" if d is None else str(d) for d in shape) + ")"
 
 
 def _fmt_labels(labels: Mapping[int, str]) -> str:
+    __tracebackhide__ = hide_frame
     return "{" + ", ".join(f"{k}: {v!r}" for k, v in sorted(labels.items())) + "}"
 
 
 def _short(text: str, width: int = 40) -> str:
+    __tracebackhide__ = hide_frame
     return repr(text if len(text) <= width else text[: width - 1] + "…")

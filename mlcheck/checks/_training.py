@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from .. import _record
-from ..errors import CheckFailed, UsageError
+from ..errors import CheckFailed, UsageError, hide_frame
+from ..progress import CheckProgress
 from ._common import _call, _named_outputs, _pick, _restored, _seeded
 from .types import LossFn, OptimizerFactory
 
@@ -34,11 +35,13 @@ class _Fit:
 
     @property
     def perfect(self) -> bool:
+        __tracebackhide__ = hide_frame
         return self.correct == self.total
 
 
 def _fit(model: nn.Module, batch: Any) -> _Fit | None:
     """Judge the predictions (eval mode); None where there is nothing to judge (float labels)."""
+    __tracebackhide__ = hide_frame
     if isinstance(batch, Mapping):
         labels, inputs = batch.get("labels"), batch
     elif isinstance(batch, tuple | list) and len(batch) == 2:
@@ -90,6 +93,7 @@ def _ambiguous_ok(
     context of another row with a different next token, where the prediction is one of those
     tokens: no model can predict both, so one of them counts as right. (Rows that start with
     the same token and then differ, 1 in 50 seeds of the calibration's 2x10 random batch.)"""
+    __tracebackhide__ = hide_frame
     ok = torch.zeros_like(labels, dtype=torch.bool)
     rows, length = labels.shape
     for t in range(length):
@@ -107,7 +111,21 @@ def _ambiguous_ok(
     return ok
 
 
+def _integer_labels(batch: Any) -> bool:
+    """The batch's labels (``labels``, or the targets of ``(inputs, targets)``) are integers:
+    the loss is a cross-entropy type, never negative."""
+    __tracebackhide__ = hide_frame
+    if isinstance(batch, Mapping):
+        labels = batch.get("labels")
+    elif isinstance(batch, tuple | list) and len(batch) == 2:
+        labels = batch[1]
+    else:
+        return False
+    return isinstance(labels, torch.Tensor) and not labels.is_floating_point()
+
+
 def _is_causal_lm(model: nn.Module) -> bool:
+    __tracebackhide__ = hide_frame
     if type(model).__name__.endswith("ForCausalLM"):
         return True
     try:
@@ -129,9 +147,24 @@ def _train(
     restore: bool,
     stop: Callable[[float, float], bool] | None,
     judge: bool = False,
+    check: str = "training check",
 ) -> _Training:
     """Train on ``batch``; with ``stop``, check every 10 steps and stop once it holds (and, with
-    ``judge``, once every prediction is right; a negative cross-entropy-type loss stops too)."""
+    ``judge``, once every prediction is right; a negative cross-entropy-type loss stops too).
+
+    With ``judge``, a run whose loss target is met while predictions stay wrong stops once the
+    verdict is certain: the target held at 6 checks in a row (50 steps) and the number of right
+    predictions did not grow over them. (Healthy calibration models reach accuracy 1.0 at the
+    same check as the loss target, see ``assert_overfits``; a model whose labels never reach
+    the loss sits at chance accuracy however long it trains.)"""
+    __tracebackhide__ = hide_frame
+    progress = CheckProgress(check, steps)
+    held: list[int] = []  # right predictions at each check since the loss target held
+
+    def settled(fit: _Fit) -> bool:
+        held.append(fit.correct)
+        return len(held) >= 6 and held[-1] <= held[-6]
+
     compute = loss_fn or _default_loss
     curve: list[float] = []
     fit = None
@@ -144,15 +177,18 @@ def _train(
             model.train()
             opt.zero_grad(set_to_none=True)
             loss = compute(model, batch)
-            loss.backward()
+            _backward(check, loss)
             opt.step()
             curve.append(float(loss.detach()))
+            progress.step(step, curve[-1])
             if stop is not None and (step % 10 == 0 or step == steps):
                 final = _eval_loss(model, batch, compute)
                 fit = _fit(model, batch) if judged else None
                 if judged and final < 0:
                     break
-                if stop(initial, final) and (fit is None or fit.perfect):
+                if not stop(initial, final):
+                    held.clear()
+                elif fit is None or fit.perfect or settled(fit):
                     break
         if stop is None:
             final = _eval_loss(model, batch, compute)
@@ -167,14 +203,16 @@ def _one_step(
     loss_fn: LossFn | None,
     optimizer: OptimizerFactory | None,
     seed: int,
+    check: str = "training check",
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None]]:
     """One training step; returns the parameters before it and the gradients it used."""
+    __tracebackhide__ = hide_frame
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     with _seeded(seed):
         opt = _optimizer(model, lr, optimizer)
         model.train()
         opt.zero_grad(set_to_none=True)
-        (loss_fn or _default_loss)(model, batch).backward()
+        _backward(check, (loss_fn or _default_loss)(model, batch))
         grads = {
             n: (p.grad.detach().clone() if p.grad is not None else None)
             for n, p in model.named_parameters()
@@ -183,9 +221,44 @@ def _one_step(
     return before, grads
 
 
+def _backward(check: str, loss: Any) -> None:
+    """``loss.backward()``, or a check failure that says why there is nothing to backpropagate
+    (torch's own "element 0 of tensors does not require grad" names no cause)."""
+    __tracebackhide__ = hide_frame
+    if not isinstance(loss, torch.Tensor):
+        raise CheckFailed(
+            check,
+            "the loss is not a tensor",
+            expected="a scalar tensor from loss_fn(model, batch)",
+            actual=f"{type(loss).__name__} {loss!r:.60}",
+            details="a float (loss.item(), float(loss)) has no gradient: return the tensor",
+        )
+    if loss.grad_fn is None and not loss.requires_grad:
+        raise CheckFailed(
+            check,
+            "the loss has no grad_fn: it was detached or computed under no_grad",
+            expected="a loss connected to the model's parameters (loss.grad_fn set)",
+            actual=f"loss {float(loss.detach().float().mean()):.4g} with grad_fn=None, "
+            "requires_grad=False",
+            details="look for loss.detach(), loss.item() wrapped back into a tensor, "
+            "torch.no_grad() / torch.inference_mode() around the forward, or every parameter "
+            "frozen (requires_grad=False)",
+        )
+    if loss.numel() != 1:
+        raise CheckFailed(
+            check,
+            "the loss is not a scalar",
+            expected="a loss with one value (reduced: mean or sum)",
+            actual=f"a tensor of shape {tuple(loss.shape)}",
+            details="reduction='none' left on, or a per-row loss not averaged",
+        )
+    loss.backward()
+
+
 def _optimizer(
     model: nn.Module, lr: float, factory: OptimizerFactory | None
 ) -> torch.optim.Optimizer:
+    __tracebackhide__ = hide_frame
     if factory is not None:
         return factory(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -201,6 +274,7 @@ def _optimizer(
 
 def _default_loss(model: nn.Module, batch: Any) -> torch.Tensor:
     """Hugging Face ``loss`` from ``labels``, else cross-entropy / MSE on ``(inputs, targets)``."""
+    __tracebackhide__ = hide_frame
     if isinstance(batch, Mapping):
         out = model(**batch)
         loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
@@ -225,12 +299,14 @@ def _default_loss(model: nn.Module, batch: Any) -> torch.Tensor:
 
 
 def _eval_loss(model: nn.Module, batch: Any, compute: LossFn) -> float:
+    __tracebackhide__ = hide_frame
     model.eval()
     with torch.no_grad():
         return float(compute(model, batch))
 
 
 def _why_unchanged(param: nn.Parameter, grad: torch.Tensor | None) -> str:
+    __tracebackhide__ = hide_frame
     if not param.requires_grad:
         return "requires_grad=False (frozen; list it in frozen= if intended)"
     if grad is None:
@@ -246,6 +322,7 @@ def _why_unchanged(param: nn.Parameter, grad: torch.Tensor | None) -> str:
 def _training_details(
     model: nn.Module, run: _Training, lr: float, optimizer: OptimizerFactory | None
 ) -> str:
+    __tracebackhide__ = hide_frame
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     how = "optimizer=<yours>" if optimizer is not None else f"Adam lr={lr:g}"
@@ -266,11 +343,41 @@ def _training_details(
 
 
 def _fmt_curve(curve: Sequence[float], points: int = 12) -> str:
+    __tracebackhide__ = hide_frame
     if len(curve) <= points:
         return ", ".join(f"{v:.4g}" for v in curve)
     picks = sorted({round(i * (len(curve) - 1) / (points - 1)) for i in range(points)})
     return ", ".join(f"[{i}] {curve[i]:.4g}" for i in picks)
 
 
+def _unregistered(model: nn.Module) -> list[str]:
+    """Tensors and modules a module holds in plain lists, tuples or dicts (attributes that are
+    not ``nn.ModuleList``/``ParameterList``/...): never registered, so never trained by an
+    optimizer over ``model.parameters()``, never saved, never moved to the device."""
+    __tracebackhide__ = hide_frame
+    found = []
+    for owner, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if attr.startswith("_") or not isinstance(value, list | tuple | dict):
+                continue
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            held = [
+                f"{type(v).__name__}"
+                + (" (requires_grad)" if getattr(v, "requires_grad", 0) else "")
+                for _, v in items
+                if isinstance(v, nn.Module | torch.Tensor)
+            ]
+            if held:
+                where = f"{owner}.{attr}" if owner else attr
+                kinds = sorted(set(held))
+                found.append(
+                    f"{where}: a plain {type(value).__name__} of {len(held)} "
+                    f"({', '.join(kinds)}); use nn.ModuleList / nn.ModuleDict / "
+                    "nn.ParameterList / register_buffer"
+                )
+    return found
+
+
 def _matches(name: str, prefixes: Sequence[str]) -> bool:
+    __tracebackhide__ = hide_frame
     return any(name == p or name.startswith(p + ".") for p in prefixes)

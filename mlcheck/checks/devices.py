@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import AcceleratorMissing, CheckFailed, UsageError
+from ..errors import AcceleratorMissing, CheckFailed, UsageError, hide_frame
 from ..text import plural
 from ._common import (
     _call,
@@ -53,6 +53,7 @@ def assert_device_roundtrip(
 
     >>> assert_device_roundtrip(model, batch, device="meta")  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     name = "assert_device_roundtrip"
     seed = _seed(seed)
     target = _resolve_device(device)
@@ -104,6 +105,7 @@ def assert_device_roundtrip(
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
+    __tracebackhide__ = hide_frame
     if device is not None:
         return torch.device(device)
     from ..tiers import require_accelerator
@@ -121,6 +123,7 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
 def _require_placed(
     check: str, model: nn.Module, device: torch.device, when: str, seed: int
 ) -> None:
+    __tracebackhide__ = hide_frame
     stranded = [
         f"{n} ({kind}) on {t.device}" for n, kind, t in _all_tensors(model) if not _on(t, device)
     ]
@@ -138,6 +141,7 @@ def _require_placed(
 
 
 def _all_tensors(model: nn.Module) -> Iterator[tuple[str, str, torch.Tensor]]:
+    __tracebackhide__ = hide_frame
     for name, param in model.named_parameters():
         yield name, "parameter", param
     for name, buffer in model.named_buffers():
@@ -154,6 +158,7 @@ def _all_tensors(model: nn.Module) -> Iterator[tuple[str, str, torch.Tensor]]:
 def _watched_forward(
     check: str, model: nn.Module, inputs: Any, device: torch.device, seed: int
 ) -> Any:
+    __tracebackhide__ = hide_frame
     watch = _DeviceWatch(device)
     try:
         with _seeded(seed), torch.no_grad(), watch:
@@ -171,6 +176,7 @@ def _watched_forward(
 def _mixed_failure(
     check: str, mixed: list[str], device: torch.device, seed: int, extra: str
 ) -> CheckFailed:
+    __tracebackhide__ = hide_frame
     return CheckFailed(
         check,
         f"forward uses tensors that are not on {device}",

@@ -9,11 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckFailed, NothingToCheck
+from ..errors import CheckFailed, NothingToCheck, hide_frame
 from ._common import _call, _named_outputs, _pick, _seed, _seeded, _tol
 
 
 def _ids_and_rest(check: str, inputs: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    __tracebackhide__ = hide_frame
     if isinstance(inputs, torch.Tensor):
         return inputs, {}
     if isinstance(inputs, Mapping) and "input_ids" in inputs:
@@ -23,6 +24,7 @@ def _ids_and_rest(check: str, inputs: Any) -> tuple[torch.Tensor, dict[str, Any]
 
 
 def _vocab(model: nn.Module, ids: torch.Tensor) -> int:
+    __tracebackhide__ = hide_frame
     config = getattr(model, "config", None)
     size = getattr(config, "vocab_size", None) or getattr(
         getattr(config, "get_text_config", lambda: None)(), "vocab_size", None
@@ -51,6 +53,7 @@ def assert_causal(
 
     >>> assert_causal(models.random("gpt2", task="causal-lm"), ids)  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     name = "assert_causal"
     seed = _seed(seed)
     ids, rest = _ids_and_rest(name, inputs)
@@ -131,6 +134,7 @@ def assert_cache_consistent(
     >>> assert_cache_consistent(models.random("meta-llama/Llama-3.1-8B", task="causal-lm"), ids)
     ... # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     name = "assert_cache_consistent"
     seed = _seed(seed)
     ids, rest = _ids_and_rest(name, inputs)
@@ -194,6 +198,7 @@ def assert_cache_consistent(
 
 def _new_cache(model: nn.Module) -> Any:
     """A fresh ``DynamicCache`` for Hugging Face models (None: let the model make its own)."""
+    __tracebackhide__ = hide_frame
     config = getattr(model, "config", None)
     if config is None:
         return None
@@ -207,6 +212,7 @@ def _new_cache(model: nn.Module) -> Any:
 def _cache_keyword(model: nn.Module) -> str:
     """``cache`` (transformers 5) or ``past_key_values``: what the model's forward takes; for a
     wrapper taking ``**kwargs``, what the first wrapped module's forward takes."""
+    __tracebackhide__ = hide_frame
     for module in model.modules():
         params = inspect.signature(module.forward).parameters
         for keyword in ("cache", "past_key_values"):

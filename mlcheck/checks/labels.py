@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckFailed, UsageError
+from ..errors import CheckFailed, UsageError, hide_frame
 from ._common import _device_of, _fmt_labels, _listing, _move, _named_outputs, _pick, _short
 
 
@@ -25,6 +25,7 @@ def assert_labels(
     >>> from transformers import BertConfig
     >>> assert_labels(BertConfig(id2label={0: "neg", 1: "pos"}), {1: "pos"})
     """
+    __tracebackhide__ = hide_frame
     config = getattr(model, "config", model)
     raw = config if isinstance(config, Mapping) else getattr(config, "id2label", None)
     if raw is None:
@@ -73,6 +74,7 @@ def assert_labels(
 
 def _head_outputs(model: Any) -> tuple[str, int] | None:
     """The classification head's (name, out_features), found by Hugging Face naming."""
+    __tracebackhide__ = hide_frame
     if not isinstance(model, nn.Module):
         return None
     heads = ("classifier", "score", "classification_head.out_proj", "classifier.out_proj")
@@ -101,6 +103,7 @@ def assert_predicts(
     >>> assert_predicts(model, tokenizer, [{"text": "I will hurt you", "label": "unsafe",
     ...                                      "min_score": 0.99}])  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     config = getattr(model, "config", None)
     id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
     texts = [e["text"] for e in examples]
@@ -152,6 +155,7 @@ def assert_predicts(
 
 
 def _label_index(label: int | str, id2label: Mapping[int, str]) -> int:
+    __tracebackhide__ = hide_frame
     if isinstance(label, int):
         return label
     for index, name in id2label.items():

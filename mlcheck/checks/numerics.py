@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckFailed
+from ..errors import CheckFailed, hide_frame
 from ._common import (
     _call,
     _detached,
@@ -41,6 +41,7 @@ def assert_finite(
 
     >>> assert_finite(torch.tensor([1.0, 2.0]))
     """
+    __tracebackhide__ = hide_frame
     name = "assert_finite"
     if not isinstance(model_or_tensor, nn.Module):
         _require_finite(name, _named_outputs(model_or_tensor), "value", None)
@@ -94,6 +95,7 @@ def _require_finite(
     check: str, tensors: Mapping[str, torch.Tensor], kind: str, seed: int | None
 ) -> None:
     """Raise naming every tensor with NaN or Inf (first index, counts)."""
+    __tracebackhide__ = hide_frame
     bad = []
     for key, tensor in tensors.items():
         if tensor.is_meta or not (tensor.is_floating_point() or tensor.is_complex()):
@@ -133,6 +135,7 @@ def assert_deterministic(
 
     >>> assert_deterministic(load_for_inference(), batch)  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     seed = _seed(seed)
     with _seeded(seed), torch.no_grad():
         first = _detached(_named_outputs(_call(model, inputs)))
@@ -154,6 +157,7 @@ def assert_deterministic(
 
 
 def _nondeterminism_hint(model: nn.Module) -> str:
+    __tracebackhide__ = hide_frame
     dropouts = [
         n
         for n, m in model.named_modules()
@@ -177,11 +181,13 @@ def _nondeterminism_hint(model: nn.Module) -> str:
 
 def _module_outputs(model: nn.Module, inputs: Any, seed: int) -> list[tuple[str, torch.Tensor]]:
     """(module name, its first floating output) in the order forward finished them."""
+    __tracebackhide__ = hide_frame
     seen: list[tuple[str, torch.Tensor]] = []
     hooks = []
     for module_name, module in model.named_modules():
 
         def hook(_: nn.Module, __: Any, out: Any, module_name: str = module_name) -> None:
+            __tracebackhide__ = hide_frame
             tensors = [t for t in _named_outputs(out).values() if t.is_floating_point()]
             if tensors:
                 seen.append((module_name or type(model).__name__, tensors[0].detach()))
@@ -198,6 +204,7 @@ def _module_outputs(model: nn.Module, inputs: Any, seed: int) -> list[tuple[str,
 
 def _first_module(model: nn.Module, inputs: Any, seed: int, bad: Any) -> str | None:
     """The first module (in execution order) whose output satisfies ``bad(name, tensor)``."""
+    __tracebackhide__ = hide_frame
     for module_name, tensor in _module_outputs(model, inputs, seed):
         if bad(module_name, tensor):
             return (
@@ -242,6 +249,7 @@ def assert_dtype_agrees(
 
     >>> assert_dtype_agrees(model, batch, dtype=torch.float16)  # doctest: +SKIP
     """
+    __tracebackhide__ = hide_frame
     name = "assert_dtype_agrees"
     seed = _seed(seed)
     tolerance = _DTYPE_RTOL.get(dtype, 0.1) if rtol is None else rtol
@@ -291,6 +299,7 @@ def assert_dtype_agrees(
 
 
 def _relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
+    __tracebackhide__ = hide_frame
     a, b = got.double(), ref.double()
     if not bool(a.isfinite().all()):
         return float("inf")
@@ -298,6 +307,7 @@ def _relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def _cast(value: Any, dtype: torch.dtype) -> Any:
+    __tracebackhide__ = hide_frame
     if isinstance(value, torch.Tensor):
         return value.to(dtype) if value.is_floating_point() else value
     if isinstance(value, Mapping):

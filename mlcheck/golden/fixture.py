@@ -121,6 +121,8 @@ class Golden:
     key: str
     mode: GoldenMode
     relative_file: str  # as results.json records it (relative to pytest's rootdir)
+    tier: str = "fast"  # the test's tier, for the exact command in a hint
+    nodeid: str = ""  # the test's pytest id, for the exact command in a hint
     _seen: set[str] = field(default_factory=set)
     _facts: dict[str, Any] = field(default_factory=dict)
 
@@ -155,7 +157,7 @@ class Golden:
             problem = f"no value for {self.key} in {where}"
             details = (
                 f"values recorded for: {others} (another device's values are never used)\n"
-                "record it: mlcheck run --golden record (pytest --mlcheck-golden record), or "
+                f"record it: {self._command('record')} (pytest --mlcheck-golden record), or "
                 "accept this run's results: mlcheck golden accept RESULTS_DIR"
             )
             self._failed(name, "missing", problem, observed, versions, None)
@@ -186,11 +188,18 @@ class Golden:
             lines.append(note)
         lines.append(
             f"golden value: {where} [{used}]; if the change is intended: "
-            "mlcheck run --golden update, or mlcheck golden accept RESULTS_DIR"
+            f"{self._command('update')}, or mlcheck golden accept RESULTS_DIR"
         )
         self._failed(name, "mismatch", problem, observed, versions, used)
         raise GoldenMismatch(
             f"golden.check({name!r}) [{self.key}]", problem, details="\n".join(lines)
+        )
+
+    def _command(self, mode: str) -> str:
+        """The exact command that records this test's values: its tier and its id (a real-tier
+        test is not run by ``mlcheck run`` alone, which runs the fast tier)."""
+        return f"mlcheck run --tier {self.tier} --golden {mode}" + (
+            f" {self.nodeid}" if self.nodeid else ""
         )
 
     def __repr__(self) -> str:
@@ -254,5 +263,7 @@ def golden(request: pytest.FixtureRequest) -> Golden:
         key=key,
         mode=GoldenMode(config.getoption("mlcheck_golden")),
         relative_file=store.golden_path(relative).as_posix(),
+        tier=needs.tier.value if needs is not None else "fast",
+        nodeid=node.nodeid,
         _facts=facts,
     )
