@@ -377,3 +377,12 @@ def test_sampler_shards_planted_overlap_caught_twin_passes(seed: int) -> None:
         assert_shards_disjoint(real, 2, 11)  # 11 rows: padding repeats one
     with pytest.raises(CheckFailed, match=r"more than one rank(.|\n)*ignores its rank"):
         assert_shards_disjoint(ignores_rank, 2, 11, allow_padding=True)
+
+
+def test_tier_fast_alone_gpu_with_one_device_per_rank() -> None:
+    from mlcheck.tiers import MarkInfo, Tier, needs_of
+
+    alone = needs_of([MarkInfo("distributed", (), {"world_size": 2})])
+    assert (alone.tier, alone.gpu) == (Tier.FAST, False)
+    on_gpus = needs_of([MarkInfo("distributed", (), {"world_size": 2}), MarkInfo("gpu")])
+    assert (on_gpus.tier, on_gpus.gpu_count) == (Tier.GPU, 2)

@@ -53,6 +53,7 @@ def assert_ddp_equivalent(
     atol: float = 1e-6,
     seed: int | None = None,
     timeout: float = 120.0,
+    ddp_kwargs: Mapping[str, Any] | None = None,
 ) -> None:
     """DDP on ``world_size`` ranks, each training on its equal slice of ``batch``, ends with
     the same parameters as one process training on the whole ``batch``.
@@ -64,6 +65,7 @@ def assert_ddp_equivalent(
     default optimizer is SGD without momentum, so a gradient off by a factor shows as that
     factor in the update (an Adam step hides it). Dropout is off on both sides.
 
+    ``ddp_kwargs`` go to ``DistributedDataParallel`` (e.g. ``find_unused_parameters=True``).
     Called from a plain test, it starts ``world_size`` (default 2) gloo ranks itself: then
     ``make_model``, ``step``, ``loss_fn`` and ``optimizer`` must be importable (module-level
     functions or ``functools.partial`` of them). Called inside a
@@ -92,6 +94,7 @@ def assert_ddp_equivalent(
         "step": step,
         "lr": lr,
         "seed": seed,
+        "ddp_kwargs": dict(ddp_kwargs or {}),
     }
     if tdist.is_available() and tdist.is_initialized():
         size = tdist.get_world_size()
@@ -119,7 +122,9 @@ def _ddp_rank(rank: int, world_size: int, device: torch.device, **args: Any) -> 
         model = args["make_model"]().to(device)
     _dropout_off(model)
     initial = _params(model)
-    ddp = DistributedDataParallel(model, device_ids=[device] if device.type != "cpu" else None)
+    ddp = DistributedDataParallel(
+        model, device_ids=[device] if device.type != "cpu" else None, **args["ddp_kwargs"]
+    )
     opt = _make_optimizer(ddp, args)
     shard = _move(_split(args["batch"], rank, world_size), device)
     step = args["step"] or _plain_step(args["loss_fn"])
