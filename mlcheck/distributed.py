@@ -361,9 +361,16 @@ def verdict_text(results: list[RankResult], timeout: float) -> tuple[str, str] |
     if not failing and not hung:
         return None
     lines: list[str] = []
+    shown = failing[:1]  # the tracebacks to show: one per distinct failure
     if failing:
         kind = failing[0].kind
-        lines += [f"{r.name}: {r.message}" for r in failing]
+        lines.append(f"{failing[0].name}: {_first_line(failing[0].message)}")
+        for r in failing[1:]:
+            if r.message == failing[0].message:
+                lines.append(f"{r.name}: the same failure")
+            else:
+                lines.append(f"{r.name}: {_first_line(r.message)}")
+                shown.append(r)
     else:
         kind = "timeout"
         names = ", ".join(r.name for r in hung)
@@ -380,8 +387,12 @@ def verdict_text(results: list[RankResult], timeout: float) -> tuple[str, str] |
             f"stopped {duration_text(GRACE_AFTER_FAILURE_S)} after the failure: {names} "
             "(waiting for a rank that failed? their stacks follow)"
         )
-    for r in failing:
+    for r in shown:
         lines += ["", f"---- {r.name}: {r.outcome} ----", r.traceback.rstrip() or r.message]
     for r in hung + stopped:
         lines += ["", f"---- {r.name}: Python stack when stopped ----", r.stacks.rstrip()]
     return kind, "\n".join(lines)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""

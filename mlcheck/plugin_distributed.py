@@ -240,4 +240,5 @@ def _report_ranks(item: pytest.Item) -> None:
             if r.outcome == "skipped":
                 pytest.skip(r.message)
             if r.outcome != "passed":
-                pytest.fail(f"{r.outcome}: {r.message}", pytrace=False)
+                first = r.message.strip().splitlines()[0] if r.message.strip() else ""
+                pytest.fail(f"{r.outcome}: {first}", pytrace=False)

@@ -386,3 +386,17 @@ def test_tier_fast_alone_gpu_with_one_device_per_rank() -> None:
     assert (alone.tier, alone.gpu) == (Tier.FAST, False)
     on_gpus = needs_of([MarkInfo("distributed", (), {"world_size": 2}), MarkInfo("gpu")])
     assert (on_gpus.tier, on_gpus.gpu_count) == (Tier.GPU, 2)
+
+
+def test_the_same_failure_on_every_rank_is_shown_once() -> None:
+    text = "CheckFailed: assert_ddp_equivalent: does not match\n  likely cause: ..."
+    ranks = [
+        RankResult(0, 2, "failed", text, traceback="tb0\n" + text, ended_at=2.0),
+        RankResult(1, 2, "failed", text, traceback="tb1\n" + text, ended_at=1.0),
+    ]
+    _, message = verdict_text(ranks, 120) or ("", "")
+    assert message.splitlines()[:2] == [
+        "rank 1 of 2: CheckFailed: assert_ddp_equivalent: does not match",
+        "rank 0 of 2: the same failure",
+    ]
+    assert "tb1" in message and "tb0" not in message

@@ -32,7 +32,9 @@ from .types import LossFn, OptimizerFactory
 TrainStep = Callable[[nn.Module, Any, torch.optim.Optimizer], None]
 SamplerFactory = Callable[[int, int], Iterable[int]]
 
-_RATIO_TOL = 0.05  # how close a measured ratio must be to 1/world_size, world_size, 0 to name it
+# How close (relative) a measured ratio must be to 1/world_size or world_size to name that
+# cause: after several steps the ratio drifts a little from the one-step value (0.48x for 0.5x).
+_RATIO_TOL = 0.15
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,13 +106,16 @@ def assert_ddp_equivalent(
                 f"runs {size} ranks: leave world_size out inside a distributed test"
             )
         _split(batch, 0, size)  # a batch that does not split is a usage error on every rank
-        mine = _ddp_rank(tdist.get_rank(), size, _current_device(), **args)
+        device = _current_device()
+        mine = _ddp_rank(tdist.get_rank(), size, device, **args)
         finals = _gather(mine)
     else:
         size = 2 if world_size is None else world_size
         _split(batch, 0, size)
+        device = torch.device("cpu")
         finals = _launch(size, args, timeout)
-    reference = _train_reference(**args)
+    # on the ranks' device, so that CPU-vs-GPU rounding is not taken for a DDP bug
+    reference = _train_reference(device, **args)
     _compare(finals, reference, size, rtol, atol, seed)
 
 
@@ -139,16 +144,17 @@ def _ddp_rank_entry(dist: Any, **args: Any) -> dict[str, Any]:
     return _ddp_rank(dist.rank, dist.world_size, dist.device, **args)
 
 
-def _train_reference(**args: Any) -> dict[str, Any]:
+def _train_reference(device: torch.device, **args: Any) -> dict[str, Any]:
     with _seeded(args["seed"]):
-        model = args["make_model"]()
+        model = args["make_model"]().to(device)
     _dropout_off(model)
     initial = _params(model)
     opt = _make_optimizer(model, args)
     step = _plain_step(args["loss_fn"])
+    batch = _move(args["batch"], device)
     for k in range(args["steps"]):
         with _seeded(args["seed"] + k):
-            step(model, args["batch"], opt)
+            step(model, batch, opt)
     return {"initial": initial, "final": _params(model)}
 
 
@@ -355,7 +361,7 @@ def _ratio_cause(
         )
     if ratio is None:
         return "the single-process step did not change these parameters"
-    if abs(ratio - 1 / world_size) < _RATIO_TOL:
+    if abs(ratio - 1 / world_size) < _RATIO_TOL / world_size:
         return (
             f"likely cause: the loss is divided by the world size ({world_size}) once too "
             "often: DDP already averages gradients over ranks"
@@ -365,7 +371,7 @@ def _ratio_cause(
             f"likely cause: gradients summed over the {world_size} ranks instead of averaged "
             "(a loss multiplied by the world size, or a manual all_reduce without dividing)"
         )
-    if abs(ratio) < _RATIO_TOL:
+    if abs(ratio) < _RATIO_TOL / world_size:
         return "likely cause: the DDP step did not update these parameters (no optimizer step?)"
     return (
         "the update differs in direction, not only in scale: a loss that depends on the "
