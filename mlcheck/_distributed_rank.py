@@ -30,6 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from . import constants
+
 # What the rank reports: one of these outcomes.
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 
@@ -97,12 +99,25 @@ def main(workdir: Path, rank: int) -> None:
 def _run(job: dict[str, Any], rank: int, workdir: Path) -> dict[str, Any]:
     sys.path[:] = job["sys_path"]
     threads = job["threads"]
+    world_size, backend = job["world_size"], job["backend"]
+    local_rank = rank
+    host, port = job["master"]
+    # as torchrun sets them, for code that reads them; the thread counts before torch loads
+    for name, value in (
+        (constants.ENV_RANK, rank),
+        (constants.ENV_LOCAL_RANK, local_rank),
+        (constants.ENV_WORLD_SIZE, world_size),
+        (constants.ENV_LOCAL_WORLD_SIZE, world_size),
+        (constants.ENV_MASTER_ADDR, host),
+        (constants.ENV_MASTER_PORT, port),
+        (constants.ENV_OMP_NUM_THREADS, threads),
+        (constants.ENV_MKL_NUM_THREADS, threads),
+    ):
+        os.environ[name] = str(value)
     import torch
     import torch.distributed as tdist
 
     torch.set_num_threads(threads)
-    world_size, backend = job["world_size"], job["backend"]
-    local_rank = rank
     if job["device_type"] == "cpu":
         device = torch.device("cpu")
     else:
@@ -111,9 +126,7 @@ def _run(job: dict[str, Any], rank: int, workdir: Path) -> dict[str, Any]:
     from datetime import timedelta
 
     timeout = timedelta(seconds=job["timeout"])
-    store = tdist.TCPStore(
-        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, False, timeout
-    )
+    store = tdist.TCPStore(host, port, world_size, False, timeout)
     init: dict[str, Any] = {"device_id": device} if device.type != "cpu" else {}
     tdist.init_process_group(
         backend, store=store, rank=rank, world_size=world_size, timeout=timeout, **init

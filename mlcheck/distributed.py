@@ -129,11 +129,12 @@ def run_ranks(job: dict[str, Any], timeout: float) -> list[RankResult]:
     try:
         # the arguments may name functions of the test's modules: a rank unpickles them once
         # it has the test process's sys.path
+        sent = {**job, "kwargs": pickle.dumps(job["kwargs"]), "master": (MASTER_ADDR, store.port)}
         with (workdir / "job.pkl").open("wb") as handle:
-            pickle.dump({**job, "kwargs": pickle.dumps(job["kwargs"])}, handle)
+            pickle.dump(sent, handle)
         package_root = str(Path(__file__).resolve().parent.parent)
         for rank in range(world_size):
-            env = _rank_env(rank, world_size, store.port, int(job["threads"]))
+            # the rank sets RANK, MASTER_PORT... and its thread count itself, before torch
             code = (
                 f"import sys; sys.path.insert(0, {package_root!r}); "
                 "from mlcheck._distributed_rank import main; from pathlib import Path; "
@@ -142,7 +143,7 @@ def run_ranks(job: dict[str, Any], timeout: float) -> list[RankResult]:
             with (workdir / f"rank{rank}.log").open("wb") as log:
                 procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT
+                        [sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT
                     )
                 )
         return _wait(procs, workdir, timeout)
@@ -159,24 +160,9 @@ def threads_per_rank(world_size: int) -> int:
     if torch is not None:
         total = int(torch.get_num_threads())
     else:
-        env = os.environ.get(constants.ENV_OMP_NUM_THREADS, "")
+        env = constants.get(constants.ENV_OMP_NUM_THREADS) or ""
         total = int(env) if env.isdigit() and int(env) > 0 else os.cpu_count() or 1
     return max(1, total // world_size)
-
-
-def _rank_env(rank: int, world_size: int, port: int, threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        LOCAL_WORLD_SIZE=str(world_size),
-        MASTER_ADDR=MASTER_ADDR,
-        MASTER_PORT=str(port),
-    )
-    env[constants.ENV_OMP_NUM_THREADS] = str(threads)
-    env[constants.ENV_MKL_NUM_THREADS] = str(threads)
-    return env
 
 
 def _wait(procs: list[subprocess.Popen[bytes]], workdir: Path, timeout: float) -> list[RankResult]:
