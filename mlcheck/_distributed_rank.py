@@ -125,13 +125,14 @@ def _run(job: dict[str, Any], rank: int, workdir: Path) -> dict[str, Any]:
         getattr(torch, job["device_type"]).set_device(device)
     from datetime import timedelta
 
-    timeout = timedelta(seconds=job["timeout"])
+    # Longer than the pytest process's own deadline, which ends a hang first with every
+    # rank's stack; this only backs it up if that process is gone.
+    timeout = timedelta(seconds=2 * job["timeout"] + 60)
     store = tdist.TCPStore(host, port, world_size, False, timeout)
     init: dict[str, Any] = {"device_id": device} if device.type != "cpu" else {}
     tdist.init_process_group(
         backend, store=store, rank=rank, world_size=world_size, timeout=timeout, **init
     )
-    (workdir / f"rank{rank}.ready").touch()  # the test's timeout starts when all are here
     passed = False
     try:
         function = _import_test(job)
@@ -139,6 +140,8 @@ def _run(job: dict[str, Any], rank: int, workdir: Path) -> dict[str, Any]:
         sent = pickle.loads(job["kwargs"])
         kwargs = {name: dist if name == "dist" else value for name, value in sent.items()}
         _seed(job["seed"])
+        # the test's timeout starts when every rank is here (started, joined, test imported)
+        (workdir / f"rank{rank}.ready").touch()
         try:
             value = function(**kwargs)
         except BaseException as exc:  # the test's failure, whatever it is

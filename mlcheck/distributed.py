@@ -42,7 +42,8 @@ TIMEOUT_KEY = "distributed_timeout"  # in [tool.mlcheck]
 # collective the failed rank never reached is stopped after this, with its stack.
 GRACE_AFTER_FAILURE_S = 10.0
 # Starting the ranks (an interpreter and torch each) takes seconds, minutes on a busy runner:
-# the test's timeout starts when every rank has joined the group; joining gets at least this.
+# the test's timeout starts when every rank has joined the group and imported the test; getting
+# there gets at least this.
 JOIN_TIMEOUT_S = 120.0
 STACKS_WAIT_S = 2.0  # for faulthandler to write the stacks of a hung rank
 OUTPUT_TAIL_CHARS = 4000
@@ -167,7 +168,7 @@ def threads_per_rank(world_size: int) -> int:
 
 def _wait(procs: list[subprocess.Popen[bytes]], workdir: Path, timeout: float) -> list[RankResult]:
     """Until every rank ends: :data:`JOIN_TIMEOUT_S` (or ``timeout`` if longer) for the ranks to
-    start and join the group, then ``timeout`` for the test body."""
+    start, join the group and import the test, then ``timeout`` for the test body."""
     started = time.monotonic()
     deadline = started + max(timeout, JOIN_TIMEOUT_S)
     joined = False
@@ -190,7 +191,7 @@ def _wait(procs: list[subprocess.Popen[bytes]], workdir: Path, timeout: float) -
     stacks = _dump_stacks(procs, workdir)
     # how long the test body ran (or the ranks tried to join, when they never all did)
     waited = time.monotonic() - (joined_at if joined_at is not None else started)
-    where = "in the test" if joined else "before joining the process group"
+    where = "in the test" if joined else "before the test started (start-up, joining the group)"
     return [
         _result(rank, procs, workdir, stacks.get(rank, ""), timed_out, waited, where)
         for rank in range(len(procs))
