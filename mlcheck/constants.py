@@ -168,6 +168,18 @@ ENV_OMP_NUM_THREADS = _var(
     group=PROCESS,
 )
 ENV_MKL_NUM_THREADS = _var("MKL_NUM_THREADS", "as OMP_NUM_THREADS", group=PROCESS)
+# Each rank of a distributed test (mlcheck.distributed) gets these, as torchrun sets them.
+_RANK_VAR = "set in each rank of a distributed test (`@pytest.mark.distributed`)"
+ENV_RANK = _var("RANK", f"{_RANK_VAR}: this rank", group=PROCESS)
+ENV_LOCAL_RANK = _var("LOCAL_RANK", f"{_RANK_VAR}: this rank on this machine", group=PROCESS)
+ENV_WORLD_SIZE = _var("WORLD_SIZE", f"{_RANK_VAR}: how many ranks", group=PROCESS)
+ENV_LOCAL_WORLD_SIZE = _var(
+    "LOCAL_WORLD_SIZE", f"{_RANK_VAR}: ranks on this machine", group=PROCESS
+)
+ENV_MASTER_ADDR = _var("MASTER_ADDR", f"{_RANK_VAR}: the group's store host", group=PROCESS)
+ENV_MASTER_PORT = _var(
+    "MASTER_PORT", f"{_RANK_VAR}: the group's store port, picked by the OS", group=PROCESS
+)
 
 # What the action sets for the project under test (mlcheck/pr_code.py), not read from it.
 ENV_HOME = _var("HOME", "(action) the project's own home folder", group=PROCESS)

@@ -38,12 +38,14 @@ from .failure_kinds import (
 )
 from .golden import fixture as _golden
 from .golden.fixture import golden  # noqa: F401  (the fixture, registered with the plugin)
+from .plugin_distributed import DistributedTests
 from .progress import Progress
 from .results import JOURNAL_FILE, DeviceInfo, RunInfo, RunResults, RunStatus
 from .results import write as write_results
 from .results_builder import ResultsBuilder
 from .tiers import (
     DEFAULT_GPU_LABEL,
+    DISTRIBUTED_MARKER,
     GPU_MARKER,
     REAL_MARKER,
     MarkInfo,
@@ -140,6 +142,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{GPU_MARKER}(min_memory_gb=None, count=1): needs an accelerator (tier gpu); not run "
         "unless the tier is selected",
+    )
+    # distributed tests' hooks and `dist` fixture: a marker asks for them, opted in or not
+    config.pluginmanager.register(DistributedTests(), "mlcheck-distributed")
+    config.addinivalue_line(
+        "markers",
+        f"{DISTRIBUTED_MARKER}(world_size, timeout=None): runs the test body in world_size "
+        "processes with a process group (gloo on CPU; with gpu, one device per rank)",
     )
     if config.get_verbosity() > 0:
         config.pluginmanager.register(ShowHubCauses(), "mlcheck-hub-causes")

@@ -33,6 +33,7 @@ from .errors import AcceleratorMissing, UsageError
 
 REAL_MARKER = "real_model"
 GPU_MARKER = "gpu"
+DISTRIBUTED_MARKER = "distributed"  # mlcheck.distributed; with gpu, one device per rank
 DEFAULT_GPU_LABEL = "mlcheck:gpu"
 # The workflow the label dispatches (action.yml's `gpu-workflow` default says the same).
 DEFAULT_GPU_WORKFLOW = "mlcheck-gpu.yml"
@@ -152,7 +153,11 @@ def needs_of(marks: Iterable[MarkInfo], marker_map: Mapping[str, str] | None = N
     real = gpu = False
     min_memory: float | None = None
     count = 1
+    world_size = 1
     for mark in marks:
+        if mark.name == DISTRIBUTED_MARKER:
+            size = mark.kwargs.get("world_size", mark.args[0] if mark.args else 1)
+            world_size = size if isinstance(size, int) and not isinstance(size, bool) else 1
         mapped = marker_map.get(mark.name)
         if mark.name == REAL_MARKER or mapped == Tier.REAL:
             real = True
@@ -163,6 +168,8 @@ def needs_of(marks: Iterable[MarkInfo], marker_map: Mapping[str, str] | None = N
             if mark.name == GPU_MARKER:
                 min_memory, count = _gpu_args(mark, min_memory, count)
     tier = Tier.GPU if gpu else Tier.REAL if real else Tier.FAST
+    if gpu:  # a distributed gpu test runs one rank per device
+        count = max(count, world_size)
     return Needs(tier, tuple(dict.fromkeys(models)), gpu, min_memory, count)
 
 

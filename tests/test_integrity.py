@@ -387,3 +387,47 @@ def test_same_size_corruption_fails_before_any_load(tmp_path: Path) -> None:
     )
     assert plain.returncode == 1, plain.stdout
     assert "model.safetensors" in plain.stdout and "mlcheck cache warm" in plain.stdout
+
+
+DISTRIBUTED_SLOW = """
+import time
+import pytest
+
+def test_a(): pass
+
+@pytest.mark.distributed(world_size=2)
+def test_dist_slow(dist):
+    time.sleep(120)
+"""
+
+
+def _rank_pids(root: Path) -> list[int]:
+    return [
+        pid
+        for pid in _pytest_pids(root)
+        if b"_distributed_rank" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def test_cancel_during_distributed_test_leaves_no_rank(tmp_path: Path) -> None:
+    root = tmp_path.resolve()
+    (root / "tests").mkdir()
+    (root / "tests" / "test_s.py").write_text(DISTRIBUTED_SLOW)
+    proc = _start(root)
+    _wait_for_start(root, "test_dist_slow", proc)
+    deadline = time.monotonic() + 120
+    while len(_rank_pids(root)) < 2:  # both ranks started
+        assert proc.poll() is None and time.monotonic() < deadline, "the ranks never started"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    deadline = time.monotonic() + 5
+    while _pytest_pids(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _pytest_pids(root), "a rank or pytest outlived mlcheck run"
+    results = read(root / "mlcheck-results")
+    assert results.run.status is RunStatus.INTERRUPTED
+    outcomes = {t.name: t.outcome for t in results.tests}
+    assert outcomes == {"test_a": Outcome.PASSED}  # finished results kept; no verdict invented
+    assert [r.nodeid.rsplit("::")[-1] for r in results.run.running] == ["test_dist_slow"]

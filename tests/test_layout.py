@@ -217,7 +217,7 @@ def test_every_env_name_in_constants_is_documented() -> None:
 # `results` (results, merge, digest, report, github, publish, the CLI and the action) or
 # below the manifest (manifest, lock, cache), and must load without pytest.
 PYTEST_SIDE = re.compile(
-    r"mlcheck(\.(plugin|decorators|models|shrinking|serving|shard|opt_in|progress|_record"
+    r"mlcheck(\.(plugin|plugin_distributed|decorators|models|shrinking|serving|shard|opt_in|progress|_record"
     r"|checks(\..+)?|golden(\..+)?))?$"
 )
 NETWORK = {"httpx", "requests", "urllib3", "http", "socket", "huggingface_hub", "mlcheck.github"}

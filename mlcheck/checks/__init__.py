@@ -28,6 +28,7 @@ from ..errors import CheckFailed
 # checks v3 (issue 22)
 from .accumulation import assert_grad_accumulation
 from .devices import assert_device_roundtrip
+from .distributed import assert_ddp_equivalent, assert_same_on_all_ranks, assert_shards_disjoint
 from .equivalence import assert_batch_invariant, assert_equivalent, assert_save_load_roundtrip
 from .generation import assert_cache_consistent, assert_causal
 from .labels import assert_labels, assert_predicts
@@ -53,6 +54,7 @@ __all__ = [
     "assert_batch_invariant",
     "assert_cache_consistent",
     "assert_causal",
+    "assert_ddp_equivalent",
     "assert_deterministic",
     "assert_device_roundtrip",
     "assert_dtype_agrees",
@@ -69,6 +71,8 @@ __all__ = [
     "assert_overfits",
     "assert_params_update",
     "assert_predicts",
+    "assert_same_on_all_ranks",
     "assert_save_load_roundtrip",
+    "assert_shards_disjoint",
     "assert_train_mode",
 ]
