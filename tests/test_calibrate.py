@@ -33,6 +33,43 @@ def test_deterministic():
 """
 
 
+def _mutant(name: str, killers: list[str]) -> dict[str, object]:
+    return {
+        "name": name,
+        "bug": "",
+        "check": "",
+        "status": "killed",
+        "kill": "failed",
+        "killers": killers,
+        "message": "",
+        "reached_by": killers,
+        "hits": 1,
+        "duration": 1.0,
+        "tests_run": 1,
+        "suggestion": None,
+    }
+
+
+MUTATION = {
+    "schema_version": 1,
+    "score": 1.0,
+    "killed": 2,
+    "survived": 0,
+    "not_reached": 0,
+    "not_run": 0,
+    "errors": 0,
+    "reached": 2,
+    "unmutated": {"tests": 3, "duration": 1.0},
+    "duration": 3.0,
+    "cost": 3.0,
+    "settings": {"paths": ["tests"], "tier": None, "all_killers": True, "budget_minutes": None},
+    "mutants": [
+        _mutant("reduction-sum", ["tests/test_seeded.py::test_stable"]),
+        _mutant("loss-detached", ["tests/test_seeded.py::test_stable"]),
+    ],
+}
+
+
 @pytest.mark.parametrize(
     ("k", "n", "low", "high"),
     [
@@ -61,6 +98,9 @@ def test_rates_flaky_stable_and_deterministic_tests(tmp_path: Path) -> None:
     (project / "tests").mkdir(parents=True)
     (project / "tests" / "test_seeded.py").write_text(SUITE)
     out = tmp_path / "out"
+    out.mkdir()
+    # a mutation report in the same folder: the table shows power beside false alarms
+    (out / "mutation.json").write_text(json.dumps(MUTATION))
     proc = mlcheck("calibrate", "tests", "--seeds", "100", "--results-dir", str(out), cwd=project)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads((out / "calibration.json").read_text())
@@ -90,6 +130,9 @@ def test_rates_flaky_stable_and_deterministic_tests(tmp_path: Path) -> None:
 
     html = cmarkgfm.github_flavored_markdown_to_html((out / "calibration.md").read_text())
     assert "<strong>flaky by design</strong>" in html
+    assert "<th>mutants killed</th>" in html
+    assert "<td>2 (reduction-sum, loss-detached)</td>" in html  # test_stable's row
+    assert html.count("<td>0</td>") == 2  # the other two tests killed nothing
     assert "skipped early" in html
     assert not list(project.rglob("__pycache__")) and not (project / ".pytest_cache").exists()
 

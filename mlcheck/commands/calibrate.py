@@ -24,7 +24,9 @@ using the seed is deterministic: its other seeds are skipped. The suite line giv
 that a whole-suite run fails with no bug.
 
 Writes calibration.json (schema: mlcheck/schema/calibration.schema.json) and calibration.md to
---results-dir; nothing into the project. Arguments after `--` go to pytest unchanged."""
+--results-dir; nothing into the project. When --results-dir holds a mutation.json (mlcheck
+mutate, best with --all-killers), the table also shows the mutants each test killed: power and
+false alarms, per test, in one table. Arguments after `--` go to pytest unchanged."""
 EPILOG = """\
 exit codes:
   0  the calibration ran (whatever the rates)
@@ -69,6 +71,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=handle, accepts_passthrough=True)
 
 
+def _kills(mutation: Path) -> dict[str, list[str]] | None:
+    """Power beside false alarms: the mutants each test killed, when `mlcheck mutate` wrote its
+    report (validated against its schema) into the same results folder."""
+    import json
+    from importlib import resources
+
+    import jsonschema
+
+    from ..power.calibrate import kills_from_mutation
+
+    if not mutation.is_file():
+        return None
+    schema = json.loads(
+        resources.files("mlcheck").joinpath("schema/mutation.schema.json").read_text()
+    )
+    try:
+        data = json.loads(mutation.read_text())
+        jsonschema.validate(data, schema)
+    except (ValueError, jsonschema.ValidationError) as exc:
+        print(
+            f"mlcheck calibrate: ignoring {mutation}: {str(exc).splitlines()[0]}", file=sys.stderr
+        )
+        return None
+    return kills_from_mutation(data)
+
+
 def handle(args: argparse.Namespace) -> int:
     from ..power import calibrate
 
@@ -97,7 +125,8 @@ def handle(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result = calibrate.aggregate(lines, seeds, args.target, time.monotonic() - started)
-    path = calibrate.write(result, args.results_dir)
-    print(calibrate.markdown(result))
+    kills = _kills(args.results_dir / "mutation.json")
+    path = calibrate.write(result, args.results_dir, kills)
+    print(calibrate.markdown(result, kills))
     print(f"mlcheck calibrate: wrote {path}")
     return 1 if args.fail_flaky and result.flaky() else 0

@@ -251,7 +251,18 @@ def _pct(x: float) -> str:
     return f"{x:.1%}" if x >= 0.001 or x == 0 else f"{x:.2g}"
 
 
-def markdown(c: Calibration) -> str:
+def kills_from_mutation(data: Mapping[str, Any]) -> dict[str, list[str]]:
+    """test node id -> the mutants it killed, from a ``mutation.json`` (``mlcheck mutate``)."""
+    kills: dict[str, list[str]] = defaultdict(list)
+    for mutant in data.get("mutants", []):
+        for nodeid in mutant.get("killers", []):
+            kills[nodeid].append(mutant["name"])
+    return dict(kills)
+
+
+def markdown(c: Calibration, kills: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The calibration table; with ``kills`` (from mutation.json) each test's power beside its
+    false alarms: the mutants it killed."""
     estimate, bound = c.suite_false_red()
     flaky = c.flaky()
     lines = [
@@ -262,8 +273,9 @@ def markdown(c: Calibration) -> str:
         f"{duration_text(c.duration)}. A whole-suite run fails with no bug with chance "
         f"{_pct(estimate)} as measured (at most {_pct(bound)} from the per-test 95% bounds).",
         "",
-        "| test | failures | rate | 95% interval | note |",
-        "| --- | --- | --- | --- | --- |",
+        "| test | failures | rate | 95% interval | note |"
+        + (" mutants killed |" if kills is not None else ""),
+        "| --- | --- | --- | --- | --- |" + (" --- |" if kills is not None else ""),
     ]
     for t in c.tests:
         low, high = t.interval
@@ -285,15 +297,19 @@ def markdown(c: Calibration) -> str:
                 more = len(t.failing_seeds) - 8
                 note += f"; seeds {seeds}" + (f" +{more}" if more > 0 else "")
         cell = code(t.nodeid, 150).replace("|", "\\|")  # `|` would end the cell
-        lines.append(f"| {cell} | {counts} | {_pct(t.rate)} | {_pct(low)}–{_pct(high)} | {note} |")
+        row = f"| {cell} | {counts} | {_pct(t.rate)} | {_pct(low)}–{_pct(high)} | {note} |"
+        if kills is not None:
+            killed = kills.get(t.nodeid, ())
+            row += f" {len(killed)}" + (f" ({', '.join(killed)})" if killed else "") + " |"
+        lines.append(row)
     for t in flaky:
         lines += ["", f"Reproduce {code(t.nodeid, 150)}: {code(repro(t) or '', 300)}"]
     return "\n".join(lines) + "\n"
 
 
-def write(c: Calibration, folder: Path) -> Path:
+def write(c: Calibration, folder: Path, kills: Mapping[str, Sequence[str]] | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CALIBRATION_FILE
     path.write_text(json.dumps(to_dict(c), indent=2) + "\n")
-    (folder / CALIBRATION_MARKDOWN).write_text(markdown(c))
+    (folder / CALIBRATION_MARKDOWN).write_text(markdown(c, kills))
     return path
