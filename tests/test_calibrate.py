@@ -16,6 +16,7 @@ from mlcheck.power.calibrate import binomial_cdf, clopper_pearson
 SUITE = """\
 import random
 
+import pytest
 import torch
 
 
@@ -24,8 +25,14 @@ def test_fails_on_one_seed_in_ten():
     assert random.random() >= 0.1, "unlucky draw"
 
 
-def test_stable():
-    assert torch.randn(100).abs().max() < 10
+@pytest.fixture
+def noise():
+    return torch.randn(100)
+
+
+def test_stable(noise):
+    # a fixture, set up afresh for each seed
+    assert noise.abs().max() < 10
 
 
 def test_deterministic():

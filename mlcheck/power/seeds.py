@@ -92,7 +92,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
                 _into.append(_rng_untouched(_s))
 
             item.stash[_CHECK] = check_rng
-            reports = runtestprotocol(item, nextitem=nextitem if last else item, log=False)
+            # between seeds, tear down the test's own fixtures but keep the module's and the
+            # session's (their chain is the parent's)
+            reports = runtestprotocol(item, nextitem=nextitem if last else item.parent, log=False)  # type: ignore[arg-type]
             outcome, message = _outcome(reports)
             uses_seed = _seed_used[0] or not all(untouched)
             log.write(
