@@ -147,7 +147,7 @@ SUGGESTED = {
     "loss-detached": ("assert_loss_decreases(model, batch)", "gpt2"),
     "optimizer-noop": ("assert_params_update(model, batch)", "gpt2"),
     "reduction-sum": ("assert_initial_loss(model, batch)", "gpt2"),
-    "softmax-wrong-dim": ("assert_causal(model, inputs)", "gpt2"),
+    "softmax-wrong-dim": ("assert_batch_invariant(model, inputs)", "bert"),
     "weights-not-loaded": ("assert_predicts(model, tokenizer", "gpt2"),
     "labels-permuted": ("assert_labels(model,", "bert"),
     "kv-cache-stale": ("assert_cache_consistent(model, inputs)", "gpt2"),
@@ -273,6 +273,9 @@ def test_weak_suite_lets_every_mutant_survive_and_says_what_would_catch_it(
         assert m["reached_by"], name  # the patch changed behaviour in a test
         text = m["suggestion"]
         assert text.startswith(f"`{name}` survived: {MUTANTS[name].missing}; add `"), text
+        # the first test that reached it names its model (the classifier test sorts first)
+        first = "test_classifier_shapes" if any("classifier" in n for n in m["reached_by"]) else ""
+        assert (model == "bert") == bool(first), (name, m["reached_by"])
         assert call in text and f"builds `{model}`" in text, text
     assert (report["score"], report["killed"], report["reached"]) == (0.0, 0, 12)
     validate(report)

@@ -506,8 +506,9 @@ MUTANTS: dict[str, Mutant] = {
         Mutant(
             "softmax-wrong-dim",
             "attention's softmax normalises over the query axis instead of the keys",
-            "assert_causal",
-            "assert_causal(model, inputs)",
+            "assert_batch_invariant, assert_causal, golden",
+            # padding adds query rows, which the wrong axis lets leak (encoders and decoders)
+            "assert_batch_invariant(model, inputs)",
             "no test checks attention outputs (causality, or golden values)",
             "no test ran attention",
             _softmax_wrong_dim,
