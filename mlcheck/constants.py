@@ -118,6 +118,25 @@ ENV_VERIFIED_STAMP = _var(
     group=MLCHECK,
 )
 
+# `mlcheck mutate` (mlcheck.power): set by it for the test process it starts
+ENV_MUTANT = _var(
+    "MLCHECK_MUTANT",
+    "(set by `mlcheck mutate` for the test process) the ML mutant injected in that run",
+    group=MLCHECK,
+)
+ENV_MUTANT_HITS = _var(
+    "MLCHECK_MUTANT_HITS",
+    "(set by `mlcheck mutate` for the test process) folder where the mutant records the tests "
+    "that reached it",
+    group=MLCHECK,
+)
+
+ENV_CALIBRATE = _var(
+    "MLCHECK_CALIBRATE",
+    "(set by `mlcheck calibrate` for the test process) seeds and output folder, as JSON",
+    group=MLCHECK,
+)
+
 # -- Hugging Face (huggingface_hub reads most of them itself, at import) ------------------------
 
 ENV_HF_HUB_OFFLINE = _var(

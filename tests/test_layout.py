@@ -217,8 +217,9 @@ def test_every_env_name_in_constants_is_documented() -> None:
 # `results` (results, merge, digest, report, github, publish, the CLI and the action) or
 # below the manifest (manifest, lock, cache), and must load without pytest.
 PYTEST_SIDE = re.compile(
-    r"mlcheck(\.(plugin|plugin_distributed|decorators|models|shrinking|serving|shard|opt_in|progress|_record"
-    r"|checks(\..+)?|golden(\..+)?))?$"
+    r"mlcheck(\.(plugin|plugin_distributed|decorators|models|shrinking|serving|shard|opt_in"
+    r"|progress|_record|checks(\..+)?|golden(\..+)?"
+    r"|power\.(activate|seeds)))?$"  # the pytest plugins `mlcheck mutate` / `calibrate` load
 )
 NETWORK = {"httpx", "requests", "urllib3", "http", "socket", "huggingface_hub", "mlcheck.github"}
 HTTP_LIBRARIES = {"httpx", "requests", "urllib3"}

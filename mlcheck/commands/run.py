@@ -133,7 +133,7 @@ def handle(args: argparse.Namespace) -> int:
     tiers = selected_tiers(args.tier, "--tier")
     paths = [Path(p) for p in args.paths] or [Path(".")]
     for path in paths:
-        if not path.exists():
+        if not Path(str(path).split("::")[0]).exists():  # a node id names its file first
             raise MissingFile(f"path {str(path)!r} does not exist")
     workers = _parse_workers(args.workers)
     shard = _parse_shard(args.shard)
