@@ -277,12 +277,23 @@ class MlcheckState:
             accel = detect_accelerator()
             facts["device"] = f"{accel.type}: {accel.name}" if accel else "cpu"
             self._require(accelerator_problem(needs, accel))
+            from .sizing import reset_peak
+
+            reset_peak()
         if needs.models:
             from .models import weights_problem
 
             for model_id in needs.models:
                 self._require(weights_problem(model_id, _project(self.config)))
         _seed_everything(self.seed)
+
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        needs = item.stash.get(NEEDS_KEY, None)
+        if needs is not None and needs.gpu:
+            from .sizing import peak_bytes
+
+            if (peak := peak_bytes()) is not None:
+                item.stash[FACTS_KEY]["gpu_peak_bytes"] = peak  # the next estimate uses it
 
     def _require(self, problem: str | None) -> None:
         if problem is None:
@@ -468,7 +479,13 @@ def models(request: pytest.FixtureRequest) -> Iterator[ModelFactory]:
     # Without opt-in there is no state: the fixture still works, with the default seed.
     seed = state.seed if isinstance(state, MlcheckState) else constants.env_seed()
     # Read through the project's lock (pinned commits, safety options from its manifest).
-    yield ModelFactory(locate=partial(locate, project=_project(request.config)), seed=seed)
+    # models.real shares this worker's load cache; after the test, models it changed are evicted.
+    from .model_cache import shared
+
+    project = _project(request.config)
+    factory = ModelFactory(locate=partial(locate, project=project), seed=seed, cache=shared())
+    yield factory
+    factory.release()
 
 
 # ---------------------------------------------------------------------------------------------
