@@ -117,6 +117,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="recorded in results as the shard this run covers (mlcheck run --shard selects it)",
     )
     _golden.addoption(group)
+    # -- run only the real/gpu tests a change can break (mlcheck.selection) --
+    group.addoption(
+        "--mlcheck-changed-since",
+        default=None,
+        metavar="REF",
+        help="run only the real and gpu tests that a change since git REF can break, by the "
+        "file map of a full run (--mlcheck-file-map); everything when unsure",
+    )
+    group.addoption(
+        "--mlcheck-file-map",
+        default=None,
+        metavar="PATH",
+        help="the per-test file map that --mlcheck-changed-since selects by",
+    )
+    group.addoption(
+        "--mlcheck-record-map",
+        default=None,
+        metavar="PATH",
+        help="record which project files each test executes (coverage.py) into PATH, for "
+        "later --mlcheck-changed-since runs; nightly and default-branch runs",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -157,6 +178,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if state.records or state.is_worker:
         # Only where results are built: a wrapper on every report costs a plain suite time.
         config.pluginmanager.register(FactsOnReports(), "mlcheck-facts")
+    if config.getoption("mlcheck_record_map"):
+        config.pluginmanager.register(FileMapHooks(config, state), "mlcheck-file-map")
 
 
 class MlcheckState:
@@ -175,6 +198,8 @@ class MlcheckState:
         from .manifest import load_manifest
 
         manifest = load_manifest(config.rootpath)  # once: markers, failure kinds, decorators
+        self.manifest_extra = dict(manifest.extra)  # select_core (mlcheck.selection)
+        self.selection_text: str | None = None
         self.marker_map = dict(manifest.markers)
         self.failure_rules: tuple[Rule, ...] = manifest.failure_kinds
         self.oom_kills = oom_kill_count()  # to tell the OOM killer's SIGKILL from a crash
@@ -231,6 +256,48 @@ class MlcheckState:
                 item.add_marker(pytest.mark.skip(reason=f"not run: {reason}"))
                 self.not_run[needs.tier] += 1
                 self.not_run_reasons[reason] += 1
+
+        changed_since = self.config.getoption("mlcheck_changed_since")
+        if changed_since:
+            self._select_by_change(items, changed_since)
+
+    def _select_by_change(self, items: list[pytest.Item], base: str) -> None:
+        """Real and gpu tests that no change since ``base`` can break become not run."""
+        from .selection import not_affected_reason, select_in_repo
+
+        expensive = {Tier.REAL, Tier.GPU}
+        chosen = [
+            item
+            for item in items
+            if NOT_RUN_KEY not in item.stash and item.stash[NEEDS_KEY].tier in expensive
+        ]
+        collected = {
+            item.nodeid: (item.nodeid.split("::")[0], item.stash[NEEDS_KEY].models)
+            for item in chosen
+        }
+        map_option = self.config.getoption("mlcheck_file_map")
+        core = self.manifest_extra.get("select_core", [])
+        try:
+            selection = select_in_repo(
+                self.config.rootpath,
+                base,
+                Path(map_option) if map_option else None,
+                collected,
+                core=[str(c) for c in core] if isinstance(core, list) else [str(core)],
+            )
+        except MlcheckError as exc:
+            raise pytest.UsageError(f"mlcheck: --mlcheck-changed-since: {exc}") from exc
+        self.selection_text = selection.why
+        reason = not_affected_reason(base)
+        for item in chosen:
+            if selection.keeps(item.nodeid):
+                continue
+            tier = item.stash[NEEDS_KEY].tier
+            item.stash[NOT_RUN_KEY] = reason
+            item.add_marker(pytest.mark.skip(reason=f"not run: {reason}"))
+            self.selected[tier] -= 1
+            self.not_run[tier] += 1
+            self.not_run_reasons[reason] += 1
 
     def pytest_deselected(self, items: Sequence[pytest.Item]) -> None:
         self.deselected += len(items)
@@ -425,6 +492,58 @@ class MlcheckState:
             versions=_versions(),
             pytest_exit_code=exitstatus,
         )
+
+
+class FileMapHooks:
+    """``--mlcheck-record-map``: which project files each test runs, for ``--changed-since``
+    (the work is in :class:`mlcheck.selection.RecordMap`; these hooks only name the contexts)."""
+
+    def __init__(self, config: pytest.Config, state: MlcheckState) -> None:
+        from .selection import RecordMap
+
+        self.map = RecordMap(
+            config.rootpath,
+            Path(config.getoption("mlcheck_record_map")).resolve(),
+            runs_tests=not _xdist_controller(config),
+            writes=not state.is_worker,
+        )
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
+        infos = getattr(item, "_fixtureinfo", None)
+        shared = []
+        for name in getattr(item, "fixturenames", ()):
+            defs = infos.name2fixturedefs.get(name) if infos is not None else None
+            if defs and defs[-1].scope != "function":
+                shared.append(_fixture_context(defs[-1]))
+        self.map.runtest_protocol(item.nodeid, shared)
+        try:
+            return (yield)
+        finally:
+            self.map.test_done()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:
+        shared = fixturedef.scope != "function"
+        previous = self.map.fixture_context(_fixture_context(fixturedef) if shared else None)
+        try:
+            return (yield)
+        finally:
+            self.map.fixture_context(previous)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        facts = getattr(report, "mlcheck_facts", None) or {}
+        self.map.models_used(report.nodeid, [m["id"] for m in facts.get("models") or ()])
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self) -> None:
+        self.map.finish()
+
+
+def _fixture_context(fixturedef: Any) -> str:
+    from .selection import FIXTURE_PREFIX
+
+    return f"{FIXTURE_PREFIX}{fixturedef.baseid}::{fixturedef.argname}"
 
 
 class FactsOnReports:

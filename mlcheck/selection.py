@@ -23,6 +23,7 @@ import ast
 import fnmatch
 import hashlib
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -295,12 +296,14 @@ def select(
     lock_at_base: str | None,
     changed_models: Iterable[str] | None,
     core: Sequence[str] = (),
+    imported_test_files: Iterable[str] = (),
 ) -> Selection:
     """Which of ``collected`` (``nodeid -> (file, model ids from its marks)``) to run.
 
     ``old_source(path)`` is a file's text at the map's commit; ``lock_at_base`` the lock's text
     at the base; ``changed_models`` the models whose lock or manifest entries changed (None: the
-    comparison failed, so unsure).
+    comparison failed, so unsure); ``imported_test_files`` the test files that other test files
+    import (a change at their module level can reach those too).
     """
     if file_map is None:
         return _all("no per-test file map from a full run")
@@ -327,9 +330,10 @@ def select(
             return _all(f"{path} changed, and tests may read it (coverage sees Python only)")
         if path in test_files:
             selected |= {n for n, (file, _) in collected.items() if file == path}
+            selected |= {n for n, files in file_map.tests.items() if path in files}
             deciding.add(path)
-            if change.status != "modified":
-                continue
+            if change.status != "modified" or path not in set(imported_test_files):
+                continue  # a test file no other imports: its changes reach only its own tests
         elif change.status != "modified":
             return _all(f"{path} was {change.status}; imports of it are not in the map")
         why = _module_level_change(change, file_map, old_source(path))
@@ -382,3 +386,169 @@ def changed_model_ids(old: Mapping[str, Any] | None, new: Mapping[str, Any] | No
     """Models whose entries differ between two tables (``id -> entry``), added or removed too."""
     old, new = old or {}, new or {}
     return {m for m in set(old) | set(new) if old.get(m) != new.get(m)}
+
+
+# -- the project's side: git, lock and manifest --------------------------------------------------
+
+
+def select_in_repo(
+    root: Path,
+    base: str,
+    map_path: Path | None,
+    collected: Mapping[str, tuple[str, Iterable[str]]],
+    core: Sequence[str] = (),
+) -> Selection:
+    """:func:`select` for the project in ``root`` against ``base`` (a git ref), with the map at
+    ``map_path``: what changed since the map's commit, the lock at ``base``, the models whose
+    entries changed."""
+    _git(root, "rev-parse", "--verify", f"{base}^{{commit}}")  # an unknown ref is a usage error
+    file_map = FileMap.read(map_path) if map_path is not None and map_path.is_file() else None
+    if file_map is None:
+        return _all("no per-test file map from a full run")
+    if not _has_commit(root, file_map.commit):
+        return _all(f"the file map's commit {file_map.commit[:7]} is not in this clone")
+    changed_models, project_changed = _manifest_changes(root, file_map.commit)
+    if project_changed:
+        return _all(project_changed)
+    return select(
+        file_map,
+        changes_since(root, file_map.commit),
+        collected,
+        old_source=lambda path: show(root, file_map.commit, path),
+        lock_at_base=show(root, base, LOCK_FILE),
+        changed_models=changed_models,
+        core=core,
+        imported_test_files=_imported_test_files(root, {f for f, _ in collected.values()}),
+    )
+
+
+def _imported_test_files(root: Path, test_files: set[str]) -> set[str]:
+    """Test files whose module another test file imports (by its name, in an import line)."""
+    stems = {PurePosixPath(f).stem: f for f in test_files}
+    imported: set[str] = set()
+    for path in test_files:
+        try:
+            text = (root / path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in text.splitlines():
+            if re.match(r"\s*(from|import)\s", line):
+                words = set(re.findall(r"\w+", line))
+                imported |= {f for stem, f in stems.items() if stem in words and f != path}
+    return imported
+
+
+def _has_commit(root: Path, commit: str) -> bool:
+    try:
+        _git(root, "cat-file", "-e", f"{commit}^{{commit}}")
+    except UsageError:
+        return False
+    return True
+
+
+def _manifest_changes(root: Path, commit: str) -> tuple[set[str] | None, str]:
+    """Models whose lock or manifest entries changed since ``commit`` (None: unsure), and why
+    everything must run when the manifest changed outside its models ('' when it did not)."""
+    import tomllib
+
+    def parse(text: str | None) -> dict[str, Any]:
+        return tomllib.loads(text) if text else {}
+
+    def now(name: str) -> str | None:
+        path = root / name
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    try:
+        lock_old, lock_new = parse(show(root, commit, LOCK_FILE)), parse(now(LOCK_FILE))
+        changed = changed_model_ids(lock_old.get("models"), lock_new.get("models"))
+        for name in ("pyproject.toml", "mlcheck.toml"):
+            old, new = parse(show(root, commit, name)), parse(now(name))
+            if name == "pyproject.toml":
+                old_models, new_models = _tool_mlcheck(old), _tool_mlcheck(new)
+            else:
+                old_models, new_models = old, new
+            changed |= changed_model_ids(old_models.get("models"), new_models.get("models"))
+            if _without_models(old, name) != _without_models(new, name):
+                return changed, f"{name} changed outside its models (settings, dependencies)"
+    except (tomllib.TOMLDecodeError, AttributeError, TypeError):
+        return None, ""
+    return changed, ""
+
+
+def _tool_mlcheck(data: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(data.get("tool", {}).get("mlcheck", {}))
+
+
+def _without_models(data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    copy: dict[str, Any] = json.loads(json.dumps(data, default=str))
+    table = copy.get("tool", {}).get("mlcheck", {}) if name == "pyproject.toml" else copy
+    table.pop("models", None)
+    return copy
+
+
+def not_affected_reason(base: str) -> str:
+    return f"not affected by this change (since {base[:7]})"
+
+
+# -- the pytest side: recording the map ---------------------------------------------------------
+
+
+class RecordMap:
+    """pytest hooks that record the file map of this run into ``path`` (``--mlcheck-record-map``).
+
+    Every process that runs tests traces with coverage.py and writes what each test used beside
+    its data; the process that writes results (the xdist controller, or the only process)
+    combines them at the end.
+    """
+
+    def __init__(self, root: Path, path: Path, *, runs_tests: bool, writes: bool) -> None:
+        self.root, self.path, self.writes = root, path, writes
+        self.data_dir = path.parent / f".{path.name}.data"
+        if writes and self.data_dir.exists():
+            import shutil
+
+            shutil.rmtree(self.data_dir)
+        self.recorder = MapRecorder(root, self.data_dir) if runs_tests else None
+        self.used: dict[str, dict[str, list[str]]] = {}  # nodeid -> fixtures, models
+
+    def runtest_protocol(self, nodeid: str, shared_fixtures: list[str]) -> None:
+        if self.recorder is not None:
+            self.used.setdefault(nodeid, {"fixtures": [], "models": []})["fixtures"] = (
+                shared_fixtures
+            )
+            self.recorder.switch(nodeid)
+
+    def fixture_context(self, context: str | None) -> str | None:
+        """Enter a shared fixture's context (or the previous one again); returns the previous."""
+        if self.recorder is None or context is None:
+            return None
+        return self.recorder.switch(context)
+
+    def test_done(self) -> None:
+        if self.recorder is not None:
+            self.recorder.switch(OUTSIDE)
+
+    def models_used(self, nodeid: str, models: Iterable[str]) -> None:
+        if self.recorder is not None and models:
+            entry = self.used.setdefault(nodeid, {"fixtures": [], "models": []})
+            entry["models"] = sorted(set(entry["models"]) | set(models))
+
+    def finish(self) -> None:
+        if self.recorder is not None:
+            self.recorder.stop()
+            side = self.data_dir / f"used-{os.getpid()}.json"
+            side.write_text(json.dumps(self.used), encoding="utf-8")
+        if not self.writes:
+            return
+        fixtures: dict[str, list[str]] = {}
+        models: dict[str, list[str]] = {}
+        for side in sorted(self.data_dir.glob("used-*.json")):
+            for nodeid, entry in json.loads(side.read_text(encoding="utf-8")).items():
+                fixtures[nodeid] = entry["fixtures"]
+                models[nodeid] = entry["models"]
+        commit = _git(self.root, "rev-parse", "HEAD").strip()
+        file_map = combine(
+            self.data_dir, self.root, commit, lock_digest(self.root), fixtures, models
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(file_map.to_json(), encoding="utf-8")
