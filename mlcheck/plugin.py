@@ -287,8 +287,17 @@ class MlcheckState:
             )
         except MlcheckError as exc:
             raise pytest.UsageError(f"mlcheck: --mlcheck-changed-since: {exc}") from exc
-        self.selection_text = selection.why
         reason = not_affected_reason(base)
+        kept = sum(selection.keeps(item.nodeid) for item in chosen)
+        tiers = "/".join(sorted({item.stash[NEEDS_KEY].tier.value for item in chosen})) or "real"
+        if selection.everything:
+            self.selection_text = f"ran all {len(chosen)} {tiers} tests: {selection.why}"
+        else:
+            files = len(selection.changed)
+            self.selection_text = (
+                f"ran {kept} of {len(chosen)} {tiers} tests: selected by change "
+                f"({files} file{'s' if files != 1 else ''}); nightly runs all"
+            )
         for item in chosen:
             if selection.keeps(item.nodeid):
                 continue
@@ -314,6 +323,8 @@ class MlcheckState:
         if self.not_run:
             detail = ", ".join(f"{tier} {n}" for tier, n in sorted(self.not_run.items()))
             line += f", {sum(self.not_run.values())} not run ({detail})"
+        if self.selection_text:
+            line += f"\nmlcheck: {self.selection_text}"
         if not self.config.option.collectonly:
             return [line]
         # `--collect-only` lists each test's tier: what a CPU and a GPU runner must agree on.
