@@ -355,6 +355,8 @@ class MlcheckState:
             accel = detect_accelerator()
             facts["device"] = f"{accel.type}: {accel.name}" if accel else "cpu"
             self._require(accelerator_problem(needs, accel))
+            if needs.memory_auto and needs.models and accel is not None:
+                self._require(self._auto_memory_problem(item.nodeid, needs.models, accel))
             from .sizing import reset_peak
 
             reset_peak()
@@ -364,6 +366,19 @@ class MlcheckState:
             for model_id in needs.models:
                 self._require(weights_problem(model_id, _project(self.config)))
         _seed_everything(self.seed)
+
+    def _auto_memory_problem(self, nodeid: str, model_ids: Sequence[str], accel: Any) -> str | None:
+        """gpu(min_memory_gb="auto"): the models' meta-device estimate against this device."""
+        from .cache import locate
+        from .models import ModelFactory
+        from .sizing import estimate_from_models, memory_problem
+
+        factory = ModelFactory(locate=partial(locate, project=_project(self.config)))
+        try:
+            est = estimate_from_models(nodeid, model_ids, factory)
+        except MlcheckError as exc:
+            return f"cannot estimate the memory it needs (gpu(min_memory_gb='auto')): {exc}"
+        return memory_problem(est, accel.memory_gb, accel.name)
 
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
         needs = item.stash.get(NEEDS_KEY, None)

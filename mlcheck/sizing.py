@@ -146,6 +146,17 @@ def estimate(
     return None
 
 
+def memory_problem(estimate: Estimate, device_gb: float | None, device: str) -> str | None:
+    """For ``gpu(min_memory_gb="auto")`` on the runner: the message when the estimate exceeds
+    the device's memory (None: it fits, or the device's memory is not known)."""
+    if device_gb is None or estimate.gb <= device_gb + 1e-9:
+        return None
+    return (
+        f"needs about {estimate.gb:.1f} GB of accelerator memory ({estimate.basis}), {device} "
+        f"has {device_gb:.1f} GB: send it to a larger runner class ([tool.mlcheck] gpu_runners)"
+    )
+
+
 def reset_peak() -> None:
     """Start measuring this process's peak CUDA memory (a no-op without CUDA in use)."""
     import sys

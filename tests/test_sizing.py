@@ -17,6 +17,7 @@ from mlcheck.sizing import (
     estimate,
     estimate_from_models,
     measured_peaks,
+    memory_problem,
     parameter_bytes,
     plan_runners,
     read_gpu_runners,
@@ -123,6 +124,16 @@ def test_runner_plan_uses_the_smallest_class_that_fits_and_reports_what_fits_non
 def test_bad_gpu_runners_tables_are_clear_errors(table, problem) -> None:
     with pytest.raises(ManifestError, match=problem):
         read_gpu_runners(table)
+
+
+def test_auto_memory_on_a_too_small_device_names_the_need_and_the_fix() -> None:
+    est = estimate_from_models("t::llama", [LLAMA_8B], ModelFactory())
+    problem = memory_problem(est, 16.0, "NVIDIA T4")
+    assert problem is not None
+    assert problem.startswith("needs about 18.9 GB of accelerator memory (weights on the meta")
+    assert "NVIDIA T4 has 16.0 GB: send it to a larger runner class" in problem
+    assert memory_problem(est, 80.0, "NVIDIA H100") is None
+    assert memory_problem(est, None, "Apple M2") is None  # MPS reports no total: not checked
 
 
 def test_gpu_min_memory_auto_is_a_need_not_a_number() -> None:
