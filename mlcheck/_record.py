@@ -26,6 +26,11 @@ def stop() -> dict[str, Any]:
     return facts
 
 
+def current() -> dict[str, Any] | None:
+    """The running test's facts (None outside a test)."""
+    return _current.get()
+
+
 def record(key: str, value: Any) -> None:
     """Set ``key`` for the running test (last write wins)."""
     facts = _current.get()

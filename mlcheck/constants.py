@@ -117,6 +117,13 @@ ENV_VERIFIED_STAMP = _var(
     "(set by `mlcheck run` for the test process) file naming the weights already verified",
     group=MLCHECK,
 )
+ENV_MODEL_CACHE_GB = _var(
+    "MLCHECK_MODEL_CACHE_GB",
+    "memory (GB) the `models.real` load cache may hold per worker process, least recently used "
+    "evicted first; `0`: load for every test",
+    "half the machine's memory",
+    group=MLCHECK,
+)
 
 # `mlcheck mutate` (mlcheck.power): set by it for the test process it starts
 ENV_MUTANT = _var(
@@ -323,6 +330,25 @@ def verified_stamp(environ: Mapping[str, str] | None = None) -> Path | None:
 
 def no_journal(environ: Mapping[str, str] | None = None) -> bool:
     return get(ENV_NO_JOURNAL, environ) == "1"
+
+
+def model_cache_gb(environ: Mapping[str, str] | None = None) -> float | None:
+    """``MLCHECK_MODEL_CACHE_GB`` as a number (None: unset)."""
+    raw = get(ENV_MODEL_CACHE_GB, environ)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        from .errors import UsageError
+
+        raise UsageError(
+            f"{ENV_MODEL_CACHE_GB}={raw!r} is not a number of GB; set it to e.g. 16, or 0 to "
+            "load every model afresh for each test"
+        )
+    return value
 
 
 def hf_token(environ: Mapping[str, str] | None = None) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
     from .lock import Project
+    from .model_cache import ModelCache
 
 __all__ = ["TASKS", "ModelFactory"]
 
@@ -82,7 +84,10 @@ class ModelFactory:
 
     ``locate`` finds a model's files (default :func:`mlcheck.cache.locate`); ``seed`` seeds
     :meth:`random`; ``on_use(model_id, revision, kind)`` is told about every model used, with
-    ``kind`` one of ``config``, ``random``, ``empty``, ``real``, ``tokenizer``.
+    ``kind`` one of ``config``, ``random``, ``empty``, ``real``, ``tokenizer``. With a ``cache``
+    (:class:`mlcheck.model_cache.ModelCache`; the fixture passes its worker's), :meth:`real`
+    hands out the cached model while it is unchanged, and :meth:`release` (after the test)
+    evicts the models the test changed.
 
     >>> models = ModelFactory(seed=0)
     >>> from transformers import BertConfig
@@ -96,6 +101,7 @@ class ModelFactory:
         locate: Locate | None = None,
         seed: int = DEFAULT_SEED,
         on_use: OnUse | None = None,
+        cache: ModelCache | None = None,
     ) -> None:
         if locate is None:
             from .cache import locate as default_locate
@@ -104,6 +110,8 @@ class ModelFactory:
         self._locate = _recording_misses(locate)
         self.seed = seed
         self._on_use = on_use
+        self._cache = cache
+        self._handed: list[Any] = []  # cached models this factory handed out
 
     # -- public API ------------------------------------------------------------------------
 
@@ -228,11 +236,16 @@ class ModelFactory:
         task: str | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        fresh: bool = False,
     ) -> PreTrainedModel:
         """The real weights at the pinned revision, in eval mode, moved to ``device`` if given.
 
         Only safetensors are loaded unless the manifest sets ``allow_pickle`` for the model, and a
         model that needs its own code is refused unless the manifest sets ``trust_remote_code``.
+        Under pytest the model is loaded once per worker and the same object handed to later
+        tests while it is unchanged (a test that changes it gets the next test a fresh copy);
+        ``fresh=True`` loads a copy of this test's own.
 
         >>> model = models.real("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
         """
@@ -240,6 +253,49 @@ class ModelFactory:
         local = self._weights(model_id)
         self._check_remote_code(local)
         auto = self._auto_class(task)
+        load = partial(self._load_real, local, auto, task, device, dtype)
+        if self._cache is None or fresh:
+            model, how = load(), "loaded"
+        else:
+            where = None if device is None else str(device)
+            key = (
+                local.model_id,
+                local.revision,
+                str(local.path),
+                auto.__name__,
+                str(dtype),
+                where,
+                local.trust_remote_code,
+                local.allow_pickle,
+            )
+            model, how = self._cache.get(key, load)
+            self._handed.append(model)
+        self._used(local.model_id, local.revision, "real")
+        record_load(local.model_id, local.revision, how)
+        return model
+
+    def release(self) -> list[str]:
+        """After a test: evict the cached models it changed; what changed in each, in words."""
+        handed, self._handed = self._handed, []
+        if self._cache is None:
+            return []
+        seen: set[int] = set()
+        changes = []
+        for model in handed:
+            if id(model) not in seen:
+                seen.add(id(model))
+                changes.append(self._cache.release(model))
+        return [c for c in changes if c]
+
+    def _load_real(
+        self,
+        local: LocalModel,
+        auto: Any,
+        task: str | None,
+        device: str | torch.device | None,
+        dtype: torch.dtype | None,
+    ) -> PreTrainedModel:
+        __tracebackhide__ = hide_frame
         kwargs: dict[str, Any] = {
             "local_files_only": True,
             "trust_remote_code": local.trust_remote_code,
@@ -252,7 +308,6 @@ class ModelFactory:
             model = auto.from_pretrained(str(local.path), **kwargs)
         except (OSError, ValueError) as exc:
             self._raise_load_error(local, task, exc)
-        self._used(local.model_id, local.revision, "real")
         model.eval()
         if device is not None:
             model.to(device)
@@ -401,6 +456,19 @@ class ModelFactory:
 def record_model(model_id: str, revision: str | None, *, cache_hit: bool | None) -> None:
     """Tell the running test's record which model it used and whether the cache had it."""
     _record.append("models", {"id": model_id, "revision": revision, "cache_hit": cache_hit})
+
+
+def record_load(model_id: str, revision: str | None, how: str) -> None:
+    """Tell the running test's record whether ``models.real`` loaded the model or reused it
+    (``"loaded"`` wins when a test got both)."""
+    facts = _record.current()
+    if facts is None:
+        return
+    for item in reversed(facts.get("models") or []):
+        if item.get("id") == model_id and item.get("revision") == revision:
+            if item.get("load") != "loaded":
+                item["load"] = how
+            return
 
 
 def weights_problem(model_id: str, project: Project) -> str | None:

@@ -120,6 +120,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="recorded in results as the shard this run covers (mlcheck run --shard selects it)",
     )
     _golden.addoption(group)
+    # -- run only the real/gpu tests a change can break (mlcheck.selection) --
+    group.addoption(
+        "--mlcheck-changed-since",
+        default=None,
+        metavar="REF",
+        help="run only the real and gpu tests that a change since git REF can break, by the "
+        "file map of a full run (--mlcheck-file-map); everything when unsure",
+    )
+    group.addoption(
+        "--mlcheck-file-map",
+        default=None,
+        metavar="PATH",
+        help="the per-test file map that --mlcheck-changed-since selects by",
+    )
+    group.addoption(
+        "--mlcheck-record-map",
+        default=None,
+        metavar="PATH",
+        help="record which project files each test executes (coverage.py) into PATH, for "
+        "later --mlcheck-changed-since runs; nightly and default-branch runs",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -167,6 +188,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if state.records or state.is_worker:
         # Only where results are built: a wrapper on every report costs a plain suite time.
         config.pluginmanager.register(FactsOnReports(), "mlcheck-facts")
+    if config.getoption("mlcheck_record_map"):
+        config.pluginmanager.register(FileMapHooks(config, state), "mlcheck-file-map")
 
 
 class MlcheckState:
@@ -185,6 +208,8 @@ class MlcheckState:
         from .manifest import load_manifest
 
         manifest = load_manifest(config.rootpath)  # once: markers, failure kinds, decorators
+        self.manifest_extra = dict(manifest.extra)  # select_core (mlcheck.selection)
+        self.selection_text: str | None = None
         self.marker_map = dict(manifest.markers)
         self.failure_rules: tuple[Rule, ...] = manifest.failure_kinds
         self.oom_kills = oom_kill_count()  # to tell the OOM killer's SIGKILL from a crash
@@ -246,6 +271,57 @@ class MlcheckState:
                 self.not_run[needs.tier] += 1
                 self.not_run_reasons[reason] += 1
 
+        changed_since = self.config.getoption("mlcheck_changed_since")
+        if changed_since:
+            self._select_by_change(items, changed_since)
+
+    def _select_by_change(self, items: list[pytest.Item], base: str) -> None:
+        """Real and gpu tests that no change since ``base`` can break become not run."""
+        from .selection import not_affected_reason, select_in_repo
+
+        expensive = {Tier.REAL, Tier.GPU}
+        chosen = [
+            item
+            for item in items
+            if NOT_RUN_KEY not in item.stash and item.stash[NEEDS_KEY].tier in expensive
+        ]
+        collected = {
+            item.nodeid: (item.nodeid.split("::")[0], item.stash[NEEDS_KEY].models)
+            for item in chosen
+        }
+        map_option = self.config.getoption("mlcheck_file_map")
+        core = self.manifest_extra.get("select_core", [])
+        try:
+            selection = select_in_repo(
+                self.config.rootpath,
+                base,
+                Path(map_option) if map_option else None,
+                collected,
+                core=[str(c) for c in core] if isinstance(core, list) else [str(core)],
+            )
+        except MlcheckError as exc:
+            raise pytest.UsageError(f"mlcheck: --mlcheck-changed-since: {exc}") from exc
+        reason = not_affected_reason(base)
+        kept = sum(selection.keeps(item.nodeid) for item in chosen)
+        tiers = "/".join(sorted({item.stash[NEEDS_KEY].tier.value for item in chosen})) or "real"
+        if selection.everything:
+            self.selection_text = f"ran all {len(chosen)} {tiers} tests: {selection.why}"
+        else:
+            files = len(selection.changed)
+            self.selection_text = (
+                f"ran {kept} of {len(chosen)} {tiers} tests: selected by change "
+                f"({files} file{'s' if files != 1 else ''}); nightly runs all"
+            )
+        for item in chosen:
+            if selection.keeps(item.nodeid):
+                continue
+            tier = item.stash[NEEDS_KEY].tier
+            item.stash[NOT_RUN_KEY] = reason
+            item.add_marker(pytest.mark.skip(reason=f"not run: {reason}"))
+            self.selected[tier] -= 1
+            self.not_run[tier] += 1
+            self.not_run_reasons[reason] += 1
+
     def pytest_deselected(self, items: Sequence[pytest.Item]) -> None:
         self.deselected += len(items)
 
@@ -261,6 +337,8 @@ class MlcheckState:
         if self.not_run:
             detail = ", ".join(f"{tier} {n}" for tier, n in sorted(self.not_run.items()))
             line += f", {sum(self.not_run.values())} not run ({detail})"
+        if self.selection_text:
+            line += f"\nmlcheck: {self.selection_text}"
         if not self.config.option.collectonly:
             return [line]
         # `--collect-only` lists each test's tier: what a CPU and a GPU runner must agree on.
@@ -291,12 +369,38 @@ class MlcheckState:
             accel = detect_accelerator()
             facts["device"] = f"{accel.type}: {accel.name}" if accel else "cpu"
             self._require(accelerator_problem(needs, accel))
+            if needs.memory_auto and needs.models and accel is not None:
+                self._require(self._auto_memory_problem(item.nodeid, needs.models, accel))
+            from .sizing import reset_peak
+
+            reset_peak()
         if needs.models:
             from .models import weights_problem
 
             for model_id in needs.models:
                 self._require(weights_problem(model_id, _project(self.config)))
         _seed_everything(self.seed)
+
+    def _auto_memory_problem(self, nodeid: str, model_ids: Sequence[str], accel: Any) -> str | None:
+        """gpu(min_memory_gb="auto"): the models' meta-device estimate against this device."""
+        from .cache import locate
+        from .models import ModelFactory
+        from .sizing import estimate_from_models, memory_problem
+
+        factory = ModelFactory(locate=partial(locate, project=_project(self.config)))
+        try:
+            est = estimate_from_models(nodeid, model_ids, factory)
+        except MlcheckError as exc:
+            return f"cannot estimate the memory it needs (gpu(min_memory_gb='auto')): {exc}"
+        return memory_problem(est, accel.memory_gb, accel.name)
+
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        needs = item.stash.get(NEEDS_KEY, None)
+        if needs is not None and needs.gpu:
+            from .sizing import peak_bytes
+
+            if (peak := peak_bytes()) is not None:
+                item.stash[FACTS_KEY]["gpu_peak_bytes"] = peak  # the next estimate uses it
 
     def _require(self, problem: str | None) -> None:
         if problem is None:
@@ -444,6 +548,58 @@ class MlcheckState:
         )
 
 
+class FileMapHooks:
+    """``--mlcheck-record-map``: which project files each test runs, for ``--changed-since``
+    (the work is in :class:`mlcheck.selection.RecordMap`; these hooks only name the contexts)."""
+
+    def __init__(self, config: pytest.Config, state: MlcheckState) -> None:
+        from .selection import RecordMap
+
+        self.map = RecordMap(
+            config.rootpath,
+            Path(config.getoption("mlcheck_record_map")).resolve(),
+            runs_tests=not _xdist_controller(config),
+            writes=not state.is_worker,
+        )
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
+        infos = getattr(item, "_fixtureinfo", None)
+        shared = []
+        for name in getattr(item, "fixturenames", ()):
+            defs = infos.name2fixturedefs.get(name) if infos is not None else None
+            if defs and defs[-1].scope != "function":
+                shared.append(_fixture_context(defs[-1]))
+        self.map.runtest_protocol(item.nodeid, shared)
+        try:
+            return (yield)
+        finally:
+            self.map.test_done()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:
+        shared = fixturedef.scope != "function"
+        previous = self.map.fixture_context(_fixture_context(fixturedef) if shared else None)
+        try:
+            return (yield)
+        finally:
+            self.map.fixture_context(previous)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        facts = getattr(report, "mlcheck_facts", None) or {}
+        self.map.models_used(report.nodeid, [m["id"] for m in facts.get("models") or ()])
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self) -> None:
+        self.map.finish()
+
+
+def _fixture_context(fixturedef: Any) -> str:
+    from .selection import FIXTURE_PREFIX
+
+    return f"{FIXTURE_PREFIX}{fixturedef.baseid}::{fixturedef.argname}"
+
+
 class FactsOnReports:
     """Attaches each test's facts to its reports, for the process that builds results."""
 
@@ -496,7 +652,13 @@ def models(request: pytest.FixtureRequest) -> Iterator[ModelFactory]:
     # Without opt-in there is no state: the fixture still works, with the default seed.
     seed = state.seed if isinstance(state, MlcheckState) else constants.env_seed()
     # Read through the project's lock (pinned commits, safety options from its manifest).
-    yield ModelFactory(locate=partial(locate, project=_project(request.config)), seed=seed)
+    # models.real shares this worker's load cache; after the test, models it changed are evicted.
+    from .model_cache import shared
+
+    project = _project(request.config)
+    factory = ModelFactory(locate=partial(locate, project=project), seed=seed, cache=shared())
+    yield factory
+    factory.release()
 
 
 # ---------------------------------------------------------------------------------------------

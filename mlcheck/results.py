@@ -109,6 +109,8 @@ class ModelUse:
     id: str
     revision: str | None = None
     cache_hit: bool | None = None  # found in the local cache (None: not known)
+    # models.real: "loaded" from disk for this test, or "reused" from the worker's load cache
+    load: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,8 @@ class TestResult:
     # failed/errored tests only: code, hub, oom, device, crash, timeout (mlcheck.failure_kinds)
     failure_kind: str | None = None
     golden: GoldenUse | None = None  # only for tests that used the `golden` fixture
+    # gpu-tier tests on CUDA: torch.cuda.max_memory_allocated over the test (mlcheck.sizing)
+    gpu_peak_bytes: int | None = None
 
     __test__ = False  # not a pytest test class
 
@@ -243,17 +247,26 @@ def _test_to_dict(test: TestResult) -> dict[str, Any]:
     # half the cost of writing 100k results. Enums are str subclasses and encode as their value.
     data = dict(vars(test))
     data["attempts"] = [dict(vars(a)) for a in test.attempts]
-    data["models"] = [dict(vars(m)) for m in test.models]
+    data["models"] = [_model_to_dict(m) for m in test.models]
     if test.subtests:
         data["subtests"] = [dict(vars(s), params=dict(s.params)) for s in test.subtests]
     else:
         del data["subtests"]
     if test.failure_kind is None:
         del data["failure_kind"]  # optional: only failed and errored tests have a kind
+    if test.gpu_peak_bytes is None:
+        del data["gpu_peak_bytes"]  # optional: only gpu-tier tests that ran on CUDA
     if test.golden is None:
         del data["golden"]  # optional: absent for the tests that use no golden values
     else:
         data["golden"] = asdict(test.golden)
+    return data
+
+
+def _model_to_dict(model: ModelUse) -> dict[str, Any]:
+    data = dict(vars(model))
+    if model.load is None:
+        del data["load"]  # optional: only models.real uses have it
     return data
 
 

@@ -305,7 +305,12 @@ def _finish(test: _Pending) -> TestResult:
         message=truncate(message, MAX_MESSAGE_CHARS),
         traceback=truncate(test.traceback, MAX_TRACEBACK_CHARS) if outcome.is_failure else "",
         models=tuple(
-            ModelUse(id=str(m["id"]), revision=m.get("revision"), cache_hit=m.get("cache_hit"))
+            ModelUse(
+                id=str(m["id"]),
+                revision=m.get("revision"),
+                cache_hit=m.get("cache_hit"),
+                load=m.get("load"),
+            )
             for m in facts.get("models") or ()
         ),
         device=facts.get("device"),
@@ -315,4 +320,9 @@ def _finish(test: _Pending) -> TestResult:
         subtests=test.finished_subtests,
         failure_kind=str(facts.get("failure_kind") or "code") if outcome.is_failure else None,
         golden=golden_use(facts["golden"]) if facts.get("golden") else None,
+        gpu_peak_bytes=_peak(facts.get("gpu_peak_bytes")),
     )
+
+
+def _peak(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and value >= 0 else None

@@ -143,6 +143,7 @@ class Needs:
     gpu: bool = False
     min_memory_gb: float | None = None
     gpu_count: int = 1
+    memory_auto: bool = False  # gpu(min_memory_gb="auto"): estimated by mlcheck.sizing
 
 
 def needs_of(marks: Iterable[MarkInfo], marker_map: Mapping[str, str] | None = None) -> Needs:
@@ -154,6 +155,7 @@ def needs_of(marks: Iterable[MarkInfo], marker_map: Mapping[str, str] | None = N
     min_memory: float | None = None
     count = 1
     world_size = 1
+    auto = False
     for mark in marks:
         if mark.name == DISTRIBUTED_MARKER:
             size = mark.kwargs.get("world_size", mark.args[0] if mark.args else 1)
@@ -165,12 +167,16 @@ def needs_of(marks: Iterable[MarkInfo], marker_map: Mapping[str, str] | None = N
                 models.extend(_model_ids(mark))
         if mark.name == GPU_MARKER or mapped == Tier.GPU:
             gpu = True
+            if mark.name == GPU_MARKER and mark.kwargs.get("min_memory_gb") == "auto":
+                auto = True
+                kwargs = {k: v for k, v in mark.kwargs.items() if k != "min_memory_gb"}
+                mark = MarkInfo(mark.name, mark.args, kwargs)
             if mark.name == GPU_MARKER:
                 min_memory, count = _gpu_args(mark, min_memory, count)
     tier = Tier.GPU if gpu else Tier.REAL if real else Tier.FAST
     if gpu:  # a distributed gpu test runs one rank per device
         count = max(count, world_size)
-    return Needs(tier, tuple(dict.fromkeys(models)), gpu, min_memory, count)
+    return Needs(tier, tuple(dict.fromkeys(models)), gpu, min_memory, count, auto)
 
 
 def _model_ids(mark: MarkInfo) -> list[str]:

@@ -126,6 +126,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="record and look up golden values under KEY (default, cuda, ...) instead of this "
         "machine's key (cpu, cuda:sm90, ...)",
     )
+    # -- only the real/gpu tests a change can break (mlcheck.selection) --
+    parser.add_argument(
+        "--changed-since",
+        default=None,
+        metavar="REF",
+        help="run only the real and gpu tests a change since git REF can break, by --file-map; "
+        "the rest are not run ('not affected by this change'); everything when unsure",
+    )
+    parser.add_argument(
+        "--file-map",
+        default=None,
+        metavar="PATH",
+        help="the per-test file map of a full run (--record-map) that --changed-since uses",
+    )
+    parser.add_argument(
+        "--record-map",
+        default=None,
+        metavar="PATH",
+        help="record which project files each test executes (coverage.py) into PATH; for full "
+        "runs (nightly, pushes to the default branch)",
+    )
     parser.set_defaults(handler=handle, accepts_passthrough=True)
 
 
@@ -168,6 +189,13 @@ def handle(args: argparse.Namespace) -> int:
         command.append(f"--mlcheck-golden={args.golden}")
     if args.golden_key is not None:
         command.append(f"--mlcheck-golden-key={args.golden_key}")
+    for option, value in (
+        ("changed-since", args.changed_since),
+        ("file-map", args.file_map),
+        ("record-map", args.record_map),
+    ):
+        if value is not None:
+            command.append(f"--mlcheck-{option}={value}")
     if workers is not None:
         command += ["-n", str(workers)]
     if shard is not None:

@@ -361,9 +361,12 @@ class Renderer:
 
     def models_block(self, detail: Detail) -> str:
         uses: dict[tuple[str, str | None], list[bool | None]] = {}
+        loads: dict[tuple[str, str | None], Counter[str]] = {}
         for t in self.results.tests:
             for m in t.models:
                 uses.setdefault((m.id, m.revision), []).append(m.cache_hit)
+                if m.load is not None:
+                    loads.setdefault((m.id, m.revision), Counter())[m.load] += 1
         if not uses or detail >= Detail.COUNTS:
             return ""
         rows = []
@@ -372,12 +375,17 @@ class Renderer:
             cache = _cache_state(hits)
             name = inline(self.ctx.redactor.clip(model_id, 200, keep="head"), 120)
             checked = "verified" if model_id in self.results.run.verified else "—"
-            rows.append(f"| {name} | {rev} | {len(hits):,} | {cache} | {checked} |")
+            row = f"| {name} | {rev} | {len(hits):,} | {cache} | {checked} |"
+            if loads:  # the load cache's column, only in runs where models.real was used
+                counted = loads.get((model_id, revision), Counter())
+                row += f" {counted['loaded']:,} · {counted['reused']:,} |" if counted else " — |"
+            rows.append(row)
         more = f"\n\n*… and {len(uses) - 20:,} more models*" if len(uses) > 20 else ""
-        return (
-            f"#### Models ({len(uses):,})\n\n| model | revision | tests | cache | weights |\n"
-            "| --- | --- | ---: | --- | --- |\n" + "\n".join(rows) + more
-        )
+        head = "| model | revision | tests | cache | weights |"
+        rule = "| --- | --- | ---: | --- | --- |"
+        if loads:
+            head, rule = head + " loaded · reused |", rule + " ---: |"
+        return f"#### Models ({len(uses):,})\n\n{head}\n{rule}\n" + "\n".join(rows) + more
 
     def slowest_block(self, detail: Detail) -> str:
         """The slowest tests that ran, collapsed: where the run's time went."""
