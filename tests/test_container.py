@@ -321,6 +321,7 @@ def _act(
     github: GitHubServer,
     token: str | None = None,
     job: str | None = None,
+    timeout: float = 600,
 ) -> Act:
     """Run ``workflow`` of ``repo`` under act on an event payload, against ``github``."""
     event_file = repo.parent / f"{event}.json"
@@ -347,7 +348,7 @@ def _act(
     prefixes = _container_prefixes(path)
     _remove_act_leftovers(prefixes)
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     finally:
         _remove_act_leftovers(prefixes)
     if keep := os.environ.get("MLCHECK_ACT_LOGS"):  # a folder to keep every act log in
@@ -852,9 +853,9 @@ def _job_ended(run: Act, workflow: str, job: str) -> list[str]:
 def test_act_every_shipped_workflow_ends_failed_when_a_test_fails(
     user_repo: Path, act_env: dict[str, str], github: GitHubServer
 ) -> None:
-    """One failing test: mlcheck.yml's PR job, the fork-safe publisher of that run, and the
-    sharded workflow's report job (its shards use `fail-on: never`) all end failed. The GPU
-    and nightly workflows are run, red, by the tests above; the scheduler runs no tests."""
+    """One failing test: mlcheck.yml's PR job and the fork-safe publisher of that run end
+    failed. The sharded workflow is the next test; the GPU and nightly workflows are run, red,
+    by the tests above; the scheduler runs no tests."""
     (user_repo / "tests" / "test_fails.py").write_text(FAILING_TEST)
     head = _commit(user_repo, "a failing test")
     gh = github.state
@@ -879,7 +880,22 @@ def test_act_every_shipped_workflow_ends_failed_when_a_test_fails(
     assert run.code != 0 and _job_ended(run, "mlcheck publish", "publish") == ["failed"], run.tail()
     assert run.outputs("publish")["failed"] == "1"
 
-    run = _act(user_repo, act_env, "pull_request", "mlcheck-sharded.yml", pull, github=github)
+
+# README security model: a failing test fails every shipped workflow that runs or reports it.
+def test_act_sharded_report_fails_when_a_shard_has_a_failing_test(
+    user_repo: Path, act_env: dict[str, str], github: GitHubServer
+) -> None:
+    """mlcheck-sharded.yml: the shards run with `fail-on: never`, so the `report` job, which
+    publishes with `command: publish` (fail-on: failures), is what turns red."""
+    (user_repo / "tests" / "test_fails.py").write_text(FAILING_TEST)
+    head = _commit(user_repo, "a failing test")
+    gh = github.state
+    pr = gh.add_pull(head_sha=head, head_ref="feature")
+    pull = {"action": "synchronize", "number": pr, "pull_request": _pr_payload(gh, pr)}
+    run = _act(
+        user_repo, act_env, "pull_request", "mlcheck-sharded.yml", pull, github=github,
+        timeout=1500,  # four shards at once, each installing the project and running it
+    )  # fmt: skip
     shards = _job_ended(run, "mlcheck sharded", "shard")
     assert shards == ["succeeded"] * 4, run.tail()  # `fail-on: never`: the report decides
     assert _job_ended(run, "mlcheck sharded", "report") == ["failed"], run.tail()
