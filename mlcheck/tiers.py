@@ -131,6 +131,7 @@ class MarkInfo:
     name: str
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    via: str | None = None  # the decorator this marker stands for (``slow``), if any
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,9 @@ class Needs:
     gpu: bool = False
     min_memory_gb: float | None = None
     gpu_count: int = 1
+    # what the test was marked with, where it is not mlcheck's own marker: the suite's markers
+    # mapped in the manifest and the ecosystem's decorators (``slow``, ``require_torch_gpu``)
+    marked: tuple[str, ...] = ()
 
 
 def needs_of(marks: Iterable[MarkInfo], marker_map: Mapping[str, str] | None = None) -> Needs:
@@ -152,8 +156,11 @@ def needs_of(marks: Iterable[MarkInfo], marker_map: Mapping[str, str] | None = N
     real = gpu = False
     min_memory: float | None = None
     count = 1
+    marked: list[str] = []
     for mark in marks:
         mapped = marker_map.get(mark.name)
+        if mark.via is not None or mapped in (Tier.REAL, Tier.GPU):
+            marked.append(mark.via or mark.name)
         if mark.name == REAL_MARKER or mapped == Tier.REAL:
             real = True
             if mark.name == REAL_MARKER:
@@ -163,7 +170,9 @@ def needs_of(marks: Iterable[MarkInfo], marker_map: Mapping[str, str] | None = N
             if mark.name == GPU_MARKER:
                 min_memory, count = _gpu_args(mark, min_memory, count)
     tier = Tier.GPU if gpu else Tier.REAL if real else Tier.FAST
-    return Needs(tier, tuple(dict.fromkeys(models)), gpu, min_memory, count)
+    return Needs(
+        tier, tuple(dict.fromkeys(models)), gpu, min_memory, count, tuple(dict.fromkeys(marked))
+    )
 
 
 def _model_ids(mark: MarkInfo) -> list[str]:
@@ -193,17 +202,23 @@ def _gpu_args(mark: MarkInfo, min_memory: float | None, count: int) -> tuple[flo
 
 def not_run_reason(needs: Needs, gpu_label: str = DEFAULT_GPU_LABEL) -> str:
     """Why a test outside the selected tiers did not run, and how to run it."""
+    # Say what the test was marked with, not a guess at what it needs: a `@slow` test may build
+    # a random model, a `require_torch_npu` one needs that device, not any GPU.
+    marked = ", ".join(f"`{m}`" for m in needs.marked)
     if needs.tier is Tier.GPU:
         what = "needs a GPU"
         if needs.models:
             what += " and real weights"
+        if marked and not needs.models:
+            what = f"marked {marked}"
         return (
             f"{what} (tier gpu): label the PR `{gpu_label}`, or run "
             "`mlcheck run --tier gpu` on a machine with an accelerator"
         )
     if needs.tier is Tier.REAL:
+        what = f"marked {marked}" if marked and not needs.models else "needs real weights"
         return (
-            "needs real weights (tier real): label the PR "
+            f"{what} (tier real): label the PR "
             f"`{gpu_label}`, or run `mlcheck run --tier real` locally"
         )
     return "tier fast not selected: run `mlcheck run --tier fast`"

@@ -201,6 +201,23 @@ COLUMNS: list[tuple[str, tuple[Outcome, ...]]] = [
 ]
 
 
+def subtests_line(results: RunResults) -> str:
+    """The subtests' outcomes, counted apart from the tests': pytest adds each skipped or failed
+    subtest to its own "skipped"/"failed" totals, so with this line the counts add up.
+
+    >>> from mlcheck.results import RunResults, RunInfo, TestResult, Outcome, Subtest
+    >>> sub = (Subtest(outcome=Outcome.SKIPPED), Subtest(outcome=Outcome.SKIPPED))
+    >>> subtests_line(RunResults(RunInfo(), (TestResult("t::a", Outcome.SKIPPED, subtests=sub),)))
+    'subtests: 2 skipped'
+    """
+    counts = Counter(s.outcome.value for t in results.tests for s in t.subtests)
+    if not counts:
+        return ""
+    order = (Outcome.PASSED, Outcome.FAILED, Outcome.SKIPPED, Outcome.XFAILED)
+    parts = [f"{counts[o.value]:,} {o.value}" for o in order if counts[o.value]]
+    return "subtests: " + ", ".join(parts)
+
+
 def empty_selection(results: RunResults) -> str:
     """What a run whose selected tiers held no test says instead of a green heading.
 
