@@ -325,6 +325,10 @@ def warm(
             )
     if todo:
         _fetch_all(todo, cache, max_workers, retry or RetryPolicy(), progress)
+    missing_ids = {m.model_id for m in local_missing}
+    for entry in lock.selected(models):
+        if entry.model_id not in missing_ids:
+            _pin_ref(cache, entry)
     if local_missing:
         raise local_missing[0]
     return WarmReport(
@@ -334,6 +338,25 @@ def warm(
         repaired=tuple(repaired),
         seconds=time.perf_counter() - start,
     )
+
+
+def _pin_ref(cache: Path, entry: LockedModel) -> None:
+    """Point ``refs/<revision>`` at the locked commit, as huggingface_hub records a download:
+    offline, a suite's own ``from_pretrained("org/name")`` (revision main) then resolves to
+    exactly the locked snapshot, the one ``models.real`` loads."""
+    if entry.revision == entry.commit:
+        return
+    ref = repo_dir(cache, entry.model_id) / "refs" / entry.revision
+    try:
+        if ref.read_text(encoding="utf-8").strip() == entry.commit:
+            return
+    except OSError:
+        pass
+    try:
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(entry.commit, encoding="utf-8")
+    except OSError:
+        pass  # a read-only cache (a volume mounted :ro): models.real reads through the lock
 
 
 def _discard(cache: Path, entry: LockedModel, f: LockedFile) -> None:

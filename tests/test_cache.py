@@ -183,6 +183,12 @@ def test_lock_warm_then_offline_run(
     facts = json.loads(run.stdout.strip().splitlines()[-1])
     assert facts == {"commit": commit, "hidden": 16, "shape": [1, 4, 16]}
     assert hub.requests() == before  # the test process made no request at all
+    # a suite's own from_pretrained("org/name") resolves offline to the locked commit too:
+    # warm records refs/main as huggingface_hub does
+    from huggingface_hub import snapshot_download
+
+    cached = snapshot_download(model, cache_dir=env["HF_HUB_CACHE"], local_files_only=True)
+    assert Path(cached).name == commit
 
 
 def test_warm_twice_downloads_nothing_the_second_time(
