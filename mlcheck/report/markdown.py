@@ -56,6 +56,7 @@ from .common import (
     run_state,
     subtests_line,
     tiers_ran,
+    trim_traceback,
 )
 from .messages import HEADINGS, skip_reason
 
@@ -262,6 +263,8 @@ class Renderer:
         )
         if not tb.strip() or chars <= 0:
             return head
+        # library frames go before any character does (the full text is in results.json)
+        tb = trim_traceback(tb)
         text = self.ctx.redactor.clip(tb, chars, keep="tail")
         label = "Traceback" if len(text) >= len(tb) else "Traceback (last lines)"
         # Indented two spaces so the block belongs to the list item above it.
