@@ -183,7 +183,7 @@ class RealWeightsInFastTest(UsageError):
         super().__init__(
             f"models.real({model_id!r}) in {nodeid}, a fast-tier test: the fast tier has no "
             "weights (CI's fast job fetches none, so this fails there even where the weights "
-            f'are cached here); mark the test @pytest.mark.real_model("{model_id}") to run it '
+            f'are cached here); mark the test `@pytest.mark.real_model("{model_id}")` to run it '
             "in the real tier (`mlcheck run --tier real`), or use models.random / models.config"
         )
 

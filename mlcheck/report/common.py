@@ -207,6 +207,7 @@ _LOCATION = re.compile(r"^(?P<path>[^\s:][^:\n]*):\d+:(?: in (?P<func>\S+)| (?P<
 _SEPARATOR = re.compile(r"^(?:_ )+_?\s*$")
 _LIBRARY = re.compile(r"(?:site|dist)-packages/|/lib/python\d[^/]*/|^<frozen ")
 _PACKAGE = re.compile(r"(?:site|dist)-packages/([^/]+)")
+_TRIM_MAX_CHARS = 200_000  # pytest tracebacks of deep stacks are tens of KB
 _FRAME_LINES = 6  # lines kept of a frame that matters, up to its ">" line, plus its E lines
 
 
@@ -218,6 +219,8 @@ def trim_traceback(text: str) -> str:
     >>> trim_traceback("AssertionError: 1 != 2")
     'AssertionError: 1 != 2'
     """
+    if len(text) > _TRIM_MAX_CHARS:
+        return text  # clipped to its last lines anyway; parsing megabytes per failure is not
     entries = _entries(text.splitlines())
     if sum(path is not None for _, path in entries) < 2:
         return text

@@ -336,7 +336,7 @@ class Renderer:
             for t in tests:
                 reason = one_line(self.ctx.redactor.clip(t.message, 400, keep="head"), 200)
                 if outcome is Outcome.SKIPPED:
-                    reason = skip_reason(reason, is_hub_skip(t.message))
+                    reason = skip_reason(reason, is_hub_skip(reason))  # clipped: cheap
                 by_reason.setdefault(reason or "(no reason given)", []).append(t)
             ordered = sorted(by_reason.items(), key=lambda kv: -len(kv[1]))
             shown = ordered[:20] if detail < Detail.COUNTS else []

@@ -104,7 +104,7 @@ def terminal_summary(
         # skipped: what --allow-missing turned into skips says what was missing
         for label, outcome in (("Not run", Outcome.NOT_RUN), ("Skipped", Outcome.SKIPPED)):
             reasons = Counter(
-                skip_reason(clean(t.message), is_hub_skip(t.message))
+                skip_reason(clean(t.message), is_hub_skip(clean(t.message)))
                 if outcome is Outcome.SKIPPED
                 else clean(t.message)
                 for t in r.tests
