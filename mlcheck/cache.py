@@ -32,9 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from .constants import env_safety_manifest, hf_hub_cache
-from .errors import ModelNotCached, ModelNotDeclared, ModelNotLocked, UsageError, hide_frame
+from .errors import (
+    LocalModelMissing,
+    ModelNotCached,
+    ModelNotDeclared,
+    ModelNotLocked,
+    UsageError,
+    hide_frame,
+)
 from .lock import (
     Lock,
+    LockedFile,
     LockedModel,
     Project,
     content_commit,
@@ -163,7 +171,7 @@ def _safety_spec(
 def _locate_locked(entry: LockedModel, need: Need, cache: Path) -> LocalModel:
     __tracebackhide__ = hide_frame
     snapshot = snapshot_dir(cache, entry.model_id, entry.commit)
-    wanted = [f for f in entry.files if need == "weights" or not is_weights_file(f.path)]
+    wanted = entry.needed_files(need)
     if need == "weights" and not any(is_weights_file(f.path) for f in entry.files):
         raise ModelNotCached(
             entry.model_id,
@@ -172,6 +180,10 @@ def _locate_locked(entry: LockedModel, need: Need, cache: Path) -> LocalModel:
             fix=f"run `mlcheck add {entry.model_id} --needs weights`",
         )
     missing = [f.path for f in wanted if not (snapshot / f.path).exists()]
+    if missing and entry.source == "local":
+        raise LocalModelMissing(
+            entry.model_id, entry.revision, entry.commit, [f"{m}: missing" for m in missing]
+        )
     if missing:
         raise ModelNotCached(
             entry.model_id,
@@ -265,7 +277,8 @@ def add(
     repo = repo_dir(cache, model_id)
     for f in files:
         blob = repo / "blobs" / f.etag
-        if file_problem(blob, f, full=False) is not None:
+        # Hashed, not only sized: re-adding is how a broken local model is repaired.
+        if file_problem(blob, f, full=True) is not None:
             blob.parent.mkdir(parents=True, exist_ok=True)
             tmp = blob.with_name(f"{blob.name}.{os.getpid()}.incomplete")
             shutil.copyfile(folder / f.path, tmp)
@@ -312,11 +325,19 @@ def verify(
     count = nbytes = 0
     for entry in lock.selected(models):
         snapshot = snapshot_dir(cache, entry.model_id, entry.commit)
-        found = dict(check_files(snapshot, entry.files, full=full))  # hashed in parallel
-        count += len(entry.files)
-        nbytes += sum(f.size for f in entry.files if f.path not in found)
+        files = _checked_files(entry, snapshot)
+        found = dict(check_files(snapshot, files, full=full))  # hashed in parallel
+        count += len(files)
+        nbytes += sum(f.size for f in files if f.path not in found)
         problems += [FileProblem(entry.model_id, path, why) for path, why in found.items()]
     return VerifyReport(count, nbytes, time.perf_counter() - start, tuple(problems))
+
+
+def _checked_files(entry: LockedModel, snapshot: Path) -> list[LockedFile]:
+    """What ``cache verify`` and ``cache list`` hold against the lock: every file a load needs,
+    and the other pinned files (a ``cache add`` entry's README.md...) where they are present."""
+    needed = entry.needed_files("weights")
+    return [f for f in entry.files if f in needed or (snapshot / f.path).exists()]
 
 
 def verify_weights(
@@ -343,11 +364,12 @@ def verify_weights(
         if spec is None or spec.needs != "weights":
             continue
         snapshot = snapshot_dir(cache, entry.model_id, entry.commit)
-        if not all((snapshot / f.path).exists() for f in entry.files):
+        files = _checked_files(entry, snapshot)
+        if not all((snapshot / f.path).exists() for f in entry.needed_files("weights")):
             continue
-        raise_first(entry, check_files(snapshot, entry.files, full=True))
-        count += len(entry.files)
-        nbytes += sum(f.size for f in entry.files)
+        raise_first(entry, check_files(snapshot, files, full=True))
+        count += len(files)
+        nbytes += sum(f.size for f in files)
         verified.append(entry.model_id)
         keys.append(mark_verified(entry, cache))
     stamp.write_text("".join(k + "\n" for k in keys), encoding="utf-8")
@@ -392,8 +414,9 @@ def inventory(root: Path, *, cache_dir: Path | None = None) -> list[CachedModel]
         present = missing = 0
         if entry is not None:
             snapshot = snapshot_dir(cache, model_id, entry.commit)
-            found = dict(check_files(snapshot, entry.files, full=False))
-            present = sum(f.size for f in entry.files if f.path not in found)
+            files = _checked_files(entry, snapshot)
+            found = dict(check_files(snapshot, files, full=False))
+            present = sum(f.size for f in files if f.path not in found)
             missing = len(found)
         needs = spec.needs if spec else (entry.needs if entry else None)
         repo = scanned.repos.get(model_id)

@@ -68,7 +68,34 @@ BUILTIN: Mapping[str, DecoratorRule] = {
     "require_torch_xpu": _gpu(),
     "require_torch_multi_xpu": _gpu(2),
     "require_torch_cuda": _gpu(),
-    # accelerate.test_utils.testing
+    # Read from transformers 5.25's testing_utils: each skips unless that accelerator (or a
+    # library that only runs on one) is there. Not here: require_torch_bf16/fp16 and
+    # require_cuda_capability_at_least, which run on CPU too.
+    "require_torch_mps": _gpu(),
+    "require_torch_npu": _gpu(),
+    "require_torch_multi_npu": _gpu(2),
+    "require_torch_multi_hpu": _gpu(2),
+    "require_torch_tpu": _gpu(),
+    "require_torch_xla": _gpu(),
+    "require_torch_neuroncore": _gpu(),
+    "require_torch_tf32": _gpu(),
+    "require_torch_tensorrt_fx": _gpu(),
+    "require_flash_attn": _gpu(),
+    "require_flash_attn_3": _gpu(),
+    "require_flash_attn_4": _gpu(),
+    "require_all_flash_attn": _gpu(),
+    "require_fbgemm_gpu": _gpu(),
+    "require_fp8": _gpu(),  # transformers' and accelerate's
+    # accelerate.test_utils.testing (1.16)
+    "require_npu": _gpu(),
+    "require_mlu": _gpu(),
+    "require_musa": _gpu(),
+    "require_sdaa": _gpu(),
+    "require_tpu": _gpu(),
+    "require_neuron": _gpu(),
+    "require_cuda_or_hpu": _gpu(),
+    "require_transformer_engine": _gpu(),
+    "require_transformer_engine_mxfp8": _gpu(),
     "require_cuda": _gpu(),
     "require_non_cpu": _gpu(),
     "require_cuda_or_xpu": _gpu(),
@@ -140,9 +167,9 @@ def marks_of(obj: Any, cls: type | None, table: Mapping[str, DecoratorRule]) -> 
     marks: list[MarkInfo] = []
     for found in tiers_of(obj, cls, table):
         if found.tier == Tier.GPU:
-            marks.append(MarkInfo(GPU_MARKER, kwargs={"count": found.gpu_count}))
+            marks.append(MarkInfo(GPU_MARKER, kwargs={"count": found.gpu_count}, via=found.name))
         elif found.tier == Tier.REAL:
-            marks.append(MarkInfo(REAL_MARKER))
+            marks.append(MarkInfo(REAL_MARKER, via=found.name))
     return marks
 
 

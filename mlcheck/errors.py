@@ -134,6 +134,60 @@ class ModelNotLocked(ModelNotCached):
         )
 
 
+class LocalModelMissing(ModelNotCached):
+    """A model that ``mlcheck cache add`` put into the cache is not in this machine's cache: no
+    hub has it, so ``cache warm`` cannot fetch it; ``cache add`` from its folder (or this
+    machine given the cache that holds it) fixes it.
+
+    >>> missing = LocalModelMissing("org/name", "main", "c" * 40, ["config.json: missing"])
+    >>> print(missing)  # doctest: +ELLIPSIS
+    'org/name'@main (commit cccccccccccc, added with `mlcheck cache add`) is not in the cache: ...
+    """
+
+    def __init__(self, model_id: str, revision: str, commit: str, problems: Sequence[str]) -> None:
+        self.commit = commit
+        self.problems = tuple(problems)
+        super().__init__(model_id, revision)
+
+    def _text(self, detail: str, fix: str) -> str:
+        shown = "; ".join(self.problems[:3])
+        more = f" and {len(self.problems) - 3} more" if len(self.problems) > 3 else ""
+        return (
+            f"'{self.model_id}'{self._at()} (commit {self.commit[:12]}, added with `mlcheck "
+            f"cache add`) is not in the cache: {shown}{more}; no hub has it, so `mlcheck cache "
+            f"warm` cannot fetch it: run `{cache_add_command(self.model_id, self.revision)}` "
+            "with FOLDER holding its files, or give this machine the cache it was added to "
+            '(HF_HUB_CACHE; README: "Offline: give the container a cache")'
+        )
+
+
+def cache_add_command(model_id: str, revision: str | None) -> str:
+    """The command that puts a model's local folder into the cache.
+
+    >>> cache_add_command("org/name", "main")
+    'mlcheck cache add FOLDER --model org/name --revision main'
+    """
+    return f"mlcheck cache add FOLDER --model {model_id} --revision {revision or 'main'}"
+
+
+class RealWeightsInFastTest(UsageError):
+    """``models.real`` in a test whose tier is fast: CI's fast job fetches no weights, so the
+    test would pass where the weights happen to be cached and fail in CI. The marker fixes it.
+
+    >>> print(RealWeightsInFastTest("org/name", "tests/test_a.py::test_b"))  # doctest: +ELLIPSIS
+    models.real('org/name') in tests/test_a.py::test_b, a fast-tier test: ...
+    """
+
+    def __init__(self, model_id: str, nodeid: str) -> None:
+        self.model_id = model_id
+        super().__init__(
+            f"models.real({model_id!r}) in {nodeid}, a fast-tier test: the fast tier has no "
+            "weights (CI's fast job fetches none, so this fails there even where the weights "
+            f'are cached here); mark the test `@pytest.mark.real_model("{model_id}")` to run it '
+            "in the real tier (`mlcheck run --tier real`), or use models.random / models.config"
+        )
+
+
 def hide_frame(excinfo: object) -> bool:
     """For ``__tracebackhide__`` in mlcheck's own frames: pytest leaves them out of a failure
     when the error is one of ours (a user's next step, not a bug), and shows them otherwise.

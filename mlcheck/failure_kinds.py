@@ -102,6 +102,27 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# How suites word a skip they take when a model cannot be loaded from the hub (transformers'
+# pipeline tests: "Could not find or load the model from {repo_id} with {class}").
+_HUB_SKIP = re.compile(
+    r"could not (?:find or )?load (?:the model|any tokenizer|any tokenizer / processor) from"
+    r"|(?:can(?:no|')t|could not|couldn't|unable to) (?:reach|connect to) (?:the )?hub",
+    re.IGNORECASE,
+)
+
+
+def is_hub_skip(reason: str) -> bool:
+    """Whether a test skipped itself because the hub (or a model from it) was unreachable: the
+    report groups those under hub, not with the suite's own skip reasons.
+
+    >>> is_hub_skip("Could not find or load the model from hf-internal-testing/tiny-random-bert")
+    True
+    >>> is_hub_skip("test requires CUDA")
+    False
+    """
+    return bool(_HUB_SKIP.search(reason)) or classify_text(reason) is FailureKind.HUB
+
+
 def _lines(exc: BaseException) -> Iterator[str]:
     message = str(exc)
     for cls in type(exc).__mro__:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from .cache import repo_dir, snapshot_dir
 from .constants import ENV_HF_TOKEN, hf_hub_cache, hf_token
-from .errors import HubError, ModelNotCached
+from .errors import HubError, LocalModelMissing
 from .lock import (
     Lock,
     LockedFile,
@@ -290,8 +290,9 @@ def warm(
     match (``mlcheck cache warm``). Files are fetched with huggingface_hub from ``HF_ENDPOINT``
     (token from ``HF_TOKEN``), ``max_workers`` at a time, each retried on 429/5xx with backoff.
     A model whose files are all good makes no request at all. Raises :class:`HubError` when the
-    hub is unreachable or lacks the repository/commit/file, and :class:`ModelNotCached` for a
-    model added with ``cache add`` that is missing (no hub has it).
+    hub is unreachable or lacks the repository/commit/file, and :class:`LocalModelMissing` for
+    a model added with ``cache add`` whose needed files are missing or broken (no hub has it;
+    the rest is fetched first). Only the files a load needs count (``needed_files``).
 
     >>> warm(Path(".")).nothing_to_do  # doctest: +SKIP
     True
@@ -301,29 +302,35 @@ def warm(
     cache = Path(cache_dir) if cache_dir is not None else hf_hub_cache()
     todo: list[tuple[LockedModel, LockedFile]] = []
     repaired: list[tuple[str, str]] = []
+    local_missing: list[LocalModelMissing] = []
     present = 0
     for entry in lock.selected(models):
         snapshot = snapshot_dir(cache, entry.model_id, entry.commit)
-        for f in entry.files:
-            if not weights and is_weights_file(f.path):
-                continue
+        problems = []
+        for f in entry.needed_files("weights" if weights else "config"):
             problem = file_problem(snapshot / f.path, f, full=not only_missing)
             if problem is None:
                 present += 1
                 continue
+            problems.append(f"{f.path}: {problem}")
             if entry.source == "local":
-                raise ModelNotCached(
-                    entry.model_id,
-                    entry.revision,
-                    f"{f.path}: {problem}; it was added with `mlcheck cache add`, add it again",
-                )
+                continue  # no hub has it: said below, after what a hub can fetch is fetched
             if problem != "missing":
                 repaired.append((entry.model_id, f.path))
                 _discard(cache, entry, f)
             todo.append((entry, f))
-    if not todo:
-        return WarmReport(present=present, seconds=time.perf_counter() - start)
-    _fetch_all(todo, cache, max_workers, retry or RetryPolicy(), progress)
+        if problems and entry.source == "local":
+            local_missing.append(
+                LocalModelMissing(entry.model_id, entry.revision, entry.commit, problems)
+            )
+    if todo:
+        _fetch_all(todo, cache, max_workers, retry or RetryPolicy(), progress)
+    missing_ids = {m.model_id for m in local_missing}
+    for entry in lock.selected(models):
+        if entry.model_id not in missing_ids:
+            _pin_ref(cache, entry)
+    if local_missing:
+        raise local_missing[0]
     return WarmReport(
         downloaded=tuple((e.model_id, f.path) for e, f in todo),
         downloaded_bytes=sum(f.size for _, f in todo),
@@ -331,6 +338,25 @@ def warm(
         repaired=tuple(repaired),
         seconds=time.perf_counter() - start,
     )
+
+
+def _pin_ref(cache: Path, entry: LockedModel) -> None:
+    """Point ``refs/<revision>`` at the locked commit, as huggingface_hub records a download:
+    offline, a suite's own ``from_pretrained("org/name")`` (revision main) then resolves to
+    exactly the locked snapshot, the one ``models.real`` loads."""
+    if entry.revision == entry.commit:
+        return
+    ref = repo_dir(cache, entry.model_id) / "refs" / entry.revision
+    try:
+        if ref.read_text(encoding="utf-8").strip() == entry.commit:
+            return
+    except OSError:
+        pass
+    try:
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(entry.commit, encoding="utf-8")
+    except OSError:
+        pass  # a read-only cache (a volume mounted :ro): models.real reads through the lock
 
 
 def _discard(cache: Path, entry: LockedModel, f: LockedFile) -> None:

@@ -80,6 +80,29 @@ class LockedModel:
     def size(self) -> int:
         return sum(f.size for f in self.files)
 
+    def needed_files(self, need: str) -> tuple[LockedFile, ...]:
+        """The files a load of this model needs: those its patterns select, without weights for
+        ``need="config"`` (the fast tier). A ``cache add`` entry records every file of the
+        folder (README.md, .gitattributes...); those are pinned but never required.
+
+        >>> entry = LockedModel("o/n", "main", "c" * 40, "weights", ("*.json", "*.safetensors"),
+        ...     files=(LockedFile(".gitattributes", 1, git_blob="a"),
+        ...            LockedFile("config.json", 1, git_blob="b"),
+        ...            LockedFile("model.safetensors", 1, sha256="c")))
+        >>> [f.path for f in entry.needed_files("config")]
+        ['config.json']
+        """
+        from huggingface_hub.utils import filter_repo_objects
+
+        selected = set(
+            filter_repo_objects([f.path for f in self.files], allow_patterns=list(self.patterns))
+        )
+        return tuple(
+            f
+            for f in self.files
+            if f.path in selected and (need == "weights" or not is_weights_file(f.path))
+        )
+
     def matches(self, spec: ModelSpec) -> bool:
         """Whether this entry still satisfies the manifest's entry (same revision and files)."""
         return self.revision == spec.revision and self.patterns == spec.patterns()

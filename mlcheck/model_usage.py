@@ -6,7 +6,11 @@ id counts when it is a string literal (or a module-level constant bound to one) 
 - the ``models`` fixture: ``models.config/random/empty/tokenizer(...)`` need the config,
   ``models.real(...)`` the weights;
 - the ``real_model`` marker (``@pytest.mark.real_model("org/name")``, ``pytestmark = ...``,
-  ``pytest.param(..., marks=...)``): the weights.
+  ``pytest.param(..., marks=...)``): the weights;
+- a direct library load, as most existing suites name their models:
+  ``AutoConfig/AutoTokenizer/...Processor.from_pretrained(id)`` need the config,
+  ``AutoModel...from_pretrained(id)`` (any other class) and ``pipeline(task, model=id)`` the
+  weights. ``from_pretrained(tmpdir)`` and other non-literals are listed, like the rest.
 
 A test's parameter counts too when ``@pytest.mark.parametrize`` (on the test or its class) gives
 it only string literals. Any other argument (a variable, an f-string, an attribute) is listed
@@ -37,6 +41,18 @@ FACTORY_NEEDS: dict[str, Need] = {
 }
 MARKER = "real_model"
 _ID_KEYWORDS = ("model_id", "model_id_or_config")
+_PRETRAINED_KEYWORDS = ("pretrained_model_name_or_path",)
+# `X.from_pretrained` of these classes reads the config and tokenizer files only (fast tier).
+_CONFIG_ONLY_CLASSES = (
+    "Config",
+    "Tokenizer",
+    "TokenizerFast",
+    "Processor",
+    "FeatureExtractor",
+    "ImageProcessor",
+    "ImageProcessorFast",
+    "GenerationConfig",
+)
 _SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "build", "dist", "venv"}
 
 
@@ -116,9 +132,13 @@ def scan_source(source: str, path: Path) -> Usage:
     constants = _module_constants(tree)
     parametrized = _parametrized_names(tree)
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+        if not isinstance(node, ast.Call):
             continue
         names = {**constants, **parametrized.get(id(node), {})}
+        for arg, need in _library_loads(node):
+            _resolve(usage, arg, need, node, path, names, config_ok=False)
+        if not isinstance(node.func, ast.Attribute):
+            continue
         method = node.func.attr
         if method == MARKER and _is_mark(node.func.value):
             args = list(node.args) + _keyword_items(node, "models")
@@ -156,6 +176,32 @@ def _resolve(
     for value in values:
         if is_model_id(value):  # any other string is a local folder: nothing to declare
             usage.add(value, need, site)
+
+
+def _library_loads(call: ast.Call) -> list[tuple[ast.expr, Need]]:
+    """The model-id arguments of a direct library load, and what each needs:
+    ``X.from_pretrained(id)`` (a config, tokenizer or processor class: the config; anything
+    else, a model: the weights) and ``pipeline(task, model=id, tokenizer=id)`` (its model: the
+    weights; its tokenizer, a string: the config)."""
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    if name == "from_pretrained" and isinstance(func, ast.Attribute):
+        first = call.args[0] if call.args else _keyword(call, _PRETRAINED_KEYWORDS)
+        if first is None:
+            return []
+        owner = ast.unparse(func.value).rsplit(".", 1)[-1]
+        return [(first, "config" if owner.endswith(_CONFIG_ONLY_CLASSES) else "weights")]
+    if name != "pipeline":
+        return []
+    loads: list[tuple[ast.expr, Need]] = []
+    model = call.args[1] if len(call.args) > 1 else _keyword(call, ("model",))
+    if model is not None:
+        loads.append((model, "weights"))
+    tokenizer = call.args[3] if len(call.args) > 3 else _keyword(call, ("tokenizer",))
+    # a tokenizer object (not a name) is not a load; only a string literal is declared
+    if isinstance(tokenizer, ast.Constant) and isinstance(tokenizer.value, str):
+        loads.append((tokenizer, "config"))
+    return loads
 
 
 def _parametrized_names(tree: ast.Module) -> dict[int, dict[str, str | list[str]]]:

@@ -15,7 +15,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -243,6 +243,8 @@ class MlcheckState:
         # under xdist the controller collects nothing: it counts not-run tests from reports
         self.not_run_reported: Counter[str] = Counter()
         self.deselected = 0  # by -k, -m, --deselect; under xdist, as a worker reports it
+        # under xdist: nodeid -> (tier, not run), from the setup reports, for the tier line
+        self.tier_reported: dict[str, tuple[str, bool]] = {}
 
     # -- collection ---------------------------------------------------------------------------
 
@@ -332,11 +334,7 @@ class MlcheckState:
         self.deselected = max(self.deselected, int(output.get("mlcheck_deselected", 0)))
 
     def pytest_report_collectionfinish(self, items: Sequence[pytest.Item]) -> list[str]:
-        selected = sum(self.selected.values())
-        line = f"mlcheck: tiers {format_tiers(self.tiers)}: {selected} selected"
-        if self.not_run:
-            detail = ", ".join(f"{tier} {n}" for tier, n in sorted(self.not_run.items()))
-            line += f", {sum(self.not_run.values())} not run ({detail})"
+        line = self._tier_line(sum(self.selected.values()), self.not_run)
         if self.selection_text:
             line += f"\nmlcheck: {self.selection_text}"
         if not self.config.option.collectonly:
@@ -451,6 +449,8 @@ class MlcheckState:
         message = _message(report)
         if facts.get("not_run") and report.when == "setup":
             self.not_run_reported[message] += 1
+        if report.when == "setup" and "tier" in facts:
+            self.tier_reported[report.nodeid] = (str(facts["tier"]), bool(facts.get("not_run")))
         if report.failed and "failure_kind" not in facts:
             facts = {**facts, "failure_kind": self._kind_of_text(report.longreprtext)}
         path, line0, _ = report.location
@@ -503,7 +503,19 @@ class MlcheckState:
 
     # -- reporting ----------------------------------------------------------------------------
 
+    def _tier_line(self, selected: int, not_run: Mapping[str, int]) -> str:
+        line = f"mlcheck: tiers {format_tiers(self.tiers)}: {selected} selected"
+        if not_run:
+            detail = ", ".join(f"{tier} {n}" for tier, n in sorted(not_run.items()))
+            line += f", {sum(not_run.values())} not run ({detail})"
+        return line
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if _xdist_controller(self.config) and self.tier_reported:
+            # the controller collects nothing, so the collection line never came: say it here
+            seen = self.tier_reported.values()
+            not_run = Counter(tier for tier, skipped in seen if skipped)
+            terminalreporter.write_line(self._tier_line(len(seen) - not_run.total(), not_run))
         reasons = self.not_run_reasons or self.not_run_reported
         if self.is_worker or not reasons:
             return
@@ -657,6 +669,9 @@ def models(request: pytest.FixtureRequest) -> Iterator[ModelFactory]:
 
     project = _project(request.config)
     factory = ModelFactory(locate=partial(locate, project=project), seed=seed, cache=shared())
+    needs = request.node.stash.get(NEEDS_KEY, None)
+    if needs is not None and needs.tier is Tier.FAST:
+        factory.fast_test = request.node.nodeid  # models.real fails as in CI's fast job
     yield factory
     factory.release()
 

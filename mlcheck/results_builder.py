@@ -288,10 +288,19 @@ def _finish(test: _Pending) -> TestResult:
     earlier_failed = any(a.outcome.is_failure for a in test.attempts[:-1])
     if outcome is Outcome.PASSED and earlier_failed:
         outcome = Outcome.FLAKY
+    subtests = test.finished_subtests
+    all_skipped = bool(subtests) and all(s.outcome is Outcome.SKIPPED for s in subtests)
+    if outcome is Outcome.PASSED and all_skipped:
+        # Nothing it checked ran: skipped, as pytest's JUnit XML says (results.json and
+        # junit.xml agree); its reason is its first subtest's. A failed or flaky test keeps
+        # its verdict whatever its subtests did.
+        outcome = Outcome.SKIPPED
     failing = next((a for a in reversed(test.attempts) if a.outcome.is_failure), None)
     facts = test.facts
     # skipped / not-run tests keep their reason as the message
     message = failing.message if failing and outcome.is_failure else test.message
+    if outcome is Outcome.SKIPPED and all_skipped:
+        message = subtests[0].message
     curve = facts.get("loss_curve")
     return TestResult(
         nodeid=test.nodeid,

@@ -132,6 +132,7 @@ class MarkInfo:
     name: str
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    via: str | None = None  # the decorator this marker stands for (``slow``), if any
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,9 @@ class Needs:
     min_memory_gb: float | None = None
     gpu_count: int = 1
     memory_auto: bool = False  # gpu(min_memory_gb="auto"): estimated by mlcheck.sizing
+    # what the test was marked with, where it is not mlcheck's own marker: the suite's markers
+    # mapped in the manifest and the ecosystem's decorators (``slow``, ``require_torch_gpu``)
+    marked: tuple[str, ...] = ()
 
 
 def needs_of(marks: Iterable[MarkInfo], marker_map: Mapping[str, str] | None = None) -> Needs:
@@ -156,11 +160,14 @@ def needs_of(marks: Iterable[MarkInfo], marker_map: Mapping[str, str] | None = N
     count = 1
     world_size = 1
     auto = False
+    marked: list[str] = []
     for mark in marks:
         if mark.name == DISTRIBUTED_MARKER:
             size = mark.kwargs.get("world_size", mark.args[0] if mark.args else 1)
             world_size = size if isinstance(size, int) and not isinstance(size, bool) else 1
         mapped = marker_map.get(mark.name)
+        if mark.via is not None or mapped in (Tier.REAL, Tier.GPU):
+            marked.append(mark.via or mark.name)
         if mark.name == REAL_MARKER or mapped == Tier.REAL:
             real = True
             if mark.name == REAL_MARKER:
@@ -176,7 +183,15 @@ def needs_of(marks: Iterable[MarkInfo], marker_map: Mapping[str, str] | None = N
     tier = Tier.GPU if gpu else Tier.REAL if real else Tier.FAST
     if gpu:  # a distributed gpu test runs one rank per device
         count = max(count, world_size)
-    return Needs(tier, tuple(dict.fromkeys(models)), gpu, min_memory, count, auto)
+    return Needs(
+        tier,
+        tuple(dict.fromkeys(models)),
+        gpu,
+        min_memory,
+        count,
+        memory_auto=auto,
+        marked=tuple(dict.fromkeys(marked)),
+    )
 
 
 def _model_ids(mark: MarkInfo) -> list[str]:
@@ -206,17 +221,23 @@ def _gpu_args(mark: MarkInfo, min_memory: float | None, count: int) -> tuple[flo
 
 def not_run_reason(needs: Needs, gpu_label: str = DEFAULT_GPU_LABEL) -> str:
     """Why a test outside the selected tiers did not run, and how to run it."""
+    # Say what the test was marked with, not a guess at what it needs: a `@slow` test may build
+    # a random model, a `require_torch_npu` one needs that device, not any GPU.
+    marked = ", ".join(f"`{m}`" for m in needs.marked)
     if needs.tier is Tier.GPU:
         what = "needs a GPU"
         if needs.models:
             what += " and real weights"
+        if marked and not needs.models:
+            what = f"marked {marked}"
         return (
             f"{what} (tier gpu): label the PR `{gpu_label}`, or run "
             "`mlcheck run --tier gpu` on a machine with an accelerator"
         )
     if needs.tier is Tier.REAL:
+        what = f"marked {marked}" if marked and not needs.models else "needs real weights"
         return (
-            "needs real weights (tier real): label the PR "
+            f"{what} (tier real): label the PR "
             f"`{gpu_label}`, or run `mlcheck run --tier real` locally"
         )
     return "tier fast not selected: run `mlcheck run --tier fast`"

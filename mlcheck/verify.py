@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import constants
-from .errors import CacheCorrupted, hide_frame
+from .errors import CacheCorrupted, cache_add_command, hide_frame
 from .lock import LockedFile, LockedModel, file_problem
 
 
@@ -95,11 +95,23 @@ def raise_first(entry: LockedModel, problems: list[tuple[str, str]]) -> None:
     __tracebackhide__ = hide_frame
     if problems:
         path, problem = problems[0]
+        # no hub has a `cache add` model: only adding its folder again repairs it
+        local = entry.source == "local"
         raise CacheCorrupted(
             entry.model_id,
             entry.revision,
             f"{path} at locked commit {entry.commit[:12]} has {problem}; "
-            "`mlcheck cache warm` repairs it",
+            + (
+                "it was added with `mlcheck cache add`"
+                if local
+                else "`mlcheck cache warm` repairs it"
+            ),
+            fix=(
+                f"run `{cache_add_command(entry.model_id, entry.revision)}` with FOLDER holding "
+                "its files"
+                if local
+                else ""
+            ),
         )
 
 

@@ -309,3 +309,41 @@ def test_add_from_tests_adds_the_missing_ids_and_lists_the_unresolved(
     lock = read_lock(root)
     assert lock is not None and {fast, real} <= set(lock.models)
     assert [f.path for f in lock.models[real].files] == ["config.json", "model.safetensors"]
+
+
+# --- --from-tests reads direct library loads (in process, no hub) -----------------------------
+
+
+def test_scan_finds_from_pretrained_and_pipeline_literals_and_lists_the_rest(
+    tmp_path: Path,
+) -> None:
+    from mlcheck.model_usage import scan_source
+
+    source = (
+        "from transformers import AutoConfig, AutoModel, AutoTokenizer, BertModel, pipeline\n"
+        'TINY = "hf-internal-testing/tiny-random-bert"\n'
+        "def test_hf(tmp_path, name):\n"
+        '    AutoConfig.from_pretrained("org/config-only")\n'
+        '    AutoTokenizer.from_pretrained(pretrained_model_name_or_path="org/tok")\n'
+        "    BertModel.from_pretrained(TINY)\n"
+        '    transformers.AutoModelForCausalLM.from_pretrained("org/lm", revision="main")\n'
+        '    pipeline("text-classification", model="org/clf", tokenizer="org/tok2")\n'
+        '    pipeline("fill-mask", "org/positional")\n'
+        "    AutoModel.from_pretrained(tmp_path)\n"
+        '    pipeline(model=f"org/{name}")\n'
+        '    AutoConfig.from_pretrained("org/lm")\n'  # config of a weights model stays weights
+    )
+    usage = scan_source(source, Path("tests/test_hf.py"))
+    assert usage.models == {
+        "org/config-only": "config",
+        "org/tok": "config",
+        "hf-internal-testing/tiny-random-bert": "weights",
+        "org/lm": "weights",
+        "org/clf": "weights",
+        "org/tok2": "config",
+        "org/positional": "weights",
+    }
+    assert [(u.where, u.why) for u in usage.unresolved] == [
+        ("tests/test_hf.py:10", "`tmp_path`"),
+        ("tests/test_hf.py:11", "an f-string"),
+    ]

@@ -103,11 +103,13 @@ def test_locate_reads_through_the_lock(tiny_bert_dir: Path, tmp_path: Path) -> N
     blob.write_bytes(data[:-10])
     with pytest.raises(CacheCorrupted, match=r"model\.safetensors .* has size") as info:
         locate("org/tiny", need="weights", cache_dir=cache, root=root)
-    assert "mlcheck cache warm" in str(info.value)
+    # no hub has a `cache add` model: the repair is adding its folder again
+    assert "run `mlcheck cache add FOLDER --model org/tiny --revision main`" in str(info.value)
+    assert "mlcheck cache warm" not in str(info.value)
     # ...but the config tier does not need the weights
     assert locate("org/tiny", need="config", cache_dir=cache, root=root).revision == entry.commit
     blob.unlink()
-    with pytest.raises(ModelNotCached, match=r"'org/tiny'@main is not in the cache .*missing"):
+    with pytest.raises(ModelNotCached, match=r"'org/tiny'@main .* not in the cache: .*missing"):
         locate("org/tiny", need="weights", cache_dir=cache, root=root)
 
 
@@ -181,6 +183,12 @@ def test_lock_warm_then_offline_run(
     facts = json.loads(run.stdout.strip().splitlines()[-1])
     assert facts == {"commit": commit, "hidden": 16, "shape": [1, 4, 16]}
     assert hub.requests() == before  # the test process made no request at all
+    # a suite's own from_pretrained("org/name") resolves offline to the locked commit too:
+    # warm records refs/main as huggingface_hub does
+    from huggingface_hub import snapshot_download
+
+    cached = snapshot_download(model, cache_dir=env["HF_HUB_CACHE"], local_files_only=True)
+    assert Path(cached).name == commit
 
 
 def test_warm_twice_downloads_nothing_the_second_time(

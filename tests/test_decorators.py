@@ -203,3 +203,50 @@ def test_origin_is_checked_and_the_manifest_extends_the_list(tmp_path: Path) -> 
     assert tiers_of(decorated_mod.mine, None, table) == []
     assert [t.tier for t in tiers_of(decorated_mod.theirs, None, table)] == ["real"]  # aliased
     assert [t.tier for t in tiers_of(decorated_mod.mine, None, rules({"slow": "gpu"}))] == ["gpu"]
+
+
+# Accelerator-sounding helpers of the installed transformers and accelerate that still run on a
+# CPU-only machine (they check a dtype, a version or a library, or skip on an accelerator):
+# they leave a test in its tier.
+RUNS_ON_CPU = {
+    "require_torch_bf16",
+    "require_torch_fp16",
+    "require_fp16",
+    "require_cuda_capability_at_least",
+    "require_deterministic_for_accelerator",
+    "require_deterministic_for_xpu",
+    "require_non_hpu",
+    "require_non_xpu",
+    "require_non_torch_xla",
+    "require_cpu",
+    "require_flash_linear_attention",
+}
+ACCELERATOR_WORDS = re.compile(
+    r"gpu|cuda|xpu|npu|mps|hpu|tpu|xla|mlu|musa|sdaa|neuron|accelerator|device|flash_attn|"
+    r"fp8|tf32|tensorrt|transformer_engine"
+)
+
+
+def test_builtin_decorators_cover_every_accelerator_helper_installed() -> None:
+    """Read transformers' and accelerate's testing helpers at the installed versions: every
+    ``require_*`` that names an accelerator is in the built-in list (tier gpu), or is known to
+    run on CPU; every built-in name still exists in one of them."""
+    from accelerate.test_utils import testing as accelerate_testing
+    from transformers import testing_utils
+
+    from mlcheck.decorators import BUILTIN
+
+    helpers = {
+        name
+        for module in (testing_utils, accelerate_testing)
+        for name in vars(module)
+        if name.startswith("require_") and callable(getattr(module, name))
+    }
+    accelerator = {n for n in helpers if ACCELERATOR_WORDS.search(n)}
+    uncovered = sorted(accelerator - set(BUILTIN) - RUNS_ON_CPU)
+    assert uncovered == [], "add these to mlcheck.decorators.BUILTIN (tier gpu) or RUNS_ON_CPU"
+    assert {n for n in BUILTIN if n != "slow"} <= helpers | {"require_torch_cuda"}
+    assert {n: BUILTIN[n].tier for n in ("require_torch_mps", "require_torch_npu")} == {
+        "require_torch_mps": "gpu",
+        "require_torch_npu": "gpu",
+    }

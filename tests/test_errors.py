@@ -34,6 +34,8 @@ BUILTIN_OF: dict[type[MlcheckError], type[Exception]] = {
     errors.CacheCorrupted: FileNotFoundError,
     errors.ModelNotDeclared: FileNotFoundError,
     errors.ModelNotLocked: FileNotFoundError,
+    errors.LocalModelMissing: FileNotFoundError,
+    errors.RealWeightsInFastTest: ValueError,
     errors.AcceleratorMissing: RuntimeError,
     errors.UnsafeModel: ValueError,
     errors.ResultsError: ValueError,
@@ -56,6 +58,10 @@ ABSTRACT = {MlcheckError, errors.RequirementMissing, errors.GitHubError, errors.
 def _instance(cls: type[MlcheckError]) -> MlcheckError:
     if issubclass(cls, errors.ModelNotDeclared):
         return cls("org/name", need="config")
+    if issubclass(cls, errors.LocalModelMissing):
+        return cls("org/name", "main", "c" * 40, ["config.json: missing"])
+    if issubclass(cls, errors.RealWeightsInFastTest):
+        return cls("org/name", "tests/test_a.py::test_b")
     if issubclass(cls, errors.ModelNotCached):
         return cls("org/name", "abc123")
     if issubclass(cls, errors.CheckFailed):

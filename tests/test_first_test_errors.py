@@ -153,9 +153,10 @@ def test_real_model_marker_undeclared_or_config_only_says_add_weights(
     )
     fast = pytester.runpytest("-p", "no:cacheprovider", "-k", "fixture")
     fast.assert_outcomes(failed=1, deselected=2)
+    # an unmarked test is in the fast tier, which has no weights (issue 23): the marker first
     assert_one_screen(
         failure_section(fast.outlines, "test_fixture_config_only"),
-        "mlcheck add org/tiny --needs weights",
+        '@pytest.mark.real_model("org/tiny")',
     )
 
 

@@ -50,6 +50,10 @@ class TestSub(unittest.TestCase):
         for i in range(3):
             with self.subTest(i=i):
                 pass
+    def test_all_skipped(self):
+        for i in range(2):
+            with self.subTest(i=i):
+                self.skipTest("no model here")
 def test_subtests_fixture(subtests):
     for i in range(3):
         with subtests.test(msg="m", i=i):
@@ -174,6 +178,19 @@ def test_accounting_matches_pytest(zoo: Path, workers: str | None) -> None:
     # the subtest counts match pytest's own summary ("N subtests passed", SUBFAILED lines)
     failed_subtests = sum(s.outcome is Outcome.FAILED for t in results.tests for s in t.subtests)
     assert failed_subtests == plain.stdout.count("SUBFAILED") == 2
+    # a test whose subtests all skipped checked nothing: skipped, as pytest's junit.xml says
+    all_skipped = ours["test_all_skipped"]
+    assert all_skipped.outcome is Outcome.SKIPPED and "no model here" in all_skipped.message
+    # ...and the counts add up to pytest's junit.xml, which counts each skipped subtest (its
+    # terminal does too under -q or -v, not at the default verbosity); mlcheck says the
+    # subtests on their own line
+    own = sum(
+        t.outcome in (Outcome.SKIPPED, Outcome.XFAILED) and not t.subtests for t in ours.values()
+    )
+    sub_skips = sum(s.outcome is Outcome.SKIPPED for t in results.tests for s in t.subtests)
+    suite = ET.parse(zoo / "plain.xml").getroot().find("testsuite")
+    assert suite is not None and int(suite.get("skipped", "-1")) == own + sub_skips == 4
+    assert f"subtests: 8 passed, 2 failed, {sub_skips} skipped" in proc.stdout
     # attempts count only real reruns
     assert [len(ours[n].attempts) for n in ("test_rerun_pass", "test_rerun_fail", "test_pass")] == [
         2,
@@ -185,7 +202,7 @@ def test_accounting_matches_pytest(zoo: Path, workers: str | None) -> None:
         crash = ours["test_crash"]
         assert (crash.outcome, len(crash.attempts)) == (Outcome.FAILED, 1)
         assert "crashed" in crash.message
-    assert results.run.status is RunStatus.COMPLETE and results.run.collected == 14
+    assert results.run.status is RunStatus.COMPLETE and results.run.collected == 15
 
 
 SLOW = """
@@ -373,7 +390,9 @@ def test_same_size_corruption_fails_before_any_load(tmp_path: Path) -> None:
         "run", "tests", "--tier", "real", "--no-warm", cwd=root, env=env | {"TMPDIR": str(tmp)}
     )
     assert proc.returncode != 0, proc.stdout + proc.stderr
-    assert "model.safetensors" in proc.stderr and "mlcheck cache warm" in proc.stderr
+    # a `cache add` model: no hub has it, so the fix is adding its folder again
+    fix = f"mlcheck cache add FOLDER --model {MINILM} --revision main"
+    assert "model.safetensors" in proc.stderr and fix in proc.stderr
     assert not list(tmp.glob("mlcheck-verified-*"))  # its stamp folder does not outlive it
 
     # plain pytest (no stamp): verified lazily, on first use; the test errors, naming the fix
@@ -386,7 +405,7 @@ def test_same_size_corruption_fails_before_any_load(tmp_path: Path) -> None:
         timeout=300,
     )
     assert plain.returncode == 1, plain.stdout
-    assert "model.safetensors" in plain.stdout and "mlcheck cache warm" in plain.stdout
+    assert "model.safetensors" in plain.stdout and fix in plain.stdout
 
 
 DISTRIBUTED_SLOW = """

@@ -523,3 +523,58 @@ def test_each_not_run_reason_is_said_once() -> None:
         assert text.count(f"reason number {i}") == 1
     assert text.count("<details><summary><b>") == 5
     assert "| other reason and how to run them | tests |" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# What the comment says of a Hugging Face-style suite: real tracebacks, hub skips, subtests
+
+DEEP_FAILURE = """
+import torch
+from transformers import BertConfig, BertModel
+
+def call_model(model):
+    return model(torch.zeros(1, 3, dtype=torch.long), attention_mask=torch.zeros(2, 9))
+
+def test_mask_shape():
+    config = BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=8, vocab_size=10)
+    call_model(BertModel(config))
+"""
+
+
+def test_comment_keeps_the_frames_that_matter_and_groups_hub_skips(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "test_deep.py").write_text(DEEP_FAILURE)
+    out = tmp_path / "out"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider",
+         f"--mlcheck-results={out}", "test_deep.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    from mlcheck.results import Subtest, read
+
+    failed = read(out).tests[0]
+    assert failed.outcome is Outcome.FAILED and "site-packages/torch" in failed.traceback
+    hub_skips = tuple(
+        TestResult(
+            f"tests/test_p.py::T::test_pipe_{i}",
+            Outcome.SKIPPED,
+            message=f"Could not find or load the model from hf-internal-testing/tiny-{i} with X.",
+        )
+        for i in range(4)
+    )
+    subtests = (Subtest({"i": "0"}, outcome=Outcome.SKIPPED, message="needs CUDA"),) * 3
+    all_skipped = TestResult("tests/test_s.py::test_s", Outcome.SKIPPED, subtests=subtests)
+    results = RunResults(RunInfo(sha="b" * 40), (failed, *hub_skips, all_skipped))
+    text = render_section(results, RenderContext())
+    html = to_html(text)
+    # the test's frame and the one that raised, the library frames between them on one line
+    assert "call_model(BertModel(config))" in html and "torch.zeros(2, 9)" in html
+    assert re.search(r"… \d+ library frames \((torch|transformers)[^)]*\) …", html)
+    assert "_wrapped_call_impl" not in html
+    assert len(text) < len(failed.traceback) + 3_000
+    # the four hub skips are one reason, under hub; subtests are counted on their own line
+    assert "<b>4</b> · hub: the test skipped itself" in html
+    assert "tiny-0" not in html
+    assert "subtests: 3 skipped" in html

@@ -149,3 +149,15 @@ def test_the_gpu_label_has_one_default():
     schedule = parser.parse_args(["schedule"])
     assert (schedule.label, schedule.tier) == (DEFAULT_GPU_LABEL, SCHEDULED_TIERS)
     assert DEFAULT_GPU_LABEL in accelerator_problem(Needs(Tier.GPU, gpu=True), None)
+
+
+def test_not_run_reason_says_what_the_test_was_marked_with():
+    slow = needs_of([MarkInfo("slow")], {"slow": "real"})
+    assert slow.marked == ("slow",)
+    assert not_run_reason(slow).startswith("marked `slow` (tier real)")
+    # a decorator read from the source, as mlcheck.decorators hands it over
+    npu = needs_of([MarkInfo("gpu", kwargs={"count": 1}, via="require_torch_npu")])
+    assert not_run_reason(npu).startswith("marked `require_torch_npu` (tier gpu)")
+    # real_model names the weights: that is what it needs
+    weights = needs_of([MarkInfo("real_model", ("o/m",)), MarkInfo("slow")], {"slow": "real"})
+    assert not_run_reason(weights).startswith("needs real weights (tier real)")

@@ -104,7 +104,12 @@ def test_the_fast_tier_neither_needs_nor_downloads_onnx_h5_or_msgpack(tmp_path: 
     report = warm(root, cache_dir=cache, weights=False)
     assert report.nothing_to_do and report.present == 1  # config.json: nothing else is asked
     assert locate("org/m", need="config", cache_dir=cache, root=root).revision == entry.commit
+    # the real tier needs what torch loads (the entry's patterns: safetensors), not the
+    # ONNX/TF/Flax copies a `cache add` folder also held (pinned, never required)
+    assert locate("org/m", need="weights", cache_dir=cache, root=root).revision == entry.commit
+    assert warm(root, cache_dir=cache, weights=True).nothing_to_do
+    (snapshot / "model.safetensors").unlink()
     with pytest.raises(ModelNotCached, match="missing"):
         locate("org/m", need="weights", cache_dir=cache, root=root)
-    with pytest.raises(ModelNotCached, match=r"flax_model\.msgpack: missing"):
+    with pytest.raises(ModelNotCached, match=r"model\.safetensors: missing"):
         warm(root, cache_dir=cache, weights=True)

@@ -31,9 +31,10 @@ model already declared as asked changes nothing. Then it is pinned in mlcheck.lo
 (token from HF_TOKEN). A model or revision that the hub does not have is not declared.
 
 --from-tests reads the test files' source (it does not run them) for literal model ids passed
-to models.config/random/empty/tokenizer (needs config) and to models.real or the real_model
-marker (needs weights), adds those the manifest lacks, and lists the calls whose id it cannot
-tell (a variable, an f-string) with their file and line."""
+to models.config/random/empty/tokenizer, AutoConfig/AutoTokenizer/...Processor.from_pretrained
+(needs config) and to models.real, the real_model marker, AutoModel...from_pretrained and
+pipeline(model=...) (needs weights), adds those the manifest lacks, and lists the calls whose
+id it cannot tell (a variable, an f-string, a temporary folder) with their file and line."""
 EXIT_CODES = """\
 exit codes: 0 declared (or already declared), locked and in the cache; 2 usage or environment
 problem (no pyproject.toml or mlcheck.toml, not a model id, bad --needs or --task, invalid
@@ -77,8 +78,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--from-tests",
         action="store_true",
-        help="add the models the test files use (literal ids in models.* calls and "
-        "real_model markers) that the manifest lacks",
+        help="add the models the test files use (literal ids in models.* calls, real_model "
+        "markers, from_pretrained and pipeline calls) that the manifest lacks",
     )
     parser.add_argument(
         "--root",

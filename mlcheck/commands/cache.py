@@ -147,9 +147,11 @@ def _add(args: argparse.Namespace) -> int:
         + ("" if args.no_lock else f"; recorded in {root / 'mlcheck.lock'}")
     )
     if not args.no_lock and load_manifest(root).model(args.model) is None:
+        # `mlcheck add` finds the entry just locked and asks no hub: it works offline.
+        revision = f" --revision {args.revision}" if args.revision != "main" else ""
         print(
-            f"note: '{args.model}' is not in the manifest; add it under [tool.mlcheck.models] "
-            f'(e.g. "{args.model}" = {{ revision = "{args.revision}", needs = "weights" }})'
+            f"note: '{args.model}' is not in the manifest yet; declare it (offline) with: "
+            f"mlcheck add {args.model} --needs {entry.needs}{revision}"
         )
     return 0
 

@@ -201,6 +201,100 @@ COLUMNS: list[tuple[str, tuple[Outcome, ...]]] = [
 ]
 
 
+# pytest's traceback (--tb=auto): an entry's location is ``path:line: in func`` (short style,
+# first line) or ``path:line: ExcType`` (long style, last line); ``_ _ _`` separates entries.
+_LOCATION = re.compile(r"^(?P<path>[^\s:][^:\n]*):\d+:(?: in (?P<func>\S+)| (?P<exc>[\w.]*))?\s*$")
+_SEPARATOR = re.compile(r"^(?:_ )+_?\s*$")
+_LIBRARY = re.compile(r"(?:site|dist)-packages/|/lib/python\d[^/]*/|^<frozen ")
+_PACKAGE = re.compile(r"(?:site|dist)-packages/([^/]+)")
+_TRIM_MAX_CHARS = 200_000  # pytest tracebacks of deep stacks are tens of KB
+_FRAME_LINES = 6  # lines kept of a frame that matters, up to its ">" line, plus its E lines
+
+
+def trim_traceback(text: str) -> str:
+    """pytest's traceback cut to the frames that matter: the test's and the project's, a few
+    lines each, and the one that raised; library frames between them (torch, transformers)
+    become one line that counts them. Text that is not a pytest traceback comes back as is.
+
+    >>> trim_traceback("AssertionError: 1 != 2")
+    'AssertionError: 1 != 2'
+    """
+    if len(text) > _TRIM_MAX_CHARS:
+        return text  # clipped to its last lines anyway; parsing megabytes per failure is not
+    entries = _entries(text.splitlines())
+    if sum(path is not None for _, path in entries) < 2:
+        return text
+    out: list[str] = []
+    hidden: list[str] = []  # packages of the library frames being skipped
+    for index, (lines, path) in enumerate(entries):
+        if path is not None and _LIBRARY.search(path) and index < len(entries) - 1:
+            package = _PACKAGE.search(path)
+            hidden.append(package.group(1) if package else "python")
+            continue
+        if hidden:
+            packages = ", ".join(dict.fromkeys(hidden))
+            frames = plural(len(hidden), "library frame")
+            out.append(f"    … {frames} ({packages}) …")
+            hidden = []
+        out += _frame_lines(lines)
+    trimmed = "\n".join(line.rstrip() for line in out)
+    return trimmed if len(trimmed) < len(text) else text
+
+
+def _entries(lines: list[str]) -> list[tuple[list[str], str | None]]:
+    """(lines, location path) of each traceback entry; None where none was found."""
+    entries: list[tuple[list[str], str | None]] = []
+    chunk: list[str] = []
+
+    def close() -> None:
+        first = next((ln for ln in chunk if ln.strip()), "")
+        match = _LOCATION.match(first)
+        if match and match.group("func"):  # short style: one entry per location line
+            for line in chunk:
+                found = _LOCATION.match(line)
+                if found and found.group("func"):
+                    entries.append(([line], found.group("path")))
+                elif entries and line.strip():
+                    entries[-1][0].append(line)
+        elif any(ln.strip() for ln in chunk):
+            where = next((m for ln in reversed(chunk) if (m := _LOCATION.match(ln))), None)
+            entries.append((list(chunk), where.group("path") if where else None))
+        chunk.clear()
+
+    for line in lines:
+        if _SEPARATOR.match(line):
+            close()
+        else:
+            chunk.append(line)
+    close()
+    return entries
+
+
+def _frame_lines(lines: list[str]) -> list[str]:
+    """A long entry from a few lines before its ">" line to its end; a short one as is."""
+    marker = next((i for i, ln in enumerate(lines) if ln.startswith(">")), None)
+    if marker is None:
+        return lines
+    return lines[max(0, marker - _FRAME_LINES + 1) :]
+
+
+def subtests_line(results: RunResults) -> str:
+    """The subtests' outcomes, counted apart from the tests': pytest adds each skipped or failed
+    subtest to its own "skipped"/"failed" totals, so with this line the counts add up.
+
+    >>> from mlcheck.results import RunResults, RunInfo, TestResult, Outcome, Subtest
+    >>> sub = (Subtest(outcome=Outcome.SKIPPED), Subtest(outcome=Outcome.SKIPPED))
+    >>> subtests_line(RunResults(RunInfo(), (TestResult("t::a", Outcome.SKIPPED, subtests=sub),)))
+    'subtests: 2 skipped'
+    """
+    counts = Counter(s.outcome.value for t in results.tests for s in t.subtests)
+    if not counts:
+        return ""
+    order = (Outcome.PASSED, Outcome.FAILED, Outcome.SKIPPED, Outcome.XFAILED)
+    parts = [f"{counts[o.value]:,} {o.value}" for o in order if counts[o.value]]
+    return "subtests: " + ", ".join(parts)
+
+
 def empty_selection(results: RunResults) -> str:
     """What a run whose selected tiers held no test says instead of a green heading.
 

@@ -37,6 +37,7 @@ from ..digest import (
     slower_than_base,
     stopped_running,
 )
+from ..failure_kinds import is_hub_skip
 from ..merge import section_key
 from ..results import Outcome, RunResults, RunStatus, TestResult
 from ..safety import code_block, html_text, inline, one_line
@@ -53,9 +54,11 @@ from .common import (
     permalink,
     reason_of,
     run_state,
+    subtests_line,
     tiers_ran,
+    trim_traceback,
 )
-from .messages import HEADINGS
+from .messages import HEADINGS, skip_reason
 
 COMMENT_LIMIT = 65_536  # GitHub refuses longer comment bodies
 COMMENT_BUDGET = 60_000  # what all sections of a comment aim for, leaving room for markers
@@ -260,6 +263,8 @@ class Renderer:
         )
         if not tb.strip() or chars <= 0:
             return head
+        # library frames go before any character does (the full text is in results.json)
+        tb = trim_traceback(tb)
         text = self.ctx.redactor.clip(tb, chars, keep="tail")
         label = "Traceback" if len(text) >= len(tb) else "Traceback (last lines)"
         # Indented two spaces so the block belongs to the list item above it.
@@ -274,9 +279,10 @@ class Renderer:
         if by_tier := tiers_ran(self.results):
             status += f" · {by_tier}"
         title = f"### {status} · {inline(self.ctx.title, 80)} · `{self.key}`"
-        return "\n\n".join(
-            [title, _counts_table(self.counts, self.base, self.sha), _facts_line(self.results)]
-        )
+        table = _counts_table(self.counts, self.base, self.sha)
+        if subtests := subtests_line(self.results):
+            table += f"\n\n*{subtests}*"
+        return "\n\n".join([title, table, _facts_line(self.results)])
 
     def failure_blocks(self, level: Level, budget: int) -> tuple[list[str], int]:
         """Failure lists that fit ``budget`` bytes; returns (blocks, tests left out).
@@ -329,6 +335,8 @@ class Renderer:
             by_reason: dict[str, list[TestResult]] = {}
             for t in tests:
                 reason = one_line(self.ctx.redactor.clip(t.message, 400, keep="head"), 200)
+                if outcome is Outcome.SKIPPED:
+                    reason = skip_reason(reason, is_hub_skip(reason))  # clipped: cheap
                 by_reason.setdefault(reason or "(no reason given)", []).append(t)
             ordered = sorted(by_reason.items(), key=lambda kv: -len(kv[1]))
             shown = ordered[:20] if detail < Detail.COUNTS else []

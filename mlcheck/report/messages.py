@@ -161,6 +161,22 @@ def head_moved(pinned: str, head: str, label: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # The tracking issue (nightly runs)
 
+# The one reason under which tests that skipped themselves for want of the hub are grouped.
+HUB_SKIP_REASON = (
+    "hub: the test skipped itself because it could not load a model (tests run offline): "
+    "declare the ids it loads with `mlcheck add --from-tests`, then `mlcheck cache warm`"
+)
+
+
+def skip_reason(message: str, is_hub: bool) -> str:
+    """The reason a skipped test is grouped under: its own, or the hub's for a hub skip.
+
+    >>> skip_reason("requires CUDA", False)
+    'requires CUDA'
+    """
+    return HUB_SKIP_REASON if is_hub else message
+
+
 TRACKING_TITLE = "mlcheck nightly"  # the tracking issue's title, before its status
 TRACKING_ABOUT = (
     "*This issue is kept up to date by mlcheck: the nightly report above, and (hidden) the "

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..digest import (
     Category,
 )
+from ..failure_kinds import is_hub_skip
 from ..merge import section_key
 from ..results import Outcome, RunResults
 from ..safety import one_line
@@ -22,8 +23,9 @@ from .common import (
     golden_keys,
     reason_of,
     run_state,
+    subtests_line,
 )
-from .messages import HEADINGS
+from .messages import HEADINGS, skip_reason
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -75,6 +77,8 @@ def terminal_summary(
         if columns:
             table.add_row(*(f"{sum(counts[o.value] for o in outs):,}" for _, outs in columns))
             console.print(table)
+        if subtests := subtests_line(r):
+            console.print(Text(f"  {subtests}"))
         for category, tests in (
             (Category.NEW, c.new),
             (Category.UNCOMPARED, c.uncompared),
@@ -99,7 +103,13 @@ def terminal_summary(
                 console.print(Text(f"    … and {len(tests) - max_per_group:,} more"))
         # skipped: what --allow-missing turned into skips says what was missing
         for label, outcome in (("Not run", Outcome.NOT_RUN), ("Skipped", Outcome.SKIPPED)):
-            reasons = Counter(clean(t.message) for t in r.tests if t.outcome is outcome)
+            reasons = Counter(
+                skip_reason(clean(t.message), is_hub_skip(clean(t.message)))
+                if outcome is Outcome.SKIPPED
+                else clean(t.message)
+                for t in r.tests
+                if t.outcome is outcome
+            )
             if reasons:
                 console.print(Text(f"  {label} ({sum(reasons.values()):,})", style="bold"))
                 for reason, n in reasons.most_common(10):
