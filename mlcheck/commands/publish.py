@@ -23,9 +23,11 @@ Publish results that another job produced: the GPU job (no write token), a fork 
 (read-only token; publish from a `workflow_run` workflow), or matrix shards. DIRs are results
 folders, results.json files, or downloaded artifact folders (searched a few levels down).
 
-The results are untrusted data: symbolic links, files over --max-results-mb, more than
---max-tests tests and anything that does not match the results schema are refused; every
-string is redacted and escaped before it reaches GitHub. The results files are only read.
+The results are untrusted data: symbolic links, FIFOs and devices, files over
+--max-results-mb, more than --max-tests tests or 6 million JSON values, results that claim
+another section than --section (or the one the event fixes) and anything that does not match
+the results schema are refused; every string is redacted and escaped before it reaches
+GitHub. The results files are only read.
 
 What it posts depends on the event (GITHUB_EVENT_NAME; table in README.md):
   pull_request, push to a PR branch, workflow_run, workflow_dispatch from `mlcheck schedule`
