@@ -41,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -51,7 +50,7 @@ from typing import TYPE_CHECKING
 
 from . import constants as C
 from .errors import EnvironmentProblem, MlcheckError, ResultsError, UsageError
-from .github.event import PUBLISH, RUN, SCHEDULE, TIER_ALL, Event, load_event
+from .github.event import PUBLISH, RUN, SCHEDULE, TIER_ALL, Event, load_event, read_event_bytes
 from .tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW, tier_key
 from .workflow import Workflow
 
@@ -453,7 +452,8 @@ def _run_sandboxed(
         trusted[C.ENV_GITHUB_TOKEN] = inputs.github_token
     if event_path := C.get(C.ENV_GITHUB_EVENT_PATH, environ):
         copy = sandbox.private / "event.json"
-        shutil.copyfile(event_path, copy)
+        # read as untrusted data (no link followed, no FIFO waited on, size capped)
+        copy.write_bytes(read_event_bytes(Path(event_path)))
         trusted[C.ENV_GITHUB_EVENT_PATH] = str(copy)
     # The CLI subcommands write their outputs here; the action writes $GITHUB_OUTPUT once.
     cli = Workflow(output=sandbox.private / "cli-outputs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,30 @@ def test_event_is_frozen() -> None:
         event.name = "schedule"  # type: ignore[misc]
     assert isinstance(event, Event)
     assert json.loads((EVENTS / "push.json").read_text())["after"] == PUSHED
+
+
+# README security model: the event payload is read as untrusted data (an earlier step's PR
+# code owns the runner's folder): a FIFO, a link or an oversized file is refused, unread.
+@pytest.mark.parametrize("kind", ["fifo", "link", "huge"])
+def test_an_event_payload_that_is_not_a_plain_file_is_refused_unread(
+    tmp_path: Path, kind: str
+) -> None:
+    from mlcheck.github.event import MAX_EVENT_BYTES
+
+    path = tmp_path / "event.json"
+    if kind == "fifo":
+        os.mkfifo(path)  # a blocking read would never return
+    elif kind == "link":
+        secret = tmp_path / "secret"
+        secret.write_text('{"pull_request": {"number": 1}}')
+        path.symlink_to(secret)
+    else:
+        with path.open("wb") as f:
+            f.truncate(MAX_EVENT_BYTES + 1)
+    env = {
+        "GITHUB_EVENT_NAME": "pull_request",
+        "GITHUB_EVENT_PATH": str(path),
+        "GITHUB_REPOSITORY": "o/r",
+    }
+    with pytest.raises(UsageError, match="cannot read the event payload"):
+        load_event(env)

@@ -172,11 +172,34 @@ def load_event(environ: Mapping[str, str] | None = None) -> Event:
     path = env.get(C.ENV_GITHUB_EVENT_PATH)
     payload: dict[str, Any] = {}
     if path:
-        try:
-            payload = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read the event payload {path} ({exc})") from None
+        payload = _read_payload(Path(path))
     return parse_event(name, payload, env)
+
+
+# GitHub caps webhook payloads at 25 MB; nothing larger is an event.
+MAX_EVENT_BYTES = 25 * 1024 * 1024
+
+
+def read_event_bytes(path: Path) -> bytes:
+    """The event payload's bytes, read as untrusted data: the runner's copy sits in a folder
+    the project's uid owns, so an earlier step's PR code may have swapped it for a link, a
+    FIFO or a device. Never followed, never blocked on, never read past the cap."""
+    from ..untrusted_files import read_beneath
+
+    try:
+        return read_beneath(path.parent, path.name, MAX_EVENT_BYTES)
+    except OSError as exc:
+        raise UsageError(f"cannot read the event payload {path} ({exc})") from None
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    try:
+        payload = json.loads(read_event_bytes(path).decode("utf-8"))
+    except ValueError as exc:
+        raise UsageError(f"cannot read the event payload {path} ({exc})") from None
+    if not isinstance(payload, dict):
+        raise UsageError(f"cannot read the event payload {path} (not a JSON object)")
+    return payload
 
 
 def parse_event(name: str, payload: Mapping[str, Any], environ: Mapping[str, str]) -> Event:
