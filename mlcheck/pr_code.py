@@ -588,7 +588,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return 2
         if user.warning:
             print(f"::warning::mlcheck: {user.warning}", flush=True)
-        workspace = Path(args.workspace or environ.get("GITHUB_WORKSPACE") or os.getcwd())
+        workspace = Path(args.workspace or C.get(C.ENV_GITHUB_WORKSPACE, environ) or os.getcwd())
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, _interrupted)
         kept = FileCommands.remember(environ)

@@ -119,6 +119,8 @@ EDGE = re.compile(
     r"mlcheck\.(cli|action|plugin|github\.event|commands(\..+)?)$"
     # starts a model server with this process's environment plus PORT
     r"|mlcheck\.serving$"
+    # `python -I -m mlcheck.pr_code`: the GPU job's command line for the PR-code sandbox
+    r"|mlcheck\.pr_code$"
 )
 ENV_NAME = re.compile(r"[A-Z][A-Z0-9_-]*[A-Z0-9]$")
 
