@@ -225,6 +225,24 @@ class HubError(EnvironmentProblem):
     """The hub (``HF_ENDPOINT``) is unreachable or refused a request (exit code 2)."""
 
 
+class NotPlainFile(MlcheckError, OSError):
+    """A file that untrusted code could have written is a link, a FIFO, a device, a folder or
+    too large: it was not read (:mod:`mlcheck.untrusted_files`); an ``OSError``."""
+
+
+class TooLarge(NotPlainFile):
+    """A regular file over the size cap (``size`` bytes, or more when it grew while read)."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class UnmutatedRunFailed(MlcheckError, RuntimeError):
+    """``mlcheck mutate``: the suite fails (or collects nothing) without any mutant, and
+    mutation needs a green run (exit code 2); a ``RuntimeError``."""
+
+
 class CheckFailed(MlcheckError, AssertionError):
     """A check (``mlcheck.checks``, ``mlcheck.serving``) found the model or server wrong.
 

@@ -19,20 +19,12 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
+from .errors import NotPlainFile, TooLarge
+
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
-
-class NotPlainFile(OSError):
-    """The path is a link, a FIFO, a device, a folder or too large: it was not read."""
-
-
-class TooLarge(NotPlainFile):
-    """A regular file over the size cap (``size`` bytes, or more when it grew while read)."""
-
-    def __init__(self, message: str, size: int) -> None:
-        super().__init__(message)
-        self.size = size
+__all__ = ["NotPlainFile", "TooLarge", "describe_mode", "read_beneath"]
 
 
 def describe_mode(mode: int) -> str:

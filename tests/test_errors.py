@@ -50,6 +50,9 @@ BUILTIN_OF: dict[type[MlcheckError], type[Exception]] = {
     errors.GitHubRateLimited: RuntimeError,
     errors.GitHubUnavailable: ConnectionError,
     errors.StickyCommentConflict: RuntimeError,
+    errors.NotPlainFile: OSError,
+    errors.TooLarge: OSError,
+    errors.UnmutatedRunFailed: RuntimeError,
 }
 # Categories: each concrete error under them says which builtin it is.
 ABSTRACT = {MlcheckError, errors.RequirementMissing, errors.GitHubError, errors.ServeRequestFailed}
@@ -66,6 +69,8 @@ def _instance(cls: type[MlcheckError]) -> MlcheckError:
         return cls("org/name", "abc123")
     if issubclass(cls, errors.CheckFailed):
         return cls("assert_x", "it is wrong", expected=1, actual=2)
+    if issubclass(cls, errors.TooLarge):
+        return cls("something is wrong; do this", 1)
     if issubclass(cls, errors.GitHubError):
         return cls("GET /repos/o/r: 404 Not Found", status=404, method="GET", path="/repos/o/r")
     return cls("something is wrong; do this")

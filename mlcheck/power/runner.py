@@ -24,15 +24,9 @@ from enum import StrEnum
 from pathlib import Path
 
 from .. import constants
-from ..errors import MlcheckError
+from ..errors import UnmutatedRunFailed
 from ..results import RESULTS_FILE, Outcome, RunResults, RunStatus, read
 from .mutants import Mutant
-
-
-class UnmutatedRunFailed(MlcheckError):
-    """The suite fails (or collects nothing) without any mutant: mutation needs a green run."""
-
-    exit_code = 2
 
 
 class Status(StrEnum):
