@@ -72,6 +72,17 @@ def _call(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
+def _split(batch: Any) -> tuple[Any, Any] | None:
+    """``(inputs, labels)`` of a batch: a mapping is its own inputs with ``labels`` in it (None
+    when absent); a pair is ``(inputs, targets)``; anything else has no labels to find."""
+    __tracebackhide__ = hide_frame
+    if isinstance(batch, Mapping):
+        return batch, batch.get("labels")
+    if isinstance(batch, tuple | list) and len(batch) == 2:
+        return batch[0], batch[1]
+    return None
+
+
 def _forward(model: nn.Module, inputs: Any, seed: int) -> dict[str, torch.Tensor]:
     __tracebackhide__ = hide_frame
     with _seeded(seed), torch.no_grad():

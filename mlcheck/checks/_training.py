@@ -12,7 +12,7 @@ from torch import nn
 from .. import _record
 from ..errors import CheckFailed, UsageError, hide_frame
 from ..progress import CheckProgress
-from ._common import _call, _named_outputs, _pick, _restored, _seeded
+from ._common import _call, _named_outputs, _pick, _restored, _seeded, _split
 from .types import LossFn, OptimizerFactory
 
 
@@ -42,12 +42,10 @@ class _Fit:
 def _fit(model: nn.Module, batch: Any) -> _Fit | None:
     """Judge the predictions (eval mode); None where there is nothing to judge (float labels)."""
     __tracebackhide__ = hide_frame
-    if isinstance(batch, Mapping):
-        labels, inputs = batch.get("labels"), batch
-    elif isinstance(batch, tuple | list) and len(batch) == 2:
-        inputs, labels = batch
-    else:
+    split = _split(batch)
+    if split is None:
         return None
+    inputs, labels = split
     if not isinstance(labels, torch.Tensor) or labels.is_floating_point():
         return None
     model.eval()
@@ -115,12 +113,8 @@ def _integer_labels(batch: Any) -> bool:
     """The batch's labels (``labels``, or the targets of ``(inputs, targets)``) are integers:
     the loss is a cross-entropy type, never negative."""
     __tracebackhide__ = hide_frame
-    if isinstance(batch, Mapping):
-        labels = batch.get("labels")
-    elif isinstance(batch, tuple | list) and len(batch) == 2:
-        labels = batch[1]
-    else:
-        return False
+    split = _split(batch)
+    labels = None if split is None else split[1]
     return isinstance(labels, torch.Tensor) and not labels.is_floating_point()
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import CheckFailed, NothingToCheck, hide_frame
-from ._common import _call, _named_outputs, _pick, _seed, _seeded
+from ._common import _call, _named_outputs, _pick, _seed, _seeded, _split
 from ._training import _default_loss
 from .types import LossFn, ReferenceLoss
 
@@ -515,12 +515,10 @@ def _switched_to_multi_label(before: Any, config: Any, one_hot: int | None) -> b
 def _one_hot_targets(batch: Any) -> int | None:
     """C when the batch's targets are float one-hot (or probability) rows over C classes."""
     __tracebackhide__ = hide_frame
-    if isinstance(batch, Mapping):
-        targets = batch.get("labels")
-    elif isinstance(batch, tuple | list) and len(batch) == 2:
-        targets = batch[1]
-    else:
+    split = _split(batch)
+    if split is None:
         return None
+    targets = split[1]
     if not (torch.is_tensor(targets) and targets.is_floating_point() and targets.dim() >= 2):
         return None
     if targets.shape[-1] < 2 or bool((targets < 0).any()):
@@ -533,14 +531,11 @@ def _one_hot_targets(batch: Any) -> int | None:
 def _classes(model: nn.Module, batch: Any) -> int | None:
     """C for ln(C): the logits' last dim (None for float targets)."""
     __tracebackhide__ = hide_frame
-    if isinstance(batch, Mapping):
-        targets = batch.get("labels")
-        out = _call(model, batch)
-    elif isinstance(batch, tuple | list) and len(batch) == 2:
-        targets = batch[1]
-        out = _call(model, batch[0])
-    else:
+    split = _split(batch)
+    if split is None:
         return None
+    inputs, targets = split
+    out = _call(model, inputs)
     if targets is not None and torch.is_tensor(targets) and targets.is_floating_point():
         return None
     _, logits = _pick(_named_outputs(out), "logits" if "logits" in _named_outputs(out) else None)
