@@ -64,7 +64,7 @@ COPY mlcheck /opt/mlcheck/src/mlcheck
 COPY entrypoint.py /opt/mlcheck/entrypoint.py
 # The entry point runs `mlcheck ARGS`, or ARGS itself when it names a program (bash, python...).
 # The action's entrypoint.py runs root's Python isolated (-I) by its absolute path: HOME
-# (/github/home) and PATH entries may come from the project under test (mlcheck/pr_code.py).
+# (/github/home) and PATH entries may come from the project under test (mlcheck/action/sandbox.py).
 RUN pip install --no-deps /opt/mlcheck/src \
  && rm -rf /opt/mlcheck/src \
  && sed -i "1s|.*|#!$(command -v python3) -I|" /opt/mlcheck/entrypoint.py \

@@ -1,5 +1,5 @@
 #!/usr/bin/env -S python3 -I
-"""The Docker action's entry point: hands the ``INPUT_*`` environment to :mod:`mlcheck.action`.
+"""The Docker action's entry point: hands the ``INPUT_*`` environment to :mod:`mlcheck.action.main`.
 
 Everything else (event, install, run, outputs, summary, file ownership) lives in the package,
 where it is tested.
@@ -20,7 +20,7 @@ if not sys.flags.isolated:
     )
     sys.exit(2)
 
-from mlcheck.action import main
+from mlcheck.action.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,9 +19,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from mlcheck import digest
 from mlcheck.publish import BASE_DIGEST_CHARS
-from mlcheck.results import Outcome, RunResults, TestResult
+from mlcheck.results import digest
+from mlcheck.results.schema import Outcome, RunResults, TestResult
 
 HERE = Path(__file__).resolve().parent
 ISSUE_LIMIT = 65_536
@@ -38,10 +38,13 @@ def _load(name: str, path: Path):  # type: ignore[no-untyped-def]
 
 def v1_module():  # type: ignore[no-untyped-def]
     source = subprocess.run(
-        ["git", "show", "e7045f8:mlcheck/digest.py"], cwd=HERE, capture_output=True, text=True
+        ["git", "show", "e7045f8:mlcheck/digest.py"],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
     ).stdout
     source = source.replace("from .errors", "from mlcheck.errors")
-    source = source.replace("from .results", "from mlcheck.results")
+    source = source.replace("from .results", "from mlcheck.results.schema")
     path = Path(tempfile.mkdtemp()) / "digest_v1.py"
     path.write_text(source)
     return _load("digest_v1", path)

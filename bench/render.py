@@ -14,9 +14,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from mlcheck import digest, results
-from mlcheck.merge import merge, merge_sections
 from mlcheck.report import RenderContext, render_annotations, render_section, render_summary
+from mlcheck.results import digest
+from mlcheck.results import schema as results
+from mlcheck.results.merge import merge, merge_sections
 
 HERE = Path(__file__).resolve().parent
 spec = importlib.util.spec_from_file_location("golden_cases", HERE.parent / "tests/golden/cases.py")

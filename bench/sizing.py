@@ -2,9 +2,10 @@
 
 For Llama-3-8B, Llama-3-70B, Mistral-7B and Mixtral-8x7B-shaped configs (bfloat16), builds the
 model on the meta device with ``models.empty`` (the checkpoint's head) and compares
-``mlcheck.sizing.parameter_bytes`` with the parameter count computed from the architecture by
-hand; prints the estimate ``mlcheck.sizing`` gives (weights + activation allowance + CUDA
-context) and the runner class it maps to under ``{"24", "48", "80"}`` GB.
+``mlcheck.project.sizing.parameter_bytes`` with the parameter count computed from the
+architecture by hand; prints the estimate ``mlcheck.project.sizing`` gives (weights +
+activation allowance + CUDA context) and the runner class it maps to under
+``{"24", "48", "80"}`` GB.
 
     python bench/sizing.py
 """
@@ -16,7 +17,7 @@ import json
 import transformers as tf
 
 from mlcheck.models import ModelFactory
-from mlcheck.sizing import GB, estimate_from_models, parameter_bytes, plan_runners
+from mlcheck.project.sizing import GB, estimate_from_models, parameter_bytes, plan_runners
 
 
 def _decoder_params(c: tf.PretrainedConfig, experts: int = 0) -> int:

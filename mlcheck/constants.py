@@ -194,7 +194,7 @@ ENV_OMP_NUM_THREADS = _var(
     group=PROCESS,
 )
 ENV_MKL_NUM_THREADS = _var("MKL_NUM_THREADS", "as OMP_NUM_THREADS", group=PROCESS)
-# Each rank of a distributed test (mlcheck.distributed) gets these, as torchrun sets them.
+# Each rank of a distributed test (mlcheck.distributed.launch) gets these, as torchrun sets them.
 _RANK_VAR = "set in each rank of a distributed test (`@pytest.mark.distributed`)"
 ENV_RANK = _var("RANK", f"{_RANK_VAR}: this rank", group=PROCESS)
 ENV_LOCAL_RANK = _var("LOCAL_RANK", f"{_RANK_VAR}: this rank on this machine", group=PROCESS)
@@ -207,7 +207,7 @@ ENV_MASTER_PORT = _var(
     "MASTER_PORT", f"{_RANK_VAR}: the group's store port, picked by the OS", group=PROCESS
 )
 
-# What the action sets for the project under test (mlcheck/pr_code.py), not read from it.
+# What the action sets for the project under test (mlcheck/action/sandbox.py), not read from it.
 ENV_HOME = _var("HOME", "(action) the project's own home folder", group=PROCESS)
 ENV_VIRTUAL_ENV = _var(
     "VIRTUAL_ENV", "(action) the project's virtual environment, first on PATH", group=PROCESS
@@ -260,16 +260,20 @@ ENV_GITHUB_WORKSPACE = _var(
     group=GITHUB,
 )
 ENV_GITHUB_OUTPUT = _var(
-    "GITHUB_OUTPUT", "file the step outputs are written to (mlcheck/workflow.py)", group=GITHUB
+    "GITHUB_OUTPUT",
+    "file the step outputs are written to (github/workflow.py)",
+    group=GITHUB,
 )
 ENV_GITHUB_STEP_SUMMARY = _var(
-    "GITHUB_STEP_SUMMARY", "file the job summary is appended to (mlcheck/workflow.py)", group=GITHUB
+    "GITHUB_STEP_SUMMARY",
+    "file the job summary is appended to (github/workflow.py)",
+    group=GITHUB,
 )
-# The prefix of every action input (``INPUT_<NAME>``); only mlcheck/action.py reads them.
+# The prefix of every action input (``INPUT_<NAME>``); only mlcheck/action/main.py reads them.
 INPUT_PREFIX = "INPUT_"
 
 # Variables whose values are secrets whatever they look like: redacted from everything we print
-# or post (mlcheck/safety.py) and kept from the project under test (mlcheck/pr_code.py).
+# or post (mlcheck/redact.py) and kept from the project under test (mlcheck/action/sandbox.py).
 SECRET_ENV_VARS = (
     ENV_GITHUB_TOKEN,
     ENV_GH_TOKEN,

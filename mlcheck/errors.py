@@ -227,7 +227,7 @@ class HubError(EnvironmentProblem):
 
 class NotPlainFile(MlcheckError, OSError):
     """A file that untrusted code could have written is a link, a FIFO, a device, a folder or
-    too large: it was not read (:mod:`mlcheck.untrusted_files`); an ``OSError``."""
+    too large: it was not read (:mod:`mlcheck.results.untrusted_files`); an ``OSError``."""
 
 
 class TooLarge(NotPlainFile):

@@ -1,4 +1,4 @@
-"""mlcheck.action: inputs, auto resolution, and whole action runs with the real CLI.
+"""mlcheck.action.main: inputs, auto resolution, and whole action runs with the real CLI.
 
 The end-to-end cases run ``mlcheck run`` as a real subprocess on a small project written here
 (pure-Python tests: the action's logic does not depend on torch), with real GITHUB_OUTPUT and
@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 from github_server import ACTIONS_BOT, GitHubServer
 
-from mlcheck import results
-from mlcheck.action import (
+from mlcheck.action.main import (
     INPUT_DEFAULTS,
     Inputs,
     cli_args,
@@ -32,9 +31,10 @@ from mlcheck.action import (
 )
 from mlcheck.errors import UsageError
 from mlcheck.github.event import parse_event
+from mlcheck.github.workflow import read_output
 from mlcheck.publish import BASE_KEY, base_digests, issue_body
-from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
-from mlcheck.workflow import read_output
+from mlcheck.results import schema as results
+from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult
 
 SHA = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
 REPO = {"full_name": "octo-org/ml-app", "default_branch": "main"}
@@ -558,7 +558,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the action runs as ro
 @pytest.fixture
 def pr_uid() -> Iterator[int]:
     """A uid no process on this machine runs as; every process of it is dead afterwards."""
-    from mlcheck.pr_code import kill_user, processes_of
+    from mlcheck.action.sandbox import kill_user, processes_of
 
     uid = 40000 + os.getpid() % 20000
     while processes_of(uid):
@@ -667,7 +667,7 @@ def test_a_surviving_daemon_is_dead_before_root_works_and_steers_nothing(
     import socket
     import stat
 
-    from mlcheck.pr_code import processes_of
+    from mlcheck.action.sandbox import processes_of
 
     run = runner.root / "run"  # stands in for /var/run: root's, with root's Docker socket
     run.mkdir()
@@ -725,7 +725,7 @@ def test_give_back_never_follows_a_folder_swapped_for_a_link(tmp_path: Path, pr_
     """give_back on its own, racing a live swapper of the project's uid (no kill first)."""
     import tempfile
 
-    from mlcheck.pr_code import give_back as give_files_back
+    from mlcheck.action.sandbox import give_back as give_files_back
 
     root = Path(tempfile.mkdtemp(prefix="mlcheck-race-", dir="/tmp"))
     try:
@@ -805,7 +805,7 @@ def test_a_busy_uid_is_refused_before_any_pr_code_runs(runner: Runner, pr_uid: i
 # README security model: the GPU job runs install and tests in the same sandbox.
 @needs_root
 def test_the_gpu_job_sandbox_kills_restores_and_hands_back(runner: Runner, pr_uid: int) -> None:
-    from mlcheck.pr_code import processes_of
+    from mlcheck.action.sandbox import processes_of
 
     os.chown(runner.ws, 4242, 4242)
     leave = (
@@ -814,7 +814,7 @@ def test_the_gpu_job_sandbox_kills_restores_and_hands_back(runner: Runner, pr_ui
         "</dev/null >/dev/null 2>&1 &"
         f"\nfor i in $(seq 100); do [ -s {runner.ws}/daemon.pid ] && break; sleep 0.05; done"
     )
-    argv = [sys.executable, "-I", "-m", "mlcheck.pr_code", "--install", leave, "--"]
+    argv = [sys.executable, "-I", "-m", "mlcheck.action.sandbox", "--install", leave, "--"]
     argv += [
         "bash",
         "-c",
@@ -833,7 +833,7 @@ def test_the_gpu_job_sandbox_kills_restores_and_hands_back(runner: Runner, pr_ui
     sleeper = subprocess.Popen(
         ["setsid", "sleep", "60"], user=pr_uid, group=pr_uid, extra_groups=[]
     )
-    stop = [sys.executable, "-I", "-m", "mlcheck.pr_code", "--stop"]
+    stop = [sys.executable, "-I", "-m", "mlcheck.action.sandbox", "--stop"]
     assert subprocess.run(stop, env=env, timeout=60).returncode == 0
     sleeper.wait(timeout=10)
     assert processes_of(pr_uid) == []
@@ -841,7 +841,7 @@ def test_the_gpu_job_sandbox_kills_restores_and_hands_back(runner: Runner, pr_ui
 
 # README security model: the GPU job runs install and tests in the same sandbox.
 def test_the_gpu_workflow_runs_pr_code_only_through_the_sandbox() -> None:
-    """Every step of the GPU job that runs the PR's code goes through `mlcheck.pr_code`; an
+    """Every step of the GPU job that runs the PR's code goes through `mlcheck.action.sandbox`; an
     always() step stops the PR's user before the trusted steps; those run Python isolated."""
     import yaml
 
@@ -851,8 +851,8 @@ def test_the_gpu_workflow_runs_pr_code_only_through_the_sandbox() -> None:
     pr_code = [i for i, r in runs if "pip install" in r or "mlcheck run" in r]
     assert pr_code, runs
     for i in pr_code:
-        assert runs[i][1].startswith("python -I -m mlcheck.pr_code --install "), runs[i]
-    (stop,) = [i for i, r in runs if r == "python -I -m mlcheck.pr_code --stop"]
+        assert runs[i][1].startswith("python -I -m mlcheck.action.sandbox --install "), runs[i]
+    (stop,) = [i for i, r in runs if r == "python -I -m mlcheck.action.sandbox --stop"]
     assert steps[stop]["if"] == "${{ always() }}" and stop == max(pr_code) + 1
     for step, (_, run) in zip(steps[stop + 1 :], runs[stop + 1 :], strict=True):
         assert not run or "python -I -m mlcheck " in run, step  # no console script, no user site
@@ -867,11 +867,11 @@ def test_an_interrupted_sandbox_kills_the_project_before_it_exits(
     import signal
     import time
 
-    from mlcheck.pr_code import processes_of
+    from mlcheck.action.sandbox import processes_of
 
     started = runner.ws / "started"
     script = f"setsid sleep 300 </dev/null >/dev/null 2>&1 & touch {started}; sleep 300"
-    argv = [sys.executable, "-I", "-m", "mlcheck.pr_code", "--", "bash", "-c", script]
+    argv = [sys.executable, "-I", "-m", "mlcheck.action.sandbox", "--", "bash", "-c", script]
     env = {k: v for k, v in runner.env.items() if not k.startswith("INPUT_")}
     wrapper = subprocess.Popen(argv, cwd=runner.ws, env=env)
     try:

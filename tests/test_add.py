@@ -13,11 +13,11 @@ import pytest
 from hubserver import Hub, free_port, hub, hub_env, mlcheck, tiny_bert_dir  # noqa: F401
 
 from mlcheck.cli import main
-from mlcheck.lock import read_lock
-from mlcheck.manifest import load_manifest
-from mlcheck.manifest_edit import Declaration, plan_declarations, write_declarations
-from mlcheck.model_usage import FACTORY_NEEDS, scan
 from mlcheck.models import ModelFactory
+from mlcheck.project.lock import read_lock
+from mlcheck.project.manifest import load_manifest
+from mlcheck.project.manifest_edit import Declaration, plan_declarations, write_declarations
+from mlcheck.project.model_usage import FACTORY_NEEDS, scan
 
 # A user's pyproject.toml: comments, odd spacing, single quotes, a table after ours.
 PYPROJECT = """\
@@ -317,7 +317,7 @@ def test_add_from_tests_adds_the_missing_ids_and_lists_the_unresolved(
 def test_scan_finds_from_pretrained_and_pipeline_literals_and_lists_the_rest(
     tmp_path: Path,
 ) -> None:
-    from mlcheck.model_usage import scan_source
+    from mlcheck.project.model_usage import scan_source
 
     source = (
         "from transformers import AutoConfig, AutoModel, AutoTokenizer, BertModel, pipeline\n"

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from hubserver import Hub, free_port, hub, hub_env, minilm_dir, mlcheck, tiny_bert_dir  # noqa: F401
 
-from mlcheck.cache import add, locate, repo_dir, snapshot_dir
 from mlcheck.errors import CacheCorrupted, ManifestError, ModelNotCached
-from mlcheck.lock import read_lock
+from mlcheck.project.cache import add, locate, repo_dir, snapshot_dir
+from mlcheck.project.lock import read_lock
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -375,7 +375,7 @@ def test_prune_leaves_the_same_commit_of_another_model_and_reports_damaged_folde
 ) -> None:
     """`cache add` of the same files gives two models the same commit: pruning one model's
     stale revision must not delete the other's (huggingface_hub matches hashes across repos)."""
-    from mlcheck.cache import inventory, prune
+    from mlcheck.project.cache import inventory, prune
 
     root = project(tmp_path, {"org/tiny": '{ needs = "weights" }', "org/broken": "{}"})
     cache = tmp_path / "cache"

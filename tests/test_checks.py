@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 
-from mlcheck import _record
+from mlcheck import records as _record
 from mlcheck.checks import (
     CheckFailed,
     assert_batch_invariant,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlcheck import action
+from mlcheck.action import main as action
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = sorted(
@@ -78,8 +78,8 @@ def test_action_is_a_docker_action_run_by_the_entrypoint_shim(action_yml: dict[s
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert "COPY entrypoint.py /opt/mlcheck/entrypoint.py" in dockerfile
     shim = (ROOT / "entrypoint.py").read_text(encoding="utf-8")
-    assert "from mlcheck.action import main" in shim
-    # the entrypoint reads no input itself: everything goes through mlcheck.action
+    assert "from mlcheck.action.main import main" in shim
+    # the entrypoint reads no input itself: everything goes through mlcheck.action.main
     assert "os.environ" not in shim and "getenv" not in shim
 
 
@@ -371,7 +371,7 @@ def test_the_readmes_first_test_passes(pytester: pytest.Pytester, monkeypatch) -
     """The quickstart's test, as printed, on a GPT-2 config put into a fresh cache (no hub)."""
     import transformers
 
-    from mlcheck.cache import add
+    from mlcheck.project.cache import add
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     quickstart = readme[readme.index("## Use it in your project") :]

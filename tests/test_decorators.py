@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from runcli import mlcheck
 
-from mlcheck.decorators import rules, tiers_of
-from mlcheck.results import Outcome, read
+from mlcheck.results.schema import Outcome, read
+from mlcheck.tiers.decorators import rules, tiers_of
 
 HF_STYLE = """
 import os
@@ -234,7 +234,7 @@ def test_builtin_decorators_cover_every_accelerator_helper_installed() -> None:
     from accelerate.test_utils import testing as accelerate_testing
     from transformers import testing_utils
 
-    from mlcheck.decorators import BUILTIN
+    from mlcheck.tiers.decorators import BUILTIN
 
     helpers = {
         name
@@ -244,7 +244,7 @@ def test_builtin_decorators_cover_every_accelerator_helper_installed() -> None:
     }
     accelerator = {n for n in helpers if ACCELERATOR_WORDS.search(n)}
     uncovered = sorted(accelerator - set(BUILTIN) - RUNS_ON_CPU)
-    assert uncovered == [], "add these to mlcheck.decorators.BUILTIN (tier gpu) or RUNS_ON_CPU"
+    assert uncovered == [], "add these to tiers.decorators.BUILTIN (tier gpu) or RUNS_ON_CPU"
     assert {n for n in BUILTIN if n != "slow"} <= helpers | {"require_torch_cuda"}
     assert {n: BUILTIN[n].tier for n in ("require_torch_mps", "require_torch_npu")} == {
         "require_torch_mps": "gpu",

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlcheck import digest
 from mlcheck.errors import ResultsError
-from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
+from mlcheck.results import digest
+from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

@@ -17,9 +17,9 @@ import pytest
 from torch.utils.data import DistributedSampler
 
 from mlcheck.checks import CheckFailed, assert_shards_disjoint
-from mlcheck.distributed import RankResult, Spec, verdict_text
+from mlcheck.distributed.launch import RankResult, Spec, verdict_text
 from mlcheck.errors import UsageError
-from mlcheck.results import Outcome, read
+from mlcheck.results.schema import Outcome, read
 
 RANKS = """
 import os, time

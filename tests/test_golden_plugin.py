@@ -9,7 +9,7 @@ import torch  # noqa: F401  imported before pytester snapshots sys.modules: torc
 from runcli import mlcheck
 from transformers.models.bert import modeling_bert  # noqa: F401
 
-from mlcheck.results import Outcome, read
+from mlcheck.results.schema import Outcome, read
 
 MODEL = """
 import torch
@@ -195,7 +195,14 @@ def test_concurrent_recording_under_xdist_loses_no_entry(tmp_path):
 
 
 def test_accept_refuses_paths_outside_the_project(tmp_path):
-    from mlcheck.results import GoldenCheck, GoldenUse, RunInfo, RunResults, TestResult, write
+    from mlcheck.results.schema import (
+        GoldenCheck,
+        GoldenUse,
+        RunInfo,
+        RunResults,
+        TestResult,
+        write,
+    )
 
     bad = GoldenCheck("../evil/__golden__/x.json", "t", "n", "cpu", "missing", value={"int": 1})
     results = RunResults(

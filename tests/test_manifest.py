@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlcheck.errors import ManifestError
-from mlcheck.manifest import CONFIG_PATTERNS, ModelSpec, find_root, load_manifest
+from mlcheck.project.manifest import CONFIG_PATTERNS, ModelSpec, find_root, load_manifest
 
 
 def write(folder: Path, name: str, text: str) -> Path:

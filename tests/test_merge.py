@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mlcheck.errors import ResultsError
-from mlcheck.merge import merge, merge_sections, section_key
-from mlcheck.results import (
+from mlcheck.results.merge import merge, merge_sections, section_key
+from mlcheck.results.schema import (
     Attempt,
     DeviceInfo,
     Outcome,

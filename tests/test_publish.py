@@ -16,12 +16,14 @@ import pytest
 from cmarkgfm.cmark import Options
 from github_server import ACTIONS_BOT, Fault, Faults, GitHubServer, Identity
 
-from mlcheck import digest, publish, results
+from mlcheck import publish
 from mlcheck.cli import main
 from mlcheck.errors import ResultsError
+from mlcheck.redact import ZWSP
 from mlcheck.report import sticky
-from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
-from mlcheck.safety import ZWSP
+from mlcheck.results import digest
+from mlcheck.results import schema as results
+from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult
 
 EVENTS = Path(__file__).parent / "data" / "events"
 REPO = "octo-org/ml-app"
@@ -779,7 +781,7 @@ def test_hostile_run_and_device_strings_are_rendered_as_text() -> None:
 # README security model: without jsonschema-rs nothing is accepted.
 def test_without_jsonschema_nothing_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail closed: no partial hand-written check lets unchecked fields through."""
-    from mlcheck.publish import untrusted
+    from mlcheck.results import untrusted
 
     data = json.loads(json.dumps(results.to_dict(RunResults(RunInfo(), (passed("test_a"),)))))
     data["run"].update(workers=HOSTILE)
@@ -796,8 +798,8 @@ def test_without_jsonschema_nothing_is_accepted(monkeypatch: pytest.MonkeyPatch)
 # README security model: every array of the results schema is bounded, and so is the number
 # of values a publish parses.
 def test_results_are_bounded_before_and_by_the_schema(tmp_path: Path) -> None:
-    from mlcheck.publish import untrusted
-    from mlcheck.results import MAX_SUBTESTS
+    from mlcheck.results import untrusted
+    from mlcheck.results.schema import MAX_SUBTESTS
 
     def arrays(node: object, where: str = "") -> list[tuple[str, object]]:
         found = []
@@ -879,7 +881,7 @@ def test_selected_output_is_zero_for_an_empty_selection() -> None:
 def test_a_linked_results_folder_is_refused_at_read_time(tmp_path: Path) -> None:
     """The folder holding results.json is opened without following a link too (a swap after
     the search cannot redirect the read)."""
-    from mlcheck.publish.untrusted import read_regular
+    from mlcheck.results.untrusted import read_regular
 
     real = write(tmp_path / "real", passed("t"))
     (tmp_path / "linked").symlink_to(real)

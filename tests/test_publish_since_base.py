@@ -12,10 +12,10 @@ import pytest
 from cmarkgfm.cmark import Options
 from github_server import ACTIONS_BOT, GitHubServer
 
-from mlcheck import results
 from mlcheck.cli import main
 from mlcheck.report import sticky
-from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
+from mlcheck.results import schema as results
+from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult
 
 EVENTS = Path(__file__).parent / "data" / "events"
 HEAD = "6dcb09b5b57875f334f61aebed695e2e4193db5e"  # the PR head in the payloads

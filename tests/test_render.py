@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from mlcheck import digest
+from mlcheck.redact import Redactor
 from mlcheck.report import (
     COMMENT_BUDGET,
     SUMMARY_LIMIT,
@@ -36,8 +36,8 @@ from mlcheck.report import (
     terminal_summary,
     workflow_command,
 )
-from mlcheck.results import Attempt, Outcome, Phase, RunInfo, RunResults, TestResult
-from mlcheck.safety import Redactor
+from mlcheck.results import digest
+from mlcheck.results.schema import Attempt, Outcome, Phase, RunInfo, RunResults, TestResult
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -472,7 +472,7 @@ def _models_row(html: str, model: str) -> list[str]:
 
 
 def test_the_models_table_says_whether_the_cache_had_each_model() -> None:
-    from mlcheck.results import ModelUse
+    from mlcheck.results.schema import ModelUse
 
     def uses(*hits: bool | None) -> RunResults:
         return RunResults(
@@ -552,7 +552,7 @@ def test_comment_keeps_the_frames_that_matter_and_groups_hub_skips(tmp_path: Pat
          f"--mlcheck-results={out}", "test_deep.py"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
-    from mlcheck.results import Subtest, read
+    from mlcheck.results.schema import Subtest, read
 
     failed = read(out).tests[0]
     assert failed.outcome is Outcome.FAILED and "site-packages/torch" in failed.traceback

@@ -6,7 +6,8 @@ import jsonschema
 import pytest
 
 from mlcheck.errors import ResultsError
-from mlcheck.results import (
+from mlcheck.results.builder import ResultsBuilder
+from mlcheck.results.schema import (
     MAX_MESSAGE_CHARS,
     Outcome,
     Phase,
@@ -17,7 +18,6 @@ from mlcheck.results import (
     to_dict,
     write,
 )
-from mlcheck.results_builder import ResultsBuilder
 
 SCHEMA = json.loads(
     __import__("importlib.resources")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from runcli import mlcheck
 
-from mlcheck.results import Outcome, read
+from mlcheck.results.schema import Outcome, read
 
 
 @pytest.fixture

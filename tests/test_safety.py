@@ -8,15 +8,7 @@ import cmarkgfm
 import pytest
 from cmarkgfm.cmark import Options
 
-from mlcheck.safety import (
-    REDACTED,
-    ZWSP,
-    Redactor,
-    code_block,
-    html_text,
-    inline,
-    neutralise,
-)
+from mlcheck.redact import REDACTED, ZWSP, Redactor, code_block, html_text, inline, neutralise
 
 GHP = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 HF = "hf_" + "abcdefghijklmnopqrstuvwxyzABCD"
@@ -119,8 +111,8 @@ def test_a_pr_manifest_and_environment_cannot_grant_allow_pickle(tmp_path: Path)
         "os.environ['MLCHECK_SAFETY_MANIFEST'] = os.getcwd()\n"
     )
     (pr / "tests" / "test_grant.py").write_text(
-        "from mlcheck.cache import _safety_spec\n"
-        "from mlcheck.manifest import load_manifest\n"
+        "from mlcheck.project.cache import _safety_spec\n"
+        "from mlcheck.project.manifest import load_manifest\n"
         "def test_not_granted():\n"
         "    spec = load_manifest('.').model('org/legacy')\n"
         "    assert spec.allow_pickle and spec.trust_remote_code  # what the PR asked for\n"

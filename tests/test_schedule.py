@@ -12,11 +12,11 @@ import pytest
 from cmarkgfm.cmark import Options
 from github_server import ACTIONS_BOT, GitHubServer, Identity
 
-from mlcheck import results
+from mlcheck.action.label_gate import base_safety
 from mlcheck.cli import main
-from mlcheck.gpu_label import base_safety
 from mlcheck.report import sticky
-from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
+from mlcheck.results import schema as results
+from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult
 
 EVENTS = Path(__file__).parent / "data" / "events"
 REPO = "octo-org/ml-app"
@@ -245,8 +245,8 @@ def test_head_check_on_a_checkout_another_user_owns_fails_closed(
     """As in the action's container: root runs the scheduler in a checkout owned by the
     runner's uid 1001, where git itself refuses ("dubious ownership"). The check reads HEAD
     as data, in every layout git leaves, and refuses what it cannot read."""
+    from mlcheck.action.label_gate import git_head
     from mlcheck.errors import UsageError
-    from mlcheck.gpu_label import git_head
 
     head = _git(workspace, "rev-parse", "HEAD")
     for path in [workspace, *workspace.rglob("*")]:
@@ -367,9 +367,9 @@ def test_a_label_no_longer_on_the_pr_dispatches_nothing(
 def test_racing_label_events_dispatch_at_most_once(server: GitHubServer, labeled: Path) -> None:
     import threading
 
+    from mlcheck.action.label_gate import ScheduleOptions, schedule
     from mlcheck.github import GitHubClient
     from mlcheck.github.event import load_event
-    from mlcheck.gpu_label import ScheduleOptions, schedule
 
     server.state.collaborators["mona"] = "admin"
     event = load_event(os.environ)

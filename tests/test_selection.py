@@ -8,13 +8,7 @@ from pathlib import Path
 import pytest
 from selection_history import replay
 
-from mlcheck.selection import (
-    Change,
-    FileMap,
-    _manifest_changes,
-    function_body_lines,
-    select,
-)
+from mlcheck.plugin.selection import Change, FileMap, _manifest_changes, function_body_lines, select
 
 OLD = """\
 import os

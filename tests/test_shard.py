@@ -8,14 +8,8 @@ from pathlib import Path
 import pytest
 
 from mlcheck.errors import UsageError
-from mlcheck.results import Outcome, RunInfo, RunResults, TestResult
-from mlcheck.shard import (
-    Shard,
-    durations,
-    pytest_args,
-    split,
-    write_durations,
-)
+from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult
+from mlcheck.results.shard import Shard, durations, pytest_args, split, write_durations
 
 
 def test_parse() -> None:

@@ -8,8 +8,7 @@ import transformers as tf
 
 from mlcheck.errors import ManifestError
 from mlcheck.models import ModelFactory
-from mlcheck.results import Outcome, RunInfo, RunResults, TestResult, from_dict, to_dict
-from mlcheck.sizing import (
+from mlcheck.project.sizing import (
     ACTIVATION_ALLOWANCE,
     CUDA_CONTEXT_GB,
     GB,
@@ -22,6 +21,7 @@ from mlcheck.sizing import (
     plan_runners,
     read_gpu_runners,
 )
+from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult, from_dict, to_dict
 from mlcheck.tiers import MarkInfo, needs_of
 
 LLAMA_8B = tf.LlamaConfig(

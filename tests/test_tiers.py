@@ -115,11 +115,12 @@ def test_section_key_is_canonical(tiers, expected):
 def test_every_writer_of_tiers_agrees():
     """What `mlcheck run` passes to pytest, the report's section key and the schedule's `tier`
     are written one way; the event's and the schedule's default tiers are one canonical key."""
-    from mlcheck import gpu_label, merge
+    from mlcheck.action import label_gate as gpu_label
     from mlcheck.github import event
     from mlcheck.publish import tracking
     from mlcheck.report import sticky
-    from mlcheck.results import RunInfo
+    from mlcheck.results import merge
+    from mlcheck.results.schema import RunInfo
     from mlcheck.tiers import SCHEDULED_TIERS, TIER_NAMES
 
     for text in ("real,gpu", "gpu,real", " GPU , real", "gpu,real,gpu"):
@@ -136,7 +137,8 @@ def test_every_writer_of_tiers_agrees():
 
 def test_the_gpu_label_has_one_default():
     """Every place that names the GPU label by default takes it from tiers."""
-    from mlcheck import action, gpu_label
+    from mlcheck.action import label_gate as gpu_label
+    from mlcheck.action import main as action
     from mlcheck.cli import build_parser
     from mlcheck.publish import PublishOptions
     from mlcheck.tiers import DEFAULT_GPU_LABEL, SCHEDULED_TIERS
@@ -155,7 +157,7 @@ def test_not_run_reason_says_what_the_test_was_marked_with():
     slow = needs_of([MarkInfo("slow")], {"slow": "real"})
     assert slow.marked == ("slow",)
     assert not_run_reason(slow).startswith("marked `slow` (tier real)")
-    # a decorator read from the source, as mlcheck.decorators hands it over
+    # a decorator read from the source, as mlcheck.tiers.decorators hands it over
     npu = needs_of([MarkInfo("gpu", kwargs={"count": 1}, via="require_torch_npu")])
     assert not_run_reason(npu).startswith("marked `require_torch_npu` (tier gpu)")
     # real_model names the weights: that is what it needs

@@ -1,4 +1,4 @@
-"""What a weights file is (mlcheck.weights), and that the lock, the cache and warm agree on it."""
+"""What a weights file is (project/weights.py); the lock, the cache and warm agree on it."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from mlcheck.cache import add, locate, snapshot_dir
 from mlcheck.errors import ModelNotCached
-from mlcheck.hub import warm
-from mlcheck.lock import lock_local_file
-from mlcheck.manifest import ModelSpec
-from mlcheck.weights import is_pickle, is_weights_file, loadable_patterns
+from mlcheck.project.cache import add, locate, snapshot_dir
+from mlcheck.project.hub import warm
+from mlcheck.project.lock import lock_local_file
+from mlcheck.project.manifest import ModelSpec
+from mlcheck.project.weights import is_pickle, is_weights_file, loadable_patterns
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""mlcheck/workflow.py: GitHub's workflow files and commands, written by one object."""
+"""mlcheck/github/workflow.py: GitHub's workflow files and commands, written by one object."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mlcheck import workflow
-from mlcheck.workflow import Workflow, read_output
+from mlcheck.github import workflow
+from mlcheck.github.workflow import Workflow, read_output
 
 
 def test_outputs_file_round_trip_with_multiline_values(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import _record
+from .. import records as _record
 from ..errors import CheckFailed, UsageError, hide_frame
 from ..progress import CheckProgress
 from ._common import _call, _named_outputs, _pick, _restored, _seeded, _split

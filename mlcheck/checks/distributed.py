@@ -140,7 +140,7 @@ def _ddp_rank(rank: int, world_size: int, device: torch.device, **args: Any) -> 
 
 
 def _ddp_rank_entry(dist: Any, **args: Any) -> dict[str, Any]:
-    """What each launched rank runs (imported by name by :mod:`mlcheck._distributed_rank`)."""
+    """What each launched rank runs (imported by name by :mod:`mlcheck.distributed.rank`)."""
     return _ddp_rank(dist.rank, dist.world_size, dist.device, **args)
 
 
@@ -222,7 +222,7 @@ def _gather(mine: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _launch(world_size: int, args: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
-    from ..distributed import run_ranks, threads_per_rank, verdict_text
+    from ..distributed.launch import run_ranks, threads_per_rank, verdict_text
 
     for name in ("make_model", "step", "loss_fn", "optimizer"):
         try:

@@ -11,16 +11,7 @@ from torch import nn
 
 from ..errors import CheckFailed, NothingToCheck, hide_frame
 from ..text import plural
-from ._common import (
-    _call,
-    _detached,
-    _inline,
-    _listing,
-    _named_outputs,
-    _restored,
-    _seed,
-    _seeded,
-)
+from ._common import _call, _detached, _inline, _listing, _named_outputs, _restored, _seed, _seeded
 from ._training import (
     _integer_labels,
     _matches,

@@ -2,7 +2,7 @@
 
 - :mod:`~mlcheck.github.client` — the one HTTP client (retries, rate limits, redaction) and
   the sticky-comment update loop; the only module that imports the HTTP library;
-- :mod:`~mlcheck.github.models` — frozen values for what the API returns (PRs, comments,
+- :mod:`~mlcheck.github.payloads` — frozen values for what the API returns (PRs, comments,
   issues, permissions);
 - :mod:`~mlcheck.github.event` — the run's event, parsed once from the Actions environment
   (what ``command: auto`` and ``tier: auto`` become).
@@ -21,7 +21,7 @@ from .client import (
     StickyResult,
     update_sticky_section,
 )
-from .models import Comment, Issue, Permission, PullRequest, Repository
+from .payloads import Comment, Issue, Permission, PullRequest, Repository
 
 __all__ = [
     "ACTIONS_BOT",

@@ -43,7 +43,7 @@ from mlcheck.errors import (
     GitHubValidationFailed,
     StickyCommentConflict,
 )
-from mlcheck.github.models import (
+from mlcheck.github.payloads import (
     Comment,
     Issue,
     Permission,
@@ -53,8 +53,8 @@ from mlcheck.github.models import (
     parse_issue,
     parse_pull_request,
 )
+from mlcheck.redact import Redactor
 from mlcheck.report import sticky
-from mlcheck.safety import Redactor
 
 API_VERSION = "2022-11-28"
 # The author of comments made with a workflow's GITHUB_TOKEN.
@@ -139,7 +139,7 @@ class GitHubClient:
 
     def redact(self, text: str) -> str:
         """``text`` with the token (and anything token-shaped) replaced by ``***``, for
-        messages and anything we post: :class:`mlcheck.safety.Redactor`, the one redactor."""
+        messages and anything we post: :class:`mlcheck.redact.Redactor`, the one redactor."""
         return self._redactor.redact(text)
 
     # -- transport ---------------------------------------------------------------------------

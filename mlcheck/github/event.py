@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlcheck import constants as C
 from mlcheck.errors import UsageError
-from mlcheck.github.models import PullRequest, parse_pull_request
+from mlcheck.github.payloads import PullRequest, parse_pull_request
 from mlcheck.tiers import SCHEDULED_TIERS, Tier
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def read_event_bytes(path: Path) -> bytes:
     """The event payload's bytes, read as untrusted data: the runner's copy sits in a folder
     the project's uid owns, so an earlier step's PR code may have swapped it for a link, a
     FIFO or a device. Never followed, never blocked on, never read past the cap."""
-    from ..untrusted_files import read_beneath
+    from ..results.untrusted_files import read_beneath
 
     try:
         return read_beneath(path.parent, path.name, MAX_EVENT_BYTES)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .. import _record
+from .. import records as _record
 from ..errors import GoldenMismatch, UsageError
 from . import store
 from .values import Tolerance, compare, encode
@@ -239,15 +239,13 @@ class Golden:
 @pytest.fixture
 def golden(request: pytest.FixtureRequest) -> Golden:
     """Golden values keyed by hardware; see :class:`mlcheck.golden.Golden`."""
-    from ..plugin import NEEDS_KEY
-
     config = request.config
     node = request.node
     path = Path(node.path)
     explicit = config.getoption("mlcheck_golden_key")
     if explicit is not None and not store.KEY_RE.match(explicit):
         raise UsageError(f"--golden-key {explicit!r}: use cpu, cuda:sm90, cuda, default, ...")
-    needs = node.stash.get(NEEDS_KEY, None)
+    needs = node.stash.get(_record.NEEDS_KEY, None)
     # The tier says which hardware made the numbers: gpu tests the accelerator, others the CPU
     # (fast and real tiers run on CPU even on a GPU runner).
     key = explicit or hardware_key(bool(needs and needs.gpu))

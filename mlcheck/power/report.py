@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..redact import inline
 from ..report.messages import code
-from ..results import RunResults
-from ..safety import inline
+from ..results.schema import RunResults
 from ..text import duration_text, plural
 from .mutants import MUTANTS
 from .runner import MutantResult, Status

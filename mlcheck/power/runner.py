@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .. import constants
 from ..errors import UnmutatedRunFailed
-from ..results import RESULTS_FILE, Outcome, RunResults, RunStatus, read
+from ..results.schema import RESULTS_FILE, Outcome, RunResults, RunStatus, read
 from .mutants import Mutant
 
 

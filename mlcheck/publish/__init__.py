@@ -32,13 +32,21 @@ The cost: pushes to the default branch and the nightly need ``issues: write``; c
 writers of the issue (a push and the nightly finishing together) are last-writer-wins for
 the whole body, which at worst leaves one tier's base digest one run old.
 
->>> from mlcheck.merge import merge_sections
->>> from mlcheck.results import RunResults, RunInfo, TestResult, Outcome
+>>> from mlcheck.results.merge import merge_sections
+>>> from mlcheck.results.schema import RunResults, RunInfo, TestResult, Outcome
 >>> r = RunResults(RunInfo(), (TestResult("t::a", Outcome.FAILED),))
 >>> counts(merge_sections([r]), {}).failed
 1
 """
 
+from ..results.untrusted import (
+    MAX_RESULTS_BYTES,
+    MAX_TESTS,
+    Limits,
+    find_results_files,
+    load_untrusted,
+    validate,
+)
 from .comment import head_moved_note, publish_refusal
 from .job import publish
 from .options import (
@@ -58,14 +66,6 @@ from .tracking import (
     find_tracking_issue,
     issue_body,
     issue_sections,
-)
-from .untrusted import (
-    MAX_RESULTS_BYTES,
-    MAX_TESTS,
-    Limits,
-    find_results_files,
-    load_untrusted,
-    validate,
 )
 
 __all__ = [

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import GitHubNotFound, StickyCommentConflict
+from ..redact import NO_SECRETS, Redactor
 from ..report import RenderContext, messages, render_section, sticky
-from ..results import RunResults
-from ..safety import NO_SECRETS, Redactor
+from ..results.schema import RunResults
 
 if TYPE_CHECKING:
     from ..github import GitHubClient, StickyResult

@@ -6,13 +6,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import digest as digest_mod
-from ..digest import Digest
 from ..errors import ResultsError
-from ..merge import merge_sections
+from ..redact import NO_SECRETS, Redactor
 from ..report import RenderContext, render_annotations, render_summary
-from ..results import RunResults
-from ..safety import NO_SECRETS, Redactor
+from ..results import digest as digest_mod
+from ..results.digest import Digest
+from ..results.merge import merge_sections
+from ..results.schema import RunResults
 
 if TYPE_CHECKING:
     from ..github import GitHubClient, Issue
@@ -46,7 +46,7 @@ def publish(
     and annotations are produced anyway. ``client`` None publishes nothing to GitHub.
 
     >>> from mlcheck.github.event import parse_event
-    >>> from mlcheck.results import RunResults, RunInfo
+    >>> from mlcheck.results.schema import RunResults, RunInfo
     >>> out = publish([RunResults(RunInfo(), ())], parse_event("local", {}, {}), None)
     >>> out.sections, out.exit_code()
     (('fast',), 0)

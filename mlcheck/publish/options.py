@@ -8,12 +8,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..digest import Digest
 from ..errors import GitHubError, ResultsError, UsageError
-from ..merge import merge
+from ..redact import Redactor
 from ..report import COMMENT_BUDGET, RenderContext, messages, sticky
-from ..results import Outcome, RunResults
-from ..safety import Redactor
+from ..results.digest import Digest
+from ..results.merge import merge
+from ..results.schema import Outcome, RunResults
 from ..tiers import DEFAULT_GPU_LABEL, section_key, tier_key
 
 if TYPE_CHECKING:

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
-from .. import digest as digest_mod
-from ..digest import Digest
 from ..errors import GitHubError, ResultsError
 from ..report import COMMENT_BUDGET, RenderContext, messages, render_report, sticky
-from ..results import Outcome, RunResults, TestResult
+from ..results import digest as digest_mod
+from ..results.digest import Digest
+from ..results.schema import Outcome, RunResults, TestResult
 from ..tiers import SCHEDULED_TIERS, TIER_NAMES
 
 if TYPE_CHECKING:

@@ -17,13 +17,7 @@ from __future__ import annotations
 from ..text import duration_text
 from .annotations import MAX_ERROR_ANNOTATIONS, render_annotations, workflow_command
 from .common import RenderContext, empty_selection, permalink, run_state, sparkline
-from .markdown import (
-    COMMENT_BUDGET,
-    COMMENT_LIMIT,
-    Detail,
-    render_report,
-    render_section,
-)
+from .markdown import COMMENT_BUDGET, COMMENT_LIMIT, Detail, render_report, render_section
 from .summary import SUMMARY_BUDGET, SUMMARY_LIMIT, render_summary
 from .terminal import terminal_summary
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..digest import (
-    Category,
-)
-from ..merge import section_key
-from ..results import RunResults, TestResult
-from ..safety import one_line
+from ..redact import one_line
+from ..results.digest import Category
+from ..results.merge import section_key
+from ..results.schema import RunResults, TestResult
 from ..text import plural
 from .common import RenderContext, name_of, reason_of
 

@@ -7,12 +7,9 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from ..digest import (
-    Category,
-    Stopped,
-)
-from ..results import Outcome, RunResults, TestResult
-from ..safety import html_text, inline, one_line
+from ..redact import html_text, inline, one_line
+from ..results.digest import Category, Stopped
+from ..results.schema import Outcome, RunResults, TestResult
 from ..text import duration_text
 from .common import RenderContext, name_of
 from .messages import HEADINGS, INFRA_CAUSES

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import quote
 
-from ..digest import Classified, Digest, classify
-from ..merge import section_key
-from ..results import Outcome, RunResults, RunStatus, TestResult
-from ..safety import NO_SECRETS, Redactor, inline
+from ..redact import NO_SECRETS, Redactor, inline
+from ..results.digest import Classified, Digest, classify
+from ..results.merge import section_key
+from ..results.schema import Outcome, RunResults, RunStatus, TestResult
 from ..text import plural as plural  # one home (mlcheck/text.py); the report imports it here
 from ..tiers import tier_order
 
@@ -282,7 +282,7 @@ def subtests_line(results: RunResults) -> str:
     """The subtests' outcomes, counted apart from the tests': pytest adds each skipped or failed
     subtest to its own "skipped"/"failed" totals, so with this line the counts add up.
 
-    >>> from mlcheck.results import RunResults, RunInfo, TestResult, Outcome, Subtest
+    >>> from mlcheck.results.schema import RunResults, RunInfo, TestResult, Outcome, Subtest
     >>> sub = (Subtest(outcome=Outcome.SKIPPED), Subtest(outcome=Outcome.SKIPPED))
     >>> subtests_line(RunResults(RunInfo(), (TestResult("t::a", Outcome.SKIPPED, subtests=sub),)))
     'subtests: 2 skipped'
@@ -298,7 +298,7 @@ def subtests_line(results: RunResults) -> str:
 def empty_selection(results: RunResults) -> str:
     """What a run whose selected tiers held no test says instead of a green heading.
 
-    >>> from mlcheck.results import RunResults, RunInfo, TestResult, Outcome
+    >>> from mlcheck.results.schema import RunResults, RunInfo, TestResult, Outcome
     >>> r = RunResults(RunInfo(tiers=("real", "gpu")), (TestResult("t::a", Outcome.NOT_RUN),))
     >>> empty_selection(r)
     'no tests in tiers real,gpu (1 collected: fast 1)'
@@ -313,7 +313,7 @@ def empty_selection(results: RunResults) -> str:
 def tier_counts(tests: Sequence[TestResult]) -> list[tuple[str, int]]:
     """How many of ``tests`` are in each tier, in tier order (fast, real, gpu, then others).
 
-    >>> from mlcheck.results import TestResult, Outcome
+    >>> from mlcheck.results.schema import TestResult, Outcome
     >>> tests = [TestResult("a", Outcome.PASSED, tier="real"), TestResult("b", Outcome.PASSED)]
     >>> tier_counts(tests)
     [('fast', 1), ('real', 1)]
@@ -334,7 +334,7 @@ def run_state(results: RunResults) -> str | None:
     """How a run that did not finish ended, e.g. ``cancelled after 41 of 120 tests; 41 passed``;
     None for a complete run.
 
-    >>> from mlcheck.results import RunResults, RunInfo, RunStatus, TestResult, Outcome
+    >>> from mlcheck.results.schema import RunResults, RunInfo, RunStatus, TestResult, Outcome
     >>> run = RunInfo(status=RunStatus.INTERRUPTED, collected=120)
     >>> run_state(RunResults(run, (TestResult("t::a", Outcome.PASSED),)))
     'cancelled after 1 of 120 tests; 1 passed'

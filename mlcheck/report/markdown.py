@@ -13,9 +13,9 @@ device, time, models and cache hits; the digest.
 When the budget is tight, detail degrades in steps — full tracebacks, short tracebacks, names
 only, counts only — and the section says what it left out and where to find it.
 
-Every string that came from a test goes through :mod:`mlcheck.safety` (redact, then escape).
+Every string that came from a test goes through :mod:`mlcheck.redact` (redact, then escape).
 
->>> from mlcheck.results import RunResults, RunInfo, TestResult, Outcome
+>>> from mlcheck.results.schema import RunResults, RunInfo, TestResult, Outcome
 >>> r = RunResults(RunInfo(), (TestResult("tests/t.py::test_a", Outcome.PASSED),))
 >>> "1 passed" in render_section(r, RenderContext())
 True
@@ -28,8 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from .. import digest as digest_mod
-from ..digest import (
+from ..redact import code_block, html_text, inline, one_line
+from ..results import digest as digest_mod
+from ..results.digest import (
     Category,
     Classified,
     Digest,
@@ -37,10 +38,9 @@ from ..digest import (
     slower_than_base,
     stopped_running,
 )
-from ..failure_kinds import is_hub_skip
-from ..merge import section_key
-from ..results import Outcome, RunResults, RunStatus, TestResult
-from ..safety import code_block, html_text, inline, one_line
+from ..results.failure_kinds import is_hub_skip
+from ..results.merge import section_key
+from ..results.schema import Outcome, RunResults, RunStatus, TestResult
 from ..text import duration_text, plural
 from .blocks import base_time, golden_block, infrastructure_heading, stopped_block
 from .common import (

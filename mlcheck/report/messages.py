@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ..digest import Category
-from ..safety import inline, one_line
+from ..redact import inline, one_line
+from ..results.digest import Category
 
 _SHA = re.compile(r"[0-9a-fA-F]{7,64}")
 

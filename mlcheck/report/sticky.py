@@ -45,7 +45,7 @@ _SECTION = re.compile(
     re.DOTALL,
 )
 # A section body that contained our markers could forge or end other sections.
-# The renderer's own digest line (mlcheck.digest) is kept: render.py escapes every `<!--` that
+# The renderer's own digest line (results.digest) is kept: render.py escapes every `<!--` that
 # comes from a test, so a digest in a section body is always the renderer's.
 _FORGED = re.compile(r"<!--(\s*)mlcheck:(?!digest v\d+ )", re.IGNORECASE)
 _TRUNCATED = (

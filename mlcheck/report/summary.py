@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..results import RunResults
+from ..results.schema import RunResults
 from .common import RenderContext
 from .markdown import RULE, Detail, Level, Renderer, fit
 

@@ -7,13 +7,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..digest import (
-    Category,
-)
-from ..failure_kinds import is_hub_skip
-from ..merge import section_key
-from ..results import Outcome, RunResults
-from ..safety import one_line
+from ..redact import one_line
+from ..results.digest import Category
+from ..results.failure_kinds import is_hub_skip
+from ..results.merge import section_key
+from ..results.schema import Outcome, RunResults
 from ..text import duration_text
 from .common import (
     COLUMNS,

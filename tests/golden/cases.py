@@ -11,24 +11,10 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
-from mlcheck import digest
-from mlcheck.merge import merge_sections
-from mlcheck.report import (
-    RenderContext,
-    render_annotations,
-    render_report,
-    render_summary,
-)
-from mlcheck.results import (
-    Attempt,
-    DeviceInfo,
-    ModelUse,
-    Outcome,
-    Phase,
-    RunInfo,
-    RunResults,
-    TestResult,
-)
+from mlcheck.results import digest
+from mlcheck.results.merge import merge_sections
+from mlcheck.report import RenderContext, render_annotations, render_report, render_summary
+from mlcheck.results.schema import Attempt, DeviceInfo, ModelUse, Outcome, Phase, RunInfo, RunResults, TestResult
 
 GOLDEN = Path(__file__).parent
 SHA = "0123456789abcdef0123456789abcdef01234567"

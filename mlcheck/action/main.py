@@ -1,0 +1,541 @@
+"""The GitHub Action: its inputs, what it runs, and what it hands back to the workflow.
+
+``entrypoint.py`` (the Docker action's entry point) calls :func:`main`; the rest of mlcheck
+reads no ``INPUT_*`` variable but the token input (:func:`mlcheck.constants.github_token`),
+and the project under test sees none (:mod:`mlcheck.action.sandbox`). One action run:
+
+1. reads the inputs (:class:`Inputs`, from ``INPUT_<NAME>``; inputs with dashes keep them:
+   ``INPUT_GITHUB-TOKEN``) and the event (:mod:`mlcheck.github.event`), and resolves
+   ``command: auto`` and ``tier: auto`` by event;
+2. runs the ``install`` command in the project folder, and ``mlcheck run``, as the image's
+   unprivileged user with no secret in reach (:mod:`mlcheck.action.sandbox`);
+3. runs the mlcheck CLI for the command (``mlcheck run``, ``mlcheck schedule``,
+   ``mlcheck publish``), so the action does nothing the CLI cannot do locally;
+4. after ``run``: hands the results to ``mlcheck publish`` under the section of the tier it
+   ran (results claiming another are refused) unless ``comment: off``, no token or no GitHub
+   say otherwise; publish writes the job summary and annotations, compared with the tracking
+   issue's base digest, and its counts, ``new-failures`` and ``comment-url`` are the action's
+   outputs: the results, which the project's code wrote, are read once, by publish, as
+   untrusted data. Without publish the action reads them itself, the same way, and compares
+   with the ``base-digest`` input only. The CLI subcommands write their outputs into a
+   private file, and the action writes ``$GITHUB_OUTPUT`` once, at the end
+   (:mod:`mlcheck.github.workflow`);
+5. once the project's processes are dead, puts the job's file commands back as they were
+   before it ran and appends its own outputs and summary, then gives the files the project
+   created in the workspace to the workspace's owner (the container runs as root; the
+   runner's user must be able to clean the workspace); root itself creates nothing there.
+
+Exit codes: those of the CLI (0 passed, 1 a selected test failed or errored, 2 usage or
+environment), except that ``fail-on: never`` turns 1 into 0. A failure in the results fails
+the step even when ``mlcheck run`` (the project's process) exited 0. A failed install, a bad
+input or refused results are 2 whatever ``fail-on`` says: a broken set-up must not look green.
+``command: publish`` passes ``fail-on`` on: the sharded workflow's report job fails when a
+shard's test failed.
+
+>>> Inputs.from_env({"INPUT_TIER": "fast", "INPUT_GITHUB-TOKEN": "x"}).tier
+'fast'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import constants as C
+from ..errors import EnvironmentProblem, MlcheckError, ResultsError, UsageError
+from ..github.event import PUBLISH, RUN, SCHEDULE, TIER_ALL, Event, load_event, read_event_bytes
+from ..github.workflow import Workflow
+from ..tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW, tier_key
+
+if TYPE_CHECKING:
+    from .sandbox import FileCommands, Sandbox
+
+COMMANDS = ("auto", RUN, SCHEDULE, PUBLISH)
+COMMENT_MODES = ("always", "on-failure", "off")
+FAIL_ON = ("failures", "never")
+OUTPUTS = (
+    "passed",
+    "failed",
+    "errors",
+    "not-run",
+    "selected",
+    "new-failures",
+    "results-dir",
+    "comment-url",
+    "issue-url",
+    "scheduled",
+)
+# Outputs the CLI subcommands write themselves (``mlcheck publish``, ``mlcheck schedule``).
+CLI_OUTPUTS = tuple(name for name in OUTPUTS if name != "results-dir")
+# `mlcheck publish` exit codes after which it has written the summary and annotations
+# (0 published, 1 tests failed with --fail-on, 3 GitHub failed); 2 means it stopped first.
+EXIT_TESTS_FAILED, EXIT_RESULTS_REFUSED, EXIT_REPORTING_FAILED = 1, 2, 3
+_PUBLISH_REPORTED = (0, EXIT_TESTS_FAILED, EXIT_REPORTING_FAILED)
+
+# Every input of action.yml with the default it has there (GitHub fills defaults in; these
+# apply when the module runs outside Actions). tests/test_consistency.py keeps them in sync.
+INPUT_DEFAULTS: dict[str, str] = {
+    "command": "auto",
+    "tier": "auto",
+    "paths": "",
+    "working-directory": ".",
+    "workers": "",
+    "shard": "",
+    "results-dir": C.DEFAULT_RESULTS_DIR,
+    "github-token": "",
+    "gpu-label": DEFAULT_GPU_LABEL,
+    "gpu-workflow": DEFAULT_GPU_WORKFLOW,
+    "comment": "always",
+    "fail-on": "failures",
+    "install": "",
+    "base-digest": "",
+}
+
+
+def input_env_name(name: str) -> str:
+    """The variable GitHub passes an input in: ``github-token`` -> ``INPUT_GITHUB-TOKEN``."""
+    return C.INPUT_PREFIX + name.replace(" ", "_").upper()
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The action's inputs, validated. Build with :meth:`from_env`."""
+
+    command: str = "auto"
+    tier: str = "auto"
+    paths: tuple[str, ...] = ()
+    working_directory: str = "."
+    workers: str = ""
+    shard: str = ""
+    results_dir: str = C.DEFAULT_RESULTS_DIR
+    github_token: str = ""
+    gpu_label: str = DEFAULT_GPU_LABEL
+    gpu_workflow: str = DEFAULT_GPU_WORKFLOW
+    comment: str = "always"
+    fail_on: str = "failures"
+    install: str = ""
+    base_digest: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Inputs:
+        """Read ``INPUT_*`` variables; empty values mean the default."""
+        raw = {
+            name: (environ.get(input_env_name(name)) or "").strip() or default
+            for name, default in INPUT_DEFAULTS.items()
+        }
+        _choice("command", raw["command"], COMMANDS)
+        _choice("comment", raw["comment"], COMMENT_MODES)
+        _choice("fail-on", raw["fail-on"], FAIL_ON)
+        return cls(
+            command=raw["command"],
+            tier=raw["tier"],
+            paths=tuple(shlex.split(raw["paths"])),
+            working_directory=raw["working-directory"],
+            workers=raw["workers"],
+            shard=raw["shard"],
+            results_dir=raw["results-dir"],
+            github_token=raw["github-token"],
+            gpu_label=raw["gpu-label"],
+            gpu_workflow=raw["gpu-workflow"],
+            comment=raw["comment"],
+            fail_on=raw["fail-on"],
+            install=raw["install"],
+            base_digest=raw["base-digest"],
+        )
+
+
+def _choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise UsageError(f"input `{name}: {value}`: use one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What this action run does, resolved from the inputs and the event."""
+
+    command: str
+    tier: str
+    workspace: Path  # the repository checkout (GITHUB_WORKSPACE)
+    project: Path  # working-directory, inside the workspace
+    results_dir: Path  # absolute
+
+    @property
+    def path_prefix(self) -> str:
+        """The project's folder inside the repository ("" at the root), for links."""
+        prefix = self.relative(self.project)
+        return "" if prefix == "." else prefix
+
+    def relative(self, path: Path) -> str:
+        """``path`` as the repository sees it (not ``/github/workspace/...``)."""
+        try:
+            return path.resolve().relative_to(self.workspace.resolve()).as_posix() or "."
+        except ValueError:
+            return str(path)
+
+
+def plan(inputs: Inputs, event: Event, environ: Mapping[str, str]) -> Plan:
+    """Resolve ``auto`` and the folders.
+
+    >>> from mlcheck.github.event import parse_event
+    >>> p = plan(Inputs(), parse_event("schedule", {}, {"GITHUB_REPOSITORY": "o/r"}), {})
+    >>> p.command, p.tier
+    ('run', 'all')
+    """
+    command = event.auto_command if inputs.command == "auto" else inputs.command
+    tier = event.auto_tier if inputs.tier == "auto" else inputs.tier
+    workspace = Path(C.get(C.ENV_GITHUB_WORKSPACE, environ) or os.getcwd())
+    project = (workspace / inputs.working_directory).resolve()
+    if not project.is_relative_to(workspace.resolve()):
+        raise UsageError(f"working-directory {inputs.working_directory!r} is outside the workspace")
+    if not project.is_dir():
+        raise UsageError(f"working-directory {inputs.working_directory!r} is not a folder")
+    return Plan(command, tier, workspace, project, project / inputs.results_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def cli_args(inputs: Inputs, p: Plan) -> list[str]:
+    """The mlcheck command line for the plan (without the program itself).
+
+    >>> cli_args(Inputs(workers="2", paths=("tests",)), Plan("run", "fast", Path("/w"),
+    ...          Path("/w"), Path("/w/mlcheck-results")))
+    ['run', '--tier', 'fast', '--results-dir', 'mlcheck-results', '--workers', '2', 'tests']
+    """
+    if p.command == RUN:
+        args = ["run", "--tier", p.tier, "--results-dir", inputs.results_dir]
+        if inputs.workers:
+            args += ["--workers", inputs.workers]
+        if inputs.shard:
+            args += ["--shard", inputs.shard]
+        return [*args, *inputs.paths]
+    if p.command == SCHEDULE:
+        # The workspace is the base branch's checkout (pull_request_target): the safety
+        # options the comment shows come from its manifest, never from the PR.
+        return [
+            "schedule",
+            *("--label", inputs.gpu_label, "--workflow", inputs.gpu_workflow),
+            *("--tier", p.tier, "--workspace", "."),
+        ]
+    args = ["publish", "--comment", inputs.comment, "--gpu-label", inputs.gpu_label]
+    args += ["--annotations", "--fail-on", inputs.fail_on]
+    if p.tier != TIER_ALL:
+        # The section is the tier this step ran (or was told): results claiming another are
+        # refused. `all` (the nightly) keeps the results' own tier sections.
+        args += ["--section", tier_key(p.tier)]
+    if p.path_prefix:
+        args += ["--path-prefix", p.path_prefix]
+    if inputs.base_digest:
+        args += ["--base-digest", inputs.base_digest]
+    return [*args, *(inputs.paths or (inputs.results_dir,))]
+
+
+def publish_after_run(inputs: Inputs, p: Plan) -> list[str]:
+    """``mlcheck publish`` for the results the ``run`` just wrote, under the tier it ran.
+
+    Its exit code says how reporting went (``--fail-on never``); the counts it computed
+    (its outputs) join ``mlcheck run``'s exit code in the step's verdict (:func:`verdict`).
+    """
+    publish = dataclasses.replace(inputs, paths=(inputs.results_dir,), fail_on="never")
+    args = cli_args(publish, dataclasses.replace(p, command=PUBLISH))
+    if "--section" not in args:  # `tier: all` ran every tier: the one section they make
+        args[1:1] = ["--section", tier_key(p.tier)]
+    return args
+
+
+def _mlcheck(args: Sequence[str], cwd: Path, env: Mapping[str, str]) -> int:
+    """The CLI as this (trusted) process's user, Python isolated (``-I``): no user site, no
+    ``PYTHON*`` variables and not ``cwd`` on ``sys.path``, so files the tests wrote in the
+    project or in ``HOME`` cannot run here."""
+    sys.stdout.flush()
+    return subprocess.call([sys.executable, "-I", "-m", "mlcheck", *args], cwd=cwd, env=dict(env))
+
+
+def _has_command(name: str) -> bool:
+    from ..cli import COMMAND_MODULES
+
+    return any(m.__name__.rsplit(".", 1)[-1] == name for m in COMMAND_MODULES)
+
+
+def run_install(command: str, cwd: Path, sandbox: Sandbox) -> None:
+    """Run the ``install`` input with bash in the project folder, as the project's user
+    (:mod:`mlcheck.action.sandbox`); raise when it fails."""
+    if not command.strip():
+        return
+    with Workflow().group("install"):
+        code = sandbox.call(["bash", "-eo", "pipefail", "-c", command], cwd)
+    if code != 0:
+        raise EnvironmentProblem(f"the install command failed (exit {code}): {command}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs, summary, annotations
+
+
+def empty_outputs(p: Plan) -> dict[str, str]:
+    """The outputs before anything ran: counts 0, URLs empty."""
+    outputs = {name: "" for name in OUTPUTS} | {"results-dir": p.relative(p.results_dir)}
+    return (
+        outputs
+        | {name: "0" for name in ("passed", "failed", "errors", "not-run", "selected")}
+        | {"new-failures": "0"}
+    )
+
+
+def report(
+    p: Plan,
+    inputs: Inputs,
+    event: Event,
+    environ: Mapping[str, str],
+    *,
+    workflow: Workflow | None = None,
+) -> dict[str, str]:
+    """When ``mlcheck publish`` did not run: the outputs, the job summary and annotations.
+
+    The results were written by the project's code: they are read once, as untrusted data
+    (:func:`mlcheck.publish.load_untrusted`: no links, regular files, size caps, the schema),
+    and a refusal raises :class:`~mlcheck.errors.ResultsError`. The comparison uses the
+    ``base-digest`` input only (publish compares with the tracking issue's digest).
+    """
+    from ..cli.report import context_for
+    from ..publish import counts, load_untrusted
+    from ..report import render_annotations, render_summary
+    from ..results.merge import merge_sections
+
+    outputs = empty_outputs(p)
+    results = load_untrusted([p.results_dir / "results.json"])
+    base = Path(p.project / inputs.base_digest) if inputs.base_digest else None
+    sections = merge_sections(results)
+    ctx = context_for(event, environ, base=base, path_prefix=p.path_prefix)
+    ctx = ctx.with_base(ctx.base, sections)  # classified once: outputs, summary, annotations
+    n = counts(sections, ctx)
+    outputs |= {
+        "passed": str(n.passed),
+        "failed": str(n.failed),
+        "errors": str(n.errors),
+        "not-run": str(n.not_run),
+        # 0 is an empty selection (e.g. a GPU dispatch on a project whose tests are all fast)
+        "selected": str(n.selected),
+        "new-failures": str(n.new_failures),
+    }
+    wf = workflow or Workflow.from_env(environ, annotations=True)
+    wf.append_summary(render_summary(sections, ctx))
+    wf.print_annotations(render_annotations(sections, ctx))
+    return outputs
+
+
+def verdict(code: int, outputs: Mapping[str, str], refused: bool, fail_on: str) -> int:
+    """The step's exit code, from ``mlcheck run``'s and the counts read from its results.
+
+    ``mlcheck run`` ran as the project's user; the counts (``outputs``) come from the one
+    trusted read of its results (publish's, or :func:`report`'s). A failure either one saw
+    fails the step; results that were refused fail it whatever ``fail-on`` says (a verdict
+    nobody could read is no pass); ``fail-on: never`` turns 1 into 0.
+
+    >>> red = {"failed": "1", "errors": "0"}
+    >>> verdict(0, red, False, "failures"), verdict(0, red, False, "never")
+    (1, 0)
+    >>> verdict(0, {}, True, "never")  # refused results
+    2
+    """
+    if refused:
+        return max(code, EXIT_RESULTS_REFUSED)
+    failures = sum(int(outputs.get(k) or 0) for k in ("failed", "errors"))
+    if failures and code == 0:
+        code = EXIT_TESTS_FAILED
+    if code == EXIT_TESTS_FAILED and fail_on == "never":
+        return 0
+    return code
+
+
+def should_publish(inputs: Inputs, event: Event) -> tuple[bool, str]:
+    """Whether ``mlcheck publish`` runs after ``run``, and why not when it does not.
+
+    ``comment: on-failure`` and read-only tokens (fork PRs) still publish: publish then reads
+    the base digest for the summary, updates an existing comment that is now green, and says
+    why it wrote no comment. ``comment: off`` posts nothing at all (matrix shards use it).
+    """
+    if inputs.comment == "off":
+        return False, "comment: off"
+    if not inputs.github_token:
+        return False, "no github-token"
+    if event.name == "local":
+        return False, "not running in GitHub Actions"
+    return True, ""
+
+
+# ---------------------------------------------------------------------------------------------
+# File ownership
+
+
+def give_back(workspace: Path) -> int:
+    """Give what root created under ``workspace`` to the workspace's owner; a count.
+
+    The Docker action runs as root while the runner's user owns the checkout; without this,
+    the runner cannot clean up root-owned results and caches.
+    """
+    from .sandbox import give_back as give
+
+    owner = _owner(workspace)
+    return give(workspace, owner, (0,)) if owner is not None and owner[0] != 0 else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry
+
+
+def run_action(environ: Mapping[str, str]) -> int:
+    """One action run (see the module docstring); returns the exit code."""
+    from . import sandbox as pr_code
+
+    inputs = Inputs.from_env(environ)
+    event = load_event(environ)
+    p = plan(inputs, event, environ)
+    # Before any PR code: the job's file commands as the runner left them, put back (with
+    # mlcheck's own lines) once the project's processes are dead (mlcheck/action/sandbox.py).
+    kept = pr_code.FileCommands.remember(environ)
+    try:
+        return _run_sandboxed(inputs, event, p, environ, kept)
+    finally:
+        kept.close()
+
+
+def _run_sandboxed(
+    inputs: Inputs,
+    event: Event,
+    p: Plan,
+    environ: Mapping[str, str],
+    kept: FileCommands,
+) -> int:
+    from . import sandbox as pr_code
+
+    token = inputs.github_token or C.get(C.ENV_GITHUB_TOKEN, environ)
+    owner = _owner(p.workspace)
+    # The project under test runs as another user without any secret (mlcheck/action/sandbox.py).
+    try:
+        sandbox = pr_code.prepare(environ, token, p.workspace)
+    except BaseException:
+        kept.restore()
+        raise
+    # mlcheck's own outputs and summary go to private files first, appended to the runner's
+    # once the project is dead and the files are restored.
+    mine = {
+        C.ENV_GITHUB_OUTPUT: sandbox.private / "outputs",
+        C.ENV_GITHUB_STEP_SUMMARY: sandbox.private / "summary.md",
+    }
+    # the action prints its annotations whatever $GITHUB_ACTIONS says: it runs in Actions
+    wf = Workflow.from_env(environ, annotations=True)
+    wf = dataclasses.replace(
+        wf,
+        output=mine[C.ENV_GITHUB_OUTPUT],
+        summary=mine[C.ENV_GITHUB_STEP_SUMMARY] if wf.summary else None,
+    )
+    for warning in (sandbox.user.warning, pr_code.docker_socket_warning()):
+        if warning:
+            wf.command("warning", f"mlcheck: {warning}")
+    # What stays root: the token, a private copy of the event (the tests can write the
+    # runner's copy as the runner's uid), and a HOME of its own (they can write the runner's).
+    trusted = {
+        k: v
+        for k, v in pr_code.trusted_env(environ, sandbox.private / "home").items()
+        if not k.startswith(C.INPUT_PREFIX) and k not in pr_code.FILE_COMMANDS
+    }
+    if inputs.github_token:
+        trusted[C.ENV_GITHUB_TOKEN] = inputs.github_token
+    if event_path := C.get(C.ENV_GITHUB_EVENT_PATH, environ):
+        copy = sandbox.private / "event.json"
+        # read as untrusted data (no link followed, no FIFO waited on, size capped)
+        copy.write_bytes(read_event_bytes(Path(event_path)))
+        trusted[C.ENV_GITHUB_EVENT_PATH] = str(copy)
+    # The CLI subcommands write their outputs here; the action writes $GITHUB_OUTPUT once.
+    cli = Workflow(output=sandbox.private / "cli-outputs")
+    trusted[C.ENV_GITHUB_OUTPUT] = str(cli.output)
+    if wf.summary:
+        trusted[C.ENV_GITHUB_STEP_SUMMARY] = str(wf.summary)
+    print(f"mlcheck: {p.command}" + (f", tier {p.tier}" if p.command == RUN else ""), flush=True)
+    outputs = empty_outputs(p)
+    try:
+        run_install(inputs.install, p.project, sandbox)  # the project's processes end with it
+        if p.command != RUN:
+            if not _has_command(p.command):
+                raise UsageError(f"`mlcheck {p.command}` is not available in this version")
+            code = _mlcheck(cli_args(inputs, p), p.project, trusted)
+            outputs |= cli.read_outputs(CLI_OUTPUTS)
+            return code
+        code = sandbox.call([sandbox.python, "-m", "mlcheck", *cli_args(inputs, p)], p.project)
+        post, why_not = should_publish(inputs, event)
+        # lexists: a link or a FIFO in its place is refused by the reader, never skipped
+        ran = os.path.lexists(p.results_dir / "results.json")
+        reported = None
+        if post and ran:
+            reported = _mlcheck(publish_after_run(inputs, p), p.project, trusted)
+            if reported == EXIT_REPORTING_FAILED:
+                # A reporting failure never hides the test result (SPEC §7).
+                wf.command("warning", "mlcheck could not post the results; see the log above")
+        elif not post:
+            print(f"mlcheck: nothing posted to GitHub: {why_not}")
+        refused = reported == EXIT_RESULTS_REFUSED
+        if reported in _PUBLISH_REPORTED:
+            # publish read the results once, as untrusted data: its numbers are the outputs
+            # (compared with the tracking issue's base digest); nothing reads the file again
+            outputs |= cli.read_outputs(CLI_OUTPUTS)
+        elif ran and not refused:
+            try:
+                outputs = report(p, inputs, event, environ, workflow=wf)
+            except ResultsError as exc:
+                wf.command("error", f"mlcheck: results refused: {exc}")
+                refused = True
+        return verdict(code, outputs, refused, inputs.fail_on)
+    finally:
+        try:
+            # Already dead after each call; again, whatever raised. If some survive, the file
+            # commands are still put back, but without outputs, nothing is handed back and
+            # the step stops with exit 2.
+            survived = pr_code.end_or_error(sandbox)
+            if survived is None:
+                # outputs that do not apply to this command stay unset rather than empty
+                optional = ("issue-url", "scheduled")
+                wf.set_outputs({k: v for k, v in outputs.items() if v or k not in optional})
+            kept.restore({name: _read_private(path) for name, path in mine.items()})
+            if survived is not None:
+                raise survived
+            if owner is not None:
+                # Root's own processes create nothing in the workspace: only the project's
+                # files go back (and root's when the project ran as root, MLCHECK_PR_USER=0).
+                uids = (sandbox.user.uid,) if sandbox.user.uid is not None else (0,)
+                pr_code.give_back(p.workspace, owner, uids)
+        finally:
+            sandbox.close()
+
+
+def _read_private(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def _owner(workspace: Path) -> tuple[int, int] | None:
+    try:
+        st = workspace.stat()
+    except OSError:
+        return None
+    return st.st_uid, st.st_gid
+
+
+def main(environ: Mapping[str, str] | None = None) -> int:
+    """The Docker action's entry point (``entrypoint.py``)."""
+    environ = os.environ if environ is None else environ
+    try:
+        return run_action(environ)
+    except MlcheckError as exc:
+        Workflow().command("error", f"mlcheck: {exc}")
+        return exc.exit_code

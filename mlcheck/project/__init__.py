@@ -1,0 +1,1 @@
+"""The project under test: its manifest, lock, weights on disk and their verification."""

@@ -1,0 +1,1 @@
+"""A run's results: the schema, building them from pytest, merging, digests, failure kinds."""
