@@ -51,7 +51,7 @@ def v1_module():  # type: ignore[no-untyped-def]
 
 
 def suite(n: int, seed: int = 7) -> RunResults:
-    cases = _load("golden_cases", HERE.parent / "tests/golden/cases.py")
+    cases = _load("golden_cases", HERE.parent / "tests/data/report-golden/cases.py")
     results = cases.big_suite(n, 0.05, seed=seed)
     rng = random.Random(seed)
     tests: list[TestResult] = []

@@ -1,7 +1,7 @@
 """Measured false-failure rates of the training checks' defaults on correct models (not a test).
 
-For the calibration models of ``tests/test_checks_seeds.py`` (an MLP, a tiny BERT classifier,
-a tiny GPT-2 LM), over ``--seeds`` seeds:
+For the calibration models of ``tests/scenarios/test_checks_across_seeds.py`` (an MLP, a
+tiny BERT classifier, a tiny GPT-2 LM), over ``--seeds`` seeds:
 
 - ``assert_overfits``: how many steps the loss target alone takes, how many the full rule
   (loss target *and* every prediction right) takes, and how many seeds fail the full rule
@@ -10,9 +10,10 @@ a tiny GPT-2 LM), over ``--seeds`` seeds:
   GPT-2, and on the worst case its docstring computes: one 32-unit layer at p=0.1 and a
   one-row batch, where equal forwards have probability (0.9^2 + 0.1^2)^32 = 1.7e-3.
 
-- ``--sweep``: every check of ``tests/test_checks_seeds.py``'s ``CHECKS`` (the public API, as
-  a test calls it: ``assert_overfits`` with its early verdict, ``assert_loss_matches`` with the
-  gradient comparison, ``assert_params_update`` with the unregistered-container rule,
+- ``--sweep``: every check of ``tests/scenarios/test_checks_across_seeds.py``'s ``CHECKS``
+  (the public API, as a test calls it: ``assert_overfits`` with its early verdict,
+  ``assert_loss_matches`` with the gradient comparison, ``assert_params_update`` with the
+  unregistered-container rule,
   ``assert_grad_accumulation``, ``assert_output_shape`` with its batch of one ...) on the three
   calibration models over ``--seeds`` seeds: runs, failures and the 95% upper bound of the
   false-failure rate (exact binomial; 3/n, the rule of three, when none failed).
@@ -115,7 +116,7 @@ def upper_bound(failures: int, runs: int, confidence: float = 0.95) -> float:
 
 
 def sweep(seeds: int, names: list[str]) -> None:
-    print(f"public checks on correct models, {seeds} seeds each (tests/test_checks_seeds.py)")
+    print(f"public checks on correct models, {seeds} seeds each (test_checks_across_seeds.py)")
     total_runs = total_fails = 0
     for name in names:
         for family in (mlp, bert, gpt2):

@@ -20,7 +20,8 @@ from mlcheck.results import schema as results
 from mlcheck.results.merge import merge, merge_sections
 
 HERE = Path(__file__).resolve().parent
-spec = importlib.util.spec_from_file_location("golden_cases", HERE.parent / "tests/golden/cases.py")
+CASES = HERE.parent / "tests" / "data" / "report-golden" / "cases.py"
+spec = importlib.util.spec_from_file_location("golden_cases", CASES)
 assert spec and spec.loader
 cases = importlib.util.module_from_spec(spec)
 sys.modules["golden_cases"] = cases

@@ -2,10 +2,10 @@
 
 Each variable is declared once with :func:`_var` (its name, what it means, its default); the
 README's table of environment variables is generated from :data:`VARIABLES`
-(:func:`readme_table`, kept in sync by ``tests/test_consistency.py``). No other module calls
-``os.environ.get``/``os.getenv`` (``tests/test_layout.py`` checks): they call the small readers
-below, or read a mapping the edge (``cli.py``, ``action.py``, ``github/event.py``,
-``plugin.py``, ``commands/``) passes in with the names defined here.
+(:func:`readme_table`, kept in sync by ``tests/scenarios/test_consistency.py``). No other
+module calls ``os.environ.get``/``os.getenv`` (``tests/scenarios/test_layout.py`` checks):
+they call the small readers below, or read a mapping the edge (``cli/``, ``action/main.py``,
+``github/event.py``, ``plugin/``) passes in with the names defined here.
 
 Values are read when asked for (functions), not at import, so tests and the CLI can set them
 per process; readers take an optional ``environ`` mapping (default ``os.environ``).

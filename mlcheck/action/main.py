@@ -80,7 +80,8 @@ EXIT_TESTS_FAILED, EXIT_RESULTS_REFUSED, EXIT_REPORTING_FAILED = 1, 2, 3
 _PUBLISH_REPORTED = (0, EXIT_TESTS_FAILED, EXIT_REPORTING_FAILED)
 
 # Every input of action.yml with the default it has there (GitHub fills defaults in; these
-# apply when the module runs outside Actions). tests/test_consistency.py keeps them in sync.
+# apply when the module runs outside Actions). tests/scenarios/test_consistency.py keeps them
+# in sync.
 INPUT_DEFAULTS: dict[str, str] = {
     "command": "auto",
     "tier": "auto",

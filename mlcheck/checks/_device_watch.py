@@ -3,7 +3,7 @@
 ``_DeviceWatch`` is a ``TorchDispatchMode`` (``torch.utils._python_dispatch``) that sees every
 aten operation a forward pass runs, so it can name the operation that mixes devices and the
 line that created the stray tensor. Those modules are private to torch:
-``tests/test_checks_device_watch.py`` pins what this module takes from them (the mode's
+``tests/checks/test_device_watch.py`` pins what this module takes from them (the mode's
 constructor and ``__torch_dispatch__`` protocol, ``tree_flatten``, ``WeakTensorKeyDictionary``,
 the aten overloads below, ``_local_scalar_dense`` on meta) and fails loudly, naming the piece,
 when a torch release changes one.

@@ -241,7 +241,7 @@ def assert_dtype_agrees(
 
     Statistical design: deterministic given the model and inputs. The tolerances were measured on
     tiny random BERT, GPT-2 and Llama models (2 layers, 32 wide) and an RMSNorm MLP fed
-    activations of a few hundred, 5 seeds each (the cases of ``tests/test_checks_v2.py``): the
+    activations of a few hundred, 5 seeds each (the cases of ``tests/checks/``): the
     largest errors were 0.002 (float16) and 0.0094 (bfloat16), so the defaults sit 10x and 5x
     above what healthy models showed, aiming at no false failure on models of that kind (deeper
     models accumulate more rounding: raise ``rtol`` for them); the float16 RMSNorm bug gives an

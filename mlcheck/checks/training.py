@@ -51,7 +51,7 @@ def assert_loss_decreases(
     6.5 standard deviations below the mean, so the false-failure rate aimed at is below 1 in
     100,000 runs for a model that learns; a model that cannot learn (learning rate 0, all
     weights frozen or detached) changes the loss by exactly 0 % and always fails.
-    ``tests/test_checks_seeds.py`` keeps this true over 20 seeds.
+    ``tests/scenarios/test_checks_across_seeds.py`` keeps this true over 20 seeds.
 
     ``loss_fn(model, batch)`` defaults to the Hugging Face ``loss`` (the batch holds ``labels``)
     or, for a batch ``(inputs, targets)``, cross-entropy for integer targets and MSE otherwise.
@@ -133,9 +133,10 @@ def assert_overfits(
     (ids and mask up to it) is also another row's, with a different next token, cannot be
     predicted both ways: either of those tokens counts as right there. Measured with the
     accuracy rule (``bench/false_failures.py --seeds 50``, the calibration models of
-    ``tests/test_checks_seeds.py``): MLP, tiny BERT classifier and tiny GPT-2 LM reach accuracy
-    1.0 at the same check (every 10 steps) as the loss target on all 50 seeds each (loss
-    target at step 80 / 30 / 60, median; at most 100 / 40 / 60): 0 of 150 failed. Before the
+    ``tests/scenarios/test_checks_across_seeds.py``): MLP, tiny BERT classifier and tiny GPT-2
+    LM reach accuracy 1.0 at the same check (every 10 steps) as the loss target on all 50
+    seeds each (loss target at step 80 / 30 / 60, median; at most 100 / 40 / 60): 0 of 150 failed.
+    Before the
     shared-context rule one GPT-2 seed failed (two rows starting with the same token; now
     ``test_overfits_does_not_ask_for_two_next_tokens_after_the_same_context``). 0 of 150
     bounds the false-failure rate below about 2% at 95% confidence: the 1-in-1,000 aim rests on

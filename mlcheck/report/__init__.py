@@ -9,7 +9,8 @@
 - :mod:`.sticky` — the comment's hidden markers and sections
 - :mod:`.common` — the small pieces they share (context, sparklines, permalinks, counts)
 
-Nothing here reads the environment or talks to the network (tests/test_report_package.py checks).
+Nothing here reads the environment or talks to the network
+(tests/scenarios/test_report_package.py checks).
 """
 
 from __future__ import annotations

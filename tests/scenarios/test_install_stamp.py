@@ -12,7 +12,7 @@ import pytest
 
 import mlcheck
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "install_stamp.py"
 _spec = importlib.util.spec_from_file_location("install_stamp", SCRIPT)
 assert _spec is not None and _spec.loader is not None

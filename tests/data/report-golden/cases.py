@@ -1,6 +1,6 @@
 """Representative results for the golden reports, and a generator of large suites.
 
-Used by tests/test_render.py (golden comparison), tests/golden/regenerate.py (one command to
+Used by tests/report/test_markdown.py (golden comparison), tests/data/report-golden/regenerate.py (one command to
 rewrite the expected files after an intended change) and bench/render.py.
 Everything is deterministic: same inputs, same bytes.
 """

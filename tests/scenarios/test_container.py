@@ -44,10 +44,10 @@ import pytest
 import yaml
 from github_server import ACTIONS_BOT, GitHubServer, Identity
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "textclf"
 WORKFLOWS = ROOT / "examples" / "workflows"
-ACT_DATA = Path(__file__).resolve().parent / "data" / "act"
+ACT_DATA = Path(__file__).resolve().parents[2] / "data" / "act"
 REPO = "octo-org/textclf"
 FORK = "forker/textclf"
 LABEL = "mlcheck:gpu"

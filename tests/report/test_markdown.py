@@ -39,7 +39,7 @@ from mlcheck.report import (
 from mlcheck.results import digest
 from mlcheck.results.schema import Attempt, Outcome, Phase, RunInfo, RunResults, TestResult
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "data" / "report-golden"
 
 
 def _load_cases() -> ModuleType:
@@ -95,14 +95,14 @@ REFERENCE = re.compile(r"(?:#|\bGH-)\d", re.I)
 
 
 # ---------------------------------------------------------------------------------------------
-# Golden reports (regenerate: python tests/golden/regenerate.py)
+# Golden reports (regenerate: python tests/data/report-golden/regenerate.py)
 
 
 @pytest.mark.parametrize("name", sorted(cases.render_all()))
 def test_golden(name: str) -> None:
     expected = (GOLDEN / name).read_text(encoding="utf-8")
     actual = rendered()[name]
-    assert actual == expected, f"{name} changed: run `python tests/golden/regenerate.py`, review"
+    assert actual == expected, f"{name} changed: run `python {GOLDEN}/regenerate.py`, review"
 
 
 def test_golden_new_failures_content() -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from mlcheck import constants
 
-PACKAGE = Path(__file__).resolve().parent.parent / "mlcheck"
+PACKAGE = Path(__file__).resolve().parents[2] / "mlcheck"
 
 
 def _module_name(path: Path) -> str:

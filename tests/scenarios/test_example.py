@@ -15,7 +15,7 @@ import pytest
 
 from mlcheck.results.schema import Outcome, read
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "textclf"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "textclf"
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 

@@ -11,7 +11,7 @@ import yaml
 
 from mlcheck.action import main as action
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_FILES = sorted(
     [
         *(ROOT / ".github" / "workflows").glob("*.yml"),

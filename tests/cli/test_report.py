@@ -21,7 +21,7 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _cases():  # type: ignore[no-untyped-def]
-    path = Path(__file__).parent / "golden" / "cases.py"
+    path = Path(__file__).parents[1] / "data" / "report-golden" / "cases.py"
     spec = importlib.util.spec_from_file_location("golden_cases", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

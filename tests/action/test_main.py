@@ -523,7 +523,7 @@ def test_pr_code_cannot_find_the_token(
     (root / "home").mkdir()
     env["HOME"] = str(root / "home")  # the runner's HOME (not /root: grep would read it all)
     env["INPUT_INSTALL"] = HUNT
-    entry = Path(__file__).parents[1] / "entrypoint.py"
+    entry = Path(__file__).parents[2] / "entrypoint.py"
     try:
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
         done = subprocess.run([str(entry)], env=env, capture_output=True, text=True, timeout=120)
@@ -629,7 +629,7 @@ def runner(pr_uid: int, server: GitHubServer) -> Iterator[Runner]:
 def _step(runner: Runner, **env: str) -> subprocess.CompletedProcess[str]:
     """One Docker action step: entrypoint.py started by its own first line, as the image's
     ENTRYPOINT is (`env -S python3 -I` here; the image writes its Python's absolute path)."""
-    entry = Path(__file__).parents[1] / "entrypoint.py"
+    entry = Path(__file__).parents[2] / "entrypoint.py"
     return subprocess.run(
         [str(entry)], env=runner.env | env, capture_output=True, text=True, timeout=120
     )
@@ -781,7 +781,7 @@ def test_code_planted_in_home_by_one_step_does_not_run_as_root_in_the_next(
     assert second.returncode in (0, 1), second.stdout + second.stderr  # published
     assert not marker.exists(), marker.read_text()
     # the guard: a non-isolated start is refused (with the planted code: that is why)
-    entry = Path(__file__).parents[1] / "entrypoint.py"
+    entry = Path(__file__).parents[2] / "entrypoint.py"
     plain = subprocess.run(
         [sys.executable, str(entry)], env=runner.env, capture_output=True, text=True, timeout=60
     )
@@ -845,7 +845,7 @@ def test_the_gpu_workflow_runs_pr_code_only_through_the_sandbox() -> None:
     always() step stops the PR's user before the trusted steps; those run Python isolated."""
     import yaml
 
-    path = Path(__file__).parents[1] / "examples" / "workflows" / "mlcheck-gpu.yml"
+    path = Path(__file__).parents[2] / "examples" / "workflows" / "mlcheck-gpu.yml"
     steps = yaml.safe_load(path.read_text())["jobs"]["gpu"]["steps"]
     runs = [(i, " ".join(str(s.get("run", "")).split())) for i, s in enumerate(steps)]
     pr_code = [i for i, r in runs if "pip install" in r or "mlcheck run" in r]

@@ -1,6 +1,6 @@
-"""Rewrite the golden reports after an intended change: ``python tests/golden/regenerate.py``.
+"""Rewrite the golden reports after an intended change: ``python tests/data/report-golden/regenerate.py``.
 
-Review the diff (``git diff tests/golden``) before committing: it is what users will see.
+Review the diff (``git diff tests/data/report-golden``) before committing: it is what users will see.
 """
 
 from __future__ import annotations
