@@ -18,7 +18,7 @@ from mlcheck.report import sticky
 from mlcheck.results import schema as results
 from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult
 
-EVENTS = Path(__file__).parents[2] / "data" / "events"
+EVENTS = Path(__file__).parents[1] / "data" / "events"
 REPO = "octo-org/ml-app"
 HEAD = "6dcb09b5b57875f334f61aebed695e2e4193db5e"  # the PR head in the labeled payload
 PUSHED = "c" * 40  # a push after the label

@@ -47,7 +47,7 @@ from github_server import ACTIONS_BOT, GitHubServer, Identity
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "textclf"
 WORKFLOWS = ROOT / "examples" / "workflows"
-ACT_DATA = Path(__file__).resolve().parents[2] / "data" / "act"
+ACT_DATA = Path(__file__).resolve().parents[1] / "data" / "act"
 REPO = "octo-org/textclf"
 FORK = "forker/textclf"
 LABEL = "mlcheck:gpu"
