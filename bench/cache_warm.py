@@ -40,9 +40,9 @@ import json, shutil, statistics, sys, time
 from pathlib import Path
 from huggingface_hub import snapshot_download
 from huggingface_hub.utils import disable_progress_bars
-from mlcheck.cache import verify
-from mlcheck.hub import warm
-from mlcheck.lock import read_lock
+from mlcheck.project.cache import verify
+from mlcheck.project.hub import warm
+from mlcheck.project.lock import read_lock
 
 disable_progress_bars()
 root, scratch, rounds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])

@@ -28,7 +28,7 @@ import json, sys, time
 from pathlib import Path
 from mlcheck.errors import ResultsError
 from mlcheck.publish import load_untrusted
-from mlcheck.publish.untrusted import _validator
+from mlcheck.results.untrusted import _validator
 def peak_mib():  # VmHWM: this process's own peak (ru_maxrss would carry the parent's over exec)
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
@@ -51,7 +51,7 @@ print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": rss,
 BASELINE = """
 import json, sys, time
 import jsonschema, jsonschema_rs
-from mlcheck.publish.untrusted import _schema
+from mlcheck.results.untrusted import _schema
 data = json.loads(open(sys.argv[1], "rb").read())
 start = time.perf_counter()
 jsonschema.Draft202012Validator(_schema()).validate(data)

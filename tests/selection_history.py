@@ -214,16 +214,30 @@ def run(root: Path, *args: str) -> dict[str, tuple[str, str]]:
     for name, module in list(sys.modules.items()):
         if str(getattr(module, "__file__", None) or "").startswith(str(root)):
             del sys.modules[name]
+    # importlib mode names a conftest by its path under the rootdir: the repository's
+    # tests/conftest.py and ours are both `tests.conftest`; hide ours while the commit runs
+    ours = {
+        n: sys.modules.pop(n) for n in list(sys.modules) if n == "tests" or n.startswith("tests.")
+    }
     importlib.invalidate_caches()
     out = root / ".out"
-    code = pytest.main(
+    try:
+        code = _main(root, out, args)
+    finally:
+        for name in [n for n in sys.modules if n.split(".")[0] == "tests"]:
+            del sys.modules[name]
+        sys.modules.update(ours)
+    assert code in (0, 1), f"pytest exited {code}"
+    tests = json.loads((out / "results.json").read_text())["tests"]
+    return {t["nodeid"]: (t["outcome"], t["message"]) for t in tests if t["tier"] == "real"}
+
+
+def _main(root: Path, out: Path, args: tuple[str, ...]) -> int | pytest.ExitCode:
+    return pytest.main(
         [str(root), f"--rootdir={root}", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
          "--mlcheck-tier=real", f"--mlcheck-results={out}", "--import-mode=importlib",
          f"--override-ini=pythonpath={root / 'src'}", *args],
     )  # fmt: skip
-    assert code in (0, 1), f"pytest exited {code}"
-    tests = json.loads((out / "results.json").read_text())["tests"]
-    return {t["nodeid"]: (t["outcome"], t["message"]) for t in tests if t["tier"] == "real"}
 
 
 @dataclass(frozen=True)

@@ -151,7 +151,7 @@ OFFLINE_LOAD = """
 import json, sys
 from pathlib import Path
 from transformers import AutoModel, AutoTokenizer
-from mlcheck.cache import locate
+from mlcheck.project.cache import locate
 local = locate(sys.argv[1], need="weights", root=Path("."))
 model = AutoModel.from_pretrained(local.path, use_safetensors=not local.allow_pickle)
 tok = AutoTokenizer.from_pretrained(local.path)

@@ -560,7 +560,7 @@ from conftest import MODEL_ID
 
 @pytest.mark.real_model(MODEL_ID)
 def test_safety_options_come_from_the_base_branch():
-    from mlcheck.cache import locate
+    from mlcheck.project.cache import locate
 
     trusted = Path(os.environ["MLCHECK_SAFETY_MANIFEST"])
     assert trusted.name == "mlcheck-base", trusted  # moved to $RUNNER_TEMP before install
