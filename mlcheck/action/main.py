@@ -306,8 +306,8 @@ def report(
     and a refusal raises :class:`~mlcheck.errors.ResultsError`. The comparison uses the
     ``base-digest`` input only (publish compares with the tracking issue's digest).
     """
-    from ..cli.report import context_for
     from ..publish import counts, load_untrusted
+    from ..publish.outputs import context_for
     from ..report import render_annotations, render_summary
     from ..results.merge import merge_sections
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import GitHubError, ResultsError, UsageError
 from ..redact import Redactor
-from ..report import COMMENT_BUDGET, RenderContext, messages, sticky
+from ..report import COMMENT_BUDGET, Annotation, RenderContext, messages, sticky
 from ..results.digest import Digest
-from ..results.merge import merge
+from ..results.merge import merge_sections
 from ..results.schema import Outcome, RunResults
 from ..tiers import DEFAULT_GPU_LABEL, section_key, tier_key
 
@@ -27,7 +26,6 @@ COMMENT_MODES = ("always", "on-failure", "off")
 EXIT_OK = 0
 EXIT_TESTS_FAILED = 1  # only with fail_on="failures"
 EXIT_REPORTING_FAILED = 3
-SHA_RE = re.compile(r"[0-9a-fA-F]{7,64}")
 
 
 def force_section(results: Sequence[RunResults], key: str) -> dict[str, RunResults]:
@@ -39,8 +37,7 @@ def force_section(results: Sequence[RunResults], key: str) -> dict[str, RunResul
     """
     check_section_key(key)
     check_claims(results, key)
-    tagged = [replace(r, tests=tuple(replace(t, run=key) for t in r.tests)) for r in results]
-    return {key: merge(tagged)}
+    return merge_sections(results, section=key)
 
 
 def check_section_key(key: str) -> None:
@@ -113,7 +110,7 @@ class PublishOptions:
     author: str | None = None  # who the sticky comment/issue is by (default: from the token)
     artifact_name: str | None = "mlcheck-results"
     budget: int = SECTION_BUDGET
-    settle: float = 1.0  # the sticky loop's re-read delay (see github.update_sticky_section)
+    settle: float = 1.0  # the sticky loop's re-read delay (see publish.comment.update_section)
     gpu_label: str = DEFAULT_GPU_LABEL
     tracking_title: str = TRACKING_TITLE
     path_prefix: str = ""  # the project's folder inside the repository, for links
@@ -131,7 +128,7 @@ class PublishResult:
     notes: tuple[str, ...] = ()  # what was skipped and why (not failures)
     problems: tuple[str, ...] = ()  # reporting failures: each makes the exit code 3
     summary: str = ""  # the job summary (Markdown)
-    annotations: tuple[str, ...] = ()  # workflow commands
+    annotations: tuple[Annotation, ...] = ()  # printed by github.workflow
 
     def exit_code(self, fail_on: Literal["failures", "never"] = "never") -> int:
         """0 published; 1 tests failed (``fail_on="failures"``); 3 reporting failed.

@@ -2,7 +2,7 @@
 
 - :mod:`.markdown` — the sticky PR comment's sections and ``report.md``
 - :mod:`.summary` — the job summary (``GITHUB_STEP_SUMMARY``)
-- :mod:`.annotations` — workflow commands (``::error``, ``::notice``)
+- :mod:`.annotations` — the workflow's annotations (errors, one notice)
 - :mod:`.terminal` — what ``mlcheck run`` and ``mlcheck report`` print
 - :mod:`.messages` — every other sentence the PR comment and the tracking issue say (GPU run
   scheduled or refused, results refused, the PR moved, the nightly intro, issue titles)
@@ -16,7 +16,7 @@ Nothing here reads the environment or talks to the network
 from __future__ import annotations
 
 from ..text import duration_text
-from .annotations import MAX_ERROR_ANNOTATIONS, render_annotations, workflow_command
+from .annotations import MAX_ERROR_ANNOTATIONS, Annotation, render_annotations
 from .common import RenderContext, empty_selection, permalink, run_state, sparkline
 from .markdown import COMMENT_BUDGET, COMMENT_LIMIT, Detail, render_report, render_section
 from .summary import SUMMARY_BUDGET, SUMMARY_LIMIT, render_summary
@@ -28,6 +28,7 @@ __all__ = [
     "MAX_ERROR_ANNOTATIONS",
     "SUMMARY_BUDGET",
     "SUMMARY_LIMIT",
+    "Annotation",
     "Detail",
     "RenderContext",
     "duration_text",
@@ -40,5 +41,4 @@ __all__ = [
     "run_state",
     "sparkline",
     "terminal_summary",
-    "workflow_command",
 ]

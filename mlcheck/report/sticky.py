@@ -12,7 +12,7 @@ A comment looks like this (the markers are HTML comments, invisible on GitHub)::
 
 Each job owns one key (``fast``, ``real``, ``gpu``...) and replaces only its section, so jobs
 that finish together do not clobber each other. The read-merge-write-verify loop that applies
-these functions to GitHub lives in :func:`mlcheck.github.update_sticky_section`.
+these functions to GitHub lives in :func:`mlcheck.publish.comment.update_section`.
 
 >>> body = replace_section(None, "fast", "3 passed")
 >>> body = replace_section(body, "gpu", "GPU run scheduled")

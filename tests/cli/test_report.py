@@ -204,7 +204,7 @@ def test_real_shards_with_reruns_setup_errors_and_xdist_merge(tmp_path: Path) ->
 
 def test_links_point_at_the_dispatched_sha_not_github_sha(tmp_path: Path) -> None:
     """A dispatched GPU run runs on the default branch (GITHUB_SHA) but tests `inputs.sha`."""
-    from mlcheck.cli.report import context_from_env
+    from mlcheck.publish.outputs import context_from_env
 
     pinned, default_branch = "a" * 40, "b" * 40
     event = tmp_path / "event.json"

@@ -25,7 +25,7 @@ from mlcheck.results import digest
 from mlcheck.results import schema as results
 from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult
 
-EVENTS = Path(__file__).parents[2] / "data" / "events"
+EVENTS = Path(__file__).parents[1] / "data" / "events"
 REPO = "octo-org/ml-app"
 HEAD = "6dcb09b5b57875f334f61aebed695e2e4193db5e"  # the PR head in the payloads
 PUSHED = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"

@@ -43,7 +43,7 @@ def test_docstring_examples_are_right(name: str) -> None:
 
 def test_the_examples_are_found_and_run() -> None:
     """The runner finds the examples (a finder that found none would pass every test above)."""
-    results, report = _run("mlcheck.lock")
+    results, report = _run("mlcheck.project.lock")
     assert results.attempted >= 3 and results.failed == 0, report
     broken = doctest.DocTestParser().get_doctest(">>> 1 + 1\n3\n", {}, "broken", "broken.py", 0)
     runner = doctest.DocTestRunner()
