@@ -340,6 +340,13 @@ def shortened(notes: Sequence[str], where: str) -> str:
 NO_RESULTS = "*mlcheck: no results*"
 
 
+def section_truncated(over: int) -> str:
+    """The note a section cut to fit the whole comment ends with (the last guard)."""
+    return (
+        f"*(section truncated: {over} characters over GitHub's comment limit; see the job summary)*"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # The workflow's annotations
 

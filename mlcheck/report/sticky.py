@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 
 from mlcheck.tiers import SCHEDULED_TIERS, TIER_NAMES
 
+from . import messages
+
 MARKER = "<!-- mlcheck:comment v1 -->"
 # The tracking issue's first line; its sections below are built like a comment's.
 TRACKING_MARKER = "<!-- mlcheck:tracking v1 -->"
@@ -48,9 +50,6 @@ _SECTION = re.compile(
 # The renderer's own digest line (results.digest) is kept: render.py escapes every `<!--` that
 # comes from a test, so a digest in a section body is always the renderer's.
 _FORGED = re.compile(r"<!--(\s*)mlcheck:(?!digest v\d+ )", re.IGNORECASE)
-_TRUNCATED = (
-    "\n\n*(section truncated: {n} characters over GitHub's comment limit; see the job summary)*"
-)
 
 
 def is_sticky(body: str | None) -> bool:
@@ -125,7 +124,7 @@ def fit_section(sections: Mapping[str, str], key: str, section: str) -> str:
     if len(text) <= budget:
         return text
     over = len(text) - budget
-    note = _TRUNCATED.format(n=over)
+    note = "\n\n" + messages.section_truncated(over)
     return text[: max(0, budget - len(note))].rstrip() + note
 
 
