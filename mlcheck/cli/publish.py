@@ -49,6 +49,8 @@ exit codes:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ..publish.options import COMMENT_MODES
+
     parser = subparsers.add_parser(
         "publish",
         help=HELP,
@@ -74,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--comment",
-        choices=("always", "on-failure", "off"),
+        choices=COMMENT_MODES,
         default="always",
         help="post the PR comment always, only when something failed (or a comment exists "
         "already), or never (default always)",

@@ -8,9 +8,7 @@ happened). Importing it does not import torch or transformers.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
-import platform
 import random
 import sys
 import time
@@ -32,7 +30,7 @@ from ..progress import Progress
 from ..project import trusted_options  # noqa: F401  (reads MLCHECK_SAFETY_OPTIONS before any conftest)
 from ..records import FACTS_KEY, NEEDS_KEY, NOT_RUN_KEY
 from ..report.messages import test_headline  # the line that heads a test in every report
-from ..results.builder import ResultsBuilder
+from ..results.builder import ResultsBuilder, installed_versions
 from ..results.failure_kinds import (
     FailureKind,
     classify_exception,
@@ -550,7 +548,7 @@ class MlcheckState:
             device=_device_info(Tier.GPU in self.tiers),
             sha=constants.github_sha(),
             ref=constants.github_ref(),
-            versions=_versions(),
+            versions=installed_versions(),
             pytest_exit_code=exitstatus,
         )
 
@@ -768,13 +766,3 @@ def _device_info(gpu_selected: bool) -> DeviceInfo:
         count=accel.count,
         memory_gb=round(accel.memory_gb, 1) if accel.memory_gb else None,
     )
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("pytest-mlcheck", "pytest", "torch", "transformers"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ..errors import GitHubError, ResultsError, UsageError
 from ..redact import Redactor
@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 SECTION_BUDGET = COMMENT_BUDGET // 2  # a PR comment holds a fast and a GPU section
 
 TRACKING_TITLE = messages.TRACKING_TITLE
-COMMENT_MODES = ("always", "on-failure", "off")
+# When the PR comment is posted (the CLI's --comment, the action's `comment` input).
+CommentMode = Literal["always", "on-failure", "off"]
+COMMENT_MODES: tuple[CommentMode, ...] = get_args(CommentMode)
 EXIT_OK = 0
 EXIT_TESTS_FAILED = 1  # only with fail_on="failures"
 EXIT_REPORTING_FAILED = 3
@@ -103,7 +105,7 @@ def counts(
 class PublishOptions:
     """How to publish; the CLI (and the action) build it from their inputs."""
 
-    comment: Literal["always", "on-failure", "off"] = "always"
+    comment: CommentMode = "always"
     title: str = "mlcheck"
     section: str | None = None  # force every result into this section key
     base_digest: Path | None = None  # a digest file instead of the tracking issue
