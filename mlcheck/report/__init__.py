@@ -4,13 +4,15 @@
 - :mod:`.summary` — the job summary (``GITHUB_STEP_SUMMARY``)
 - :mod:`.annotations` — the workflow's annotations (errors, one notice)
 - :mod:`.terminal` — what ``mlcheck run`` and ``mlcheck report`` print
-- :mod:`.messages` — every other sentence the PR comment and the tracking issue say (GPU run
-  scheduled or refused, results refused, the PR moved, the nightly intro, issue titles)
+- :mod:`.messages` — every sentence the PR comment, the job summary and the tracking issue
+  say (the section's status and headings, the notes of each block, the annotations, GPU run
+  scheduled or refused, results refused, the PR moved, the nightly intro, issue titles); the
+  renderers above only lay them out
 - :mod:`.sticky` — the comment's hidden markers and sections
 - :mod:`.common` — the small pieces they share (context, sparklines, permalinks, counts)
 
-Nothing here reads the environment or talks to the network
-(tests/scenarios/test_report_package.py checks).
+Nothing here reads the environment or talks to the network, and no renderer writes a sentence
+of its own (tests/scenarios/test_report_package.py checks both).
 """
 
 from __future__ import annotations
