@@ -17,7 +17,7 @@ from mlcheck.report import sticky
 from mlcheck.results import schema as results
 from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult
 
-EVENTS = Path(__file__).parents[2] / "data" / "events"
+EVENTS = Path(__file__).parents[1] / "data" / "events"
 HEAD = "6dcb09b5b57875f334f61aebed695e2e4193db5e"  # the PR head in the payloads
 MAIN = "9049f1265b7d61be4a8904a9a27120d2064dab3b"
 PR = 17
