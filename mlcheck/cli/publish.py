@@ -120,6 +120,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def add_github_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by the commands that talk to GitHub."""
+    from ..publish.options import SETTLE
+
     group = parser.add_argument_group("GitHub")
     group.add_argument(
         "--comment-author",
@@ -146,9 +148,9 @@ def add_github_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--settle",
         type=float,
-        default=1.0,
+        default=SETTLE,
         help="seconds to wait before re-reading the comment to check no concurrent job "
-        "overwrote it (default 1)",
+        f"overwrote it (default {SETTLE:g})",
     )
 
 

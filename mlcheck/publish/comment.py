@@ -20,7 +20,7 @@ from ..results.schema import RunResults
 if TYPE_CHECKING:
     from ..github import Comment, GitHubClient
     from ..github.event import Event
-from .options import PublishOptions, Recorder, known_section, resolve_author
+from .options import SETTLE, PublishOptions, Recorder, known_section, resolve_author
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def update_section(
     section: str,
     *,
     author: str | None = None,
-    settle: float = 1.0,
+    settle: float = SETTLE,
     max_rounds: int = 6,
 ) -> StickyResult:
     """Set section ``key`` of the PR's sticky comment to ``section``, leaving other sections:

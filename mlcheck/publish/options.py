@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 SECTION_BUDGET = COMMENT_BUDGET // 2  # a PR comment holds a fast and a GPU section
 
 TRACKING_TITLE = messages.TRACKING_TITLE
+# Seconds the sticky loop waits before re-reading, so that a concurrent stale write in flight
+# lands first (README: "Comment writes are serialised"): the CLI's --settle default.
+SETTLE = 1.0
 # When the PR comment is posted (the CLI's --comment, the action's `comment` input).
 CommentMode = Literal["always", "on-failure", "off"]
 COMMENT_MODES: tuple[CommentMode, ...] = get_args(CommentMode)
@@ -112,7 +115,7 @@ class PublishOptions:
     author: str | None = None  # who the sticky comment/issue is by (default: from the token)
     artifact_name: str | None = "mlcheck-results"
     budget: int = SECTION_BUDGET
-    settle: float = 1.0  # the sticky loop's re-read delay (see publish.comment.update_section)
+    settle: float = SETTLE  # the sticky loop's re-read delay (publish.comment.update_section)
     gpu_label: str = DEFAULT_GPU_LABEL
     tracking_title: str = TRACKING_TITLE
     path_prefix: str = ""  # the project's folder inside the repository, for links
