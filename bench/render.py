@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from mlcheck.github.workflow import annotation_lines
 from mlcheck.report import RenderContext, render_annotations, render_section, render_summary
 from mlcheck.results import digest
 from mlcheck.results import schema as results
@@ -53,7 +54,7 @@ def main() -> int:
     def render_all() -> None:
         render_section(big, ctx)
         render_summary({"fast": big}, ctx)
-        render_annotations({"fast": big}, ctx)
+        annotation_lines(render_annotations({"fast": big}, ctx))
 
     timed("render 100k (comment section + job summary + annotations)", render_all, 2.0)
     timed("render 100k (comment section only)", lambda: render_section(big, ctx))

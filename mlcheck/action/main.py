@@ -58,7 +58,6 @@ if TYPE_CHECKING:
     from .sandbox import FileCommands, Sandbox
 
 COMMANDS = ("auto", RUN, SCHEDULE, PUBLISH)
-COMMENT_MODES = ("always", "on-failure", "off")
 FAIL_ON = ("failures", "never")
 OUTPUTS = (
     "passed",
@@ -131,6 +130,8 @@ class Inputs:
             name: (environ.get(input_env_name(name)) or "").strip() or default
             for name, default in INPUT_DEFAULTS.items()
         }
+        from ..publish.options import COMMENT_MODES
+
         _choice("command", raw["command"], COMMANDS)
         _choice("comment", raw["comment"], COMMENT_MODES)
         _choice("fail-on", raw["fail-on"], FAIL_ON)
@@ -306,8 +307,8 @@ def report(
     and a refusal raises :class:`~mlcheck.errors.ResultsError`. The comparison uses the
     ``base-digest`` input only (publish compares with the tracking issue's digest).
     """
-    from ..cli.report import context_for
     from ..publish import counts, load_untrusted
+    from ..publish.outputs import context_for
     from ..report import render_annotations, render_summary
     from ..results.merge import merge_sections
 

@@ -49,6 +49,8 @@ exit codes:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ..publish.options import COMMENT_MODES
+
     parser = subparsers.add_parser(
         "publish",
         help=HELP,
@@ -74,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--comment",
-        choices=("always", "on-failure", "off"),
+        choices=COMMENT_MODES,
         default="always",
         help="post the PR comment always, only when something failed (or a comment exists "
         "already), or never (default always)",
@@ -118,6 +120,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def add_github_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by the commands that talk to GitHub."""
+    from ..publish.options import SETTLE
+
     group = parser.add_argument_group("GitHub")
     group.add_argument(
         "--comment-author",
@@ -144,9 +148,9 @@ def add_github_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--settle",
         type=float,
-        default=1.0,
+        default=SETTLE,
         help="seconds to wait before re-reading the comment to check no concurrent job "
-        "overwrote it (default 1)",
+        f"overwrote it (default {SETTLE:g})",
     )
 
 

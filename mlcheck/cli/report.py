@@ -22,20 +22,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .. import constants
 from ..github import workflow
-
-if TYPE_CHECKING:
-    from ..github.event import Event
-    from ..report import RenderContext
-    from ..results.schema import RunResults
-
-FORMATS = ("terminal", "markdown", "summary", "annotations", "json")
+from ..publish.outputs import FORMATS
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,50 +71,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=handle)
 
 
-def context_from_env(
-    environ: Mapping[str, str], *, title: str = "mlcheck", base: Path | None = None
-) -> RenderContext:
-    """A :class:`~mlcheck.report.RenderContext` from the GitHub Actions environment: links at
-    the event's head (a dispatched GPU run's ``sha`` input, a PR's head), not ``GITHUB_SHA``
-    (the default branch, or the PR's merge commit)."""
-    from ..errors import UsageError
-    from ..github.event import load_event, parse_event
-
-    try:
-        event = load_event(environ)
-    except UsageError:  # unreadable payload: links at GITHUB_SHA are still better than none
-        event = parse_event("local", {}, environ)
-    return context_for(event, environ, title=title, base=base)
-
-
-def context_for(
-    event: Event,
-    environ: Mapping[str, str],
-    *,
-    title: str = "mlcheck",
-    base: Path | None = None,
-    path_prefix: str = "",
-) -> RenderContext:
-    """The context of ``event``'s report (the one builder, :meth:`RenderContext.from_event`),
-    with the environment's artifact name and secrets to redact, and the base digest file."""
-    from dataclasses import replace
-
-    from ..redact import Redactor
-    from ..report import RenderContext
-    from ..results.digest import read as read_digest
-
-    ctx = RenderContext.from_event(
-        event,
-        artifact_name=constants.artifact_name(environ),
-        title=title,
-        redactor=Redactor.from_env(environ),
-        path_prefix=path_prefix,
-    )
-    return replace(ctx, base=read_digest(base)) if base is not None else ctx
-
-
 def handle(args: argparse.Namespace) -> int:
     from ..errors import UsageError
+    from ..publish.outputs import context_from_env, write_outputs
     from ..results.merge import merge, merge_sections
     from ..results.schema import read
 
@@ -133,12 +83,11 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--format: unknown {', '.join(sorted(unknown))}; use {', '.join(FORMATS)}"
         )
-    loaded = [read(d) for d in args.dirs]
     if args.section:
-        from ..results.schema import with_run
+        from ..publish.options import check_section_key
 
-        loaded = [with_run(r, args.section) for r in loaded]
-    sections = merge_sections(loaded)
+        check_section_key(args.section)  # the key of a comment section: a usage error here
+    sections = merge_sections([read(d) for d in args.dirs], section=args.section)
     merged = merge(sections.values())
     ctx = context_from_env(os.environ, title=args.title, base=args.base_digest)
     ctx = ctx.with_base(ctx.base, sections)  # classified once, for every format
@@ -151,46 +100,3 @@ def handle(args: argparse.Namespace) -> int:
 
         wf.append_summary(render_summary(sections, ctx))
     return merged.exit_code()
-
-
-def write_outputs(
-    sections: Mapping[str, RunResults],
-    merged: RunResults,
-    out: Path,
-    ctx: RenderContext,
-    *,
-    formats: set[str] | frozenset[str] = frozenset(FORMATS) - {"annotations"},
-    budget: int | None = None,
-) -> None:
-    """Write the report files into ``out`` and print what ``formats`` asks for.
-
-    ``mlcheck run`` calls it too, so one run and a merge of many produce the same files.
-    """
-    from ..report import (
-        COMMENT_BUDGET,
-        render_annotations,
-        render_report,
-        render_summary,
-        terminal_summary,
-    )
-    from ..results import shard
-    from ..results.digest import encode
-    from ..results.schema import REPORT_FILE, write
-
-    out.mkdir(parents=True, exist_ok=True)
-    if "json" in formats:
-        write(merged, out)
-        shard.write_durations(shard.durations([merged]), out / shard.DURATIONS_FILE)
-    if "markdown" in formats:
-        report = render_report(sections, ctx, budget=budget or COMMENT_BUDGET)
-        (out / REPORT_FILE).write_text(report + "\n", encoding="utf-8")
-        digests = [encode(r, section=k, sha=ctx.sha) for k, r in sections.items()]
-        (out / "digest.txt").write_text("\n".join(digests) + "\n", encoding="utf-8")
-    if "summary" in formats:
-        (out / "summary.md").write_text(render_summary(sections, ctx) + "\n", "utf-8")
-    if "terminal" in formats:
-        terminal_summary(sections, results_dir=out, ctx=ctx)
-    if "annotations" in formats:
-        for line in render_annotations(sections, ctx):
-            sys.stdout.write(line + "\n")
-        sys.stdout.flush()

@@ -456,9 +456,9 @@ def _exit_code(
 
 def _write_reports(results: RunResults, results_dir: Path) -> None:
     """report.md, summary.md, durations (for --shard next time), and the terminal summary."""
+    from ..publish.outputs import context_from_env, write_outputs
     from ..results import shard
     from ..results.merge import merge_sections
-    from .report import context_from_env, write_outputs
 
     shard.write_durations(shard.durations([results]), results_dir / shard.DURATIONS_FILE)
     sections = merge_sections([results])

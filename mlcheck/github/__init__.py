@@ -1,11 +1,17 @@
 """Everything that talks to GitHub or reads what GitHub hands a workflow run.
 
-- :mod:`~mlcheck.github.client` — the one HTTP client (retries, rate limits, redaction) and
-  the sticky-comment update loop; the only module that imports the HTTP library;
+- :mod:`~mlcheck.github.client` — the one HTTP client (retries, rate limits, redaction); the
+  only module that imports the HTTP library;
 - :mod:`~mlcheck.github.payloads` — frozen values for what the API returns (PRs, comments,
   issues, permissions);
 - :mod:`~mlcheck.github.event` — the run's event, parsed once from the Actions environment
-  (what ``command: auto`` and ``tier: auto`` become).
+  (what ``command: auto`` and ``tier: auto`` become);
+- :mod:`~mlcheck.github.workflow` — what a step hands back to the workflow (outputs, job
+  summary, workflow commands).
+
+Nothing here imports :mod:`mlcheck.report` or :mod:`mlcheck.publish`: what the comment says
+and how its sections are kept is theirs (the sticky loop is
+:func:`mlcheck.publish.comment.update_section`).
 
 The rest of mlcheck receives a :class:`GitHubClient` and an :class:`~mlcheck.github.event.Event`
 and never builds requests itself.
@@ -18,8 +24,6 @@ from .client import (
     PERM_ISSUES,
     PERM_PULL_REQUESTS,
     GitHubClient,
-    StickyResult,
-    update_sticky_section,
 )
 from .payloads import Comment, Issue, Permission, PullRequest, Repository
 
@@ -35,6 +39,4 @@ __all__ = [
     "Permission",
     "PullRequest",
     "Repository",
-    "StickyResult",
-    "update_sticky_section",
 ]

@@ -1,9 +1,10 @@
-"""The one client that talks to GitHub's REST API, and the sticky-comment update loop.
+"""The one client that talks to GitHub's REST API.
 
 Why a thin ``httpx`` client rather than PyGithub or githubkit: mlcheck makes about fifteen
 calls, and the properties that matter here are exactly the ones a wrapper hides: how many
 requests a publish costs (PyGithub objects load lazily and re-fetch), what is retried (a
-comment POST is not idempotent; the sticky loop below handles duplicates itself), how long we
+comment POST is not idempotent; the sticky loop, :func:`mlcheck.publish.comment.update_section`,
+handles duplicates itself), how long we
 wait for rate limits (capped by ``max_wait`` so a CI job never sleeps for an hour), and that
 the token never reaches a log or an exception. ``httpx`` is already installed with
 ``huggingface_hub``, so this adds no dependency; githubkit would add pydantic-generated models
@@ -25,7 +26,6 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
@@ -41,7 +41,6 @@ from mlcheck.errors import (
     GitHubRateLimited,
     GitHubUnavailable,
     GitHubValidationFailed,
-    StickyCommentConflict,
 )
 from mlcheck.github.payloads import (
     Comment,
@@ -54,7 +53,6 @@ from mlcheck.github.payloads import (
     parse_pull_request,
 )
 from mlcheck.redact import Redactor
-from mlcheck.report import sticky
 
 API_VERSION = "2022-11-28"
 # The author of comments made with a workflow's GITHUB_TOKEN.
@@ -448,90 +446,3 @@ def _repo(repo: str) -> str:
     if not _REPO.fullmatch(repo):
         raise GitHubError(f"invalid repository {repo!r}: expected OWNER/NAME")
     return repo
-
-
-# --- the sticky comment
-
-
-@dataclass(frozen=True)
-class StickyResult:
-    """What :func:`update_sticky_section` did."""
-
-    comment: Comment
-    action: Literal["created", "updated", "unchanged"]
-    rounds: int  # read-merge-write-verify rounds it took (1 without interference)
-    deleted: tuple[int, ...]  # duplicate comments removed
-
-
-def update_sticky_section(
-    client: GitHubClient,
-    repo: str,
-    number: int,
-    key: str,
-    section: str,
-    *,
-    author: str | None = None,
-    max_rounds: int = 6,
-    settle: float = 1.0,
-) -> StickyResult:
-    """Set section ``key`` of the PR's sticky comment to ``section``, leaving other sections.
-
-    GitHub has no conditional update for comments, so this reads, merges, writes and re-reads:
-    the comment is the newest one carrying the marker *and* written by ``author`` (default:
-    this token's user, ``github-actions[bot]`` for a workflow token); older duplicates have their
-    sections merged into it before they are deleted; nothing is written when nothing changed;
-    and if the re-read shows our section missing (a concurrent job overwrote it) or several
-    comments, it goes round again. The re-read waits ``settle`` seconds (jittered, 0.5-1x) so
-    that a concurrent writer's stale write, already in flight, lands before we check. A per-PR
-    workflow ``concurrency`` group closes the remaining window; see README for measurements.
-
-    Common path (comment exists, no duplicates): list, update, list = 3 requests (+1 for
-    ``GET /user`` once per client when ``author`` is not given).
-    """
-    sticky.check_key(key)
-    me = author or client.viewer_login()
-
-    def mine() -> list[Comment]:
-        found = [
-            c
-            for c in client.list_comments(repo, number)
-            if c.author == me and sticky.is_sticky(c.body)
-        ]
-        return sorted(found, key=lambda c: (c.created_at, c.id))
-
-    current = mine()
-    for round_ in range(1, max_rounds + 1):
-        deleted: list[int] = []
-        if not current:
-            kept = client.create_comment(repo, number, sticky.replace_section(None, key, section))
-            action: Literal["created", "updated", "unchanged"] = "created"
-        else:
-            kept, older = current[-1], current[:-1]
-            merged = sticky.merge_sections(
-                sticky.parse_sections(kept.body),
-                *(sticky.parse_sections(c.body) for c in reversed(older)),
-            )
-            desired = sticky.replace_section(sticky.build_body(merged), key, section)
-            if desired == kept.body and not older:
-                return StickyResult(kept, "unchanged", round_, ())
-            action = "unchanged"
-            if desired != kept.body:
-                kept = client.update_comment(repo, kept.id, desired)
-                action = "updated"
-            # Delete duplicates only after their sections live in the kept comment.
-            for dup in older:
-                client.delete_comment(repo, dup.id)
-                deleted.append(dup.id)
-        if settle:
-            time.sleep(random.uniform(settle / 2, settle))
-        current = mine()
-        if len(current) == 1 and sticky.has_section(current[0].body, key, section):
-            return StickyResult(current[0], action, round_, tuple(deleted))
-        # Overwritten by a concurrent writer, or a concurrent create: merge again from what
-        # we just read (no extra request).
-    raise StickyCommentConflict(
-        f"the sticky comment on {repo}#{number} kept changing under section {key!r} for "
-        f"{max_rounds} rounds; serialise publishers with a per-PR workflow `concurrency` group",
-        method="PATCH",
-        path=f"/repos/{repo}/issues/{number}/comments",
-    )

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from mlcheck import constants as C
 from mlcheck.errors import UsageError
 from mlcheck.github.payloads import PullRequest, parse_pull_request
+from mlcheck.text import OBJECT_ID_RE
 from mlcheck.tiers import SCHEDULED_TIERS, Tier
 
 if TYPE_CHECKING:
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 
 RUN, SCHEDULE, PUBLISH = "run", "schedule", "publish"
 TIER_FAST, TIER_SCHEDULED, TIER_ALL = Tier.FAST.value, SCHEDULED_TIERS, "all"
-_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _TIER = re.compile(r"[a-z]+(,[a-z]+)*")
 _RUN_EVENTS = ("push", "pull_request", "merge_group")
 
@@ -239,7 +239,7 @@ def _inputs(payload: Mapping[str, Any]) -> dict[str, str]:
     """Dispatch inputs as strings, checked: they choose what runs against which commit."""
     raw = payload.get("inputs") or {}
     inputs = {str(k): "" if v is None else str(v).strip() for k, v in raw.items()}
-    if (sha := inputs.get("sha")) and not _SHA.fullmatch(sha):
+    if (sha := inputs.get("sha")) and not OBJECT_ID_RE.fullmatch(sha):
         raise UsageError(f"workflow_dispatch input sha={sha!r} is not a full commit SHA")
     if (pr := inputs.get("pr")) and not pr.isdigit():
         raise UsageError(f"workflow_dispatch input pr={pr!r} is not a PR number")

@@ -34,16 +34,46 @@ from pathlib import Path
 from typing import TextIO
 
 from .. import constants
-from ..report import workflow_command
 
 __all__ = [
     "Workflow",
     "add_options",
+    "annotation_lines",
     "from_args",
     "parse_outputs",
     "read_output",
     "workflow_command",
 ]
+
+# An annotation as the report renders it (:class:`mlcheck.report.annotations.Annotation`):
+# command, message, properties. A plain tuple type, so that this module imports no report.
+AnnotationLike = tuple[str, str, Mapping[str, str | int | None]]
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def workflow_command(command: str, message: str, **properties: str | int | None) -> str:
+    """``::command key=value,...::message`` with GitHub's escaping (one line, whatever the
+    message holds, so no test output can start a command of its own).
+
+    >>> workflow_command("error", "50% off\\nnow", file="a,b.py", line=3)
+    '::error file=a%2Cb.py,line=3::50%25 off%0Anow'
+    """
+    props = ",".join(
+        f"{k}={_escape_property(str(v))}" for k, v in properties.items() if v not in (None, "")
+    )
+    return f"::{command}{' ' + props if props else ''}::{_escape_data(message)}"
+
+
+def annotation_lines(annotations: Iterable[AnnotationLike]) -> list[str]:
+    """Each rendered annotation as its workflow-command line."""
+    return [workflow_command(command, message, **props) for command, message, props in annotations]
 
 
 @dataclass(frozen=True)
@@ -101,12 +131,14 @@ class Workflow:
 
     # -- commands ------------------------------------------------------------------------------
 
-    def print_annotations(self, lines: Iterable[str], stream: TextIO | None = None) -> None:
-        """Print rendered annotations (``workflow_command`` lines) when they are wanted."""
+    def print_annotations(
+        self, annotations: Iterable[AnnotationLike], stream: TextIO | None = None
+    ) -> None:
+        """Print rendered annotations as workflow commands when they are wanted."""
         if not self.annotations:
             return
         out = stream or sys.stdout
-        for line in lines:
+        for line in annotation_lines(annotations):
             out.write(line + "\n")
         out.flush()
 

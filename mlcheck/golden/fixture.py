@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ import pytest
 
 from .. import records as _record
 from ..errors import GoldenMismatch, UsageError
+from ..results.builder import installed_versions
+from ..tiers import detect_accelerator
 from . import store
 from .values import Tolerance, compare, encode
 
@@ -50,36 +51,29 @@ def addoption(group: Any) -> None:
 def hardware_key(accelerator: bool) -> str:
     """This machine's key: ``cpu``, or for an accelerator ``cuda:sm90``, ``rocm:gfx942``,
     ``xpu:<name>``, ``mps``. Device type plus what changes the numbers (compute capability,
-    architecture), not the card's marketing name.
+    architecture), not the card's marketing name. Which accelerator: the one probe,
+    :func:`mlcheck.tiers.detect_accelerator`.
     """
-    if not accelerator:
+    accel = detect_accelerator() if accelerator else None
+    if accel is None:
         return "cpu"
-    import torch
+    if accel.type == "cuda":
+        import torch
 
-    if torch.cuda.is_available():
         if getattr(torch.version, "hip", None):
             arch = getattr(torch.cuda.get_device_properties(0), "gcnArchName", "") or "unknown"
             return f"rocm:{arch.split(':', 1)[0]}"
         major, minor = torch.cuda.get_device_capability(0)
         return f"cuda:sm{major}{minor}"
-    xpu = getattr(torch, "xpu", None)
-    if xpu is not None and xpu.is_available():
-        name = xpu.get_device_properties(0).name
-        return "xpu:" + "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
+    if accel.type == "xpu":
+        return "xpu:" + "".join(c if c.isalnum() else "-" for c in accel.name.lower()).strip("-")
+    return accel.type  # mps
 
 
 def _versions() -> dict[str, str]:
-    out = {}
-    for dist in ("torch", "transformers"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
+    """The versions golden values are recorded with (what changes the numbers)."""
+    found = installed_versions(("torch", "transformers"))
+    return {dist: version for dist, version in found.items() if dist != "python"}
 
 
 def _version_note(recorded: Mapping[str, str], running: Mapping[str, str]) -> str:

@@ -8,9 +8,7 @@ happened). Importing it does not import torch or transformers.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
-import platform
 import random
 import sys
 import time
@@ -31,7 +29,8 @@ from ..golden.fixture import golden  # noqa: F401  (the fixture, registered with
 from ..progress import Progress
 from ..project import trusted_options  # noqa: F401  (reads MLCHECK_SAFETY_OPTIONS before any conftest)
 from ..records import FACTS_KEY, NEEDS_KEY, NOT_RUN_KEY
-from ..results.builder import ResultsBuilder
+from ..report.messages import test_headline  # the line that heads a test in every report
+from ..results.builder import ResultsBuilder, installed_versions
 from ..results.failure_kinds import (
     FailureKind,
     classify_exception,
@@ -344,7 +343,7 @@ class MlcheckState:
         if report.failed and self.records:
             self.builder.collection_error(
                 nodeid=report.nodeid or ".",
-                message=_one_line(report.longreprtext),
+                message=test_headline(report.longreprtext, skipped=False),
                 traceback=report.longreprtext,
             )
 
@@ -549,7 +548,7 @@ class MlcheckState:
             device=_device_info(Tier.GPU in self.tiers),
             sha=constants.github_sha(),
             ref=constants.github_ref(),
-            versions=_versions(),
+            versions=installed_versions(),
             pytest_exit_code=exitstatus,
         )
 
@@ -746,20 +745,13 @@ def _subtest_context(report: pytest.TestReport) -> dict[str, Any] | None:
 def _message(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     if report.skipped and isinstance(longrepr, tuple):
-        reason = str(longrepr[2])
-        return reason.removeprefix("Skipped: ").removeprefix("not run: ")
+        return test_headline(str(longrepr[2]), skipped=True)
     if not report.failed:
         return ""
     crash = getattr(longrepr, "reprcrash", None)
     if crash is not None and getattr(crash, "message", None):
         return str(crash.message)
-    return _one_line(report.longreprtext)
-
-
-def _one_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("E ")]
-    return (errors[0][2:].strip() if errors else lines[-1] if lines else "")[:500]
+    return test_headline(report.longreprtext, skipped=False)
 
 
 def _device_info(gpu_selected: bool) -> DeviceInfo:
@@ -774,13 +766,3 @@ def _device_info(gpu_selected: bool) -> DeviceInfo:
         count=accel.count,
         memory_gb=round(accel.memory_gb, 1) if accel.memory_gb else None,
     )
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("pytest-mlcheck", "pytest", "torch", "transformers"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out

@@ -1,5 +1,13 @@
 """Publish results produced elsewhere: the sticky PR comment, the tracking issue, the job summary.
 
+- :mod:`.job` — :func:`publish`: what goes where for each event;
+- :mod:`.comment` — the PR comment's sections, written by the one sticky loop
+  (:func:`~mlcheck.publish.comment.update_section`);
+- :mod:`.tracking` — the tracking issue (nightly report, base digests);
+- :mod:`.options` — options, counts, outputs, the section a run's results may claim;
+- :mod:`.outputs` — the report files a run leaves in its folder, and the render context from
+  the Actions environment (``mlcheck run``, ``mlcheck report`` and the action share them).
+
 ``mlcheck publish`` runs in a job that has a write token but never ran the code under test: the
 GPU workflow's ``publish`` job (the GPU job ran PR code with no write token), the fork-safe
 ``workflow_run`` publisher (the fork's run had a read-only token), a merge job after matrix
@@ -56,7 +64,6 @@ from .options import (
     counts,
     force_section,
     resolve_author,
-    tier_key,
 )
 from .tracking import (
     BASE_KEY,
@@ -90,6 +97,5 @@ __all__ = [
     "publish",
     "publish_refusal",
     "resolve_author",
-    "tier_key",
     "validate",
 ]

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ..errors import GitHubError, ResultsError, UsageError
 from ..redact import Redactor
-from ..report import COMMENT_BUDGET, RenderContext, messages, sticky
+from ..report import COMMENT_BUDGET, Annotation, RenderContext, messages, sticky
 from ..results.digest import Digest
-from ..results.merge import merge
+from ..results.merge import merge_sections
 from ..results.schema import Outcome, RunResults
 from ..tiers import DEFAULT_GPU_LABEL, section_key, tier_key
 
@@ -23,11 +22,15 @@ if TYPE_CHECKING:
 SECTION_BUDGET = COMMENT_BUDGET // 2  # a PR comment holds a fast and a GPU section
 
 TRACKING_TITLE = messages.TRACKING_TITLE
-COMMENT_MODES = ("always", "on-failure", "off")
+# Seconds the sticky loop waits before re-reading, so that a concurrent stale write in flight
+# lands first (README: "Comment writes are serialised"): the CLI's --settle default.
+SETTLE = 1.0
+# When the PR comment is posted (the CLI's --comment, the action's `comment` input).
+CommentMode = Literal["always", "on-failure", "off"]
+COMMENT_MODES: tuple[CommentMode, ...] = get_args(CommentMode)
 EXIT_OK = 0
 EXIT_TESTS_FAILED = 1  # only with fail_on="failures"
 EXIT_REPORTING_FAILED = 3
-SHA_RE = re.compile(r"[0-9a-fA-F]{7,64}")
 
 
 def force_section(results: Sequence[RunResults], key: str) -> dict[str, RunResults]:
@@ -39,8 +42,7 @@ def force_section(results: Sequence[RunResults], key: str) -> dict[str, RunResul
     """
     check_section_key(key)
     check_claims(results, key)
-    tagged = [replace(r, tests=tuple(replace(t, run=key) for t in r.tests)) for r in results]
-    return {key: merge(tagged)}
+    return merge_sections(results, section=key)
 
 
 def check_section_key(key: str) -> None:
@@ -106,14 +108,14 @@ def counts(
 class PublishOptions:
     """How to publish; the CLI (and the action) build it from their inputs."""
 
-    comment: Literal["always", "on-failure", "off"] = "always"
+    comment: CommentMode = "always"
     title: str = "mlcheck"
     section: str | None = None  # force every result into this section key
     base_digest: Path | None = None  # a digest file instead of the tracking issue
     author: str | None = None  # who the sticky comment/issue is by (default: from the token)
     artifact_name: str | None = "mlcheck-results"
     budget: int = SECTION_BUDGET
-    settle: float = 1.0  # the sticky loop's re-read delay (see github.update_sticky_section)
+    settle: float = SETTLE  # the sticky loop's re-read delay (publish.comment.update_section)
     gpu_label: str = DEFAULT_GPU_LABEL
     tracking_title: str = TRACKING_TITLE
     path_prefix: str = ""  # the project's folder inside the repository, for links
@@ -131,7 +133,7 @@ class PublishResult:
     notes: tuple[str, ...] = ()  # what was skipped and why (not failures)
     problems: tuple[str, ...] = ()  # reporting failures: each makes the exit code 3
     summary: str = ""  # the job summary (Markdown)
-    annotations: tuple[str, ...] = ()  # workflow commands
+    annotations: tuple[Annotation, ...] = ()  # printed by github.workflow
 
     def exit_code(self, fail_on: Literal["failures", "never"] = "never") -> int:
         """0 published; 1 tests failed (``fail_on="failures"``); 3 reporting failed.

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 
 from ..redact import html_text, inline, one_line
 from ..results.digest import Category, Stopped
-from ..results.schema import Outcome, RunResults, TestResult
+from ..results.schema import RunResults, TestResult
 from ..text import duration_text
+from . import messages
 from .common import RenderContext, name_of
 from .messages import HEADINGS, INFRA_CAUSES
 
@@ -22,7 +23,7 @@ def golden_block(results: RunResults, ctx: RenderContext) -> str:
     failures = [f for t in results.tests if t.golden is not None for f in t.golden.failures]
     if not failures:
         return ""
-    lines = [f"#### Golden values differ or are missing ({len(failures):,})", ""]
+    lines = [messages.golden_heading(len(failures)), ""]
 
     def clean(text: str, limit: int) -> str:
         return inline(ctx.redactor.clip(text, 4 * limit, keep="head"), limit)
@@ -31,12 +32,10 @@ def golden_block(results: RunResults, ctx: RenderContext) -> str:
         where = clean(f"{f.file} › {f.test} › {f.name} [{f.key}]", 300)
         lines.append(f"- {where} — {clean(f.problem, 240)}")
     if len(failures) > _GOLDEN_LISTED:
-        lines.append(f"- *… and {len(failures) - _GOLDEN_LISTED:,} more*")
+        lines.append(f"- {messages.and_more(len(failures) - _GOLDEN_LISTED)}")
     # the artifact name is ours (the workflow's input), not the tests': a code span is safe
     artifact = re.sub(r"[^A-Za-z0-9._-]", "", ctx.artifact_name or "") or None
-    source = f"the `{artifact}` artifact into `{artifact}/`" if artifact else "the results folder"
-    command = f"mlcheck golden accept {artifact or 'RESULTS_DIR'}"
-    lines += ["", f"If the change is intended, download {source} and run `{command}`, then commit."]
+    lines += ["", messages.golden_accept(artifact)]
     return "\n".join(lines)
 
 
@@ -50,15 +49,12 @@ def infrastructure_heading(tests: Sequence[TestResult]) -> str:
     ordered = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
     summary = " · ".join(f"{inline(kind, 20)} {n:,}" for kind, n in ordered)
     lines = [f"#### {HEADINGS[Category.INFRA]} ({len(tests):,}): {summary}", ""]
-    lines.append(
-        "Failed for a reason outside the code under test; they still fail the run, and are "
-        "not compared with the base."
-    )
+    lines.append(messages.INFRA_ABOUT)
     lines.append("")
     for kind, _ in ordered:
         cause, fix = INFRA_CAUSES.get(kind, ("", ""))
         if cause:
-            lines.append(f"- **{kind}**: {cause}. *Fix:* {fix}.")
+            lines.append(messages.infra_cause(kind, cause, fix))
     return "\n".join(lines)
 
 
@@ -68,40 +64,28 @@ def base_time(low: float, high: float) -> str:
     return f"{duration_text(low)}–{duration_text(high)}"
 
 
-_STOPPED_LABEL = {Outcome.SKIPPED: "skipped", Outcome.NOT_RUN: "not run"}
-
-
 def stopped_block(ctx: RenderContext, stopped: Stopped, max_names: int) -> str:
     """The collapsed "Stopped running (N): ..." list: tests that ran on base and did not here."""
     groups: dict[tuple[str, str], list[TestResult]] = {}
     for t in stopped.tests:
         reason = one_line(ctx.redactor.clip(t.message, 400, keep="head"), 200)
-        label = _STOPPED_LABEL.get(t.outcome, t.outcome.value)
-        groups.setdefault((label, reason or "(no reason given)"), []).append(t)
+        label = messages.STOPPED_LABELS.get(t.outcome, t.outcome.value)
+        groups.setdefault((label, reason or messages.NO_REASON), []).append(t)
     ordered = sorted(groups.items(), key=lambda kv: -len(kv[1]))
     parts = [
         f"{len(ts):,} {label} — {html_text(reason, 80)}" for (label, reason), ts in ordered[:3]
     ]
-    if len(ordered) > 3:
-        parts.append(f"{sum(len(ts) for _, ts in ordered[3:]):,} for other reasons")
-    if stopped.gone:
-        parts.append(f"{stopped.gone:,} no longer collected")
-    summary = f"<b>⏸️ Stopped running ({stopped.total:,})</b>: " + " · ".join(parts)
+    other = sum(len(ts) for _, ts in ordered[3:])
+    summary = messages.stopped_summary(stopped.total, parts, other, stopped.gone)
     body: list[str] = []
     for (label, reason), ts in ordered[:20]:
         body.append(f"- **{label}** — {inline(reason, 200)} ({len(ts):,})")
         for t in ts[:max_names]:
             body.append(f"  - {inline(name_of(ctx, t), 200)}")
         if max_names and len(ts) > max_names:
-            body.append(f"  - *… and {len(ts) - max_names:,} more*")
+            body.append(f"  - {messages.and_more(len(ts) - max_names)}")
     if stopped.gone:
-        body.append(
-            f"- **no longer collected** ({stopped.gone:,}): ran on base, not in this run "
-            "(deleted, renamed or deselected); the base digest keeps hashes, not names"
-        )
+        body.append(messages.stopped_gone(stopped.gone))
     if stopped.sampled:
-        body.append(
-            f"- *the base digest kept a sample of the tests that ran there: counts are a lower "
-            f"bound ({stopped.unknown:,} skipped here could not be compared)*"
-        )
+        body.append(messages.stopped_sampled(stopped.unknown))
     return f"<details><summary>{summary}</summary>\n\n" + "\n".join(body) + "\n\n</details>"

@@ -19,8 +19,11 @@ from ..redact import NO_SECRETS, Redactor, inline
 from ..results.digest import Classified, Digest, classify
 from ..results.merge import section_key
 from ..results.schema import Outcome, RunResults, RunStatus, TestResult
+from ..text import SHA_RE
 from ..text import plural as plural  # one home (mlcheck/text.py); the report imports it here
 from ..tiers import tier_order
+from . import messages
+from .messages import COLUMNS as COLUMNS  # the counts' columns: words, so in messages
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -159,7 +162,6 @@ def _num(v: float) -> str:
 
 
 _REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
-SHA_RE = re.compile(r"[0-9a-fA-F]{7,64}")
 
 
 def permalink(ctx: RenderContext, file: str | None, line: int | None, sha: str | None) -> str:
@@ -182,23 +184,12 @@ def reason_of(ctx: RenderContext, t: TestResult, limit: int = 160) -> str:
     message = ctx.redactor.clip(t.message, 4 * limit, keep="head")
     first = next((ln for ln in message.splitlines() if ln.strip()), "")
     if not first:
-        return f"failed in {t.phase.value}" if t.phase else ""
+        return messages.failed_in(t.phase.value) if t.phase else ""
     return first
 
 
 def name_of(ctx: RenderContext, t: TestResult) -> str:
     return ctx.redactor.clip(t.nodeid, 400, keep="head")
-
-
-COLUMNS: list[tuple[str, tuple[Outcome, ...]]] = [
-    ("passed", (Outcome.PASSED,)),
-    ("failed", (Outcome.FAILED,)),
-    ("errors", (Outcome.ERROR,)),
-    ("flaky", (Outcome.FLAKY,)),
-    ("skipped", (Outcome.SKIPPED,)),
-    ("not run", (Outcome.NOT_RUN,)),
-    ("xfail", (Outcome.XFAILED, Outcome.XPASSED)),
-]
 
 
 # pytest's traceback (--tb=auto): an entry's location is ``path:line: in func`` (short style,
@@ -232,9 +223,7 @@ def trim_traceback(text: str) -> str:
             hidden.append(package.group(1) if package else "python")
             continue
         if hidden:
-            packages = ", ".join(dict.fromkeys(hidden))
-            frames = plural(len(hidden), "library frame")
-            out.append(f"    … {frames} ({packages}) …")
+            out.append(messages.library_frames(len(hidden), ", ".join(dict.fromkeys(hidden))))
             hidden = []
         out += _frame_lines(lines)
     trimmed = "\n".join(line.rstrip() for line in out)
@@ -304,10 +293,7 @@ def empty_selection(results: RunResults) -> str:
     'no tests in tiers real,gpu (1 collected: fast 1)'
     """
     detail = ", ".join(f"{tier} {n:,}" for tier, n in tier_counts(results.tests))
-    return (
-        f"no tests in tiers {section_key(results.run)} "
-        f"({len(results.tests):,} collected{': ' + detail if detail else ''})"
-    )
+    return messages.empty_selection_text(section_key(results.run), len(results.tests), detail)
 
 
 def tier_counts(tests: Sequence[TestResult]) -> list[tuple[str, int]]:
@@ -343,19 +329,13 @@ def run_state(results: RunResults) -> str | None:
     if run.status is RunStatus.COMPLETE:
         return None
     ran = [t for t in results.tests if t.outcome is not Outcome.NOT_RUN]
-    of = f" of {run.collected:,}" if run.collected else ""
     counts = Counter(t.outcome.value for t in ran)
     tally = ", ".join(f"{n:,} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    text = f"after {len(ran):,}{of} tests; {tally or 'none finished'}"
-    if run.status is RunStatus.INTERRUPTED:
-        by = f" ({run.signal})" if run.signal else ""
-        return f"cancelled{by} {text}"
-    running = ", ".join(r.nodeid for r in run.running)
-    where = f" in {running}" if running else ""
+    where = ", ".join(r.nodeid for r in run.running)
     crashed = [t.nodeid for t in results.tests if "died" in t.message and t.outcome.is_failure]
     if not where and crashed:
-        where = f" in {crashed[0]}"
-    return f"crashed{where} {text}"
+        where = crashed[0]
+    return messages.run_state_text(run.status, run.signal, len(ran), run.collected, tally, where)
 
 
 def golden_keys(results: RunResults) -> list[str]:

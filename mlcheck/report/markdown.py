@@ -41,11 +41,11 @@ from ..results.digest import (
 from ..results.failure_kinds import is_hub_skip
 from ..results.merge import section_key
 from ..results.schema import Outcome, RunResults, RunStatus, TestResult
-from ..text import duration_text, plural
+from ..text import SHA_RE, duration_text
+from . import messages
 from .blocks import base_time, golden_block, infrastructure_heading, stopped_block
 from .common import (
     COLUMNS,
-    SHA_RE,
     RenderContext,
     curve,
     empty_selection,
@@ -109,7 +109,7 @@ def _counts_table(counts: Counter[str], base: Digest | None, sha: str | None) ->
     rule = "| --- |" + " ---: |" * (len(columns) + 1)
     total = sum(counts.values())
     row = (
-        f"| this run{f' `{sha[:7]}`' if sha and SHA_RE.fullmatch(sha) else ''} | "
+        f"| {messages.THIS_RUN}{f' `{sha[:7]}`' if sha and SHA_RE.fullmatch(sha) else ''} | "
         + " | ".join(f"{sum(counts[o.value] for o in outs):,}" for _, outs in columns)
         + f" | {total:,} |"
     )
@@ -118,7 +118,7 @@ def _counts_table(counts: Counter[str], base: Digest | None, sha: str | None) ->
         bc = Counter(base.counts)
         bsha = f" `{base.sha[:7]}`" if base.sha and SHA_RE.fullmatch(base.sha) else ""
         lines.append(
-            f"| change vs base{bsha} | "
+            f"| {messages.VS_BASE}{bsha} | "
             + " | ".join(
                 _delta(sum(counts[o.value] for o in outs), sum(bc[o.value] for o in outs))
                 for _, outs in columns
@@ -128,77 +128,45 @@ def _counts_table(counts: Counter[str], base: Digest | None, sha: str | None) ->
     return "\n".join(lines)
 
 
-def _status(c: Classified, counts: Counter[str], results: RunResults | None = None) -> str:
-    failures = len(c.new) + len(c.on_base) + len(c.uncompared) + len(c.infra)
-    ran = sum(v for k, v in counts.items() if k not in (Outcome.NOT_RUN.value,))
-    state = run_state(results) if results is not None else None
-    if results is not None and state is not None:
-        return ("❌ " if failures or results.run.status is RunStatus.CRASHED else "⏹️ ") + state
-    if failures:
-        parts = []
-        if c.new:
-            parts.append(plural(len(c.new), "new failure"))
-        if c.uncompared:
-            parts.append(plural(len(c.uncompared), "failure"))
-        if c.on_base:
-            parts.append(f"{len(c.on_base):,} failing on base too")
-        if c.infra:
-            parts.append(plural(len(c.infra), "infrastructure failure"))
-        return "❌ " + ", ".join(parts)
-    if c.flaky:
-        return f"⚠️ passed, {plural(len(c.flaky), 'flaky test')}"
-    if not ran:
-        return "⏭️ " + (empty_selection(results) if results is not None else "nothing ran")
-    return f"✅ {counts[Outcome.PASSED.value]:,} passed"
+def _status(c: Classified, counts: Counter[str], results: RunResults) -> str:
+    return messages.section_status(
+        c,
+        ran=sum(v for k, v in counts.items() if k != Outcome.NOT_RUN.value),
+        passed=counts[Outcome.PASSED.value],
+        state=run_state(results),
+        crashed=results.run.status is RunStatus.CRASHED,
+        empty=empty_selection(results),
+    )
 
 
 def _facts_line(results: RunResults) -> str:
     run = results.run
     dev = run.device
-    device = dev.name if dev.name else dev.type
     # Numbers from results go out through int()/float(), strings through inline().
-    if int(dev.count) > 1:
-        device += f" ×{int(dev.count)}"
-    if dev.memory_gb:
-        device += f" ({float(dev.memory_gb):.0f} GB)"
-    test_time = sum(t.duration for t in results.tests)
-    parts = [f"**Device:** {inline(device, 120)}", f"**Time:** {duration_text(run.duration)}"]
-    if test_time and abs(test_time - run.duration) > 1:
-        parts[-1] += f" (tests {duration_text(test_time)})"
-    if run.workers:
-        parts.append(f"**Workers:** {int(run.workers)}")
-    if run.shard:
-        parts.append(f"**Shard:** {inline(run.shard, 20)} only")
-    if run.seed is not None:
-        parts.append(f"**Seed:** {int(run.seed)}")
-    if keys := golden_keys(results):
-        parts.append("**Golden key:** " + ", ".join(inline(k, 40) for k in keys))
-    return " · ".join(parts)
+    device = messages.device_text(
+        inline(dev.name if dev.name else dev.type, 120),
+        int(dev.count),
+        float(dev.memory_gb) if dev.memory_gb else None,
+    )
+    return messages.facts_line(
+        device,
+        run.duration,
+        sum(t.duration for t in results.tests),
+        int(run.workers) if run.workers else 0,
+        inline(run.shard, 20) if run.shard else None,
+        int(run.seed) if run.seed is not None else None,
+        ", ".join(inline(k, 40) for k in golden_keys(results)),
+    )
 
 
 def _where_else(ctx: RenderContext, summary: bool) -> str:
-    places = []
-    if not summary:
-        places.append(f"[the job summary]({ctx.run_url})" if ctx.run_url else "the job summary")
-    if ctx.artifact_name:
-        places.append(f"the {inline(ctx.artifact_name, 100)} artifact (results.json)")
-    else:
-        places.append("the results artifact (results.json)")
-    return " and ".join(places)
+    artifact = inline(ctx.artifact_name, 100) if ctx.artifact_name else None
+    return messages.where_else(ctx.run_url, artifact, summary)
 
 
 def _cache_state(hits: Sequence[bool | None]) -> str:
-    """The Models table's cache cell: ``cached``, ``not cached``, or hits and misses when the
-    tests disagree; "—" when no test knew (a local folder, or results from an older mlcheck)."""
     known = [h for h in hits if h is not None]
-    hit = sum(known)
-    if not known:
-        return "—"
-    if hit == len(known):
-        return "cached"
-    if hit == 0:
-        return "**not cached**"
-    return f"{plural(hit, 'hit')}, {plural(len(known) - hit, 'miss', 'misses')}"
+    return messages.cache_state(sum(known), len(known))
 
 
 class Renderer:
@@ -248,10 +216,10 @@ class Renderer:
         if is_infrastructure(t):
             extras.append(f"*{inline(str(t.failure_kind), 20)}*")
         if t.outcome is Outcome.ERROR and t.phase is not None:
-            extras.append(f"*error in {t.phase.value}*")
+            extras.append(messages.error_in(t.phase.value))
         failed = sum(1 for a in t.attempts if a.outcome.is_failure)
         if len(t.attempts) > 1:
-            extras.append(f"failed {failed} of {len(t.attempts)} attempts")
+            extras.append(messages.attempts(failed, len(t.attempts)))
         if t.loss_curve:
             extras.append(f"loss {curve(t.loss_curve)}")
         return "".join(f" · {e}" for e in extras)
@@ -266,7 +234,7 @@ class Renderer:
         # library frames go before any character does (the full text is in results.json)
         tb = trim_traceback(tb)
         text = self.ctx.redactor.clip(tb, chars, keep="tail")
-        label = "Traceback" if len(text) >= len(tb) else "Traceback (last lines)"
+        label = messages.traceback_label(cut=len(text) < len(tb))
         # Indented two spaces so the block belongs to the list item above it.
         block = f"<details><summary>{label}</summary>\n\n{code_block(text)}\n\n</details>"
         body = "\n".join("  " + ln if ln else "" for ln in block.split("\n"))
@@ -276,9 +244,8 @@ class Renderer:
 
     def header(self) -> str:
         status = _status(self.c, self.counts, self.results)
-        if by_tier := tiers_ran(self.results):
-            status += f" · {by_tier}"
-        title = f"### {status} · {inline(self.ctx.title, 80)} · `{self.key}`"
+        by_tier = tiers_ran(self.results)
+        title = messages.section_heading(status, by_tier, inline(self.ctx.title, 80), self.key)
         table = _counts_table(self.counts, self.base, self.sha)
         if subtests := subtests_line(self.results):
             table += f"\n\n*{subtests}*"
@@ -299,7 +266,7 @@ class Renderer:
                 continue
             title = HEADINGS[category]
             if category is Category.UNCOMPARED and self.base is not None:
-                title = "❓ Failures not in the base digest (not compared)"
+                title = messages.UNCOMPARED_NOT_IN_BASE
             heading = f"#### {title} ({len(tests):,})"
             if category is Category.INFRA:
                 heading = infrastructure_heading(tests)
@@ -318,16 +285,16 @@ class Renderer:
                 size += cost
             more = len(tests) - len(items)
             left_out += more
-            tail = f"- *… and {more:,} more*" if more else ""
+            tail = f"- {messages.and_more(more)}" if more else ""
             blocks.append(heading + "\n\n" + "\n".join([*items, tail] if tail else items))
             used += size + len(tail.encode()) + 2
         return blocks, left_out
 
     def not_run_block(self, level: Level, detail: Detail) -> str:
         parts = []
-        for outcome, title, note in (
-            (Outcome.NOT_RUN, "⏭️ Not run", "reason and how to run them"),
-            (Outcome.SKIPPED, "Skipped", "reason"),
+        for outcome, (title, note) in (
+            (Outcome.NOT_RUN, messages.NOT_RUN_HEADING),
+            (Outcome.SKIPPED, messages.SKIPPED_HEADING),
         ):
             tests = [t for t in self.results.tests if t.outcome is outcome]
             if not tests:
@@ -337,7 +304,7 @@ class Renderer:
                 reason = one_line(self.ctx.redactor.clip(t.message, 400, keep="head"), 200)
                 if outcome is Outcome.SKIPPED:
                     reason = skip_reason(reason, is_hub_skip(reason))  # clipped: cheap
-                by_reason.setdefault(reason or "(no reason given)", []).append(t)
+                by_reason.setdefault(reason or messages.NO_REASON, []).append(t)
             ordered = sorted(by_reason.items(), key=lambda kv: -len(kv[1]))
             shown = ordered[:20] if detail < Detail.COUNTS else []
             # Each reason is said once: the first ones as collapsed lists of the tests they
@@ -351,7 +318,7 @@ class Renderer:
                 )
                 more = len(ts) - level.max_names_per_group
                 if more > 0:
-                    listed += f"\n- *… and {more:,} more*"
+                    listed += f"\n- {messages.and_more(more)}"
                 blocks.append(
                     f"<details><summary><b>{len(ts):,}</b> · {html_text(reason, 200)}</summary>"
                     f"\n\n{listed}\n\n</details>"
@@ -359,9 +326,10 @@ class Renderer:
             rows = [f"| {inline(r, 200)} | {len(ts):,} |" for r, ts in shown[len(named) :]]
             if len(ordered) > len(shown):
                 rest = sum(len(ts) for _, ts in ordered[len(shown) :])
-                rows.append(f"| *{len(ordered) - len(shown):,} other reasons* | {rest:,} |")
+                other = messages.other_reasons_row(len(ordered) - len(shown))
+                rows.append(f"| {other} | {rest:,} |")
             if rows:
-                head = f"other {note}" if named else note
+                head = messages.other_reasons(note) if named else note
                 blocks.append(f"| {head} | tests |\n| --- | ---: |\n" + "\n".join(rows))
             block = f"#### {title} ({len(tests):,})\n\n" + "\n\n".join(blocks)
             parts.append(block)
@@ -388,7 +356,7 @@ class Renderer:
                 counted = loads.get((model_id, revision), Counter())
                 row += f" {counted['loaded']:,} · {counted['reused']:,} |" if counted else " — |"
             rows.append(row)
-        more = f"\n\n*… and {len(uses) - 20:,} more models*" if len(uses) > 20 else ""
+        more = f"\n\n{messages.and_more(len(uses) - 20, 'models')}" if len(uses) > 20 else ""
         head = "| model | revision | tests | cache | weights |"
         rule = "| --- | --- | ---: | --- | --- |"
         if loads:
@@ -406,7 +374,7 @@ class Renderer:
             for t in slowest
         ]
         return (
-            f"<details><summary>Slowest tests ({len(slowest)} of {len(ran):,})</summary>\n\n"
+            f"<details><summary>{messages.slowest_tests(len(slowest), len(ran))}</summary>\n\n"
             "| test | time |\n| --- | ---: |\n" + "\n".join(rows) + "\n\n</details>"
         )
 
@@ -419,9 +387,9 @@ class Renderer:
             for t in tests[:20]
         ]
         if len(tests) > 20:
-            lines.append(f"- *… and {len(tests) - 20:,} more*")
+            lines.append(f"- {messages.and_more(len(tests) - 20)}")
         return (
-            f"<details><summary>Loss curves ({len(tests):,})</summary>\n\n"
+            f"<details><summary>{messages.loss_curves(len(tests))}</summary>\n\n"
             + "\n".join(lines)
             + "\n\n</details>"
         )
@@ -434,11 +402,7 @@ class Renderer:
             names = level.max_names_per_group if detail < Detail.COUNTS else 0
             blocks.append(stopped_block(self.ctx, stopped, names))
         elif stopped is not None and stopped.unknown:
-            blocks.append(
-                f"*Stopped running: {plural(stopped.unknown, 'test')} skipped or not run here "
-                "could not be compared: the base digest had no room for the tests that ran on "
-                "base.*"
-            )
+            blocks.append(messages.stopped_unknown(stopped.unknown))
         if detail < Detail.COUNTS:
             slower = slower_than_base(self.results.tests, self.base)
             if slower:
@@ -448,8 +412,8 @@ class Renderer:
                     for s in slower
                 ]
                 blocks.append(
-                    f"#### 🐢 Slower than base ({len(slower)})\n\n"
-                    "Took more than twice as long and over 1 s more than on base.\n\n"
+                    f"#### {messages.SLOWER_THAN_BASE} ({len(slower)})\n\n"
+                    f"{messages.SLOWER_ABOUT}\n\n"
                     "| test | base | now |\n| --- | ---: | ---: |\n" + "\n".join(rows)
                 )
         return blocks
@@ -477,19 +441,16 @@ class Renderer:
             if left_out and detail < Detail.NAMES:
                 return None  # fewer details, more names: try the next level
             if left_out:
-                notes.append(f"{left_out:,} failing or flaky tests not listed")
+                notes.append(messages.not_listed(left_out))
             if detail is Detail.SHORT:
-                notes.append("tracebacks shortened")
+                notes.append(messages.TRACEBACKS_SHORTENED)
             elif detail is Detail.NAMES and self.c.ordered():
-                notes.append("tracebacks left out")
+                notes.append(messages.TRACEBACKS_LEFT_OUT)
         else:
-            notes.append("test names and tracebacks left out")
+            notes.append(messages.NAMES_LEFT_OUT)
         text = "\n\n".join([header, *blocks, *([tail] if tail else [])])
         if notes:
-            text += (
-                f"\n\n> [!NOTE]\n> Shortened to fit GitHub's limit: {', '.join(notes)}. "
-                f"Everything is in {_where_else(self.ctx, self.summary)}."
-            )
+            text += "\n\n" + messages.shortened(notes, _where_else(self.ctx, self.summary))
         if len(text.encode()) > budget:
             return None
         return text
@@ -539,7 +500,7 @@ def render_report(
 ) -> str:
     """Every section, one after the other, sharing ``budget`` (``report.md``, tracking issue)."""
     if not sections:
-        return "*mlcheck: no results*"
+        return messages.NO_RESULTS
     share = (budget - len(RULE) * (len(sections) - 1)) // len(sections)
     return RULE.join(
         render_section(r, ctx, key=key, budget=share, digest=digest) for key, r in sections.items()

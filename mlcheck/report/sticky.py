@@ -12,7 +12,7 @@ A comment looks like this (the markers are HTML comments, invisible on GitHub)::
 
 Each job owns one key (``fast``, ``real``, ``gpu``...) and replaces only its section, so jobs
 that finish together do not clobber each other. The read-merge-write-verify loop that applies
-these functions to GitHub lives in :func:`mlcheck.github.update_sticky_section`.
+these functions to GitHub lives in :func:`mlcheck.publish.comment.update_section`.
 
 >>> body = replace_section(None, "fast", "3 passed")
 >>> body = replace_section(body, "gpu", "GPU run scheduled")
@@ -28,6 +28,8 @@ import re
 from collections.abc import Iterable, Mapping
 
 from mlcheck.tiers import SCHEDULED_TIERS, TIER_NAMES
+
+from . import messages
 
 MARKER = "<!-- mlcheck:comment v1 -->"
 # The tracking issue's first line; its sections below are built like a comment's.
@@ -48,9 +50,6 @@ _SECTION = re.compile(
 # The renderer's own digest line (results.digest) is kept: render.py escapes every `<!--` that
 # comes from a test, so a digest in a section body is always the renderer's.
 _FORGED = re.compile(r"<!--(\s*)mlcheck:(?!digest v\d+ )", re.IGNORECASE)
-_TRUNCATED = (
-    "\n\n*(section truncated: {n} characters over GitHub's comment limit; see the job summary)*"
-)
 
 
 def is_sticky(body: str | None) -> bool:
@@ -125,7 +124,7 @@ def fit_section(sections: Mapping[str, str], key: str, section: str) -> str:
     if len(text) <= budget:
         return text
     over = len(text) - budget
-    note = _TRUNCATED.format(n=over)
+    note = "\n\n" + messages.section_truncated(over)
     return text[: max(0, budget - len(note))].rstrip() + note
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..results.schema import RunResults
+from . import messages
 from .common import RenderContext
 from .markdown import RULE, Detail, Level, Renderer, fit
 
@@ -24,7 +25,7 @@ def render_summary(
 ) -> str:
     """The job summary: every section with more detail, no digest, at most ``budget`` bytes."""
     if not sections:
-        return "*mlcheck: no results*"
+        return messages.NO_RESULTS
     share = (budget - len(RULE) * (len(sections) - 1)) // len(sections)
     return RULE.join(
         fit(Renderer(r, ctx, key, summary=True), SUMMARY_LEVELS, share)

@@ -16,8 +16,10 @@ run killed before pytest's session ends loses nothing: ``mlcheck run`` replays t
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
-from collections.abc import Mapping
+import platform
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,3 +337,23 @@ def _finish(test: _Pending) -> TestResult:
 
 def _peak(value: Any) -> int | None:
     return int(value) if isinstance(value, int | float) and value >= 0 else None
+
+
+# What a run records of its software (``RunInfo.versions``), and golden values beside them.
+RUN_DISTRIBUTIONS = ("pytest-mlcheck", "pytest", "torch", "transformers")
+
+
+def installed_versions(dists: Iterable[str] = RUN_DISTRIBUTIONS) -> dict[str, str]:
+    """Python's version and each installed distribution's among ``dists`` (absent ones left
+    out): the one probe the run's facts and the golden values' records share.
+
+    >>> installed_versions(("no-such-distribution-xyz",)).keys()
+    dict_keys(['python'])
+    """
+    out = {"python": platform.python_version()}
+    for dist in dists:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out

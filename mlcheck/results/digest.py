@@ -36,6 +36,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from ..errors import ResultsError, ResultsMissing
+from ..text import SHA_RE
 from .failure_kinds import FailureKind
 from .schema import Outcome, RunResults, TestResult
 
@@ -257,7 +258,7 @@ def encode(
             if t.duration >= SLOW_FLOOR:
                 slow[h] = duration_bucket(t.duration)
     name = _section_name(section)
-    if sha and not re.fullmatch(r"[0-9a-fA-F]{7,64}", sha):
+    if sha and not SHA_RE.fullmatch(sha):
         sha = None  # results are data from elsewhere: keep the digest small and well-formed
     bits = _ran_bits(len(ran))
     header: dict[str, object] = {"counts": counts, "sha": sha, "rb": bits}

@@ -102,19 +102,29 @@ def _merge_tests(groups: Iterable[Iterable[TestResult]], key: str) -> tuple[Test
     return tuple(merged.values())
 
 
-def merge_sections(results: Iterable[RunResults]) -> dict[str, RunResults]:
+def merge_sections(
+    results: Iterable[RunResults], *, section: str | None = None
+) -> dict[str, RunResults]:
     """Group results by section and merge each group (shards) into one ``RunResults``.
 
     Tests are tagged with their section (``TestResult.run``); a file that is itself a merge
-    keeps its tests' tags. Sections come out in tier order.
+    keeps its tests' tags. Sections come out in tier order. With ``section``, every test is in
+    that one section, whatever its run's tiers or its own tag said (``mlcheck report
+    --section``, and :func:`mlcheck.publish.options.force_section` once it refused other
+    claims): the one section tagger.
+
+    >>> from mlcheck.results.schema import RunResults, RunInfo, TestResult, Outcome
+    >>> gpu = RunResults(RunInfo(tiers=("gpu",)), (TestResult("t::g", Outcome.PASSED, run="gpu"),))
+    >>> list(merge_sections([gpu])), list(merge_sections([gpu], section="nightly"))
+    (['gpu'], ['nightly'])
     """
     runs: dict[str, list[RunInfo]] = {}
     tests: dict[str, list[list[TestResult]]] = {}
     for r in results:
-        default = section_key(r.run)
+        default = section or section_key(r.run)
         by_key: dict[str, list[TestResult]] = {}
         for t in r.tests:
-            by_key.setdefault(t.run or default, []).append(t)
+            by_key.setdefault(section or t.run or default, []).append(t)
         for key, ts in (by_key or {default: []}).items():
             runs.setdefault(key, []).append(r.run)
             tests.setdefault(key, []).append(ts)

@@ -17,7 +17,7 @@ import os
 import secrets
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -442,8 +442,3 @@ def read(path: Path) -> RunResults:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path} is not valid JSON: {exc}") from exc
     return from_dict(data)
-
-
-def with_run(results: RunResults, run_key: str) -> RunResults:
-    """Tag every test with the job/section that produced it (used when merging)."""
-    return replace(results, tests=tuple(replace(t, run=t.run or run_key) for t in results.tests))

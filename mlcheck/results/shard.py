@@ -7,50 +7,35 @@ and reports the rest as deselected, which works the same under pytest-xdist. Its
 than its default contiguous chunks; it sorts by node id first, so every machine computes the
 same split. Tests with no recorded duration count as the average one.
 
-mlcheck's part: parse ``i/N``, turn earlier ``results.json`` files into the durations file, and
-give ``mlcheck run`` the pytest arguments.
+mlcheck's part: turn earlier ``results.json`` files into the durations file, and give
+``mlcheck run`` (which parses ``i/N``) the pytest arguments.
 
->>> " ".join(Shard.parse("2/4").pytest_args(None))
+>>> " ".join(Shard(2, 4).pytest_args(None))
 '--splits 4 --group 2 --splitting-algorithm least_duration'
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 from .. import constants
-from ..errors import EnvironmentProblem, MissingFile, UsageError
+from ..errors import EnvironmentProblem, MissingFile
 from .schema import Outcome, RunResults
 
 ALGORITHM = "least_duration"
 DURATIONS_FILE = "durations.json"
-_SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 
 @dataclass(frozen=True)
 class Shard:
-    """Shard ``index`` (1-based) of ``total``."""
+    """Shard ``index`` (1-based) of ``total`` (``mlcheck run`` parses ``--shard I/N``)."""
 
     index: int
     total: int
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        m = _SHARD.fullmatch(text)
-        if not m:
-            raise UsageError(f"--shard {text!r}: write it as i/N, e.g. --shard 1/4")
-        index, total = int(m.group(1)), int(m.group(2))
-        if total < 1 or not 1 <= index <= total:
-            raise UsageError(f"--shard {text!r}: i must be between 1 and N (N >= 1)")
-        return cls(index, total)
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.total}"
 
     def pytest_args(self, durations_path: Path | None, *, load_plugin: bool = False) -> list[str]:
         """Arguments that make pytest run only this shard's tests.

@@ -94,6 +94,8 @@ def find_results_files(paths: Iterable[Path], limits: Limits = Limits()) -> list
 
 def _kind(path: Path) -> str:
     """``file``, ``dir``, ``link``, ``missing`` or what else it is (``lstat``: no link followed)."""
+    # Boilerplate shape shared with untrusted_files.describe_mode (a ladder of stat.S_IS*):
+    # this one gives codes to branch on, that one words for a refusal; it falls back to it.
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:

@@ -204,7 +204,7 @@ def test_real_shards_with_reruns_setup_errors_and_xdist_merge(tmp_path: Path) ->
 
 def test_links_point_at_the_dispatched_sha_not_github_sha(tmp_path: Path) -> None:
     """A dispatched GPU run runs on the default branch (GITHUB_SHA) but tests `inputs.sha`."""
-    from mlcheck.cli.report import context_from_env
+    from mlcheck.publish.outputs import context_from_env
 
     pinned, default_branch = "a" * 40, "b" * 40
     event = tmp_path / "event.json"
@@ -220,3 +220,35 @@ def test_links_point_at_the_dispatched_sha_not_github_sha(tmp_path: Path) -> Non
     assert context_from_env({"GITHUB_SHA": default_branch}).sha == default_branch  # local
     unreadable = {**env, "GITHUB_EVENT_PATH": str(tmp_path / "missing.json")}
     assert context_from_env(unreadable).sha == default_branch
+
+
+def test_section_puts_a_merged_report_in_that_one_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--section nightly` is "one section key for everything": a file that is itself a merge
+    (its tests tagged `fast` and `real,gpu`) comes out as the one `nightly` section, with
+    every test and the failure's verdict kept."""
+    merged = tmp_path / "merged"
+    results.write(
+        RunResults(
+            RunInfo(tiers=("fast", "real", "gpu"), sha=SHA),
+            (
+                TestResult("t.py::test_fast", Outcome.PASSED, run="fast"),
+                TestResult("t.py::test_gpu", Outcome.FAILED, run="real,gpu", message="boom"),
+                TestResult("t.py::test_untagged", Outcome.PASSED),
+            ),
+        ),
+        merged,
+    )
+    out = tmp_path / "out"
+    argv = ["report", str(merged), "--out", str(out), "--section", "nightly"]
+    assert main([*argv, "--no-annotations", "--no-step-summary"]) == 1
+    again = results.read(out)
+    assert {t.run for t in again.tests} == {"nightly"} and len(again.tests) == 3
+    assert set(digest.read(out / "digest.txt")) == {"nightly"}
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert set(digest.parse(report)) == {"nightly"} and "`nightly`" in report
+    assert "`fast`" not in report and "`real,gpu`" not in report
+    capsys.readouterr()
+    assert main(["report", str(merged), "--out", str(out), "--section", "Not A Key"]) == 2
+    assert "--section" in capsys.readouterr().err

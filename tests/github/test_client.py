@@ -11,7 +11,6 @@ from collections.abc import Iterator
 import pytest
 from github_server import ACTIONS_BOT, Fault, Faults, GitHubServer, Identity
 
-from mlcheck import github
 from mlcheck.errors import (
     GitHubAuthError,
     GitHubError,
@@ -23,13 +22,15 @@ from mlcheck.errors import (
     StickyCommentConflict,
 )
 from mlcheck.github import GitHubClient
+from mlcheck.publish.comment import StickyResult, update_section
 from mlcheck.report import sticky
 
 
-def update_sticky_section(*args: object, **kw: object) -> github.StickyResult:
-    """No settle wait by default in tests: races are staged explicitly where tested."""
+def update_sticky_section(*args: object, **kw: object) -> StickyResult:
+    """The sticky loop (:func:`mlcheck.publish.comment.update_section`) as a workload of
+    several kinds of requests; no settle wait by default: races are staged where tested."""
     kw.setdefault("settle", 0.0)
-    return github.update_sticky_section(*args, **kw)  # type: ignore[arg-type]
+    return update_section(*args, **kw)  # type: ignore[arg-type]
 
 
 REPO = "octo/proj"

@@ -37,7 +37,7 @@ def test_outside_actions_nothing_is_written_or_printed(
     assert wf == Workflow()
     wf.set_outputs({"passed": "1"})
     wf.append_summary("# report")
-    wf.print_annotations(["::error::x"])
+    wf.print_annotations([("error", "x", {})])
     assert capsys.readouterr().out == ""
     assert list(tmp_path.iterdir()) == []
 
@@ -71,4 +71,22 @@ def test_commands_are_escaped_and_groups_closed(capsys: pytest.CaptureFixture[st
         "::group::install",
         "::error title=a%3A b%2C c::50%25 done%0Athen",
         "::endgroup::",
+    ]
+
+
+def test_workflow_command_escaping_keeps_a_message_on_one_line() -> None:
+    line = workflow.workflow_command(
+        "error", "a%b\r\nc::d", file="x,y:z.py", line=1, title="t: 1, 2"
+    )
+    assert line == "::error file=x%2Cy%3Az.py,line=1,title=t%3A 1%2C 2::a%25b%0D%0Ac::d"
+
+
+def test_annotations_print_as_escaped_lines_when_wanted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    hostile = ("error", "boom\n::error::forged", {"file": "a.py", "line": 3, "title": None})
+    Workflow(annotations=True).print_annotations([hostile, ("notice", "2 more", {})])
+    assert capsys.readouterr().out.splitlines() == [
+        "::error file=a.py,line=3::boom%0A::error::forged",
+        "::notice::2 more",
     ]

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from mlcheck.github.workflow import annotation_lines
 from mlcheck.redact import Redactor
 from mlcheck.report import (
     COMMENT_BUDGET,
@@ -34,7 +35,6 @@ from mlcheck.report import (
     sparkline,
     sticky,
     terminal_summary,
-    workflow_command,
 )
 from mlcheck.results import digest
 from mlcheck.results.schema import Attempt, Outcome, Phase, RunInfo, RunResults, TestResult
@@ -147,7 +147,9 @@ def test_golden_infrastructure_group_and_stopped_running_as_github_renders_them(
 
 def test_infrastructure_failures_with_room_for_one_annotation_leave_code_first() -> None:
     results, base = cases.infrastructure()
-    lines = render_annotations(results, replace(cases.CTX, base=base), max_errors=1)
+    lines = annotation_lines(
+        render_annotations(results, replace(cases.CTX, base=base), max_errors=1)
+    )
     assert "test_label_order" in lines[0] and "3 more failures not annotated" in lines[1]
 
 
@@ -257,18 +259,13 @@ def test_sections_fit_the_sticky_comment_together() -> None:
 def test_annotations_new_first_at_most_ten_and_a_notice() -> None:
     results, base = cases.new_failures()
     many = replace(results, tests=results.tests + _failing(20).tests)
-    lines = render_annotations({"fast": many}, RenderContext(base=base))
+    lines = annotation_lines(render_annotations({"fast": many}, RenderContext(base=base)))
     errors = [ln for ln in lines if ln.startswith("::error ")]
     assert len(errors) == 10 and lines[-1].startswith("::notice ")
     assert "13 more failures not annotated" in lines[-1]
     assert "title=new failure%3A tests/test_train.py%3A%3Atest_loss_decreases" in errors[0]
     assert all("failing on base" not in e for e in errors)  # 22 new ones come first
     assert all("\n" not in ln and "\r" not in ln for ln in lines)
-
-
-def test_workflow_command_escaping() -> None:
-    line = workflow_command("error", "a%b\r\nc::d", file="x,y:z.py", line=1, title="t: 1, 2")
-    assert line == "::error file=x%2Cy%3Az.py,line=1,title=t%3A 1%2C 2::a%25b%0D%0Ac::d"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,7 +437,7 @@ def test_any_results_render_safely_within_budget(
     assert len(body) <= sticky.MAX_BODY and "fast" in digest.parse(body)
     if n <= 5_000:  # the summary renders the same code with larger limits
         _check_markdown(render_summary({"fast": results}, ctx), SUMMARY_LIMIT)
-    lines = render_annotations({"fast": results}, ctx)
+    lines = annotation_lines(render_annotations({"fast": results}, ctx))
     assert sum(ln.startswith("::error") for ln in lines) <= 10 and len(lines) <= 11
     for ln in lines:
         assert "\n" not in ln and not any(s in ln for s in SECRETS)

@@ -9,14 +9,7 @@ import pytest
 
 from mlcheck.errors import UsageError
 from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult
-from mlcheck.results.shard import Shard, durations, pytest_args, split, write_durations
-
-
-def test_parse() -> None:
-    assert Shard.parse(" 2/4 ") == Shard(2, 4) and str(Shard(2, 4)) == "2/4"
-    for bad in ("0/4", "5/4", "1/0", "x", "1-4"):
-        with pytest.raises(UsageError, match="--shard"):
-            Shard.parse(bad)
+from mlcheck.results.shard import durations, pytest_args, split, write_durations
 
 
 def test_split_balances_by_duration_and_covers_every_test_once() -> None:

@@ -340,3 +340,69 @@ def test_the_cycle_check_can_fail(a: str, b: str) -> None:
             test_no_import_cycles()
     finally:
         del _modules()["mlcheck._a"], _modules()["mlcheck._b"]
+
+
+# --- the outcome's path to the comment, in layers --------------------------------------------
+
+# A failing test's outcome goes results -> report (words) -> publish (sections, GitHub) -> cli /
+# action (the commands). `github` is the client beside them: it knows neither the words nor
+# the comment's sections. Each package imports none of those after it (at import, inside
+# functions too; `if TYPE_CHECKING:` imports are types only and are left out).
+LATER = {
+    "mlcheck.results": ("report", "github", "publish", "cli", "action", "plugin"),
+    "mlcheck.report": ("github", "publish", "cli", "action", "plugin"),
+    "mlcheck.github": ("report", "publish", "cli", "action", "plugin"),
+    "mlcheck.publish": ("cli", "action", "plugin"),
+}
+# The commands on the path share code through report/ and publish/, not through each other.
+PATH_COMMANDS = (
+    "mlcheck.cli.run",
+    "mlcheck.cli.report",
+    "mlcheck.cli.publish",
+    "mlcheck.action.main",
+)
+
+
+def _back_up_imports(module: str) -> list[str]:
+    found = []
+    for package, later in LATER.items():
+        if module == package or module.startswith(package + "."):
+            for name in set(_runtime_imports(module)):
+                if any(name == f"mlcheck.{p}" or name.startswith(f"mlcheck.{p}.") for p in later):
+                    found.append(f"{module} imports {name}")
+    if module in PATH_COMMANDS:
+        commands = {m for m in _modules() if m.startswith("mlcheck.cli.")} - {
+            "mlcheck.cli.commands"
+        }
+        found += [
+            f"{module} imports {name}"
+            for name in set(_runtime_imports(module))
+            if name in commands and name != module
+        ]
+    return sorted(found)
+
+
+def test_no_import_back_up_the_layers() -> None:
+    found = [line for module in _modules() for line in _back_up_imports(module)]
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    "module, source",
+    [
+        ("mlcheck.github._probe", "def f():\n    from mlcheck.report import sticky\n"),
+        ("mlcheck.results._probe", "from ..report.messages import HEADINGS\n"),
+        ("mlcheck.cli.run", "def f():\n    from .report import write_outputs\n"),
+    ],
+    ids=["github-to-report", "results-to-report", "command-to-command"],
+)
+def test_the_layer_check_can_fail(module: str, source: str) -> None:
+    saved = _modules().get(module)
+    _modules()[module] = ast.parse(source)
+    try:
+        assert _back_up_imports(module), source
+    finally:
+        if saved is None:
+            del _modules()[module]
+        else:
+            _modules()[module] = saved

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlcheck.results import digest
 from mlcheck.results.merge import merge_sections
+from mlcheck.github.workflow import annotation_lines
 from mlcheck.report import RenderContext, render_annotations, render_report, render_summary
 from mlcheck.results.schema import Attempt, DeviceInfo, ModelUse, Outcome, Phase, RunInfo, RunResults, TestResult
 
@@ -297,7 +298,7 @@ def render_all() -> dict[str, str]:
     def add(name: str, sections: dict[str, RunResults], ctx: RenderContext = CTX) -> None:
         out[f"{name}.comment.md"] = render_report(sections, ctx) + "\n"
         out[f"{name}.summary.md"] = render_summary(sections, ctx) + "\n"
-        out[f"{name}.annotations.txt"] = "\n".join(render_annotations(sections, ctx)) + "\n"
+        out[f"{name}.annotations.txt"] = "\n".join(annotation_lines(render_annotations(sections, ctx))) + "\n"
 
     add("all_pass", {"fast": all_pass()})
     results, base = new_failures()
@@ -311,6 +312,6 @@ def render_all() -> dict[str, str]:
     huge_ctx = replace(CTX, base=base)
     out["huge_suite.comment.md"] = render_report({"fast": results}, huge_ctx) + "\n"
     out["huge_suite.annotations.txt"] = (
-        "\n".join(render_annotations({"fast": results}, huge_ctx)) + "\n"
+        "\n".join(annotation_lines(render_annotations({"fast": results}, huge_ctx))) + "\n"
     )
     return out
