@@ -158,7 +158,7 @@ def test_seed_facts_and_failure_phases_are_recorded(pytester):
     pytester.makepyfile(
         test_facts="""
         import pytest, random, torch
-        from mlcheck import _record
+        from mlcheck import records as _record
 
         def test_seeded():
             expected = torch.Generator().manual_seed(7)
