@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     from ..github import GitHubClient
     from ..github.event import Event
 
-DEFAULT_GPU_TIER = SCHEDULED_TIERS
 _LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
 
 
@@ -61,7 +60,7 @@ _LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
 class ScheduleOptions:
     label: str = DEFAULT_GPU_LABEL
     workflow: str = DEFAULT_GPU_WORKFLOW  # file name (or id) of the GPU workflow
-    tier: str = DEFAULT_GPU_TIER
+    tier: str = SCHEDULED_TIERS
     workspace: Path = Path(".")  # the base branch's checkout (pull_request_target)
     author: str | None = None  # who the sticky comment is by (default: from the token)
     settle: float = 1.0
@@ -291,7 +290,7 @@ def schedule(
     sha = labeled_sha
     safety = base_safety(options.workspace, sha)
     branch = event.default_branch or client.get_repo(repo).default_branch
-    inputs = {"sha": sha, "pr": str(pr), "tier": options.tier}
+    inputs = {"sha": sha, "pr": str(pr), "tier": key}  # the tiers as every writer writes them
     client.dispatch_workflow(repo, options.workflow, branch, inputs)
     runs = runs_url(event, options.workflow)
     section = messages.gpu_run_scheduled(
@@ -300,7 +299,7 @@ def schedule(
     url = write(section)
     return ScheduleResult(
         "dispatched",
-        f"dispatched {options.workflow} on {branch} for {sha[:7]} (PR #{pr}, tier {options.tier})",
+        f"dispatched {options.workflow} on {branch} for {sha[:7]} (PR #{pr}, tier {key})",
         pr=pr,
         sha=sha,
         section=key,
@@ -309,7 +308,6 @@ def schedule(
 
 
 __all__ = [
-    "DEFAULT_GPU_TIER",
     "DEFAULT_GPU_WORKFLOW",
     "SafetyOptions",
     "ScheduleOptions",

@@ -52,10 +52,11 @@ from .. import constants as C
 from ..errors import EnvironmentProblem, MlcheckError, ResultsError, UsageError
 from ..github.event import PUBLISH, RUN, SCHEDULE, TIER_ALL, Event, load_event, read_event_bytes
 from ..github.workflow import Workflow
-from ..tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW, tier_key
+from ..tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW, parse_tiers, tier_key
 
 if TYPE_CHECKING:
-    from .sandbox import FileCommands, Sandbox
+    from .file_commands import FileCommands
+    from .sandbox import Sandbox
 
 COMMANDS = ("auto", RUN, SCHEDULE, PUBLISH)
 FAIL_ON = ("failures", "never")
@@ -135,6 +136,9 @@ class Inputs:
         _choice("command", raw["command"], COMMANDS)
         _choice("comment", raw["comment"], COMMENT_MODES)
         _choice("fail-on", raw["fail-on"], FAIL_ON)
+        if raw["tier"] != "auto":
+            # here, before `install` runs: a typo fails the step before any project code
+            parse_tiers(raw["tier"], source="input `tier`")
         return cls(
             command=raw["command"],
             tier=raw["tier"],
@@ -191,7 +195,10 @@ def plan(inputs: Inputs, event: Event, environ: Mapping[str, str]) -> Plan:
     ('run', 'all')
     """
     command = event.auto_command if inputs.command == "auto" else inputs.command
-    tier = event.auto_tier if inputs.tier == "auto" else inputs.tier
+    text = event.auto_tier if inputs.tier == "auto" else inputs.tier
+    # written one way (`real,gpu`) to `mlcheck run --tier`, `schedule --tier` and `--section`;
+    # `all` stays `all`: the nightly publishes the results' own sections
+    tier = TIER_ALL if text.strip().lower() == TIER_ALL else tier_key(text)
     workspace = Path(C.get(C.ENV_GITHUB_WORKSPACE, environ) or os.getcwd())
     project = (workspace / inputs.working_directory).resolve()
     if not project.is_relative_to(workspace.resolve()):
@@ -384,7 +391,7 @@ def give_back(workspace: Path) -> int:
     The Docker action runs as root while the runner's user owns the checkout; without this,
     the runner cannot clean up root-owned results and caches.
     """
-    from .sandbox import give_back as give
+    from .ownership import give_back as give
 
     owner = _owner(workspace)
     return give(workspace, owner, (0,)) if owner is not None and owner[0] != 0 else 0
@@ -396,14 +403,14 @@ def give_back(workspace: Path) -> int:
 
 def run_action(environ: Mapping[str, str]) -> int:
     """One action run (see the module docstring); returns the exit code."""
-    from . import sandbox as pr_code
+    from .file_commands import FileCommands
 
     inputs = Inputs.from_env(environ)
     event = load_event(environ)
     p = plan(inputs, event, environ)
     # Before any PR code: the job's file commands as the runner left them, put back (with
-    # mlcheck's own lines) once the project's processes are dead (mlcheck/action/sandbox.py).
-    kept = pr_code.FileCommands.remember(environ)
+    # mlcheck's own lines) once the project's processes are dead (mlcheck/action/file_commands.py).
+    kept = FileCommands.remember(environ)
     try:
         return _run_sandboxed(inputs, event, p, environ, kept)
     finally:
@@ -418,6 +425,8 @@ def _run_sandboxed(
     kept: FileCommands,
 ) -> int:
     from . import sandbox as pr_code
+    from .file_commands import FILE_COMMANDS
+    from .ownership import give_back as give_files_back
 
     token = inputs.github_token or C.get(C.ENV_GITHUB_TOKEN, environ)
     owner = _owner(p.workspace)
@@ -448,7 +457,7 @@ def _run_sandboxed(
     trusted = {
         k: v
         for k, v in pr_code.trusted_env(environ, sandbox.private / "home").items()
-        if not k.startswith(C.INPUT_PREFIX) and k not in pr_code.FILE_COMMANDS
+        if not k.startswith(C.INPUT_PREFIX) and k not in FILE_COMMANDS
     }
     if inputs.github_token:
         trusted[C.ENV_GITHUB_TOKEN] = inputs.github_token
@@ -513,7 +522,7 @@ def _run_sandboxed(
                 # Root's own processes create nothing in the workspace: only the project's
                 # files go back (and root's when the project ran as root, MLCHECK_PR_USER=0).
                 uids = (sandbox.user.uid,) if sandbox.user.uid is not None else (0,)
-                pr_code.give_back(p.workspace, owner, uids)
+                give_files_back(p.workspace, owner, uids)
         finally:
             sandbox.close()
 

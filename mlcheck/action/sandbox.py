@@ -15,22 +15,23 @@ conftest, tests and their subprocesses) never runs as root here. It runs as :dat
 - its own ``HOME`` and a virtual environment (``--system-site-packages``: the image's torch
   and mlcheck stay visible) that ``pip install`` writes to;
 - the workspace handed to it for the run, and back to its owner afterwards
-  (:func:`hand_over`, :func:`give_back`).
+  (:mod:`mlcheck.action.ownership`).
 
 Dropping the uid is only a boundary if nothing of that uid outlives the project's turn, and if
 root never works on a path that uid could change. So:
 
 - whenever :meth:`Sandbox.call` returns (the command ended, failed, timed out or was
-  interrupted), every process of the sandbox's uid is dead (:func:`kill_user`: a child that
-  becomes that uid sends ``kill(-1, SIGKILL)``, repeated until ``/proc`` shows none), whatever
-  session or process group it moved to; the uid must run nothing else on the machine
+  interrupted), every process of the sandbox's uid is dead
+  (:func:`~mlcheck.action.processes.kill_user`: a child that becomes that uid sends
+  ``kill(-1, SIGKILL)``, repeated until ``/proc`` shows none), whatever session or process
+  group it moved to; the uid must run nothing else on the machine
   (:func:`prepare` refuses one that does);
 - the job's file commands (``GITHUB_ENV``, ``GITHUB_PATH``, ``GITHUB_OUTPUT``,
   ``GITHUB_STATE``, ``GITHUB_STEP_SUMMARY``) are remembered before the project runs and put
-  back afterwards, with mlcheck's own lines appended (:class:`FileCommands`): the project
-  cannot set environment variables, ``PATH`` entries or outputs for later steps;
+  back afterwards, with mlcheck's own lines appended (:mod:`mlcheck.action.file_commands`):
+  the project cannot set environment variables, ``PATH`` entries or outputs for later steps;
 - root creates nothing in the workspace, and hands back what the project created with
-  directory handles that never follow a link (:func:`give_back`);
+  directory handles that never follow a link (:mod:`mlcheck.action.ownership`);
 - trusted Python runs isolated (``-I``) with a ``HOME`` of its own (:func:`trusted_env`).
 
 What the project can still change is the workspace itself: later steps must treat it as
@@ -50,7 +51,6 @@ tests could have written cannot change what they do.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import pwd
 import shutil
@@ -59,7 +59,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +66,9 @@ from typing import TYPE_CHECKING
 
 from .. import constants as C
 from ..constants import ENV_PASS_ENV, ENV_PR_USER, INPUT_PREFIX, SECRET_ENV_VARS
+from .file_commands import FILE_COMMANDS, FileCommands
+from .ownership import chown_tree, give_back, hand_over
+from .processes import describe, kill_user, processes_of
 
 if TYPE_CHECKING:
     from ..errors import MlcheckError
@@ -77,19 +79,6 @@ PR_UID = 1001  # used when the image has no such user: the hosted runner's uid
 SECRET_NAMES = frozenset(SECRET_ENV_VARS)
 SECRET_PREFIXES = (INPUT_PREFIX, "ACTIONS_")  # action inputs; runtime/OIDC/cache tokens and URLs
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
-# The runner's file commands: files a step appends to, read by the runner after the step. Only
-# this module reads them (constants.py has the two mlcheck writes through github/workflow.py).
-FILE_COMMANDS = (
-    "GITHUB_ENV",
-    "GITHUB_PATH",
-    C.ENV_GITHUB_OUTPUT,
-    "GITHUB_STATE",
-    C.ENV_GITHUB_STEP_SUMMARY,
-)
-# GitHub caps a step's summary at 1 MiB and reads outputs into memory; anything bigger than
-# this was not written by the runner and is not kept.
-FILE_COMMAND_MAX_BYTES = 16 << 20
-KILL_TIMEOUT_S = 30.0  # kill(-1) rounds until /proc shows no process of the uid
 
 
 def scrubbed_env(
@@ -194,7 +183,8 @@ class Sandbox:
             self.end()
 
     def end(self) -> None:
-        """Kill every process of the project's user (:func:`kill_user`)."""
+        """Kill every process of the project's user
+        (:func:`~mlcheck.action.processes.kill_user`)."""
         if self.user.uid is not None and self.user.gid is not None:
             kill_user(self.user.uid, self.user.gid)
 
@@ -239,7 +229,7 @@ def prepare(environ: Mapping[str, str], token: str | None, workspace: Path) -> S
 
         sandbox.close()
         raise EnvironmentProblem(
-            f"uid {user.uid} already runs processes here ({_describe(running)}): the project "
+            f"uid {user.uid} already runs processes here ({describe(running)}): the project "
             f"under test needs a uid of its own, killed when its turn ends; set {ENV_PR_USER} "
             "to an unused uid"
         )
@@ -253,7 +243,7 @@ def prepare(environ: Mapping[str, str], token: str | None, workspace: Path) -> S
         check=True,
         env=trusted_env(environ, private / "home"),
     )
-    _chown_tree(home, user.uid, user.gid)
+    chown_tree(home, user.uid, user.gid)
     env[C.ENV_HOME] = str(home)
     env[C.ENV_VIRTUAL_ENV] = str(venv)
     env[C.ENV_PATH] = f"{venv / 'bin'}{os.pathsep}{env.get(C.ENV_PATH, os.defpath)}"
@@ -261,217 +251,6 @@ def prepare(environ: Mapping[str, str], token: str | None, workspace: Path) -> S
     sandbox.python = str(venv / "bin" / "python")
     hand_over(workspace, user.uid, user.gid)
     return sandbox
-
-
-# ---------------------------------------------------------------------------------------------
-# Ending the project's turn
-
-
-def processes_of(uid: int) -> list[int]:
-    """Live processes (not zombies) with ``uid`` as their real, effective, saved or file uid.
-
-    Read from ``/proc`` by hand: ``psutil`` is not a dependency, and the fields needed are
-    two lines of ``status``.
-    """
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status", "rb") as fh:
-                status = fh.read(1 << 16).decode("ascii", "replace")
-        except OSError:
-            continue  # gone meanwhile
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        state = fields.get("State", "").split()
-        uids = fields.get("Uid", "").split()
-        if state and state[0] in ("Z", "X"):
-            continue  # a zombie runs no code; its parent reaps it
-        if str(uid) in uids:
-            found.append(int(name))
-    return found
-
-
-def _describe(pids: list[int]) -> str:
-    out = []
-    for pid in pids[:3]:
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()[:60].replace(b"\0", b" ")
-        except OSError:
-            cmd = b"?"
-        out.append(f"pid {pid}: {cmd.decode(errors='replace').strip()}")
-    return "; ".join(out) + (f" and {len(pids) - 3} more" if len(pids) > 3 else "")
-
-
-def kill_user(uid: int, gid: int, timeout: float = KILL_TIMEOUT_S) -> None:
-    """Kill every process of ``uid``, wherever it moved (``setsid``, another process group).
-
-    A child becomes ``uid`` and sends ``kill(-1, SIGKILL)``, which reaches every process that
-    uid may signal (its own, whatever their session) but itself; repeated until ``/proc``
-    lists none, so processes forked during a round die in the next. Raises
-    :class:`~mlcheck.errors.EnvironmentProblem` if some survive ``timeout`` seconds: then
-    nothing trusted may run.
-    """
-    if uid == 0 or os.geteuid() != 0:
-        return
-    deadline = time.monotonic() + timeout
-    while running := processes_of(uid):
-        if time.monotonic() > deadline:
-            from ..errors import EnvironmentProblem
-
-            raise EnvironmentProblem(
-                f"processes of uid {uid} survive SIGKILL ({_describe(running)}): stopping "
-                "before anything trusted runs"
-            )
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child only makes system calls, then exits
-            try:
-                os.setgroups([])
-                os.setgid(gid)
-                os.setuid(uid)
-                os.kill(-1, signal.SIGKILL)
-            finally:
-                os._exit(0)
-        os.waitpid(pid, 0)
-        _reap_children()
-        time.sleep(0.005)  # SIGKILLed processes need a moment to leave /proc's live list
-
-
-def _reap_children() -> None:
-    """Reap our own children that died (orphans of the project reparented to us)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-# ---------------------------------------------------------------------------------------------
-# The job's file commands
-
-
-@dataclass
-class _Remembered:
-    name: str  # the variable, e.g. GITHUB_ENV
-    dir_fd: int  # the file's folder, opened before the project ran
-    base: str  # the file's name in that folder
-    content: bytes | None  # None: there was no such file
-    mode: int
-    owner: tuple[int, int]
-
-
-@dataclass
-class FileCommands:
-    """The job's file commands as they were before the project ran (:meth:`remember`), put back
-    once it is dead with mlcheck's own lines appended (:meth:`restore`).
-
-    The files and their folder belong to the runner's user, which on GitHub's runners is the
-    project's uid too: it could append ``LD_PRELOAD=...`` to ``GITHUB_ENV``, a folder to
-    ``GITHUB_PATH`` or a forged output, or swap a file for a link. Restoring works on the
-    folder's handle, opened before the project ran, and replaces whatever the name now is
-    with a new regular file: no link is followed.
-    """
-
-    remembered: list[_Remembered] = field(default_factory=list)
-
-    @classmethod
-    def remember(cls, environ: Mapping[str, str]) -> FileCommands:
-        out = cls()
-        for name in FILE_COMMANDS:
-            path = environ.get(name)
-            if not path:
-                continue
-            folder, base = os.path.split(os.path.abspath(path))
-            try:
-                dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-            except OSError:
-                continue  # no folder: the runner does not use this one
-            content, mode, owner = _read_regular(dir_fd, base)
-            out.remembered.append(_Remembered(name, dir_fd, base, content, mode, owner))
-        return out
-
-    def restore(self, appends: Mapping[str, bytes] | None = None) -> None:
-        """Put every file back as it was, then append ``appends[name]``.
-
-        Raises :class:`~mlcheck.errors.EnvironmentProblem` naming the files it could not put
-        back (after trying every one): then the step must not look green.
-        """
-        appends = appends or {}
-        failed = []
-        for r in self.remembered:
-            content = (r.content or b"") + appends.get(r.name, b"")
-            try:
-                _replace(r, content)
-            except OSError as exc:
-                failed.append(f"{r.name} ({exc.strerror or exc})")
-        if failed:
-            from ..errors import EnvironmentProblem
-
-            raise EnvironmentProblem(
-                "could not put back the job's file commands after the project under test ran: "
-                + ", ".join(failed)
-            )
-
-    def close(self) -> None:
-        for r in self.remembered:
-            os.close(r.dir_fd)
-        self.remembered.clear()
-
-
-def _replace(r: _Remembered, content: bytes) -> None:
-    """Make ``r``'s name a regular file holding ``content``, never writing through a link."""
-    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        _remove(r.dir_fd, r.base)
-    except OSError as exc:
-        if exc.errno not in (errno.EBUSY, errno.EPERM, errno.EACCES):
-            raise
-        # a file mounted on its own (some runners) cannot be removed: rewrite it in place,
-        # if it is still a regular file
-        fd = os.open(r.base, flags, dir_fd=r.dir_fd)
-        with os.fdopen(fd, "wb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise OSError(errno.EINVAL, "not a regular file") from exc
-            fh.truncate(0)
-            fh.write(content)
-        return
-    if r.content is None and not content:
-        return
-    fd = os.open(r.base, flags | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=r.dir_fd)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(content)
-        os.fchmod(fh.fileno(), r.mode)
-        if os.geteuid() == 0:
-            os.fchown(fh.fileno(), *r.owner)
-
-
-def _read_regular(dir_fd: int, base: str) -> tuple[bytes | None, int, tuple[int, int]]:
-    """A regular file's content, mode and owner, read without following a link or blocking
-    on a FIFO; ``None`` content when there is none."""
-    try:
-        fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-    except OSError:
-        st = os.stat(dir_fd)
-        return None, 0o644, (st.st_uid, st.st_gid)
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_size > FILE_COMMAND_MAX_BYTES:
-            return None, 0o644, (st.st_uid, st.st_gid)
-        return fh.read(FILE_COMMAND_MAX_BYTES), stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
-
-
-def _remove(dir_fd: int, base: str) -> None:
-    """Remove ``base`` from the folder, whatever it is now (file, link, FIFO, folder)."""
-    try:
-        os.unlink(base, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
-    except (IsADirectoryError, PermissionError) as exc:
-        if not stat.S_ISDIR(os.stat(base, dir_fd=dir_fd, follow_symlinks=False).st_mode):
-            raise exc
-        shutil.rmtree(base, dir_fd=dir_fd)  # fd-based: never follows a link inside
 
 
 def docker_socket_warning() -> str:
@@ -484,62 +263,6 @@ def docker_socket_warning() -> str:
         if stat.S_ISSOCK(mode) and mode & 0o006:
             return f"{sock} is writable by every user: the project under test can use it"
     return ""
-
-
-def _chown_tree(root: Path, uid: int, gid: int, only: frozenset[int] | None = None) -> int:
-    """Give ``root`` and everything under it (owned by one of ``only``, or all) to ``uid``;
-    a count.
-
-    Directory handles all the way (``os.fwalk``, which checks that each folder it enters is
-    the one it listed), names changed relative to their folder's handle without following a
-    link: a folder swapped for a link while this runs is skipped, never followed, and a link
-    is changed itself, never its target.
-    """
-    try:
-        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return 0
-    changed = 0
-    try:
-        for _dirpath, _dirs, files, dir_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
-            if only is None or os.fstat(dir_fd).st_uid in only:
-                os.fchown(dir_fd, uid, gid)
-                changed += 1
-            for name in files:
-                try:
-                    if (
-                        only is None
-                        or os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_uid in only
-                    ):
-                        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
-                        changed += 1
-                except OSError:
-                    continue  # vanished: leave it
-    finally:
-        os.close(top)
-    return changed
-
-
-def hand_over(workspace: Path, uid: int, gid: int) -> None:
-    """Let ``uid`` write the workspace for the run when it does not own it already.
-
-    On GitHub's runners the checkout already belongs to uid 1001; elsewhere (act, other
-    runners) it is given to the project's user and back by :func:`give_back`.
-    """
-    if workspace.is_dir() and workspace.stat().st_uid != uid:
-        _chown_tree(workspace, uid, gid)
-
-
-def give_back(workspace: Path, owner: tuple[int, int], uids: tuple[int, ...]) -> int:
-    """Give every path under ``workspace`` owned by one of ``uids`` to ``owner``; a count.
-
-    Call it once the project's processes are dead (:meth:`Sandbox.end`); even so it works on
-    directory handles and never follows a link (:func:`_chown_tree`).
-    """
-    wanted = frozenset(uids) - {owner[0]}
-    if os.geteuid() != 0 or not wanted:
-        return 0
-    return _chown_tree(workspace, *owner, only=wanted)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -635,19 +358,13 @@ def _run_in(
 
 
 __all__ = [
-    "FILE_COMMANDS",
     "PR_UID",
     "PR_USER",
-    "FileCommands",
     "PrUser",
     "Sandbox",
-    "give_back",
-    "hand_over",
-    "kill_user",
     "main",
     "pr_user",
     "prepare",
-    "processes_of",
     "scrubbed_env",
     "trusted_env",
 ]

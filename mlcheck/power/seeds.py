@@ -41,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
     def manual_seed(seed: int) -> Any:
         # mlcheck's own seeding before each test is not the test using the seed
         caller = sys._getframe(1).f_globals.get("__name__")
-        if run_seed and int(seed) == run_seed[0] and caller != "mlcheck.plugin":
+        if run_seed and int(seed) == run_seed[0] and caller != "mlcheck.plugin.session":
             _seed_used[0] = True
         return original(seed)
 

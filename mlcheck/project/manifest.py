@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from ..errors import ManifestError
+from ..errors import ManifestError, UsageError
 from ..results.failure_kinds import Rule, parse_rules
-from ..tiers import TIER_NAMES
+from ..tiers import parse_tier
 from .weights import PICKLE_PATTERNS, SAFE_PATTERNS
 
 Need = Literal["config", "weights"]
@@ -205,12 +205,10 @@ def _parse_tier_table(path: Path, name: str, raw: object) -> dict[str, str]:
         )
     markers: dict[str, str] = {}
     for marker, tier in raw.items():
-        if tier not in TIER_NAMES:
-            raise ManifestError(
-                f"{path}: `{key}.{marker}` = {tier!r} is not a tier; use one of "
-                f"{', '.join(repr(t) for t in TIER_NAMES)}"
-            )
-        markers[marker] = tier
+        try:  # the one tier parser (mlcheck.tiers), so the manifest reads tiers as --tier does
+            markers[marker] = parse_tier(tier, source=f"`{key}.{marker}`").value
+        except UsageError as exc:
+            raise ManifestError(f"{path}: {exc}") from None
     return markers
 
 

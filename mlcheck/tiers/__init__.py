@@ -4,9 +4,14 @@ selection is written, and what a test needs.
 - :class:`Tier`, :data:`TIER_NAMES`; :func:`parse_tiers` reads ``"fast,real"`` / ``"all"``;
   :func:`format_tiers` writes a selection in canonical order, which is also the key of its
   report section (:func:`section_key`, :func:`tier_key`);
-- :data:`SCHEDULED_TIERS`: what a GPU run gets by default; :data:`DEFAULT_GPU_LABEL`: the PR
-  label that asks for one;
-- :func:`needs_of`: a test's tier from its markers (for an event's tiers see
+- :data:`SCHEDULED_TIERS`: the one name for what a GPU run gets by default (the label's
+  dispatch, ``tier: auto`` on ``workflow_dispatch`` and ``pull_request_target``);
+  :data:`DEFAULT_GPU_LABEL`: the PR label that asks for one;
+- :func:`parse_tiers` is the one parser of tier text: the CLI's ``--tier``, the plugin's
+  ``--mlcheck-tier``, ``MLCHECK_TIER``, the action's ``tier:`` input, a dispatch's ``tier``
+  input and (through :func:`parse_tier`) the manifest's ``markers`` and ``decorators``;
+- a test's tier is decided by :func:`mlcheck.tiers.decide.decide` (markers, decorators,
+  configuration); :func:`needs_of` is its marker half (for an event's tiers see
   :mod:`mlcheck.github.event`).
 
 Pure logic over marker names and arguments (no pytest import), plus accelerator detection,
@@ -75,6 +80,24 @@ def parse_tiers(text: str, *, source: str | None = None) -> frozenset[Tier]:
                 f"{where}unknown tier {name!r}: use fast, real, gpu (comma-separated) or all"
             )
     return frozenset(tiers)
+
+
+def parse_tier(text: object, *, source: str | None = None) -> Tier:
+    """Exactly one tier name (a manifest's ``markers`` and ``decorators`` values), read by
+    :func:`parse_tiers`: ``all`` or a list is an error naming ``source``.
+
+    >>> parse_tier("real")
+    <Tier.REAL: 'real'>
+    """
+    where = f"{source} = {text!r}" if source else repr(text)
+    one = f"{where} is not a tier; use one of {', '.join(repr(t) for t in TIER_NAMES)}"
+    if not isinstance(text, str) or "," in text or text.strip().lower() == "all":
+        raise UsageError(one)
+    try:
+        (tier,) = parse_tiers(text)
+    except UsageError:
+        raise UsageError(one) from None
+    return tier
 
 
 def selected_tiers(option: str | None, option_name: str) -> frozenset[Tier]:
@@ -151,7 +174,8 @@ class Needs:
 
 
 def needs_of(marks: Iterable[MarkInfo], marker_map: Mapping[str, str] | None = None) -> Needs:
-    """A test's tier and needs: ``gpu`` if marked gpu, else ``real`` if marked real_model, else
+    """The markers' half of :func:`mlcheck.tiers.decide.decide` (which also reads a test's
+    decorators; call that): ``gpu`` if marked gpu, else ``real`` if marked real_model, else
     ``fast``. ``marker_map`` maps a suite's own markers to tiers (``{"slow": "real"}``)."""
     marker_map = marker_map or {}
     models: list[str] = []
@@ -275,14 +299,17 @@ def detect_accelerator() -> Accelerator | None:
     return None
 
 
-def accelerator_problem(needs: Needs, accel: Accelerator | None) -> str | None:
-    """The message for a gpu test this machine cannot run, or None when it can."""
+def accelerator_problem(
+    needs: Needs, accel: Accelerator | None, gpu_label: str = DEFAULT_GPU_LABEL
+) -> str | None:
+    """The message for a gpu test this machine cannot run, or None when it can; it names the
+    project's GPU label (``--mlcheck-gpu-label``) as the way to a GPU runner."""
     if not needs.gpu:
         return None
     if accel is None:
         return (
             "needs an accelerator, but torch reports none (no CUDA, XPU or MPS device): run the "
-            f"gpu tier on a GPU runner (label the PR `{DEFAULT_GPU_LABEL}`), or pass "
+            f"gpu tier on a GPU runner (label the PR `{gpu_label}`), or pass "
             "--mlcheck-allow-missing to skip it locally"
         )
     if accel.count < needs.gpu_count:

@@ -24,12 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import GPU_MARKER, REAL_MARKER, MarkInfo, Tier
-
-if TYPE_CHECKING:
-    from ..project.manifest import Manifest
 
 # Top-level packages whose testing helpers define the built-in decorators
 # (transformers.testing_utils, accelerate.test_utils.testing, diffusers.utils.testing_utils).
@@ -138,11 +135,6 @@ def rules(extra: Mapping[str, str] | None = None) -> dict[str, DecoratorRule]:
         module, _, name = key.rpartition(".")
         out[name] = DecoratorRule(tier, (module,) if module else ())
     return out
-
-
-def project_rules(manifest: Manifest) -> dict[str, DecoratorRule]:
-    """The rules of a project: the built-in ones with its manifest's ``decorators``."""
-    return rules(manifest.decorators)
 
 
 def slow_tier(table: Mapping[str, DecoratorRule]) -> str | None:

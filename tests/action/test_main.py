@@ -354,6 +354,43 @@ def test_a_bad_input_is_an_annotated_usage_error(
     assert "::error::mlcheck: input `comment: loud`" in capfd.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("event", "payload", "tier", "said"),
+    [
+        ("push", {"after": SHA}, "real,gpus", "input `tier`: unknown tier 'gpus'"),
+        (
+            "workflow_dispatch",
+            {"inputs": {"sha": SHA, "pr": "7", "tier": "fats"}},
+            "auto",
+            "workflow_dispatch input `tier`: unknown tier 'fats'",
+        ),
+    ],
+)
+def test_a_bad_tier_fails_the_step_before_install_runs(
+    workspace: Path,
+    capfd: pytest.CaptureFixture[str],
+    event: str,
+    payload: dict[str, object],
+    tier: str,
+    said: str,
+) -> None:
+    """A typo in `tier:` (or in the dispatch's `tier`) is a usage error before any project code:
+    the install command never runs (it used to run, and `mlcheck run` refused the tier after)."""
+    env = _environ(
+        workspace,
+        event,
+        payload,
+        working_directory="proj",
+        tier=tier,
+        install="echo installed > install-marker.txt",
+    )
+    assert main(env) == 2
+    out = capfd.readouterr().out
+    assert f"::error::mlcheck: {said}: use fast, real, gpu" in out
+    assert "::group::install" not in out
+    assert not (workspace / "proj" / "install-marker.txt").exists()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="handing files to another uid needs root")
 def test_files_created_in_the_workspace_go_to_its_owner(workspace: Path) -> None:
     os.chown(workspace, 1234, 2345)
@@ -558,7 +595,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the action runs as ro
 @pytest.fixture
 def pr_uid() -> Iterator[int]:
     """A uid no process on this machine runs as; every process of it is dead afterwards."""
-    from mlcheck.action.sandbox import kill_user, processes_of
+    from mlcheck.action.processes import kill_user, processes_of
 
     uid = 40000 + os.getpid() % 20000
     while processes_of(uid):
@@ -667,7 +704,7 @@ def test_a_surviving_daemon_is_dead_before_root_works_and_steers_nothing(
     import socket
     import stat
 
-    from mlcheck.action.sandbox import processes_of
+    from mlcheck.action.processes import processes_of
 
     run = runner.root / "run"  # stands in for /var/run: root's, with root's Docker socket
     run.mkdir()
@@ -725,7 +762,7 @@ def test_give_back_never_follows_a_folder_swapped_for_a_link(tmp_path: Path, pr_
     """give_back on its own, racing a live swapper of the project's uid (no kill first)."""
     import tempfile
 
-    from mlcheck.action.sandbox import give_back as give_files_back
+    from mlcheck.action.ownership import give_back as give_files_back
 
     root = Path(tempfile.mkdtemp(prefix="mlcheck-race-", dir="/tmp"))
     try:
@@ -805,7 +842,7 @@ def test_a_busy_uid_is_refused_before_any_pr_code_runs(runner: Runner, pr_uid: i
 # README security model: the GPU job runs install and tests in the same sandbox.
 @needs_root
 def test_the_gpu_job_sandbox_kills_restores_and_hands_back(runner: Runner, pr_uid: int) -> None:
-    from mlcheck.action.sandbox import processes_of
+    from mlcheck.action.processes import processes_of
 
     os.chown(runner.ws, 4242, 4242)
     leave = (
@@ -867,7 +904,7 @@ def test_an_interrupted_sandbox_kills_the_project_before_it_exits(
     import signal
     import time
 
-    from mlcheck.action.sandbox import processes_of
+    from mlcheck.action.processes import processes_of
 
     started = runner.ws / "started"
     script = f"setsid sleep 300 </dev/null >/dev/null 2>&1 & touch {started}; sleep 300"

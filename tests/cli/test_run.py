@@ -1,6 +1,7 @@
 """`mlcheck run` end to end: a real pytest subprocess on generated suites."""
 
 import json
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -90,17 +91,48 @@ def test_usage_and_environment_problems_exit_2(suite, args, message):
 
 
 def test_workers_run_under_xdist_and_results_aggregate(suite):
+    """Both xdist workers run tests (each test writes down its worker), their results land in
+    one results.json, and each worker's torch threads are the cores split between the workers:
+    `mlcheck run` sets what the caller left unset and keeps what it set, whatever the
+    environment the suite itself runs in (scripts/test sets OMP_NUM_THREADS=1)."""
+    seen = suite / "seen"
+    seen.mkdir()
     (suite / "tests" / "test_many.py").write_text(
-        "import os, pytest\n"
+        "import json, os, pytest\n"
         "@pytest.mark.parametrize('i', range(8))\n"
         "def test_threads(i):\n"
-        "    assert os.environ['OMP_NUM_THREADS'] == '1'\n"
+        f"    path = os.path.join({str(seen)!r}, str(i))\n"
+        "    names = ('PYTEST_XDIST_WORKER', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS')\n"
+        "    with open(path, 'w') as fh:\n"
+        "        json.dump([os.environ.get(n) for n in names], fh)\n"
     )
+    split = str(max(1, (os.cpu_count() or 1) // 2))
+    given = str(int(split) + 2)  # the caller's own value, unlike what mlcheck would set
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") and not k.startswith("PYTEST_XDIST")
+    }
+    env["OMP_NUM_THREADS"] = given
     deselect = "tests/test_many.py::test_threads[7]"
     proc = mlcheck(
-        "run", "tests", "-n", "2", "--results-dir", "out", "--", "--deselect", deselect, cwd=suite
+        "run",
+        "tests",
+        "-n",
+        "2",
+        "--results-dir",
+        "out",
+        "--",
+        "--deselect",
+        deselect,
+        cwd=suite,
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = [json.loads(path.read_text()) for path in sorted(seen.iterdir())]
+    assert len(runs) == 7
+    assert {worker for worker, _, _ in runs} == {"gw0", "gw1"}
+    assert {(omp, mkl) for _, omp, mkl in runs} == {(given, split)}
     results = read(suite / "out")
     assert results.run.workers == 2
     assert len(results.tests) == 10

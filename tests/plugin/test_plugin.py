@@ -90,6 +90,39 @@ def test_gpu_tier_without_accelerator_is_an_actionable_error(pytester):
     result.stdout.fnmatch_lines(["*needs an accelerator, but torch reports none*"])
 
 
+def test_a_configured_gpu_label_is_the_one_every_message_names(pytester):
+    """`--mlcheck-gpu-label` (the action's `gpu-label`) in the accelerator error of a selected gpu
+    test as in the not-run reasons: the error used to name the default label."""
+    pytester.makepyfile(test_suite=SUITE)
+    result = run(pytester, "--mlcheck-tier=fast,gpu", "--mlcheck-gpu-label=run-on-gpu")
+    result.assert_outcomes(passed=1, errors=1, skipped=2)
+    result.stdout.fnmatch_lines(["*torch reports none*label the PR `run-on-gpu`*"])
+    result.stdout.fnmatch_lines(["*needs real weights (tier real): label the PR `run-on-gpu`*"])
+    assert "mlcheck:gpu" not in result.stdout.str()
+
+
+def test_the_header_names_the_seed_and_the_tiers(pytester, monkeypatch):
+    """As pytest-randomly prints its seed: what it takes to run the same tests the same way."""
+    pytester.makepyfile(test_suite=SUITE)
+    result = run(pytester, "--mlcheck-tier=gpu,real", "--mlcheck-seed=7", "--collect-only")
+    result.stdout.fnmatch_lines(
+        [
+            "mlcheck: tiers real,gpu, seed 7 "
+            "(to reproduce: --mlcheck-tier=real,gpu --mlcheck-seed=7)",
+            "collected 4 items",
+        ]
+    )
+    monkeypatch.setenv("MLCHECK_SEED", "11")
+    monkeypatch.setenv("MLCHECK_TIER", "all")
+    result = run(pytester, "--collect-only")
+    result.stdout.fnmatch_lines(
+        [
+            "mlcheck: tiers fast,real,gpu, seed 11 "
+            "(to reproduce: --mlcheck-tier=fast,real,gpu --mlcheck-seed=11)"
+        ]
+    )
+
+
 def test_tier_from_environment_and_option_wins(pytester, monkeypatch):
     pytester.makepyfile(test_suite=SUITE)
     monkeypatch.setenv("MLCHECK_TIER", "real")

@@ -406,3 +406,30 @@ def test_the_layer_check_can_fail(module: str, source: str) -> None:
             del _modules()[module]
         else:
             _modules()[module] = saved
+
+
+# --- module size ------------------------------------------------------------------------------
+
+MAX_MODULE_LINES = 600  # issue 21: split along real seams past this
+
+
+def _long_modules(package: Path, limit: int) -> dict[str, int]:
+    lines = {
+        path.relative_to(package.parent).as_posix(): len(
+            path.read_text(encoding="utf-8").splitlines()
+        )
+        for path in sorted(package.rglob("*.py"))
+    }
+    return {path: n for path, n in lines.items() if n > limit}
+
+
+def test_no_module_is_over_600_lines() -> None:
+    assert _long_modules(PACKAGE, MAX_MODULE_LINES) == {}
+
+
+def test_the_size_check_can_fail(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "sub" / "big.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+    (package / "small.py").write_text("x = 1\n" * MAX_MODULE_LINES)
+    assert _long_modules(package, MAX_MODULE_LINES) == {"pkg/sub/big.py": MAX_MODULE_LINES + 1}

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from mlcheck.errors import UsageError
@@ -10,6 +12,7 @@ from mlcheck.tiers import (
     format_tiers,
     needs_of,
     not_run_reason,
+    parse_tier,
     parse_tiers,
     section_key,
     tier_key,
@@ -112,45 +115,87 @@ def test_section_key_is_canonical(tiers, expected):
     assert section_key(tiers) == expected
 
 
-def test_every_writer_of_tiers_agrees():
-    """What `mlcheck run` passes to pytest, the report's section key and the schedule's `tier`
-    are written one way; the event's and the schedule's default tiers are one canonical key."""
-    from mlcheck.action import label_gate as gpu_label
-    from mlcheck.github import event
-    from mlcheck.publish import tracking
-    from mlcheck.report import sticky
+@pytest.mark.parametrize("text", ["real,gpu", "gpu,real", " GPU , real", "gpu,real,gpu"])
+def test_every_writer_of_tiers_agrees(tmp_path, text):
+    """However the tiers are spelled (the action's `tier:` input, a dispatch's `tier`), what the
+    action passes to `mlcheck run --tier` and `mlcheck schedule --tier`, the section it
+    publishes under, and the section the plugin's results fall in are written one way."""
+    from mlcheck.action.main import Inputs, cli_args, plan
+    from mlcheck.github.event import parse_event
     from mlcheck.results import merge
     from mlcheck.results.schema import RunInfo
-    from mlcheck.tiers import SCHEDULED_TIERS, TIER_NAMES
 
-    for text in ("real,gpu", "gpu,real", " GPU , real", "gpu,real,gpu"):
-        tiers = parse_tiers(text)
-        assert format_tiers(tiers) == tier_key(text) == SCHEDULED_TIERS
-        assert merge.section_key(RunInfo(tiers=tuple(reversed(sorted(tiers))))) == SCHEDULED_TIERS
-    assert tier_key("all") == ",".join(TIER_NAMES) == format_tiers(Tier)
-    assert event.TIER_SCHEDULED == gpu_label.DEFAULT_GPU_TIER == tier_key(SCHEDULED_TIERS)
-    assert set(tracking.BASE_KEYS) == {*TIER_NAMES, SCHEDULED_TIERS}
-    assert set(tracking.BASE_KEYS) <= set(sticky.SECTION_ORDER)
+    env = {"GITHUB_WORKSPACE": str(tmp_path)}
+    push = parse_event("push", {}, {"GITHUB_REPOSITORY": "o/r"})
+    dispatch = parse_event(
+        "workflow_dispatch", {"inputs": {"tier": text}}, {"GITHUB_REPOSITORY": "o/r"}
+    )
+    written = set()
+    for inputs, event in ((Inputs(tier=text), push), (Inputs(), dispatch)):
+        for command in ("run", "schedule", "publish"):
+            p = plan(dataclasses.replace(inputs, command=command), event, env)
+            args = cli_args(inputs, p)
+            flag = "--section" if command == "publish" else "--tier"
+            written.add(args[args.index(flag) + 1])
+    # the plugin records the tiers it ran (format_tiers), and the report keys its section so
+    ran = RunInfo(tiers=tuple(format_tiers(parse_tiers(text)).split(",")))
+    written.add(merge.section_key(ran))
+    assert written == {"real,gpu"}
     with pytest.raises(UsageError, match="unknown tier 'gpus'"):
         tier_key("real,gpus")
 
 
+def test_the_scheduled_tiers_have_one_name():
+    """What the label dispatches by default is what a dispatch without `tier` and the label's
+    own event run: one constant, SCHEDULED_TIERS, read by each."""
+    from mlcheck.action.label_gate import ScheduleOptions
+    from mlcheck.cli import build_parser
+    from mlcheck.github.event import parse_event
+    from mlcheck.tiers import SCHEDULED_TIERS
+
+    env = {"GITHUB_REPOSITORY": "o/r"}
+    assert parse_event("workflow_dispatch", {"inputs": {}}, env).auto_tier == SCHEDULED_TIERS
+    assert parse_event("pull_request_target", {}, env).auto_tier == SCHEDULED_TIERS
+    assert ScheduleOptions().tier == SCHEDULED_TIERS
+    assert build_parser().parse_args(["schedule"]).tier == SCHEDULED_TIERS
+    assert tier_key(SCHEDULED_TIERS) == SCHEDULED_TIERS  # written canonically
+
+
 def test_the_gpu_label_has_one_default():
-    """Every place that names the GPU label by default takes it from tiers."""
+    """Every place that names the GPU label by default takes it from tiers, and a configured
+    label replaces it in every message (the accelerator error named the default once)."""
     from mlcheck.action import label_gate as gpu_label
     from mlcheck.action import main as action
     from mlcheck.cli import build_parser
     from mlcheck.publish import PublishOptions
-    from mlcheck.tiers import DEFAULT_GPU_LABEL, SCHEDULED_TIERS
+    from mlcheck.tiers import DEFAULT_GPU_LABEL
 
     assert DEFAULT_GPU_LABEL == "mlcheck:gpu"
     assert action.Inputs().gpu_label == action.INPUT_DEFAULTS["gpu-label"] == DEFAULT_GPU_LABEL
     assert PublishOptions().gpu_label == gpu_label.ScheduleOptions().label == DEFAULT_GPU_LABEL
     parser = build_parser()
     assert parser.parse_args(["publish"]).gpu_label == DEFAULT_GPU_LABEL
-    schedule = parser.parse_args(["schedule"])
-    assert (schedule.label, schedule.tier) == (DEFAULT_GPU_LABEL, SCHEDULED_TIERS)
-    assert DEFAULT_GPU_LABEL in accelerator_problem(Needs(Tier.GPU, gpu=True), None)
+    assert parser.parse_args(["schedule"]).label == DEFAULT_GPU_LABEL
+    gpu = Needs(Tier.GPU, gpu=True)
+    assert f"`{DEFAULT_GPU_LABEL}`" in accelerator_problem(gpu, None)
+    for message in (
+        accelerator_problem(gpu, None, gpu_label="run-on-gpu"),
+        not_run_reason(gpu, gpu_label="run-on-gpu"),
+        not_run_reason(Needs(Tier.REAL, ("o/m",)), gpu_label="run-on-gpu"),
+    ):
+        assert message is not None
+        assert "`run-on-gpu`" in message and DEFAULT_GPU_LABEL not in message
+
+
+@pytest.mark.parametrize("text", ["real", " GPU ", "fast"])
+def test_the_manifest_reads_one_tier_with_the_same_parser(text):
+    assert parse_tier(text) == Tier(text.strip().lower())
+
+
+@pytest.mark.parametrize("text", ["all", "real,gpu", "slow", "", 3])
+def test_the_manifest_refuses_anything_but_one_tier(text):
+    with pytest.raises(UsageError, match="is not a tier; use one of 'fast', 'real', 'gpu'"):
+        parse_tier(text, source="`markers.slow`")
 
 
 def test_not_run_reason_says_what_the_test_was_marked_with():
