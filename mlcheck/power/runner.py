@@ -77,6 +77,7 @@ class Settings:
     budget_s: float | None = None
     extra: tuple[str, ...] = ()  # pytest arguments after `--`
     env: dict[str, str] = field(default_factory=dict)  # the test process's environment
+    mutant_timeout_s: float | None = None  # --mutant-timeout; default: see mutant_timeout()
 
 
 # A mutant's run may take this many times the unmutated run's wall time (and at least
@@ -85,6 +86,13 @@ class Settings:
 TIMEOUT_FACTOR = 10.0
 MIN_TIMEOUT_S = 120.0
 GRACE_S = 20.0  # after SIGTERM, `mlcheck run` writes what finished; then it is killed
+
+
+def mutant_timeout(settings: Settings, unmutated_duration: float) -> float:
+    """Seconds a mutant's run may take before it is stopped and counted as killed (timeout)."""
+    if settings.mutant_timeout_s is not None:
+        return settings.mutant_timeout_s
+    return max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * unmutated_duration)
 
 
 def parallelism(workers: int | str | None) -> int:
@@ -257,7 +265,7 @@ def run_mutants(
     assert unmutated.results is not None
     parallel = max(1, min(parallelism(settings.workers), len(mutants)))
     threads = max(1, (os.cpu_count() or 1) // parallel)
-    timeout = max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * unmutated.duration)
+    timeout = mutant_timeout(settings, unmutated.duration)
 
     def one(mutant: Mutant) -> MutantResult:
         left = None if deadline is None else deadline - time.monotonic()
