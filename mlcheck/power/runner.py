@@ -197,10 +197,19 @@ def classify(name: str, unmutated: RunResults, run: SuiteRun, *, budget_cut: boo
     )
     if run.timed_out and budget_cut:
         return replace(base, status=Status.NOT_RUN, message="the --budget ran out")
+    if run.timed_out and not base.hits:
+        # the mutant never changed anything in this run, so it cannot be what made it slow
+        return replace(
+            base,
+            status=Status.ERROR,
+            message=f"stopped after {run.duration:.0f} s before the mutant was reached "
+            "(the machine is slower than the timeout allows: raise --mutant-timeout)",
+        )
     results = run.results
     if results is None:
         if base.hits:
-            return replace(base, status=Status.KILLED, kill=Kill.CRASH, message=_tail(run.log, 3))
+            kill = Kill.TIMEOUT if run.timed_out else Kill.CRASH
+            return replace(base, status=Status.KILLED, kill=kill, message=_tail(run.log, 3))
         return replace(base, status=Status.ERROR, message=_tail(run.log, 5))
     running = {r.nodeid for r in results.run.running}
     killers = tuple(
