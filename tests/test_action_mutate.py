@@ -233,6 +233,11 @@ def test_the_nightly_gets_a_mutation_section_in_the_tracking_issue(
     summary = (tmp_path / "summary.md").read_text()
     assert "FORGED" not in summary and "1 of 2 reached mutants killed" in summary
     assert server.token not in proc.stdout + proc.stderr + summary
+    # README "API requests per publish": find the issue, update it
+    assert server.counts() == {
+        "GET /repos/{owner}/{repo}/issues": 1,
+        "PATCH /repos/{owner}/{repo}/issues/{issue_number}": 1,
+    }, server.counts()
 
 
 @pytest.mark.parametrize(

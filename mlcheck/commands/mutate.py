@@ -32,7 +32,9 @@ exit codes:
   1  only with --fail-under: the score is below SCORE
   2  the tests fail (or collect nothing) without mutants, or usage is wrong
 
-Writes mutation.json (schema: mlcheck/schema/mutation.schema.json) and mutation.md."""
+Writes mutation.json (schema: mlcheck/schema/mutation.schema.json) and mutation.md; with
+--calibrate also calibration.json and calibration.md (false alarms beside each test's kills).
+In GitHub Actions, `command: mutate` of the action runs this and posts the report."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
