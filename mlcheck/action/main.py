@@ -25,6 +25,10 @@ and the project under test sees none (:mod:`mlcheck.action.sandbox`). One action
    created in the workspace to the workspace's owner (the container runs as root; the
    runner's user must be able to clean the workspace); root itself creates nothing there.
 
+``command: mutate`` (issue 24) runs ``mlcheck mutate`` in the same sandbox and then ``mlcheck
+publish --mutation`` as root, which reads ``mutation.json`` as untrusted data and renders the
+``mutation`` section itself (:func:`mutate_sandboxed`); the step exits as ``mlcheck mutate`` did.
+
 Exit codes: those of the CLI (0 passed, 1 a selected test failed or errored, 2 usage or
 environment), except that ``fail-on: never`` turns 1 into 0. A failure in the results fails
 the step even when ``mlcheck run`` (the project's process) exited 0. A failed install, a bad
@@ -58,7 +62,8 @@ if TYPE_CHECKING:
     from .file_commands import FileCommands
     from .sandbox import Sandbox
 
-COMMANDS = ("auto", RUN, SCHEDULE, PUBLISH)
+MUTATE = "mutate"  # issue 24: `mlcheck mutate` in the sandbox, its report posted by root
+COMMANDS = ("auto", RUN, SCHEDULE, PUBLISH, MUTATE)
 FAIL_ON = ("failures", "never")
 OUTPUTS = (
     "passed",
@@ -97,6 +102,10 @@ INPUT_DEFAULTS: dict[str, str] = {
     "fail-on": "failures",
     "install": "",
     "base-digest": "",
+    # command: mutate (issue 24)
+    "mutants": "all",
+    "budget": "",
+    "fail-under": "",
 }
 
 
@@ -123,6 +132,9 @@ class Inputs:
     fail_on: str = "failures"
     install: str = ""
     base_digest: str = ""
+    mutants: str = "all"
+    budget: str = ""
+    fail_under: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Inputs:
@@ -154,6 +166,9 @@ class Inputs:
             fail_on=raw["fail-on"],
             install=raw["install"],
             base_digest=raw["base-digest"],
+            mutants=raw["mutants"],
+            budget=raw["budget"],
+            fail_under=raw["fail-under"],
         )
 
 
@@ -196,6 +211,8 @@ def plan(inputs: Inputs, event: Event, environ: Mapping[str, str]) -> Plan:
     """
     command = event.auto_command if inputs.command == "auto" else inputs.command
     text = event.auto_tier if inputs.tier == "auto" else inputs.tier
+    if command == MUTATE and inputs.tier == "auto":
+        text = "fast"  # mutants are cheap on the fast tier's small models; `tier` overrides
     # written one way (`real,gpu`) to `mlcheck run --tier`, `schedule --tier` and `--section`;
     # `all` stays `all`: the nightly publishes the results' own sections
     tier = TIER_ALL if text.strip().lower() == TIER_ALL else tier_key(text)
@@ -225,6 +242,16 @@ def cli_args(inputs: Inputs, p: Plan) -> list[str]:
             args += ["--workers", inputs.workers]
         if inputs.shard:
             args += ["--shard", inputs.shard]
+        return [*args, *inputs.paths]
+    if p.command == MUTATE:
+        args = ["mutate", "--tier", p.tier, "--results-dir", inputs.results_dir]
+        args += ["--mutants", inputs.mutants]
+        if inputs.workers:
+            args += ["--workers", inputs.workers]
+        if inputs.budget:
+            args += ["--budget", inputs.budget]
+        if inputs.fail_under:
+            args += ["--fail-under", inputs.fail_under]
         return [*args, *inputs.paths]
     if p.command == SCHEDULE:
         # The workspace is the base branch's checkout (pull_request_target): the safety
@@ -471,10 +498,15 @@ def _run_sandboxed(
     trusted[C.ENV_GITHUB_OUTPUT] = str(cli.output)
     if wf.summary:
         trusted[C.ENV_GITHUB_STEP_SUMMARY] = str(wf.summary)
-    print(f"mlcheck: {p.command}" + (f", tier {p.tier}" if p.command == RUN else ""), flush=True)
+    tiered = p.command in (RUN, MUTATE)
+    print(f"mlcheck: {p.command}" + (f", tier {p.tier}" if tiered else ""), flush=True)
     outputs = empty_outputs(p)
     try:
         run_install(inputs.install, p.project, sandbox)  # the project's processes end with it
+        if p.command == MUTATE:
+            code, found = mutate_sandboxed(inputs, event, p, sandbox, trusted, cli, wf)
+            outputs |= found
+            return code
         if p.command != RUN:
             if not _has_command(p.command):
                 raise UsageError(f"`mlcheck {p.command}` is not available in this version")
@@ -525,6 +557,40 @@ def _run_sandboxed(
                 give_files_back(p.workspace, owner, uids)
         finally:
             sandbox.close()
+
+
+def mutate_sandboxed(
+    inputs: Inputs,
+    event: Event,
+    p: Plan,
+    sandbox: Sandbox,
+    trusted: Mapping[str, str],
+    cli: Workflow,
+    wf: Workflow,
+) -> tuple[int, dict[str, str]]:
+    """``command: mutate``: ``mlcheck mutate`` as the project's user (no token), then
+    ``mlcheck publish --mutation`` as root, which reads its ``mutation.json`` as untrusted data
+    and renders the section itself (a ``mutation.md`` the project's code wrote is never
+    read). The exit code is ``mlcheck mutate``'s (0 it ran, 1 under ``fail-under``, 2 the
+    unmutated run failed or usage), 2 when its report is missing or refused.
+    """
+    code = sandbox.call([sandbox.python, "-m", "mlcheck", *cli_args(inputs, p)], p.project)
+    # lexists: a link or a FIFO in its place is refused by the reader, never skipped
+    if not os.path.lexists(p.results_dir / "mutation.json"):
+        if code == 0:
+            wf.command("error", "mlcheck: `mlcheck mutate` exited 0 but wrote no mutation.json")
+        return code or EXIT_RESULTS_REFUSED, {}
+    post, why_not = should_publish(inputs, event)
+    if not post:
+        print(f"mlcheck: nothing posted to GitHub: {why_not}")
+    args = ["publish", "--mutation", "--comment", inputs.comment if post else "off"]
+    reported = _mlcheck([*args, str(p.results_dir)], p.project, trusted)
+    if reported == EXIT_RESULTS_REFUSED:
+        wf.command("error", "mlcheck: the mutation report was refused; see the log above")
+        return max(code, EXIT_RESULTS_REFUSED), {}
+    if reported == EXIT_REPORTING_FAILED:
+        wf.command("warning", "mlcheck could not post the mutation report; see the log above")
+    return code, cli.read_outputs(("comment-url", "issue-url"))
 
 
 def _read_private(path: Path) -> bytes:

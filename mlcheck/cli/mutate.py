@@ -32,7 +32,9 @@ exit codes:
   1  only with --fail-under: the score is below SCORE
   2  the tests fail (or collect nothing) without mutants, or usage is wrong
 
-Writes mutation.json (schema: mlcheck/schema/mutation.schema.json) and mutation.md."""
+Writes mutation.json (schema: mlcheck/schema/mutation.schema.json) and mutation.md; with
+--calibrate also calibration.json and calibration.md (false alarms beside each test's kills).
+In GitHub Actions, `command: mutate` of the action runs this and posts the report."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,6 +85,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SCORE",
         help="exit 1 when killed/reached is below SCORE (0-1, or a percentage like 80)",
     )
+    parser.add_argument(
+        "--mutant-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop a mutant's run after SECONDS and count the mutant killed by a timeout "
+        "(default: 10x the unmutated run, at least 120)",
+    )
+    parser.add_argument(
+        "--calibrate",
+        type=int,
+        default=None,
+        metavar="SEEDS",
+        help="then run `mlcheck calibrate --seeds SEEDS` on the same tests: calibration.json "
+        "and one table per test with its false alarms beside the mutants it killed (use "
+        "--all-killers to credit every test that catches a mutant)",
+    )
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.set_defaults(handler=handle, accepts_passthrough=True)
 
@@ -98,6 +117,12 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     mutants = select(args.mutants)
     fail_under = _fraction(args.fail_under)
+    if args.mutant_timeout is not None and args.mutant_timeout <= 0:
+        raise UsageError(
+            f"--mutant-timeout takes a positive number of seconds, got {args.mutant_timeout}"
+        )
+    if args.calibrate is not None and args.calibrate < 2:
+        raise UsageError(f"--calibrate takes at least 2 seeds, got {args.calibrate}")
     if args.budget is not None and args.budget <= 0:
         raise UsageError(f"--budget takes a positive number of minutes, got {args.budget}")
     paths = tuple(args.paths) or (".",)
@@ -112,6 +137,7 @@ def handle(args: argparse.Namespace) -> int:
         budget_s=None if args.budget is None else args.budget * 60,
         extra=tuple(args.passthrough),
         env=dict(os.environ),
+        mutant_timeout_s=args.mutant_timeout,
     )
     started = time.monotonic()
     deadline = None if settings.budget_s is None else started + settings.budget_s
@@ -151,6 +177,8 @@ def handle(args: argparse.Namespace) -> int:
     power_report.print_terminal(report)
     print(f"mlcheck mutate: wrote {path} and {path.with_name(power_report.MUTATION_MARKDOWN)}")
     _write_job_summary(path.with_name(power_report.MUTATION_MARKDOWN))
+    if args.calibrate is not None:
+        _calibrate(args, paths, power_report.to_dict(report))
     if fail_under is not None and (report.score or 0.0) < fail_under:
         print(
             f"mlcheck mutate: score {report.score or 0:.0%} is below --fail-under {fail_under:.0%}",
@@ -158,6 +186,37 @@ def handle(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _calibrate(
+    args: argparse.Namespace, paths: tuple[str, ...], mutation: dict[str, object]
+) -> None:
+    """``--calibrate SEEDS``: the false-alarm side, beside each test's kills (one table)."""
+    from ..power import calibrate
+    from ..power.calibrate import kills_from_mutation
+
+    seeds = list(range(args.calibrate))
+    started = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix="mlcheck-calibrate-"))  # outside the project
+    try:
+        print(f"mlcheck mutate: calibrating, {len(seeds)} seeds per test ...", file=sys.stderr)
+        lines = calibrate.run(
+            paths,
+            seeds,
+            scratch,
+            tier=args.tier,
+            workers=_parse_workers(args.workers),
+            extra=args.passthrough,
+            environ=os.environ,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result = calibrate.aggregate(lines, seeds, 1e-3, time.monotonic() - started)
+    kills = kills_from_mutation(mutation)
+    path = calibrate.write(result, args.results_dir, kills)
+    print(calibrate.markdown(result, kills))
+    print(f"mlcheck mutate: wrote {path}")
+    _write_job_summary(path.with_name(calibrate.CALIBRATION_MARKDOWN))
 
 
 def _write_job_summary(markdown: Path) -> None:

@@ -16,6 +16,7 @@ from ..tiers import DEFAULT_GPU_LABEL
 
 if TYPE_CHECKING:
     from ..github import GitHubClient
+    from ..github.event import Event
     from ..redact import Redactor
 
 HELP = "post results from results folders or artifacts: PR comment, tracking issue, summary"
@@ -113,6 +114,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--max-tests", type=int, default=200_000, help="refuse more tests than this in all"
     )
+    # issue 24: the report of `mlcheck mutate` (the action's `command: mutate`)
+    parser.add_argument(
+        "--mutation",
+        action="store_true",
+        help="DIR holds a mutation.json (mlcheck mutate): post its report as the `mutation` "
+        "section (PR comment, or the tracking issue on schedule) and the job summary",
+    )
     workflow.add_options(parser)
     add_github_options(parser)
     parser.set_defaults(handler=handle)
@@ -191,6 +199,8 @@ def handle(args: argparse.Namespace) -> int:
     wf = workflow.from_args(args, env)
     dirs = args.dirs or [constants.results_dir(env)]
     event = load_event(env)
+    if args.mutation:
+        return _publish_mutation(args, dirs, event, wf)
     limits = Limits(max_bytes=int(args.max_results_mb * 1024 * 1024), max_tests=args.max_tests)
     token = github_token(env)
     redactor = redactor_for(env, token)
@@ -250,3 +260,39 @@ def handle(args: argparse.Namespace) -> int:
         )
     sys.stdout.flush()
     return code
+
+
+def _publish_mutation(
+    args: argparse.Namespace, dirs: list[Path], event: Event, wf: workflow.Workflow
+) -> int:
+    """``--mutation``: one folder's ``mutation.json``, read as untrusted data, re-rendered."""
+    from ..errors import UsageError
+    from ..power.publish import load_untrusted_mutation, publish_mutation
+
+    if len(dirs) != 1:
+        raise UsageError("--mutation publishes one folder (the one holding mutation.json)")
+    env = os.environ
+    token = github_token(env)
+    redactor = redactor_for(env, token)
+    report = load_untrusted_mutation(Path(dirs[0]))  # ResultsError: exit 2
+    client = github_client(args, token) if token and event.name != "local" else None
+    try:
+        done = publish_mutation(
+            report, event, client, comment=args.comment, author=args.comment_author,
+            settle=args.settle, redactor=redactor, token=token,
+        )  # fmt: skip
+    finally:
+        if client is not None:
+            client.close()
+    wf.append_summary(done.section)
+    wf.set_outputs({"comment-url": done.comment_url or "", "issue-url": done.issue_url or ""})
+    for note in done.notes:
+        print(f"mlcheck: {note}")
+    if done.comment_url:
+        print(f"mlcheck: PR comment: {done.comment_url}")
+    if done.issue_url:
+        print(f"mlcheck: tracking issue: {done.issue_url}")
+    for problem in done.problems:
+        report_problem(problem, wf)
+    sys.stdout.flush()
+    return 3 if done.problems else 0

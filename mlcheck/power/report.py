@@ -119,7 +119,54 @@ def to_dict(report: MutationReport) -> dict[str, Any]:
             }
             for m in report.mutants
         ],
+        # the model ids of the tests the report names, so a reader of this file (the action's
+        # trusted side) can render the same suggestions without the unmutated results
+        "models": {n: list(report.models[n]) for n in _named(report) if report.models.get(n)},
     }
+
+
+def _named(report: MutationReport) -> list[str]:
+    named = {n for m in report.mutants for n in (*m.reached_by, *m.killers)}
+    return sorted(named)
+
+
+def from_dict(data: Mapping[str, Any]) -> MutationReport:
+    """The report of a ``mutation.json`` that matched the schema (:mod:`mlcheck.power.publish`).
+
+    Counts, score and cost are computed again from the mutants, never taken from the file;
+    a mutant name outside the catalogue, or twice, is a :class:`ValueError`.
+    """
+    from .runner import Kill
+
+    mutants: list[MutantResult] = []
+    for m in data["mutants"]:
+        if m["name"] not in MUTANTS or any(x.name == m["name"] for x in mutants):
+            raise ValueError(f"unknown or repeated mutant {str(m['name'])[:60]!r}")
+        mutants.append(
+            MutantResult(
+                name=m["name"],
+                status=Status(m["status"]),
+                kill=Kill(m["kill"]) if m["kill"] else None,
+                killers=tuple(m["killers"]),
+                message=m["message"],
+                reached_by=tuple(m["reached_by"]),
+                hits=m["hits"],
+                duration=m["duration"],
+                tests_run=m["tests_run"],
+            )
+        )
+    settings = data["settings"]
+    return MutationReport(
+        mutants=tuple(mutants),
+        tests=data["unmutated"]["tests"],
+        unmutated_duration=data["unmutated"]["duration"],
+        duration=data["duration"],
+        models={n: tuple(ids) for n, ids in data.get("models", {}).items()},
+        paths=tuple(settings["paths"]),
+        tier=settings["tier"],
+        all_killers=settings["all_killers"],
+        budget_minutes=settings["budget_minutes"],
+    )
 
 
 def write(report: MutationReport, folder: Path) -> Path:

@@ -77,6 +77,7 @@ class Settings:
     budget_s: float | None = None
     extra: tuple[str, ...] = ()  # pytest arguments after `--`
     env: dict[str, str] = field(default_factory=dict)  # the test process's environment
+    mutant_timeout_s: float | None = None  # --mutant-timeout; default: see mutant_timeout()
 
 
 # A mutant's run may take this many times the unmutated run's wall time (and at least
@@ -85,6 +86,13 @@ class Settings:
 TIMEOUT_FACTOR = 10.0
 MIN_TIMEOUT_S = 120.0
 GRACE_S = 20.0  # after SIGTERM, `mlcheck run` writes what finished; then it is killed
+
+
+def mutant_timeout(settings: Settings, unmutated_duration: float) -> float:
+    """Seconds a mutant's run may take before it is stopped and counted as killed (timeout)."""
+    if settings.mutant_timeout_s is not None:
+        return settings.mutant_timeout_s
+    return max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * unmutated_duration)
 
 
 def parallelism(workers: int | str | None) -> int:
@@ -189,10 +197,19 @@ def classify(name: str, unmutated: RunResults, run: SuiteRun, *, budget_cut: boo
     )
     if run.timed_out and budget_cut:
         return replace(base, status=Status.NOT_RUN, message="the --budget ran out")
+    if run.timed_out and not base.hits:
+        # the mutant never changed anything in this run, so it cannot be what made it slow
+        return replace(
+            base,
+            status=Status.ERROR,
+            message=f"stopped after {run.duration:.0f} s before the mutant was reached "
+            "(the machine is slower than the timeout allows: raise --mutant-timeout)",
+        )
     results = run.results
     if results is None:
         if base.hits:
-            return replace(base, status=Status.KILLED, kill=Kill.CRASH, message=_tail(run.log, 3))
+            kill = Kill.TIMEOUT if run.timed_out else Kill.CRASH
+            return replace(base, status=Status.KILLED, kill=kill, message=_tail(run.log, 3))
         return replace(base, status=Status.ERROR, message=_tail(run.log, 5))
     running = {r.nodeid for r in results.run.running}
     killers = tuple(
@@ -257,7 +274,7 @@ def run_mutants(
     assert unmutated.results is not None
     parallel = max(1, min(parallelism(settings.workers), len(mutants)))
     threads = max(1, (os.cpu_count() or 1) // parallel)
-    timeout = max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * unmutated.duration)
+    timeout = mutant_timeout(settings, unmutated.duration)
 
     def one(mutant: Mutant) -> MutantResult:
         left = None if deadline is None else deadline - time.monotonic()
