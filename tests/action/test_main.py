@@ -369,7 +369,7 @@ def test_files_created_in_the_workspace_go_to_its_owner(workspace: Path) -> None
     assert Path("/etc/passwd").stat().st_uid == 0
 
 
-# --- whole runs that talk to the local GitHub API (tests/github_server.py)
+# --- whole runs that talk to the local GitHub API (tests/github_server/)
 
 COMMENTS = "POST /repos/{owner}/{repo}/issues/{issue_number}/comments"
 

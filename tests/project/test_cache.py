@@ -16,20 +16,13 @@ from pathlib import Path
 
 import pytest
 from hubserver import Hub, free_port, hub, hub_env, minilm_dir, mlcheck, tiny_bert_dir  # noqa: F401
+from projects import project
 
 from mlcheck.errors import CacheCorrupted, ManifestError, ModelNotCached
 from mlcheck.project.cache import add, locate, repo_dir, snapshot_dir
 from mlcheck.project.lock import read_lock
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def project(tmp_path: Path, models: dict[str, str]) -> Path:
-    root = tmp_path / "project"
-    root.mkdir(exist_ok=True)
-    lines = ["[tool.mlcheck.models]"] + [f'"{m}" = {spec}' for m, spec in models.items()]
-    (root / "pyproject.toml").write_text("\n".join(lines) + "\n")
-    return root
 
 
 # --- cache add and locate (offline) -----------------------------------------------------------
@@ -151,7 +144,7 @@ OFFLINE_LOAD = """
 import json, sys
 from pathlib import Path
 from transformers import AutoModel, AutoTokenizer
-from mlcheck.cache import locate
+from mlcheck.project.cache import locate
 local = locate(sys.argv[1], need="weights", root=Path("."))
 model = AutoModel.from_pretrained(local.path, use_safetensors=not local.allow_pickle)
 tok = AutoTokenizer.from_pretrained(local.path)

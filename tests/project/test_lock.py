@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from hubserver import Hub, free_port, hub, hub_env, mlcheck  # noqa: F401
+from projects import project
 
 from mlcheck.project.hub import RetryPolicy
 from mlcheck.project.lock import (
@@ -118,14 +119,6 @@ def test_retry_wait_honours_retry_after() -> None:
 
 
 # --- against olah ---------------------------------------------------------------------------
-
-
-def project(tmp_path: Path, models: dict[str, str]) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    lines = ["[tool.mlcheck.models]"] + [f'"{m}" = {spec}' for m, spec in models.items()]
-    (root / "pyproject.toml").write_text("\n".join(lines) + "\n")
-    return root
 
 
 def test_lock_pins_commit_and_hashes_from_the_hub(hub: Hub, tmp_path: Path) -> None:
