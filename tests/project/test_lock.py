@@ -13,7 +13,6 @@ import pytest
 from hubserver import Hub, free_port, hub, hub_env, mlcheck  # noqa: F401
 from projects import project
 
-from mlcheck.project.hub import RetryPolicy
 from mlcheck.project.lock import (
     Lock,
     LockedFile,
@@ -109,13 +108,6 @@ def test_stale_reasons() -> None:
     assert "changed" in stale_reasons(fewer, Lock(models={"org/a": entry()}))[0]
     extra = Lock(models={"org/a": entry(), "org/z": entry("org/z")})
     assert stale_reasons(manifest, extra) == ["'org/z' is in the lock but not in the manifest"]
-
-
-def test_retry_wait_honours_retry_after() -> None:
-    policy = RetryPolicy(base_s=1.0, max_s=8.0)
-    assert policy.wait(1, 3.0) == 3.0
-    assert 0.5 <= policy.wait(1, None) <= 1.0
-    assert policy.wait(10, None) <= 8.0
 
 
 # --- against olah ---------------------------------------------------------------------------
