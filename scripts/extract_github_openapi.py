@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Extract the part of GitHub's REST OpenAPI description that mlcheck uses into test data.
 
-The local GitHub server in ``tests/github_server.py`` validates every request and response
+The local GitHub server in ``tests/github_server/`` validates every request and response
 against this subset, so the client is tested against GitHub's published contract, not against
 our reading of it. The description comes from the npm package ``@octokit/openapi`` (GitHub's
 own ``api.github.com.json``); the package version is recorded in the output.

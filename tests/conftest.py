@@ -4,15 +4,48 @@ torch is imported here, once, before any in-process pytester run: pytester remov
 that an inner run imported, and importing torch a second time in one process crashes it.
 """
 
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
 import pytest
 import torch  # noqa: F401
 
+if TYPE_CHECKING:
+    from github_server import GitHubServer
+
 
 @pytest.fixture
-def gh():  # type: ignore[no-untyped-def]
-    """The local GitHub API server (tests/github_server.py); fails the test on spec breaks."""
+def gh() -> Iterator[GitHubServer]:
+    """The local GitHub API server (tests/github_server/); fails the test on spec breaks."""
     from github_server import GitHubServer
 
     with GitHubServer() as server:
         yield server
         server.assert_clean()
+
+
+@pytest.fixture
+def pull() -> dict[str, Any]:
+    """How the payloads' PR differs from a same-repository PR; a test module overrides it."""
+    return {}
+
+
+@pytest.fixture
+def server(gh: GitHubServer, pull: dict[str, Any]) -> GitHubServer:
+    """``gh`` serving the recorded payloads' repository with their PR #17 (``payloads.py``)."""
+    from github_server.payloads import payload_repo
+
+    return payload_repo(gh, **pull)
+
+
+@pytest.fixture
+def no_github_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No GitHub Actions variables, action inputs, token or results folder from the machine that
+    runs the tests (a CI runner sets them): each test sets the ones it means."""
+    for key in list(os.environ):
+        if key.startswith(("GITHUB_", "INPUT_")) or key in ("GH_TOKEN", "MLCHECK_RESULTS_DIR"):
+            monkeypatch.delenv(key)
+    return monkeypatch

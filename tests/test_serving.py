@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+from tiny_models import bert_config
+from transformers import BertForSequenceClassification, BertTokenizer
 
 from mlcheck.checks import CheckFailed
 from mlcheck.serving import ServerFailed, assert_serves, serve
@@ -33,11 +34,7 @@ Predict = Callable[[list[str]], list[dict[str, Any]]]
 def predict() -> Predict:
     """A random tiny BERT sentiment classifier; a wide init makes its answers input-dependent."""
     torch.manual_seed(0)
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
+    config = bert_config(
         vocab_size=len(WORDS),
         initializer_range=0.5,
         id2label={0: "negative", 1: "positive"},

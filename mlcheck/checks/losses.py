@@ -426,7 +426,7 @@ def assert_initial_loss(
     Statistical design: the loss at init depends on the init seed and the data. ``rtol=0.35``
     (pass when ``|loss - ln C| <= 0.35 ln C``) was calibrated on tiny Hugging Face models (BERT,
     GPT-2, Llama; 2-32 classes and 100-1000-token vocabularies) and a default-initialised 8-32-3
-    MLP, over 20 seeds each (measured with the models of ``tests/checks/test_checks_v2.py``; the
+    MLP, over 20 seeds each (measured with the models of ``tests/tiny_models.py``; the
     seed test keeps it true): the largest deviation seen was 0.14 ln C (the MLP, whose default
     init gives logits of std ~0.5; the transformers start near 0 and stayed within 0.015 ln C),
     so the band holds 2.5x the worst case seen, aiming at a false-failure rate below 1 in 1,000,

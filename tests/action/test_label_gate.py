@@ -11,6 +11,7 @@ import cmarkgfm
 import pytest
 from cmarkgfm.cmark import Options
 from github_server import ACTIONS_BOT, GitHubServer, Identity
+from github_server.payloads import EVENTS, HEAD, PR, REPO
 
 from mlcheck.action.label_gate import base_safety
 from mlcheck.cli import main
@@ -18,11 +19,7 @@ from mlcheck.report import sticky
 from mlcheck.results import schema as results
 from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult
 
-EVENTS = Path(__file__).parents[1] / "data" / "events"
-REPO = "octo-org/ml-app"
-HEAD = "6dcb09b5b57875f334f61aebed695e2e4193db5e"  # the PR head in the labeled payload
 PUSHED = "c" * 40  # a push after the label
-PR = 17
 GPU = "real,gpu"
 FAST_OPTS = ["--settle", "0", "--backoff", "0.001", "--max-wait", "1", "--retries", "3"]
 
@@ -32,13 +29,9 @@ DISPATCH = "POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatche
 
 
 @pytest.fixture
-def server(gh: GitHubServer) -> GitHubServer:
-    gh.state.owner, gh.state.name = "octo-org", "ml-app"
-    gh.state.next_number = PR
-    gh.state.add_pull(
-        head_sha=HEAD, head_ref="swap-head", head_repo="mallory/ml-app", labels=["mlcheck:gpu"]
-    )
-    return gh
+def pull() -> dict[str, object]:
+    """The labeled payload's PR comes from a fork and carries the GPU label."""
+    return {"head_repo": "mallory/ml-app", "labels": ["mlcheck:gpu"]}
 
 
 @pytest.fixture
@@ -60,12 +53,10 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def labeled(
-    server: GitHubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workspace: Path
+    server: GitHubServer, tmp_path: Path, no_github_env: pytest.MonkeyPatch, workspace: Path
 ) -> Path:
     """The Actions environment of the scheduler job; returns the GITHUB_OUTPUT file."""
-    for key in list(os.environ):
-        if key.startswith(("GITHUB_", "INPUT_")) or key == "GH_TOKEN":
-            monkeypatch.delenv(key)
+    monkeypatch = no_github_env
     output = tmp_path / "github_output"
     for key, value in {
         "GITHUB_ACTIONS": "true",

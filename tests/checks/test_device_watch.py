@@ -60,7 +60,7 @@ def test_watch_reports_a_cpu_tensor_mixed_into_meta_work_with_its_origin() -> No
         stray = torch.ones(3) + 1  # created off the device, inside the watch
         x.add(stray)
     assert watch.mixed, "the dispatch mode no longer sees mixed-device operations"
-    assert "test_device_watch.py" in watch.mixed[0], watch.mixed[0]
+    assert "tests/checks/test_device_watch.py" in watch.mixed[0], watch.mixed[0]
     assert "created at" in watch.mixed[0], watch.mixed[0]
 
 
@@ -73,4 +73,4 @@ def test_local_scalar_on_meta_is_answered_by_the_watch() -> None:
 
 def test_user_frame_skips_the_checks_package() -> None:
     assert _device_watch._PACKAGE.endswith("checks/")
-    assert "test_device_watch.py" in _device_watch._user_frame()
+    assert "tests/checks/test_device_watch.py" in _device_watch._user_frame()

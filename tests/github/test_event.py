@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 from github_server import GitHubServer
+from github_server.payloads import EVENTS, HEAD
 
 from mlcheck.errors import UsageError
 from mlcheck.github import GitHubClient
 from mlcheck.github.event import Event, find_pr_number, load_event, parse_event
 
-EVENTS = Path(__file__).parents[1] / "data" / "events"
-HEAD = "6dcb09b5b57875f334f61aebed695e2e4193db5e"
 PUSHED = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
 
 

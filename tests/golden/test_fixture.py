@@ -1,5 +1,6 @@
 """The `golden` fixture end to end: real pytest runs (pytester) of a seeded tiny BERT."""
 
+import itertools
 import json
 import os
 import sys
@@ -172,16 +173,44 @@ def test_a_hand_edited_golden_file_is_a_clear_error(pytester):
     assert '"shape": [3]' in path.read_text()  # never overwritten
 
 
+INTERLEAVED = """
+import os, time
+from pathlib import Path
+
+ORDER = Path({order!r})  # one line per test, appended after its recordings: the worker's pid
+
+
+def _wait_for_the_other_worker():
+    # a worker's second test records only after the other worker's first one did, so the two
+    # workers' recordings interleave (A..B..A) however xdist hands out the tests
+    me = str(os.getpid())
+    deadline = time.monotonic() + 60  # a bound against a hang, not a measurement
+    while time.monotonic() < deadline:
+        pids = ORDER.read_text().split() if ORDER.exists() else []
+        if me not in pids or any(pid != me for pid in pids):
+            return
+        time.sleep(0.005)
+"""
+
+
 def test_concurrent_recording_under_xdist_loses_no_entry(tmp_path):
     # through `mlcheck run`, as CI does: two workers write the same golden file at once
-    tests = "\n".join(
-        f"def test_{i}(golden):\n    golden.check('v', {i}.5)\n    golden.check('w', [{i}, 'x'])\n"
+    order = tmp_path / "order.txt"
+    tests = INTERLEAVED.format(order=str(order)) + "\n".join(
+        f"def test_{i}(golden):\n    _wait_for_the_other_worker()\n"
+        f"    golden.check('v', {i}.5)\n    golden.check('w', [{i}, 'x'])\n"
+        f"    with ORDER.open('a') as f:\n        f.write(f'{{os.getpid()}}\\n')\n"
         for i in range(12)
     )
     (tmp_path / "test_many.py").write_text(tests)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = mlcheck("run", "--no-warm", "-n", "2", "--golden", "record", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    # the proof that the two workers recorded at the same time: one recorded between two
+    # recordings of the other (the pid changes at least twice in the order they finished)
+    pids = order.read_text().split()
+    assert len(pids) == 12 and len(set(pids)) == 2, pids
+    assert sum(a != b for a, b in itertools.pairwise(pids)) >= 2, pids
     data = json.loads((tmp_path / "__golden__" / "test_many.json").read_text())
     assert {t: set(v) for t, v in data["tests"].items()} == {
         f"test_{i}": {"v", "w"} for i in range(12)

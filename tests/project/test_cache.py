@@ -16,20 +16,13 @@ from pathlib import Path
 
 import pytest
 from hubserver import Hub, free_port, hub, hub_env, minilm_dir, mlcheck, tiny_bert_dir  # noqa: F401
+from projects import project
 
 from mlcheck.errors import CacheCorrupted, ManifestError, ModelNotCached
 from mlcheck.project.cache import add, locate, repo_dir, snapshot_dir
 from mlcheck.project.lock import read_lock
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def project(tmp_path: Path, models: dict[str, str]) -> Path:
-    root = tmp_path / "project"
-    root.mkdir(exist_ok=True)
-    lines = ["[tool.mlcheck.models]"] + [f'"{m}" = {spec}' for m, spec in models.items()]
-    (root / "pyproject.toml").write_text("\n".join(lines) + "\n")
-    return root
 
 
 # --- cache add and locate (offline) -----------------------------------------------------------
@@ -134,19 +127,6 @@ def test_cache_add_reports_and_errors_cleanly(tmp_path: Path) -> None:
 # --- against olah -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tiny_on_hub(
-    hub: Hub, tiny_bert_dir: Path, tmp_path: Path
-) -> tuple[str, str, Path, dict[str, str]]:
-    """A tiny BERT pushed to the mirror, a project that needs its weights, and a hub env."""
-    model = hub.model_id("tiny-bert")
-    commit = hub.push_folder(model, tiny_bert_dir)
-    root = project(tmp_path, {model: '{ needs = "weights" }'})
-    env = hub_env(hub, tmp_path / "cache")
-    assert mlcheck("lock", cwd=root, env=env).returncode == 0
-    return model, commit, root, env
-
-
 OFFLINE_LOAD = """
 import json, sys
 from pathlib import Path
@@ -191,19 +171,6 @@ def test_lock_warm_then_offline_run(
     assert Path(cached).name == commit
 
 
-def test_warm_twice_downloads_nothing_the_second_time(
-    hub: Hub, tiny_on_hub: tuple[str, str, Path, dict[str, str]]
-) -> None:
-    model, commit, root, env = tiny_on_hub
-    before = hub.requests()
-    assert mlcheck("cache", "warm", cwd=root, env=env).returncode == 0
-    assert hub.requests(f"/{model}/resolve/{commit}/") > 0
-    between = hub.requests()
-    second = mlcheck("cache", "warm", cwd=root, env=env)
-    assert second.returncode == 0 and "nothing downloaded" in second.stdout
-    assert hub.requests() == between > before
-
-
 def test_moved_branch_does_not_change_a_locked_run(
     hub: Hub, tiny_on_hub: tuple[str, str, Path, dict[str, str]]
 ) -> None:
@@ -216,68 +183,6 @@ def test_moved_branch_does_not_change_a_locked_run(
     assert local.revision == commit
     assert "moved" not in (local.path / "config.json").read_text()
     assert not snapshot_dir(cache, model, moved).exists()
-
-
-def test_verify_catches_corruption_and_warm_repairs(
-    hub: Hub, tiny_on_hub: tuple[str, str, Path, dict[str, str]]
-) -> None:
-    model, commit, root, env = tiny_on_hub
-    assert mlcheck("cache", "warm", cwd=root, env=env).returncode == 0
-    assert mlcheck("cache", "verify", cwd=root, env=env).returncode == 0
-    snapshot = snapshot_dir(Path(env["HF_HUB_CACHE"]), model, commit)
-    weights = (snapshot / "model.safetensors").resolve()
-    flipped = bytearray(weights.read_bytes())
-    flipped[len(flipped) // 2] ^= 0xFF  # same size: only the hash can tell
-    weights.write_bytes(bytes(flipped))
-    config = (snapshot / "config.json").resolve()
-    config.write_bytes(config.read_bytes()[:10])  # truncated
-    (snapshot / "vocab.txt").unlink()  # missing
-
-    result = mlcheck("cache", "verify", cwd=root, env=env)
-    assert result.returncode == 1
-    assert f"{model}: model.safetensors: sha256" in result.stdout
-    assert f"{model}: config.json: size 10 bytes" in result.stdout
-    assert f"{model}: vocab.txt: missing" in result.stdout
-    assert "3 missing or corrupted" in result.stdout
-
-    warm = mlcheck("cache", "warm", cwd=root, env=env)
-    assert warm.returncode == 0, warm.stderr
-    assert "repaired" in warm.stdout and "downloaded 3 files" in warm.stdout
-    assert mlcheck("cache", "verify", cwd=root, env=env).returncode == 0
-
-
-def test_warm_retries_429_and_503(
-    hub: Hub, tiny_on_hub: tuple[str, str, Path, dict[str, str]]
-) -> None:
-    model, commit, root, env = tiny_on_hub
-    path = f"/{model}/resolve/{commit}/config.json"
-    hub.proxy.inject(429, times=1, contains=path, **{"Retry-After": "1"})
-    hub.proxy.inject(503, times=1, contains=path)
-    before = hub.requests(path)
-    result = mlcheck("cache", "warm", cwd=root, env=env)
-    assert result.returncode == 0, result.stderr
-    assert hub.requests(path) - before >= 3
-    assert mlcheck("cache", "verify", cwd=root, env=env).returncode == 0
-
-
-def test_hub_down_or_repository_gone_exit_2(
-    hub: Hub, tiny_on_hub: tuple[str, str, Path, dict[str, str]], tmp_path: Path
-) -> None:
-    model, commit, root, env = tiny_on_hub
-    secret = "hf_mlcheckTESTtokenNEVERprinted"
-    dead = {**hub_env(f"http://127.0.0.1:{free_port()}", tmp_path / "cache"), "HF_TOKEN": secret}
-    result = mlcheck("cache", "warm", cwd=root, env=dead, timeout=60)
-    assert result.returncode == 2
-    assert "cannot reach the hub" in result.stderr and model in result.stderr
-    assert "Traceback" not in result.stderr and secret not in result.stdout + result.stderr
-
-    shutil.rmtree(hub.repo_dir(model))
-    gone = mlcheck("cache", "warm", cwd=root, env={**env, "HF_TOKEN": secret})
-    assert gone.returncode == 2
-    # olah answers a commit of a deleted repo with 404 EntryNotFound (the hub: RepoNotFound)
-    assert f"'{model}'@{commit[:12]}: " in gone.stderr
-    assert "not found" in gone.stderr and "Traceback" not in gone.stderr
-    assert secret not in gone.stdout + gone.stderr
 
 
 def test_list_and_prune_touch_only_manifest_models(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from hubserver import Hub, free_port, hub, hub_env, mlcheck  # noqa: F401
+from projects import project
 
-from mlcheck.project.hub import RetryPolicy
 from mlcheck.project.lock import (
     Lock,
     LockedFile,
@@ -110,22 +110,7 @@ def test_stale_reasons() -> None:
     assert stale_reasons(manifest, extra) == ["'org/z' is in the lock but not in the manifest"]
 
 
-def test_retry_wait_honours_retry_after() -> None:
-    policy = RetryPolicy(base_s=1.0, max_s=8.0)
-    assert policy.wait(1, 3.0) == 3.0
-    assert 0.5 <= policy.wait(1, None) <= 1.0
-    assert policy.wait(10, None) <= 8.0
-
-
 # --- against olah ---------------------------------------------------------------------------
-
-
-def project(tmp_path: Path, models: dict[str, str]) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    lines = ["[tool.mlcheck.models]"] + [f'"{m}" = {spec}' for m, spec in models.items()]
-    (root / "pyproject.toml").write_text("\n".join(lines) + "\n")
-    return root
 
 
 def test_lock_pins_commit_and_hashes_from_the_hub(hub: Hub, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import cmarkgfm
 import pytest
 from cmarkgfm.cmark import Options
 from github_server import ACTIONS_BOT, Fault, Faults, GitHubServer, Identity
+from github_server.payloads import EVENTS, HEAD, MAIN, PR, REPO
 
 from mlcheck import publish
 from mlcheck.cli import main
@@ -25,12 +26,7 @@ from mlcheck.results import digest
 from mlcheck.results import schema as results
 from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult
 
-EVENTS = Path(__file__).parents[1] / "data" / "events"
-REPO = "octo-org/ml-app"
-HEAD = "6dcb09b5b57875f334f61aebed695e2e4193db5e"  # the PR head in the payloads
 PUSHED = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
-MAIN = "9049f1265b7d61be4a8904a9a27120d2064dab3b"
-PR = 17
 FAST = "fast"
 GPU = "real,gpu"
 
@@ -51,15 +47,6 @@ def print_costs() -> Iterator[None]:
     yield
     if COSTS:
         print("\nrequests per publish:", json.dumps(COSTS, indent=1))
-
-
-@pytest.fixture
-def server(gh: GitHubServer) -> GitHubServer:
-    """The payloads' repository, with PR #17 at the payloads' head commit."""
-    gh.state.owner, gh.state.name = "octo-org", "ml-app"
-    gh.state.next_number = PR
-    gh.state.add_pull(head_sha=HEAD, head_ref="swap-head", base_sha=MAIN)
-    return gh
 
 
 @dataclass
@@ -109,11 +96,8 @@ class Actions:
 
 
 @pytest.fixture
-def actions(server: GitHubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Actions:
-    for key in list(os.environ):
-        if key.startswith(("GITHUB_", "INPUT_")) or key in ("GH_TOKEN", "MLCHECK_RESULTS_DIR"):
-            monkeypatch.delenv(key)
-    return Actions(server, tmp_path, monkeypatch)
+def actions(server: GitHubServer, tmp_path: Path, no_github_env: pytest.MonkeyPatch) -> Actions:
+    return Actions(server, tmp_path, no_github_env)
 
 
 FAST_OPTS = ["--settle", "0", "--backoff", "0.001", "--max-wait", "1", "--retries", "3"]
@@ -448,10 +432,7 @@ def test_nightly_issue_from_someone_else_is_ignored(actions: Actions, tmp_path: 
     assert gh.state.issues[PR + 1]["body"] == forged
 
 
-def test_local_run_posts_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("GITHUB_"):
-            monkeypatch.delenv(key)
+def test_local_run_posts_nothing(tmp_path: Path, no_github_env: pytest.MonkeyPatch) -> None:
     out = write(tmp_path / "r", failed("t"))
     assert main(["publish", str(out)]) == 0
     assert main(["publish", str(out), "--fail-on", "failures"]) == 1

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import cmarkgfm
 import pytest
+from action_runs import REPO, SHA, action_environ, action_outputs, pr_payload, to_server
 from github_server import ACTIONS_BOT, GitHubServer
-from test_action import REPO, SHA, _environ, _outputs, _pr, _to
 
 from mlcheck.action.main import Inputs as ActionInputs
 from mlcheck.action.main import cli_args, main, plan
@@ -91,12 +91,12 @@ def test_action_mutates_in_the_sandbox_and_posts_the_section_it_rendered(
     mutate_workspace: Path, server: GitHubServer, capfd: pytest.CaptureFixture[str]
 ) -> None:
     pr = server.state.add_pull(head_sha=SHA)
-    payload = {"action": "synchronize", "pull_request": _pr(pr, REPO["full_name"])}
-    env = _environ(
+    payload = {"action": "synchronize", "pull_request": pr_payload(pr, REPO["full_name"])}
+    env = action_environ(
         mutate_workspace, "pull_request", payload,
         working_directory="proj", command="mutate", mutants=MUTANTS, workers="2",
     )  # fmt: skip
-    env = _to(server, env)
+    env = to_server(server, env)
     assert main(env) == 0  # a survivor does not fail the step without fail-under
     out = capfd.readouterr().out
     results = mutate_workspace / "proj" / "mlcheck-results"
@@ -113,7 +113,7 @@ def test_action_mutates_in_the_sandbox_and_posts_the_section_it_rendered(
     # the same section in the job summary, rendered by the trusted side from mutation.json
     summary = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
     assert summary.count("mlcheck mutate: 1 of 2 reached mutants killed") == 1, summary
-    assert _outputs(env)["comment-url"].endswith(f"#issuecomment-{comment['id']}")
+    assert action_outputs(env)["comment-url"].endswith(f"#issuecomment-{comment['id']}")
     assert server.token not in out + summary + Path(env["GITHUB_OUTPUT"]).read_text()
 
 
@@ -121,12 +121,12 @@ def test_action_mutate_fail_under_and_a_failing_suite(
     mutate_workspace: Path, server: GitHubServer
 ) -> None:
     pr = server.state.add_pull(head_sha=SHA)
-    payload = {"action": "synchronize", "pull_request": _pr(pr, REPO["full_name"])}
+    payload = {"action": "synchronize", "pull_request": pr_payload(pr, REPO["full_name"])}
     tests = mutate_workspace / "proj" / "tests" / "test_model.py"
     tests.write_text(SUITE + "\n\ndef test_broken():\n    assert 1 == 2\n")
-    env = _to(
+    env = to_server(
         server,
-        _environ(
+        action_environ(
             mutate_workspace,
             "pull_request",
             payload,
@@ -267,7 +267,7 @@ def test_a_forged_mutation_report_is_refused_with_exit_2(
         good["mutants"][0]["name"] = "all-green"
         (folder / "mutation.json").write_text(json.dumps(good))
     pr = server.state.add_pull(head_sha=SHA)
-    payload = {"action": "synchronize", "pull_request": _pr(pr, REPO["full_name"])}
+    payload = {"action": "synchronize", "pull_request": pr_payload(pr, REPO["full_name"])}
     proc = _publish(folder, _env(tmp_path, server, "pull_request", payload))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert says in proc.stderr, proc.stderr

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 import torch
+from tiny_models import bert_config
 from torch import nn
-from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
+from transformers import BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
 from mlcheck.checks import (
     CheckFailed,
@@ -35,15 +36,7 @@ SEEDS = range(20)
 
 def bert(seed: int) -> tuple[nn.Module, Any]:
     torch.manual_seed(seed)
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        vocab_size=100,
-        num_labels=3,
-    )
-    model = BertForSequenceClassification(config)
+    model = BertForSequenceClassification(bert_config())
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, 100, (6, 8), generator=g)
     mask = torch.ones_like(ids)

