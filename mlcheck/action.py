@@ -96,6 +96,7 @@ INPUT_DEFAULTS: dict[str, str] = {
     "fail-on": "failures",
     "install": "",
     "base-digest": "",
+    "hf-token": "",
 }
 
 
@@ -122,6 +123,7 @@ class Inputs:
     fail_on: str = "failures"
     install: str = ""
     base_digest: str = ""
+    hf_token: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Inputs:
@@ -148,6 +150,7 @@ class Inputs:
             fail_on=raw["fail-on"],
             install=raw["install"],
             base_digest=raw["base-digest"],
+            hf_token=raw["hf-token"],
         )
 
 
@@ -463,6 +466,8 @@ def _run_sandboxed(
     print(f"mlcheck: {p.command}" + (f", tier {p.tier}" if p.command == RUN else ""), flush=True)
     outputs = empty_outputs(p)
     try:
+        if p.command == RUN and inputs.hf_token:
+            warm_with_token(inputs.hf_token, p, sandbox, trusted)  # before any of the PR's code
         run_install(inputs.install, p.project, sandbox)  # the project's processes end with it
         if p.command != RUN:
             if not _has_command(p.command):
@@ -514,6 +519,34 @@ def _run_sandboxed(
                 pr_code.give_back(p.workspace, owner, uids)
         finally:
             sandbox.close()
+
+
+def warm_with_token(hf_token: str, p: Plan, sandbox: Sandbox, trusted: Mapping[str, str]) -> None:
+    """Gated and private models (the ``hf-token`` input): fetch what the project's lock names
+    as root, with the token, before any of the project's code runs; the project then reads
+    that cache without the token (:mod:`mlcheck.trusted_warm`). Raises when fetching fails:
+    tests of models that could not be fetched would fail for a reason that is not theirs."""
+    import tempfile
+
+    if C.get(C.ENV_HF_HUB_CACHE, trusted) or C.get(C.ENV_HF_HOME, trusted):
+        cache = C.hf_hub_cache(trusted)  # the workflow's cache (one actions/cache may restore)
+    else:  # root's HOME is private: a cache of this run's own, readable by the project
+        cache = Path(tempfile.mkdtemp(prefix="mlcheck-hub-cache-"))
+        cache.chmod(0o755)
+        sandbox._dirs.append(cache)  # removed with the sandbox
+    env = dict(trusted) | {C.ENV_HF_HUB_CACHE: str(cache), C.ENV_HF_TOKEN: hf_token}
+    argv = [sys.executable, "-I", "-m", "mlcheck.trusted_warm", "--project", str(p.project)]
+    argv += ["--tier", p.tier, "--workspace", str(p.workspace)]
+    with Workflow().group("fetch gated models (hf-token, before the project's code)"):
+        sys.stdout.flush()
+        code = subprocess.call(argv, cwd=sandbox.private, env=env)
+    if code != 0:
+        raise EnvironmentProblem(f"fetching the locked models with hf-token failed (exit {code})")
+    # The project reads the same cache, with no token: not by name (scrubbed_env) and not as
+    # the value of any other variable.
+    for name in [k for k, v in sandbox.env.items() if hf_token in v]:
+        del sandbox.env[name]
+    sandbox.env[C.ENV_HF_HUB_CACHE] = str(cache)
 
 
 def _read_private(path: Path) -> bytes:
