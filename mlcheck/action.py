@@ -97,6 +97,7 @@ INPUT_DEFAULTS: dict[str, str] = {
     "install": "",
     "base-digest": "",
     "hf-token": "",
+    "sizing-results": "",
 }
 
 
@@ -124,6 +125,7 @@ class Inputs:
     install: str = ""
     base_digest: str = ""
     hf_token: str = ""
+    sizing_results: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Inputs:
@@ -151,6 +153,7 @@ class Inputs:
             install=raw["install"],
             base_digest=raw["base-digest"],
             hf_token=raw["hf-token"],
+            sizing_results=raw["sizing-results"],
         )
 
 
@@ -223,11 +226,14 @@ def cli_args(inputs: Inputs, p: Plan) -> list[str]:
     if p.command == SCHEDULE:
         # The workspace is the base branch's checkout (pull_request_target): the safety
         # options the comment shows come from its manifest, never from the PR.
-        return [
+        args = [
             "schedule",
             *("--label", inputs.gpu_label, "--workflow", inputs.gpu_workflow),
             *("--tier", p.tier, "--workspace", "."),
         ]
+        if inputs.sizing_results:  # the last full GPU run's results: measured peaks
+            args += ["--sizing-results", inputs.sizing_results]
+        return args
     args = ["publish", "--comment", inputs.comment, "--gpu-label", inputs.gpu_label]
     args += ["--annotations", "--fail-on", inputs.fail_on]
     if p.tier != TIER_ALL:
