@@ -60,6 +60,10 @@ if TYPE_CHECKING:
 COMMANDS = ("auto", RUN, SCHEDULE, PUBLISH)
 COMMENT_MODES = ("always", "on-failure", "off")
 FAIL_ON = ("failures", "never")
+SELECT_MODES = ("all", "changed")
+# Where a nightly run records its per-test file map: inside the results, so the results
+# artifact carries it, next to the commit it was recorded at (mlcheck.selection.FileMap).
+FILE_MAP_NAME = "file-map.json"
 OUTPUTS = (
     "passed",
     "failed",
@@ -98,6 +102,8 @@ INPUT_DEFAULTS: dict[str, str] = {
     "base-digest": "",
     "hf-token": "",
     "sizing-results": "",
+    "select": "",
+    "file-map": "",
 }
 
 
@@ -126,6 +132,8 @@ class Inputs:
     base_digest: str = ""
     hf_token: str = ""
     sizing_results: str = ""
+    select: str = ""
+    file_map: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Inputs:
@@ -137,6 +145,8 @@ class Inputs:
         _choice("command", raw["command"], COMMANDS)
         _choice("comment", raw["comment"], COMMENT_MODES)
         _choice("fail-on", raw["fail-on"], FAIL_ON)
+        if raw["select"]:
+            _choice("select", raw["select"], SELECT_MODES)
         return cls(
             command=raw["command"],
             tier=raw["tier"],
@@ -154,6 +164,8 @@ class Inputs:
             base_digest=raw["base-digest"],
             hf_token=raw["hf-token"],
             sizing_results=raw["sizing-results"],
+            select=raw["select"],
+            file_map=raw["file-map"],
         )
 
 
@@ -481,7 +493,12 @@ def _run_sandboxed(
             code = _mlcheck(cli_args(inputs, p), p.project, trusted)
             outputs |= cli.read_outputs(CLI_OUTPUTS)
             return code
-        code = sandbox.call([sandbox.python, "-m", "mlcheck", *cli_args(inputs, p)], p.project)
+        args = cli_args(inputs, p)
+        selecting, why = selection_args(inputs, p, event)
+        args[1:1] = selecting  # options right after `run`, before the paths
+        if why:
+            print(f"mlcheck: {why}", flush=True)
+        code = sandbox.call([sandbox.python, "-m", "mlcheck", *args], p.project)
         post, why_not = should_publish(inputs, event)
         # lexists: a link or a FIFO in its place is refused by the reader, never skipped
         ran = os.path.lexists(p.results_dir / "results.json")
@@ -553,6 +570,46 @@ def warm_with_token(hf_token: str, p: Plan, sandbox: Sandbox, trusted: Mapping[s
     for name in [k for k, v in sandbox.env.items() if hf_token in v]:
         del sandbox.env[name]
     sandbox.env[C.ENV_HF_HUB_CACHE] = str(cache)
+
+
+def selection_args(inputs: Inputs, p: Plan, event: Event) -> tuple[list[str], str]:
+    """``mlcheck run`` options for the ``select`` input, and a line for the log.
+
+    Only real and gpu tests are ever left out (:mod:`mlcheck.selection`). ``select`` defaults
+    to ``changed`` for the GPU dispatch (``workflow_dispatch`` with a ``pr``), ``all``
+    otherwise. ``changed`` compares with the PR's base commit (the payload's, or the
+    dispatched workflow's own commit: the default branch) using the ``file-map`` a full run
+    recorded; without a map, or when unsure, everything runs and the results say why. A nightly
+    (``schedule``) run of real or gpu tests records that map into the results folder
+    (``file-map.json``), so the results artifact carries it, with its commit.
+
+    >>> from mlcheck.github.event import parse_event
+    >>> ev = parse_event("workflow_dispatch", {"inputs": {"sha": "a" * 40, "pr": "7"}},
+    ...                  {"GITHUB_REPOSITORY": "o/r", "GITHUB_SHA": "b" * 40})
+    >>> p = Plan("run", "real,gpu", Path("/w"), Path("/w"), Path("/w/r"))
+    >>> selection_args(Inputs(file_map="map.json"), p, ev)[0] == [
+    ...     "--changed-since", "b" * 40, "--file-map", "map.json"]
+    True
+    """
+    names = {t.strip() for t in p.tier.split(",")}
+    if not names & {"real", "gpu", "all"}:
+        return [], ""
+    args: list[str] = []
+    if event.name == "schedule":
+        args += ["--record-map", f"{inputs.results_dir}/{FILE_MAP_NAME}"]
+    gpu_dispatch = event.name == "workflow_dispatch" and bool(event.inputs.get("pr"))
+    mode = inputs.select or ("changed" if gpu_dispatch else "all")
+    if mode != "changed":
+        return args, ""
+    base = event.pull_request.base_sha if event.pull_request is not None else ""
+    if not base and event.name == "workflow_dispatch":
+        base = event.sha  # the dispatched workflow runs on the default branch's head
+    if not base:
+        return args, "select: changed, but this event names no base commit: every test runs"
+    args += ["--changed-since", base]
+    if inputs.file_map:
+        args += ["--file-map", inputs.file_map]
+    return args, f"select: changed since {base[:7]} (tests no change can break are not run)"
 
 
 def _read_private(path: Path) -> bytes:

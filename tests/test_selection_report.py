@@ -6,6 +6,7 @@ real comment renderer (cmark-gfm)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,9 +14,13 @@ from pathlib import Path
 
 import cmarkgfm
 import jsonschema
+import pytest
 from cmarkgfm.cmark import Options
 
 from mlcheck import results
+from mlcheck.action import Inputs, Plan, selection_args
+from mlcheck.errors import UsageError
+from mlcheck.github.event import Event, parse_event
 from mlcheck.report import RenderContext, render_section
 from mlcheck.results import Outcome
 
@@ -116,3 +121,44 @@ def test_selected_by_change_in_results_and_comment_and_all_when_unsure(tmp_path:
     assert unsure.run.selection is not None
     assert unsure.run.selection.startswith("ran all 3 real tests: ")
     assert unsure.run.selection in _html(unsure).replace("\\", "")
+
+
+# --- the action's `select` input
+
+
+def _event(name: str, payload: dict[str, object]) -> Event:
+    return parse_event(name, payload, {"GITHUB_REPOSITORY": "o/r", "GITHUB_SHA": "b" * 40})
+
+
+PR_PAYLOAD = {
+    "action": "opened",
+    "pull_request": {
+        "number": 7,
+        "head": {"sha": "a" * 40, "ref": "f", "repo": {"full_name": "o/r"}},
+        "base": {"sha": "c" * 40, "ref": "main", "repo": {"full_name": "o/r"}},
+        "user": {"login": "x"},
+    },
+}
+
+
+def test_the_action_selects_by_change_on_the_gpu_dispatch_and_records_the_map_nightly() -> None:
+    plan = Plan("run", "real,gpu", Path("/w"), Path("/w"), Path("/w/mlcheck-results"))
+    dispatch = _event("workflow_dispatch", {"inputs": {"sha": "a" * 40, "pr": "7"}})
+    args, why = selection_args(Inputs(file_map="maps/file-map.json"), plan, dispatch)
+    assert args == ["--changed-since", "b" * 40, "--file-map", "maps/file-map.json"]
+    assert "changed since bbbbbbb" in why
+    # a labeled PR's own run compares with the PR's base; `select: all` turns it off
+    pr = _event("pull_request", PR_PAYLOAD)
+    assert selection_args(Inputs(select="changed"), plan, pr)[0] == ["--changed-since", "c" * 40]
+    assert selection_args(Inputs(), plan, pr) == ([], "")  # default all outside the dispatch
+    assert selection_args(Inputs(select="all"), plan, dispatch) == ([], "")
+    # the nightly records the map into its results (the artifact carries it)
+    nightly = _event("schedule", {"schedule": "0 3 * * *"})
+    assert selection_args(Inputs(), plan, nightly)[0] == [
+        "--record-map",
+        "mlcheck-results/file-map.json",
+    ]
+    fast = dataclasses.replace(plan, tier="fast")  # fast tests are never left out
+    assert selection_args(Inputs(select="changed"), fast, dispatch) == ([], "")
+    with pytest.raises(UsageError, match="`select: some`"):
+        Inputs.from_env({"INPUT_SELECT": "some"})
