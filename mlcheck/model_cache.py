@@ -228,6 +228,9 @@ class ModelCache:
     restores: int = 0  # fresh copies made from a pristine copy instead of from disk
     # pristine copies of models evicted because a test changed them, by key
     pristine: dict[Hashable, tuple[Any, int]] = field(default_factory=dict)
+    # keys whose copy was slower than their load (or impossible): not copied again, so a load
+    # pays for a trial copy once per model, not every time
+    copy_slower: set[Hashable] = field(default_factory=set)
 
     def get(self, key: Hashable, load: Callable[[], Any]) -> tuple[Any, str]:
         entry = self.entries.get(key)
@@ -250,10 +253,12 @@ class ModelCache:
         nbytes = model_bytes(model)
         if 0 < nbytes <= self.limit_bytes:
             pristine = None
-            if self.restore_from_memory is not False and 2 * nbytes <= self.limit_bytes:
-                pristine = _pristine_copy(
-                    model, load_seconds, always=bool(self.restore_from_memory)
-                )
+            tried = self.restore_from_memory is not False and key not in self.copy_slower
+            if tried and 2 * nbytes <= self.limit_bytes:
+                always = bool(self.restore_from_memory)
+                pristine = _pristine_copy(model, load_seconds, always=always)
+                if pristine is None:
+                    self.copy_slower.add(key)
             self._hold(key, CacheEntry(model, fingerprint(model), nbytes, pristine=pristine))
         return model, "loaded"
 
