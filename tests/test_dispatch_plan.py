@@ -199,13 +199,21 @@ def _share_run(tmp_path: Path, share: str) -> set[str]:
     return ran
 
 
-def test_the_shares_of_a_split_run_hold_every_test_once(tmp_path: Path) -> None:
+def test_the_shares_of_a_split_run_hold_every_test_once(
+    tmp_path: Path, pytester: pytest.Pytester
+) -> None:
     small = json.dumps({"class": "24", "only": ["tests/test_gen.py::test_small"]})
-    large = json.dumps({"class": "80", "skip": ["tests/test_gen.py::test_small"]})
-    a = _share_run(tmp_path, small)
-    b = _share_run(tmp_path, large)
+    a = _share_run(tmp_path, small)  # through `mlcheck run --runner-share`
     assert a == {"test_small"}
-    assert b == {"test_large", "test_new_in_the_pr"}  # the test nobody sized runs too
+    # the largest class's share, in-process (the plugin `mlcheck run` loads with -p)
+    pytester.makepyfile(test_gen=SUITE.replace("@pytest.mark.gpu\n", ""))
+    skip = json.dumps({"class": "80", "skip": ["test_gen.py::test_small"]})
+    share = f"--mlcheck-runner-share={skip}"
+    result = pytester.runpytest("-v", "-p", "mlcheck.dispatch_filter", share)
+    result.assert_outcomes(passed=2, deselected=1)
+    # the test nobody sized (new in the PR) runs too; the one sent elsewhere does not
+    result.stdout.fnmatch_lines(["*test_large PASSED*", "*test_new_in_the_pr PASSED*"])
+    result.stdout.no_fnmatch_line("*test_small *")
     from mlcheck.cli import main
 
     # a bad share is a usage error before pytest starts
