@@ -35,6 +35,7 @@ for f in "$HF_HOME/token" "$HF_HOME/stored_tokens" "$HOME/.cache/huggingface/tok
   [ -e "$f" ] && echo "$f" >> "$OUT"
 done
 cat "$HF_HUB_CACHE"/models--*/snapshots/*/config.json > "$OUT.config" 2>/dev/null || true
+ls "$HF_HUB_CACHE"/models--*/snapshots/* > "$OUT.files" 2>/dev/null || true
 env | grep -c '^HF_TOKEN=\|^HUGGING_FACE_HUB_TOKEN=\|^INPUT_HF' > "$OUT.names" || true
 """
 )
@@ -179,11 +180,13 @@ def test_gpu_job_warms_gated_models_and_pr_code_cannot_find_the_token(
 
 
 @needs_root
+@pytest.mark.parametrize("tier", ["real", "fast"])
 def test_the_action_warms_with_hf_token_before_the_projects_code(
-    gated: tuple[Hub, str, str], pr_uid: int
+    gated: tuple[Hub, str, str], pr_uid: int, tier: str
 ) -> None:
     """The action with `hf-token`: root fetches the gated model before `install` (the hunt, as
-    the project's user) runs; the project reads the cache and finds the token nowhere."""
+    the project's user) runs; the project reads the cache and finds the token nowhere. The
+    fast tier gets the gated configs and tokenizer, not the weights."""
     hub, model, token = gated
     root = Path(tempfile.mkdtemp(prefix="mlcheck-hunt-", dir="/tmp"))
     try:
@@ -191,7 +194,7 @@ def test_the_action_warms_with_hf_token_before_the_projects_code(
         ws = _locked_workspace(root, hub, model, token, pr_uid)
         out = ws / "found.txt"
         payload = {"action": "opened", "pull_request": _pr(5, REPO["full_name"])}
-        env = _environ(ws, "pull_request", payload, command="run", tier="real", comment="off")
+        env = _environ(ws, "pull_request", payload, command="run", tier=tier, comment="off")
         env = {k: v for k, v in env.items() if not k.startswith("HF_")}
         env |= {"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1"}  # no cache named
         env |= {"INPUT_HF-TOKEN": token, "INPUT_INSTALL": GATED_HUNT}
@@ -210,5 +213,8 @@ def test_the_action_warms_with_hf_token_before_the_projects_code(
         assert (out.read_text().split() if out.exists() else []) == []
         assert Path(f"{out}.names").read_text().strip() == "0"
         assert '"hidden_size"' in Path(f"{out}.config").read_text()
+        files = Path(f"{out}.files").read_text().split()
+        assert "config.json" in files and "tokenizer.json" in files
+        assert ("model.safetensors" in files) == (tier == "real")
     finally:
         subprocess.run(["rm", "-rf", str(root)], check=False)
