@@ -60,7 +60,8 @@ def entry_problems(entry: LockedModel) -> list[str]:
     """Why ``entry`` (from a lock the PR wrote) must not be fetched; empty when it may.
 
     >>> from mlcheck.lock import LockedFile
-    >>> bad = LockedModel("org/m", "main", "a" * 40, "weights", ("*",), (LockedFile("../x", 1),))
+    >>> bad = LockedModel("org/m", "main", "a" * 40, "weights", ("*",),
+    ...                   files=(LockedFile("../x", 1),))
     >>> entry_problems(bad)
     ["file path '../x' is not a plain relative path"]
     """
