@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from mlcheck.publish import BASE_DIGEST_CHARS
+from mlcheck.publish.tracking import BASE_DIGEST_CHARS
 from mlcheck.results import digest
 from mlcheck.results.schema import Outcome, RunResults, TestResult
 

@@ -178,6 +178,9 @@ class CountingProxy:
     upstream_port: int
     port: int = 0
     paths: list[str] = field(default_factory=list)
+    # When set, the hub is gated: a request without ``Authorization: Bearer <token>`` gets 401.
+    token: str | None = None
+    authorized: int = 0  # requests that carried the token
     _faults: list[_Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -200,6 +203,11 @@ class CountingProxy:
                     )
                     if fault is not None:
                         fault.remaining -= 1
+                    if proxy.token is not None and fault is None:
+                        if self.headers.get("Authorization") != f"Bearer {proxy.token}":
+                            fault = _Fault("", 401, {"X-Error-Code": "GatedRepo"}, 0)
+                        else:
+                            proxy.authorized += 1
                 if fault is not None:
                     body = b'{"error": "injected by the test proxy"}'
                     self.send_response(fault.status)

@@ -52,6 +52,7 @@ from ..tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW, SCHEDULED_TIERS, ti
 if TYPE_CHECKING:
     from ..github import GitHubClient
     from ..github.event import Event
+    from .dispatch_plan import DispatchPlan
 
 _LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
 
@@ -64,6 +65,8 @@ class ScheduleOptions:
     workspace: Path = Path(".")  # the base branch's checkout (pull_request_target)
     author: str | None = None  # who the sticky comment is by (default: from the token)
     settle: float = 1.0
+    # the last full run's results (measured gpu peaks) for sizing with gpu_runners
+    sizing_results: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -289,13 +292,32 @@ def schedule(
 
     sha = labeled_sha
     safety = base_safety(options.workspace, sha)
+    # Which runner, sized from the base branch's models (after base_safety: the workspace
+    # is the base branch); a test too big for every class stops the dispatch here.
+    sized = _dispatch_plan(options)
+    if sized is not None and not sized.dispatch:
+        from .dispatch_plan import too_big_message, too_big_section
+
+        return ScheduleResult(
+            "refused",
+            f"refused: {too_big_message(sized)}",
+            pr=pr,
+            section=key,
+            comment_url=write(too_big_section(key, sized)),
+        )
     branch = event.default_branch or client.get_repo(repo).default_branch
     inputs = {"sha": sha, "pr": str(pr), "tier": key}  # the tiers as every writer writes them
+    if sized is not None and sized.runners_input:
+        inputs["runners"] = sized.runners_input  # the GPU workflow's matrix of runner classes
     client.dispatch_workflow(repo, options.workflow, branch, inputs)
     runs = runs_url(event, options.workflow)
     section = messages.gpu_run_scheduled(
         key, sha, sender, options.workflow, runs, safety.describe()
     )
+    if sized is not None:
+        from .dispatch_plan import runner_note
+
+        section += f"\n\n**Runner** (`[tool.mlcheck] gpu_runners`):\n\n{runner_note(sized)}"
     url = write(section)
     return ScheduleResult(
         "dispatched",
@@ -305,6 +327,22 @@ def schedule(
         section=key,
         comment_url=url,
     )
+
+
+def _dispatch_plan(options: ScheduleOptions) -> DispatchPlan | None:
+    """:func:`mlcheck.action.dispatch_plan.plan_dispatch` for the base branch, with the last full
+    run's results (read as untrusted data) when given."""
+    from .dispatch_plan import plan_dispatch
+
+    results = None
+    if options.sizing_results is not None and os.path.lexists(options.sizing_results):
+        from ..results.schema import RunResults
+        from ..results.untrusted import load_untrusted
+
+        loaded = load_untrusted([options.sizing_results])  # one file, or a folder of shards
+        tests = tuple(t for r in loaded for t in r.tests)
+        results = RunResults(loaded[0].run, tests) if loaded else None
+    return plan_dispatch(options.workspace, results)
 
 
 __all__ = [

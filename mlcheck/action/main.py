@@ -44,234 +44,44 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shlex
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import constants as C
 from ..errors import EnvironmentProblem, MlcheckError, ResultsError, UsageError
-from ..github.event import PUBLISH, RUN, SCHEDULE, TIER_ALL, Event, load_event, read_event_bytes
+from ..github.event import PUBLISH, RUN, Event, load_event, read_event_bytes
 from ..github.workflow import Workflow
-from ..tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW, parse_tiers, tier_key
+from ..tiers import tier_key
 
 if TYPE_CHECKING:
     from .file_commands import FileCommands
     from .sandbox import Sandbox
 
-MUTATE = "mutate"  # issue 24: `mlcheck mutate` in the sandbox, its report posted by root
-COMMANDS = ("auto", RUN, SCHEDULE, PUBLISH, MUTATE)
-FAIL_ON = ("failures", "never")
-OUTPUTS = (
-    "passed",
-    "failed",
-    "errors",
-    "not-run",
-    "selected",
-    "new-failures",
-    "results-dir",
-    "comment-url",
-    "issue-url",
-    "scheduled",
+from .inputs import (  # noqa: F401  (re-exported: the action's inputs, one home)
+    CLI_OUTPUTS,
+    COMMANDS,
+    FAIL_ON,
+    FILE_MAP_NAME,
+    INPUT_DEFAULTS,
+    MUTATE,
+    OUTPUTS,
+    SELECT_MODES,
+    Inputs,
+    Plan,
+    _choice,
+    cli_args,
+    input_env_name,
+    plan,
+    selection_args,
 )
-# Outputs the CLI subcommands write themselves (``mlcheck publish``, ``mlcheck schedule``).
-CLI_OUTPUTS = tuple(name for name in OUTPUTS if name != "results-dir")
+
 # `mlcheck publish` exit codes after which it has written the summary and annotations
 # (0 published, 1 tests failed with --fail-on, 3 GitHub failed); 2 means it stopped first.
 EXIT_TESTS_FAILED, EXIT_RESULTS_REFUSED, EXIT_REPORTING_FAILED = 1, 2, 3
 _PUBLISH_REPORTED = (0, EXIT_TESTS_FAILED, EXIT_REPORTING_FAILED)
-
-# Every input of action.yml with the default it has there (GitHub fills defaults in; these
-# apply when the module runs outside Actions). tests/scenarios/test_consistency.py keeps them
-# in sync.
-INPUT_DEFAULTS: dict[str, str] = {
-    "command": "auto",
-    "tier": "auto",
-    "paths": "",
-    "working-directory": ".",
-    "workers": "",
-    "shard": "",
-    "results-dir": C.DEFAULT_RESULTS_DIR,
-    "github-token": "",
-    "gpu-label": DEFAULT_GPU_LABEL,
-    "gpu-workflow": DEFAULT_GPU_WORKFLOW,
-    "comment": "always",
-    "fail-on": "failures",
-    "install": "",
-    "base-digest": "",
-    # command: mutate (issue 24)
-    "mutants": "all",
-    "budget": "",
-    "fail-under": "",
-}
-
-
-def input_env_name(name: str) -> str:
-    """The variable GitHub passes an input in: ``github-token`` -> ``INPUT_GITHUB-TOKEN``."""
-    return C.INPUT_PREFIX + name.replace(" ", "_").upper()
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """The action's inputs, validated. Build with :meth:`from_env`."""
-
-    command: str = "auto"
-    tier: str = "auto"
-    paths: tuple[str, ...] = ()
-    working_directory: str = "."
-    workers: str = ""
-    shard: str = ""
-    results_dir: str = C.DEFAULT_RESULTS_DIR
-    github_token: str = ""
-    gpu_label: str = DEFAULT_GPU_LABEL
-    gpu_workflow: str = DEFAULT_GPU_WORKFLOW
-    comment: str = "always"
-    fail_on: str = "failures"
-    install: str = ""
-    base_digest: str = ""
-    mutants: str = "all"
-    budget: str = ""
-    fail_under: str = ""
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Inputs:
-        """Read ``INPUT_*`` variables; empty values mean the default."""
-        raw = {
-            name: (environ.get(input_env_name(name)) or "").strip() or default
-            for name, default in INPUT_DEFAULTS.items()
-        }
-        from ..publish.options import COMMENT_MODES
-
-        _choice("command", raw["command"], COMMANDS)
-        _choice("comment", raw["comment"], COMMENT_MODES)
-        _choice("fail-on", raw["fail-on"], FAIL_ON)
-        if raw["tier"] != "auto":
-            # here, before `install` runs: a typo fails the step before any project code
-            parse_tiers(raw["tier"], source="input `tier`")
-        return cls(
-            command=raw["command"],
-            tier=raw["tier"],
-            paths=tuple(shlex.split(raw["paths"])),
-            working_directory=raw["working-directory"],
-            workers=raw["workers"],
-            shard=raw["shard"],
-            results_dir=raw["results-dir"],
-            github_token=raw["github-token"],
-            gpu_label=raw["gpu-label"],
-            gpu_workflow=raw["gpu-workflow"],
-            comment=raw["comment"],
-            fail_on=raw["fail-on"],
-            install=raw["install"],
-            base_digest=raw["base-digest"],
-            mutants=raw["mutants"],
-            budget=raw["budget"],
-            fail_under=raw["fail-under"],
-        )
-
-
-def _choice(name: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise UsageError(f"input `{name}: {value}`: use one of {', '.join(allowed)}")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What this action run does, resolved from the inputs and the event."""
-
-    command: str
-    tier: str
-    workspace: Path  # the repository checkout (GITHUB_WORKSPACE)
-    project: Path  # working-directory, inside the workspace
-    results_dir: Path  # absolute
-
-    @property
-    def path_prefix(self) -> str:
-        """The project's folder inside the repository ("" at the root), for links."""
-        prefix = self.relative(self.project)
-        return "" if prefix == "." else prefix
-
-    def relative(self, path: Path) -> str:
-        """``path`` as the repository sees it (not ``/github/workspace/...``)."""
-        try:
-            return path.resolve().relative_to(self.workspace.resolve()).as_posix() or "."
-        except ValueError:
-            return str(path)
-
-
-def plan(inputs: Inputs, event: Event, environ: Mapping[str, str]) -> Plan:
-    """Resolve ``auto`` and the folders.
-
-    >>> from mlcheck.github.event import parse_event
-    >>> p = plan(Inputs(), parse_event("schedule", {}, {"GITHUB_REPOSITORY": "o/r"}), {})
-    >>> p.command, p.tier
-    ('run', 'all')
-    """
-    command = event.auto_command if inputs.command == "auto" else inputs.command
-    text = event.auto_tier if inputs.tier == "auto" else inputs.tier
-    if command == MUTATE and inputs.tier == "auto":
-        text = "fast"  # mutants are cheap on the fast tier's small models; `tier` overrides
-    # written one way (`real,gpu`) to `mlcheck run --tier`, `schedule --tier` and `--section`;
-    # `all` stays `all`: the nightly publishes the results' own sections
-    tier = TIER_ALL if text.strip().lower() == TIER_ALL else tier_key(text)
-    workspace = Path(C.get(C.ENV_GITHUB_WORKSPACE, environ) or os.getcwd())
-    project = (workspace / inputs.working_directory).resolve()
-    if not project.is_relative_to(workspace.resolve()):
-        raise UsageError(f"working-directory {inputs.working_directory!r} is outside the workspace")
-    if not project.is_dir():
-        raise UsageError(f"working-directory {inputs.working_directory!r} is not a folder")
-    return Plan(command, tier, workspace, project, project / inputs.results_dir)
-
-
-# ---------------------------------------------------------------------------------------------
-# Commands
-
-
-def cli_args(inputs: Inputs, p: Plan) -> list[str]:
-    """The mlcheck command line for the plan (without the program itself).
-
-    >>> cli_args(Inputs(workers="2", paths=("tests",)), Plan("run", "fast", Path("/w"),
-    ...          Path("/w"), Path("/w/mlcheck-results")))
-    ['run', '--tier', 'fast', '--results-dir', 'mlcheck-results', '--workers', '2', 'tests']
-    """
-    if p.command == RUN:
-        args = ["run", "--tier", p.tier, "--results-dir", inputs.results_dir]
-        if inputs.workers:
-            args += ["--workers", inputs.workers]
-        if inputs.shard:
-            args += ["--shard", inputs.shard]
-        return [*args, *inputs.paths]
-    if p.command == MUTATE:
-        args = ["mutate", "--tier", p.tier, "--results-dir", inputs.results_dir]
-        args += ["--mutants", inputs.mutants]
-        if inputs.workers:
-            args += ["--workers", inputs.workers]
-        if inputs.budget:
-            args += ["--budget", inputs.budget]
-        if inputs.fail_under:
-            args += ["--fail-under", inputs.fail_under]
-        return [*args, *inputs.paths]
-    if p.command == SCHEDULE:
-        # The workspace is the base branch's checkout (pull_request_target): the safety
-        # options the comment shows come from its manifest, never from the PR.
-        return [
-            "schedule",
-            *("--label", inputs.gpu_label, "--workflow", inputs.gpu_workflow),
-            *("--tier", p.tier, "--workspace", "."),
-        ]
-    args = ["publish", "--comment", inputs.comment, "--gpu-label", inputs.gpu_label]
-    args += ["--annotations", "--fail-on", inputs.fail_on]
-    if p.tier != TIER_ALL:
-        # The section is the tier this step ran (or was told): results claiming another are
-        # refused. `all` (the nightly) keeps the results' own tier sections.
-        args += ["--section", tier_key(p.tier)]
-    if p.path_prefix:
-        args += ["--path-prefix", p.path_prefix]
-    if inputs.base_digest:
-        args += ["--base-digest", inputs.base_digest]
-    return [*args, *(inputs.paths or (inputs.results_dir,))]
 
 
 def publish_after_run(inputs: Inputs, p: Plan) -> list[str]:
@@ -502,6 +312,8 @@ def _run_sandboxed(
     print(f"mlcheck: {p.command}" + (f", tier {p.tier}" if tiered else ""), flush=True)
     outputs = empty_outputs(p)
     try:
+        if p.command == RUN and inputs.hf_token:
+            warm_with_token(inputs.hf_token, p, sandbox, trusted)  # before any of the PR's code
         run_install(inputs.install, p.project, sandbox)  # the project's processes end with it
         if p.command == MUTATE:
             code, found = mutate_sandboxed(inputs, event, p, sandbox, trusted, cli, wf)
@@ -513,7 +325,12 @@ def _run_sandboxed(
             code = _mlcheck(cli_args(inputs, p), p.project, trusted)
             outputs |= cli.read_outputs(CLI_OUTPUTS)
             return code
-        code = sandbox.call([sandbox.python, "-m", "mlcheck", *cli_args(inputs, p)], p.project)
+        args = cli_args(inputs, p)
+        selecting, why = selection_args(inputs, p, event)
+        args[1:1] = selecting  # options right after `run`, before the paths
+        if why:
+            print(f"mlcheck: {why}", flush=True)
+        code = sandbox.call([sandbox.python, "-m", "mlcheck", *args], p.project)
         post, why_not = should_publish(inputs, event)
         # lexists: a link or a FIFO in its place is refused by the reader, never skipped
         ran = os.path.lexists(p.results_dir / "results.json")
@@ -591,6 +408,34 @@ def mutate_sandboxed(
     if reported == EXIT_REPORTING_FAILED:
         wf.command("warning", "mlcheck could not post the mutation report; see the log above")
     return code, cli.read_outputs(("comment-url", "issue-url"))
+
+
+def warm_with_token(hf_token: str, p: Plan, sandbox: Sandbox, trusted: Mapping[str, str]) -> None:
+    """Gated and private models (the ``hf-token`` input): fetch what the project's lock names
+    as root, with the token, before any of the project's code runs; the project then reads
+    that cache without the token (:mod:`mlcheck.action.trusted_warm`). Raises when fetching fails:
+    tests of models that could not be fetched would fail for a reason that is not theirs."""
+    import tempfile
+
+    if C.get(C.ENV_HF_HUB_CACHE, trusted) or C.get(C.ENV_HF_HOME, trusted):
+        cache = C.hf_hub_cache(trusted)  # the workflow's cache (one actions/cache may restore)
+    else:  # root's HOME is private: a cache of this run's own, readable by the project
+        cache = Path(tempfile.mkdtemp(prefix="mlcheck-hub-cache-"))
+        cache.chmod(0o755)
+        sandbox._dirs.append(cache)  # removed with the sandbox
+    env = dict(trusted) | {C.ENV_HF_HUB_CACHE: str(cache), C.ENV_HF_TOKEN: hf_token}
+    argv = [sys.executable, "-I", "-m", "mlcheck.action.trusted_warm", "--project", str(p.project)]
+    argv += ["--tier", p.tier, "--workspace", str(p.workspace)]
+    with Workflow().group("fetch gated models (hf-token, before the project's code)"):
+        sys.stdout.flush()
+        code = subprocess.call(argv, cwd=sandbox.private, env=env)
+    if code != 0:
+        raise EnvironmentProblem(f"fetching the locked models with hf-token failed (exit {code})")
+    # The project reads the same cache, with no token: not by name (scrubbed_env) and not as
+    # the value of any other variable.
+    for name in [k for k, v in sandbox.env.items() if hf_token in v]:
+        del sandbox.env[name]
+    sandbox.env[C.ENV_HF_HUB_CACHE] = str(cache)
 
 
 def _read_private(path: Path) -> bytes:

@@ -147,6 +147,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="record which project files each test executes (coverage.py) into PATH; for full "
         "runs (nightly, pushes to the default branch)",
     )
+    # -- one runner class's share of a GPU run (mlcheck.plugin.runner_share) --
+    parser.add_argument(
+        "--runner-share",
+        default=None,
+        metavar="JSON",
+        help="run only this runner class's share of a GPU run: an entry of the `runners` input "
+        "that `mlcheck schedule` dispatches with [tool.mlcheck] gpu_runners",
+    )
     parser.set_defaults(handler=handle, accepts_passthrough=True)
 
 
@@ -196,6 +204,11 @@ def handle(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             command.append(f"--mlcheck-{option}={value}")
+    if args.runner_share:
+        from ..plugin.runner_share import OPTION, Share
+
+        Share.parse(args.runner_share)  # a bad share is a usage error before pytest starts
+        command += ["-p", "mlcheck.plugin.runner_share", f"{OPTION}={args.runner_share}"]
     if workers is not None:
         command += ["-n", str(workers)]
     if shard is not None:

@@ -23,6 +23,11 @@ default branch with inputs sha, pr and tier (the GPU workflow must declare all t
 "GPU run scheduled for <sha> by @user" in the PR comment's section for --tier, or why nothing
 ran. Any other label: nothing happens.
 
+With `[tool.mlcheck] gpu_runners` in the base manifest, it first sizes the run (measured peaks
+from --sizing-results, else the base manifest's models on the meta device), dispatches the
+runner classes as the `runners` input, and says which runner and why; a test bigger than the
+largest class stops the dispatch (the comment names it).
+
 It never checks out or runs PR code. The safety options it reports (allow_pickle,
 trust_remote_code) come from the manifest in --workspace, which in pull_request_target is
 the base branch's checkout; a workspace at the PR's head commit is refused.
@@ -64,6 +69,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=Path("."),
         help="the base branch's checkout, where the manifest's safety options are read (default .)",
     )
+    parser.add_argument(
+        "--sizing-results",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the last full GPU run's results (results.json or its folder): with [tool.mlcheck] "
+        "gpu_runners, measured peaks size the runner (default: the base manifest's models)",
+    )
     add_github_options(parser)
     parser.set_defaults(handler=handle)
 
@@ -85,6 +98,7 @@ def handle(args: argparse.Namespace) -> int:
         workspace=args.workspace,
         author=args.comment_author,
         settle=args.settle,
+        sizing_results=args.sizing_results,
     )
     with github_client(args, token) as client:
         try:

@@ -19,17 +19,24 @@ a fresh copy from disk. What the fingerprint covers, and why each part:
 - the config and generation config (their ``to_dict()``, hashed).
 
 A change anywhere evicts: false evictions cost a reload, a missed change could turn a failure
-into a pass. Memory is bounded (``MLCHECK_MODEL_CACHE_GB``, least recently used first; accelerator
-memory is released on eviction); ``0`` turns reuse off.
+into a pass. The reload comes from memory where that is cheaper than disk: a model on the CPU
+gets a private pristine copy (``copy.deepcopy`` right after loading, never handed out) when
+copying it took less time than loading it and both fit the memory bound; the next test after an
+eviction for a change gets a copy of that copy (:attr:`ModelCache.restores` counts them).
+Models on an accelerator are reloaded from disk: a second copy there would halve what fits.
+Memory is bounded (``MLCHECK_MODEL_CACHE_GB``, least recently used first, pristine copies
+counted; accelerator memory is released on eviction); ``0`` turns reuse off.
 """
 
 from __future__ import annotations
 
+import copy
 import gc
 import hashlib
 import json
 import math
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -195,6 +202,12 @@ class CacheEntry:
     fingerprint: Fingerprint
     nbytes: int
     reuses: int = 0
+    # a private copy as loaded (never handed out), to restore from after a test changed the
+    # model; None when copying was not cheaper than loading, or it did not fit
+    pristine: Any = None
+
+    def held_bytes(self) -> int:
+        return self.nbytes * (2 if self.pristine is not None else 1)
 
 
 @dataclass
@@ -209,6 +222,15 @@ class ModelCache:
     limit_bytes: int
     entries: OrderedDict[Hashable, CacheEntry] = field(default_factory=OrderedDict)
     evictions: list[tuple[Hashable, str]] = field(default_factory=list)  # (key, why), newest last
+    # None: keep a pristine copy when copying is faster than the load was; True/False: always
+    # (when it fits) / never
+    restore_from_memory: bool | None = None
+    restores: int = 0  # fresh copies made from a pristine copy instead of from disk
+    # pristine copies of models evicted because a test changed them, by key
+    pristine: dict[Hashable, tuple[Any, int]] = field(default_factory=dict)
+    # keys whose copy was slower than their load (or impossible): not copied again, so a load
+    # pays for a trial copy once per model, not every time
+    copy_slower: set[Hashable] = field(default_factory=set)
 
     def get(self, key: Hashable, load: Callable[[], Any]) -> tuple[Any, str]:
         entry = self.entries.get(key)
@@ -218,15 +240,46 @@ class ModelCache:
                 self.entries.move_to_end(key)
                 entry.reuses += 1
                 return entry.model, "reused"
-            self.evict(key, f"changed since it was loaded: {changed}")
+            self.evict(key, f"changed since it was loaded: {changed}", keep_pristine=True)
+        if key in self.pristine:
+            snapshot, nbytes = self.pristine.pop(key)
+            model = copy.deepcopy(snapshot)  # a copy of the copy: the snapshot stays pristine
+            self.restores += 1
+            self._hold(key, CacheEntry(model, fingerprint(model), nbytes, pristine=snapshot))
+            return model, "loaded"
+        started = time.perf_counter()
         model = self._load(load)
+        load_seconds = time.perf_counter() - started
         nbytes = model_bytes(model)
         if 0 < nbytes <= self.limit_bytes:
-            while self.entries and self.held_bytes() + nbytes > self.limit_bytes:
-                oldest = next(iter(self.entries))
-                self.evict(oldest, "least recently used, to stay within the memory bound")
-            self.entries[key] = CacheEntry(model, fingerprint(model), nbytes)
+            pristine = None
+            tried = self.restore_from_memory is not False and key not in self.copy_slower
+            if tried and 2 * nbytes <= self.limit_bytes:
+                always = bool(self.restore_from_memory)
+                pristine = _pristine_copy(model, load_seconds, always=always)
+                if pristine is None:
+                    self.copy_slower.add(key)
+            self._hold(key, CacheEntry(model, fingerprint(model), nbytes, pristine=pristine))
         return model, "loaded"
+
+    def _hold(self, key: Hashable, entry: CacheEntry) -> None:
+        """Keep ``entry`` within the memory bound. Pristine copies go first (they only save
+        time), oldest first and this entry's last; then models, least recently used first."""
+
+        def over() -> bool:
+            return self.held_bytes() + entry.held_bytes() > self.limit_bytes
+
+        while over() and self.pristine:
+            self.pristine.pop(next(iter(self.pristine)))
+        for other in self.entries.values():
+            if over():
+                other.pristine = None
+        if over():
+            entry.pristine = None
+        while over() and self.entries:
+            oldest = next(iter(self.entries))
+            self.evict(oldest, "least recently used, to stay within the memory bound")
+        self.entries[key] = entry
 
     def release(self, model: Any) -> str:
         """Check ``model`` after a test used it: evict it if it changed. Returns what changed."""
@@ -234,15 +287,22 @@ class ModelCache:
             if entry.model is model:
                 changed = entry.fingerprint.difference(fingerprint(model))
                 if changed:
-                    self.evict(key, f"changed by a test: {changed}")
+                    self.evict(key, f"changed by a test: {changed}", keep_pristine=True)
                 return changed
         return ""
 
-    def evict(self, key: Hashable, why: str) -> None:
+    def evict(self, key: Hashable, why: str, *, keep_pristine: bool = False) -> None:
+        """Drop the model at ``key``; ``keep_pristine``: keep its pristine copy to restore from
+        (a test changed the model; any other eviction frees the copy too)."""
         entry = self.entries.pop(key, None)
+        if not keep_pristine:
+            self.pristine.pop(key, None)
         if entry is None:
             return
         self.evictions.append((key, why))
+        if keep_pristine and entry.pristine is not None:
+            self.pristine[key] = (entry.pristine, entry.nbytes)
+        entry.pristine = None
         on_accelerator = _on_accelerator(entry.model)
         del entry
         if on_accelerator:
@@ -251,9 +311,11 @@ class ModelCache:
     def clear(self) -> None:
         for key in list(self.entries):
             self.evict(key, "cleared")
+        self.pristine.clear()
 
     def held_bytes(self) -> int:
-        return sum(e.nbytes for e in self.entries.values())
+        kept = sum(nbytes for _, nbytes in self.pristine.values())
+        return sum(e.held_bytes() for e in self.entries.values()) + kept
 
     def _load(self, load: Callable[[], Any]) -> Any:
         import torch
@@ -267,6 +329,21 @@ class ModelCache:
         for key in list(self.entries):
             self.evict(key, "to make room on the accelerator for another model")
         return load()
+
+
+def _pristine_copy(model: Any, load_seconds: float, *, always: bool) -> Any:
+    """A private copy of a CPU model as loaded, when copying took less time than loading
+    (or ``always``); None otherwise, or when the model cannot be deep-copied."""
+    if _on_accelerator(model):
+        return None
+    started = time.perf_counter()
+    try:
+        pristine = copy.deepcopy(model)
+    except Exception:  # a model that deepcopy refuses is reloaded from disk instead
+        return None
+    if always or time.perf_counter() - started < load_seconds:
+        return pristine
+    return None
 
 
 def _on_accelerator(model: Any) -> bool:

@@ -191,6 +191,8 @@ class MlcheckState:
         # xdist workers collect and deselect; each sends its count at the end of its session
         output = getattr(node, "workeroutput", None) or {}
         self.deselected = max(self.deselected, int(output.get("mlcheck_deselected", 0)))
+        # every worker selects the same tests (--changed-since): one worker's sentence says it
+        self.selection_text = self.selection_text or str(output.get("mlcheck_selection") or "")
 
     def pytest_report_collectionfinish(self, items: Sequence[pytest.Item]) -> list[str]:
         line = self._tier_line(sum(self.selected.values()), self.not_run)
@@ -390,6 +392,7 @@ class MlcheckState:
             _progress.check_sink = None
         if self.is_worker:
             self.config.workeroutput["mlcheck_deselected"] = self.deselected  # type: ignore[attr-defined]
+            self.config.workeroutput["mlcheck_selection"] = self.selection_text or ""  # type: ignore[attr-defined]
         if not self.records or self.results_dir is None:
             return
         results = RunResults(run=self._run_info(int(exitstatus)), tests=self.builder.build())
@@ -404,6 +407,7 @@ class MlcheckState:
             running=self.builder.running(time.time()),
             collected=self.builder.collected,
             deselected=self.deselected,
+            selection=self.selection_text or None,
             signal="SIGINT" if interrupted else None,
             tiers=tuple(format_tiers(self.tiers).split(",")),
             started_at=datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds"),

@@ -249,6 +249,8 @@ class Renderer:
         table = _counts_table(self.counts, self.base, self.sha)
         if subtests := subtests_line(self.results):
             table += f"\n\n*{subtests}*"
+        if selection := self.results.run.selection:  # --changed-since: ran N of M, or all and why
+            table += f"\n\n*{inline(selection, 400)}*"
         return "\n\n".join([title, table, _facts_line(self.results)])
 
     def failure_blocks(self, level: Level, budget: int) -> tuple[list[str], int]:

@@ -84,6 +84,7 @@ def _merge_run(runs: Sequence[RunInfo]) -> RunInfo:
         signal=next((r.signal for r in runs if r.signal), None),
         verified=tuple(dict.fromkeys(m for r in runs for m in r.verified)),
         deselected=sum(r.deselected for r in runs),
+        selection="; ".join(dict.fromkeys(r.selection for r in runs if r.selection)) or None,
     )
 
 

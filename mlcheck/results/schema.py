@@ -196,6 +196,9 @@ class RunInfo:
     signal: str | None = None  # what stopped the run: SIGTERM, SIGINT, SIGKILL...
     verified: tuple[str, ...] = ()  # models whose weights were hashed against the lock
     deselected: int = 0  # collected, then deselected (-k, -m, --deselect): not in ``tests``
+    # --changed-since: "ran 12 of 140 gpu tests: selected by change (3 files); nightly runs all"
+    # or "ran all 140 gpu tests: <why the selection could not be sure>"
+    selection: str | None = None
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,8 @@ def to_dict(results: RunResults) -> dict[str, Any]:
     run["tiers"], run["verified"] = list(results.run.tiers), list(results.run.verified)
     if not results.run.deselected:
         del run["deselected"]  # optional: only a run given -k/-m has it
+    if results.run.selection is None:
+        del run["selection"]  # optional: only a run given --changed-since has it
     # schema_version first: readers check it before anything else.
     return {
         "schema_version": results.schema_version,

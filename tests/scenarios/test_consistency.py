@@ -130,7 +130,18 @@ def test_gpu_workflow_is_dispatchable_and_runs_pr_code_without_write_access() ->
     checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout"))
     assert checkout["with"]["ref"] == "${{ inputs.sha }}"
     assert checkout["with"]["persist-credentials"] is False
-    assert "secrets." not in yaml.safe_dump(job)
+    # the one secret: HF_TOKEN in the env of the step that fetches gated models, which runs
+    # before any of the PR's code (README "Gated and private models in CI")
+    with_secret = [i for i, s in enumerate(job["steps"]) if "secrets." in yaml.safe_dump(s)]
+    assert len(with_secret) == 1, with_secret
+    warm = job["steps"][with_secret[0]]
+    assert warm["env"] == {"HF_TOKEN": "${{ secrets.HF_TOKEN }}"}
+    assert warm["run"].startswith("python -I -m mlcheck.action.trusted_warm")
+    sandboxed = next(
+        i for i, s in enumerate(job["steps"]) if "mlcheck.action.sandbox" in s.get("run", "")
+    )
+    assert with_secret[0] < sandboxed
+    assert "secrets." not in yaml.safe_dump({k: v for k, v in job.items() if k != "steps"})
     # posting is a separate job that runs no PR code
     publish = gpu["jobs"]["publish"]
     assert publish["permissions"].get("pull-requests") == "write"

@@ -121,6 +121,8 @@ EDGE = re.compile(
     r"|mlcheck\.serving$"
     # `python -I -m mlcheck.action.sandbox`: the GPU job's command line for the PR-code sandbox
     r"|mlcheck\.action\.sandbox$"
+    # `python -I -m mlcheck.action.trusted_warm`: the GPU job's fetch step, HF_TOKEN in its env
+    r"|mlcheck\.action\.trusted_warm$"
 )
 ENV_NAME = re.compile(r"[A-Z][A-Z0-9_-]*[A-Z0-9]$")
 
