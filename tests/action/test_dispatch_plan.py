@@ -206,11 +206,11 @@ def test_the_shares_of_a_split_run_hold_every_test_once(
     small = json.dumps({"class": "24", "only": ["tests/test_gen.py::test_small"]})
     a = _share_run(tmp_path, small)  # through `mlcheck run --runner-share`
     assert a == {"test_small"}
-    # the largest class's share, in-process (the plugin `mlcheck run` loads with -p)
+    # the largest class's share, in a subprocess (the plugin `mlcheck run` loads with -p)
     pytester.makepyfile(test_gen=SUITE.replace("@pytest.mark.gpu\n", ""))
     skip = json.dumps({"class": "80", "skip": ["test_gen.py::test_small"]})
     share = f"--mlcheck-runner-share={skip}"
-    result = pytester.runpytest("-v", "-p", "mlcheck.plugin.runner_share", share)
+    result = pytester.runpytest_subprocess("-v", "-p", "mlcheck.plugin.runner_share", share)
     result.assert_outcomes(passed=2, deselected=1)
     # the test nobody sized (new in the PR) runs too; the one sent elsewhere does not
     result.stdout.fnmatch_lines(["*test_large PASSED*", "*test_new_in_the_pr PASSED*"])

@@ -61,7 +61,7 @@ ALL_SKIPPED = {
         "mlcheck.models.ModelFactory.random",
         "mlcheck.models.ModelFactory.real",
         "mlcheck.models.ModelFactory.tokenizer",
-        "mlcheck.plugin.models",
+        "mlcheck.plugin.fixtures.models",
         "mlcheck.project.cache.add",
         "mlcheck.project.cache.locate",
         "mlcheck.project.cache.verify",
