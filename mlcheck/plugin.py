@@ -190,6 +190,19 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(FactsOnReports(), "mlcheck-facts")
     if config.getoption("mlcheck_record_map"):
         config.pluginmanager.register(FileMapHooks(config, state), "mlcheck-file-map")
+    _pin_hub_loads(config)
+
+
+def _pin_hub_loads(config: pytest.Config) -> None:
+    """A suite's own ``from_pretrained("org/name")`` reads the locked commit, verified, and an
+    undeclared id fails with the ``mlcheck add`` hint (:mod:`mlcheck.pinned_loads`)."""
+    import importlib.util
+
+    if importlib.util.find_spec("huggingface_hub") is None:
+        return  # nothing loads from a hub
+    from .pinned_loads import PinnedLoads, install
+
+    config.add_cleanup(install(PinnedLoads(partial(_project, config))))
 
 
 class MlcheckState:
