@@ -129,6 +129,8 @@ def test_declared_loads_are_pinned_and_undeclared_ones_name_the_fix(
     }
     for name in ("test_undeclared", "test_undeclared_skips_itself_on_oserror"):
         assert HINT in by_name[name]["message"] and FIX in by_name[name]["message"]
+        # the fix is in the project (declare it), not in the hub or the cache: not infrastructure
+        assert by_name[name]["failure_kind"] == "code"
 
 
 def test_a_tampered_cached_file_fails_verification(
@@ -156,7 +158,7 @@ def test_a_tampered_cached_file_fails_verification(
         try:
             from huggingface_hub import hf_hub_download
 
-            with pytest.raises(pytest.fail.Exception, match="model.safetensors at locked commit"):
+            with pytest.raises(pytest.fail.Exception, match=r"model\.safetensors at locked commit"):
                 hf_hub_download(model, "model.safetensors", cache_dir=cache)
         finally:
             undo()
@@ -171,7 +173,7 @@ def test_hf_hub_download_names_the_fix_for_missing_and_unpinned_files(
     cache and an undeclared id each fail with their fix."""
     from huggingface_hub import hf_hub_download
 
-    root, env, model, v1 = declared
+    root, _, model, _ = declared
     lock = read_lock(root)
     assert lock is not None and lock.model(model) is not None
     cache = tmp_path / "empty-cache"
