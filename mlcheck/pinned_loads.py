@@ -29,7 +29,8 @@ commit:
   (called by a test, or by transformers for a file not yet known at the commit) reads the cache;
   ``hf_hub_download`` looks it up at each call.
 
-Failures are raised as ``pytest.fail(..., pytrace=False)``: an exception that escapes transformers'
+Failures are raised by ``fail``, which the plugin makes ``pytest.fail(..., pytrace=False)``: an
+exception that escapes transformers'
 fail-open ``except Exception`` around ``resolve_revision`` (which would fall back to ``refs/``, the
 unpinned path) and a suite's own ``except OSError: self.skipTest(...)`` (a corrupted or undeclared
 model must not read as a skip), shown as one line.
@@ -70,12 +71,20 @@ def undeclared_hint(model_id: str) -> str:
     )
 
 
+Fail = Callable[[str], NoReturn]
+
+
 class PinnedLoads:
     """Which commit a hub load of a model id reads in this test process, checked against the
-    project's lock (``project`` is read on first use: a run that loads nothing reads nothing)."""
+    project's lock (``project`` is read on first use: a run that loads nothing reads nothing).
+    ``fail(message)`` ends the test (see the module docstring for why it must escape
+    ``except Exception``)."""
 
-    def __init__(self, project: Callable[[], Project], cache: Path | None = None) -> None:
+    def __init__(
+        self, project: Callable[[], Project], fail: Fail, cache: Path | None = None
+    ) -> None:
         self._project = project
+        self._fail = fail
         self.cache = Path(cache) if cache is not None else hf_hub_cache()
         self._checked: set[str] = set()  # model ids whose cached files were checked
         self._lock = threading.Lock()  # loads may run in threads (sharded weights)
@@ -104,10 +113,10 @@ class PinnedLoads:
         entry = project.lock.model(repo_id) if project.lock is not None else None
         if entry is None:
             if project.manifest.model(repo_id) is not None:
-                _fail(str(ModelNotLocked(repo_id, revision or "main")))
-            _fail(undeclared_hint(repo_id))
+                self._fail(str(ModelNotLocked(repo_id, revision or "main")))
+            self._fail(undeclared_hint(repo_id))
         if revision not in (None, entry.revision, entry.commit):
-            _fail(
+            self._fail(
                 f"'{repo_id}'@{revision} is loaded by the test, but mlcheck.lock pins "
                 f"'{repo_id}'@{entry.revision} (commit {entry.commit[:12]}): load that revision, "
                 f"or pin this one with `mlcheck add {repo_id} --revision {revision}`"
@@ -123,7 +132,7 @@ class PinnedLoads:
         pointer = snapshot_dir(self.cache, repo_id, entry.commit) / filename
         if locked is None:
             if is_weights_file(filename) and not any(is_weights_file(f.path) for f in entry.files):
-                _fail(
+                self._fail(
                     str(
                         ModelNotCached(
                             repo_id,
@@ -140,8 +149,8 @@ class PinnedLoads:
             missing = LocalModelMissing(
                 repo_id, entry.revision, entry.commit, [f"{filename}: missing"]
             )
-            _fail(str(missing))
-        _fail(
+            self._fail(str(missing))
+        self._fail(
             str(
                 ModelNotCached(
                     repo_id,
@@ -169,7 +178,7 @@ class PinnedLoads:
             try:
                 raise_first(entry, check_files(snapshot, present, full=full))
             except ModelNotCached as corrupted:
-                _fail(str(corrupted))
+                self._fail(str(corrupted))
             weights = [f for f in entry.files if is_weights_file(f.path)]
             if full and weights and all(f in present for f in weights):
                 mark_verified(entry, self.cache)
@@ -178,13 +187,6 @@ class PinnedLoads:
 
 def _resolved(path: Any) -> Path:
     return Path(path).expanduser().resolve()
-
-
-def _fail(message: str) -> NoReturn:
-    import pytest
-
-    __tracebackhide__ = True
-    pytest.fail(message, pytrace=False)
 
 
 def install(pins: PinnedLoads) -> Callable[[], None]:

@@ -19,7 +19,7 @@ from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -202,7 +202,14 @@ def _pin_hub_loads(config: pytest.Config) -> None:
         return  # nothing loads from a hub
     from .pinned_loads import PinnedLoads, install
 
-    config.add_cleanup(install(PinnedLoads(partial(_project, config))))
+    config.add_cleanup(install(PinnedLoads(partial(_project, config), fail=_fail_test)))
+
+
+def _fail_test(message: str) -> NoReturn:
+    """Fail the running test with one line: ``Failed`` is a BaseException, so neither a
+    library's ``except Exception`` nor a test's ``except OSError`` turns it into something else."""
+    __tracebackhide__ = True
+    pytest.fail(message, pytrace=False)
 
 
 class MlcheckState:

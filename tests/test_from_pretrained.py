@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from hubserver import Hub, hub, hub_env, mlcheck, tiny_bert_dir  # noqa: F401
@@ -62,6 +63,10 @@ HINT = (
     "[tool.mlcheck.models]"
 )
 FIX = "run `mlcheck add hf-internal-testing/tiny-random-undeclared --needs weights`"
+
+
+def fail_test(message: str) -> NoReturn:
+    pytest.fail(message, pytrace=False)
 
 
 def pytest_run(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -154,7 +159,7 @@ def test_a_tampered_cached_file_fails_verification(
 
         # the same check in process, for hf_hub_download of the locked file itself
         project = Project.read(root)
-        undo = install(PinnedLoads(lambda: project, cache))
+        undo = install(PinnedLoads(lambda: project, fail_test, cache))
         try:
             from huggingface_hub import hf_hub_download
 
@@ -179,7 +184,7 @@ def test_hf_hub_download_names_the_fix_for_missing_and_unpinned_files(
     cache = tmp_path / "empty-cache"
     cache.mkdir()
     project = Project.read(root)
-    undo = install(PinnedLoads(lambda: project, cache))
+    undo = install(PinnedLoads(lambda: project, fail_test, cache))
     try:
         with pytest.raises(
             pytest.fail.Exception, match=r"missing config\.json\); run `mlcheck cache warm`"
