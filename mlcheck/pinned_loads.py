@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .cache import snapshot_dir
 from .constants import hf_hub_cache
-from .errors import LocalModelMissing, ModelNotCached, ModelNotLocked
+from .errors import LocalModelMissing, MlcheckError, ModelNotCached, ModelNotLocked
 from .verify import already_verified, check_files, mark_verified, raise_first
 from .weights import is_weights_file
 
@@ -109,7 +109,10 @@ class PinnedLoads:
     def commit_for(self, repo_id: str, revision: str | None) -> str:
         """The locked commit of ``repo_id``, its cached files checked; the test fails (one line,
         with the fix) for an undeclared, unlocked or corrupted model or another revision."""
-        project = self._project()
+        try:
+            project = self._project()
+        except MlcheckError as exc:  # an unreadable manifest or lock: said, never loaded around
+            self._fail(str(exc))
         entry = project.lock.model(repo_id) if project.lock is not None else None
         if entry is None:
             if project.manifest.model(repo_id) is not None:

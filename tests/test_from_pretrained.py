@@ -200,3 +200,21 @@ def test_hf_hub_download_names_the_fix_for_missing_and_unpinned_files(
         assert not isinstance(other.value, pytest.fail.Exception)
     finally:
         undo()
+
+
+def test_an_unreadable_lock_fails_the_load_instead_of_loading_around_it(tmp_path: Path) -> None:
+    """transformers calls resolve_revision inside ``except Exception`` (fail open): an error
+    reading the lock must still end the test, not let the load fall back to ``refs/``."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "p"\n\n[tool.mlcheck]\n')
+    (tmp_path / "mlcheck.lock").write_text("version = [\n")  # not TOML
+    cache = tmp_path / "cache"
+    undo = install(PinnedLoads(lambda: Project.read(tmp_path), fail_test, cache))
+    try:
+        with pytest.raises(pytest.fail.Exception, match=r"mlcheck\.lock"):
+            HfApi().resolve_revision("org/x", cache_dir=cache)
+        with pytest.raises(pytest.fail.Exception, match=r"mlcheck\.lock"):
+            hf_hub_download("org/x", "config.json", cache_dir=cache)
+    finally:
+        undo()
