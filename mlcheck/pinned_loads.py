@@ -62,12 +62,13 @@ def undeclared_hint(model_id: str) -> str:
     """The one line a load of an undeclared model fails with.
 
     >>> print(undeclared_hint("org/name"))  # doctest: +ELLIPSIS
-    'org/name' is loaded by the test but not declared ...; run `mlcheck add org/name --needs ...`
+    'org/name' is loaded by the test but not declared: run `mlcheck add org/name --needs ...` ...
     """
+    # the fix first: terminals and summaries clip long messages
     return (
-        f"'{model_id}' is loaded by the test but not declared in [tool.mlcheck.models] (a "
-        "test reads only declared models, at their locked commit, so that CI gets the same "
-        f"files); run `mlcheck add {model_id} --needs weights`"
+        f"'{model_id}' is loaded by the test but not declared: run `mlcheck add {model_id} "
+        "--needs weights` (tests load only the models in [tool.mlcheck.models], at their "
+        "locked commit, so that CI gets the same files)"
     )
 
 
