@@ -154,6 +154,14 @@ class PinnedLoads:
                 repo_id, entry.revision, entry.commit, [f"{filename}: missing"]
             )
             self._fail(str(missing))
+        # Weights missing where configs are cached is how CI's fast job looks (it fetches no
+        # weights): the test then belongs in the real tier, which `cache warm` cannot tell it.
+        fast_tier = (
+            "; the fast tier fetches no weights: a test that loads them belongs in the real "
+            f'tier (`@slow`, or `@pytest.mark.real_model("{repo_id}")`)'
+            if is_weights_file(filename)
+            else ""
+        )
         self._fail(
             str(
                 ModelNotCached(
@@ -162,6 +170,7 @@ class PinnedLoads:
                     f"locked commit {entry.commit[:12]}: missing {filename}",
                 )
             )
+            + fast_tier
         )
 
     def _entry(self, repo_id: str) -> LockedModel:

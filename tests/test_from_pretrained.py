@@ -188,6 +188,15 @@ def test_hf_hub_download_names_the_fix_for_missing_and_unpinned_files(
             pytest.fail.Exception, match=r"missing config\.json\); run `mlcheck cache warm`"
         ):
             hf_hub_download(model, "config.json", cache_dir=cache)
+        # weights missing (CI's fast job fetches none): the tier is named beside `cache warm`
+        with pytest.raises(
+            pytest.fail.Exception, match=r"missing model\.safetensors\).*"
+        ) as weights:
+            hf_hub_download(model, "model.safetensors", cache_dir=cache)
+        assert (
+            f'belongs in the real tier (`@slow`, or `@pytest.mark.real_model("{model}")`)'
+            in str(weights.value)
+        )
         with pytest.raises(pytest.fail.Exception, match=r"mlcheck add org/other --needs weights"):
             hf_hub_download("org/other", "config.json", cache_dir=cache)
         # another cache_dir than the project's is the test's own business: left alone
