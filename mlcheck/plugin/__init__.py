@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
+from typing import NoReturn
 
 import pytest
 
@@ -25,7 +27,7 @@ from ..tiers import DEFAULT_GPU_LABEL, DISTRIBUTED_MARKER, GPU_MARKER, REAL_MARK
 from .distributed import DistributedTests
 from .fixtures import models  # noqa: F401  (the fixture, registered with the plugin)
 from .reports import FactsOnReports, ShowHubCauses
-from .session import MlcheckState
+from .session import MlcheckState, project_of
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -151,6 +153,26 @@ def pytest_configure(config: pytest.Config) -> None:
         from .file_map import FileMapHooks
 
         config.pluginmanager.register(FileMapHooks(config, state), "mlcheck-file-map")
+    _pin_hub_loads(config)
+
+
+def _pin_hub_loads(config: pytest.Config) -> None:
+    """A suite's own ``from_pretrained("org/name")`` reads the locked commit, verified, and an
+    undeclared id fails with the ``mlcheck add`` hint (:mod:`mlcheck.plugin.pinned_loads`)."""
+    import importlib.util
+
+    if importlib.util.find_spec("huggingface_hub") is None:
+        return  # nothing loads from a hub
+    from .pinned_loads import PinnedLoads, install
+
+    config.add_cleanup(install(PinnedLoads(partial(project_of, config), fail=_fail_test)))
+
+
+def _fail_test(message: str) -> NoReturn:
+    """Fail the running test with one line: ``Failed`` is a BaseException, so neither a
+    library's ``except Exception`` nor a test's ``except OSError`` turns it into something else."""
+    __tracebackhide__ = True
+    pytest.fail(message, pytrace=False)
 
 
 # ---------------------------------------------------------------------------------------------

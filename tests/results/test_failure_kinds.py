@@ -210,7 +210,9 @@ def test_code():
 def test_uncached():
     import transformers
 
-    transformers.AutoConfig.from_pretrained("acme/never-cached")
+    # a cache of its own: in the project's cache an undeclared id fails with the `mlcheck add`
+    # hint instead, a code failure (tests/plugin/test_pinned_loads.py)
+    transformers.AutoConfig.from_pretrained("acme/never-cached", cache_dir="own-cache")
 
 
 def test_mirror():
