@@ -7,7 +7,8 @@ huggingface_hub (``from_pretrained``, ``AutoConfig.from_pretrained``, ``pipeline
 
 - a model the project declares (and locks) is read at its **locked commit** from the cache, after
   its cached files were checked against the lock (sizes; hashes once per run, as
-  :func:`mlcheck.project.cache.locate` does for ``models.real``); a corrupted file, a locked file missing
+  :func:`~mlcheck.project.cache.locate` does for ``models.real``); a corrupted file, a locked file
+  missing
   from the cache, or weights the lock does not pin fail the test with the command that fixes it;
 - any other id fails the test with one line naming ``mlcheck add ID --needs weights``: in CI no
   cache holds a model that no lock pins, so a local pass on a warm cache would be a CI failure.
