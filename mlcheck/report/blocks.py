@@ -15,7 +15,7 @@ from ..results import Outcome, RunResults, TestResult
 from ..safety import html_text, inline, one_line
 from ..text import duration_text
 from .common import RenderContext, name_of
-from .messages import HEADINGS, INFRA_CAUSES
+from .messages import HEADINGS, INFRA_CAUSES, infra_fix
 
 _GOLDEN_LISTED = 10
 
@@ -59,7 +59,8 @@ def infrastructure_heading(tests: Sequence[TestResult]) -> str:
     )
     lines.append("")
     for kind, _ in ordered:
-        cause, fix = INFRA_CAUSES.get(kind, ("", ""))
+        cause = INFRA_CAUSES.get(kind, ("", ""))[0]
+        fix = infra_fix(kind, [t.message for t in tests if str(t.failure_kind) == kind])
         if cause:
             lines.append(f"- **{kind}**: {cause}. *Fix:* {fix}.")
     return "\n".join(lines)
