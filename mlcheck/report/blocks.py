@@ -13,7 +13,7 @@ from ..results.schema import RunResults, TestResult
 from ..text import duration_text
 from . import messages
 from .common import RenderContext, name_of
-from .messages import HEADINGS, INFRA_CAUSES
+from .messages import HEADINGS, INFRA_CAUSES, infra_fix
 
 _GOLDEN_LISTED = 10
 
@@ -52,7 +52,8 @@ def infrastructure_heading(tests: Sequence[TestResult]) -> str:
     lines.append(messages.INFRA_ABOUT)
     lines.append("")
     for kind, _ in ordered:
-        cause, fix = INFRA_CAUSES.get(kind, ("", ""))
+        cause = INFRA_CAUSES.get(kind, ("", ""))[0]
+        fix = infra_fix(kind, [t.message for t in tests if str(t.failure_kind) == kind])
         if cause:
             lines.append(messages.infra_cause(kind, cause, fix))
     return "\n".join(lines)

@@ -13,6 +13,7 @@ Functions here take numbers and already-escaped text, and return words.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from ..redact import inline, one_line
@@ -377,6 +378,34 @@ def annotations_left_out(failures: int, flaky: int) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Names and commits
+# A model added with `mlcheck cache add` that a machine lacks (errors.LocalModelMissing says
+# "(commit ..., added with `mlcheck cache add`) is not in the cache"): no hub has it, so the
+# hub kind's fix, `mlcheck cache warm`, cannot help; the test's own message names the command.
+LOCAL_MODEL_MISS = re.compile(r"added with `mlcheck cache add`\) is not in the cache")
+HUB_LOCAL_FIX = (
+    "for a model added with `mlcheck cache add` (no hub has it), run the "
+    "`mlcheck cache add FOLDER --model ID --revision REV` its test names, or give the runner "
+    'the cache it was added to (README: "Offline: give the container a cache")'
+)
+
+
+def infra_fix(kind: str, messages: Sequence[str]) -> str:
+    """The fix the infrastructure section gives for ``kind``, from its failures' messages: a
+    ``cache add`` model's miss never gets "run `mlcheck cache warm`".
+
+    >>> infra_fix("hub", ["'org/m'@main (commit abc, added with `mlcheck cache add`) is not "
+    ...     "in the cache: config.json: missing"]).startswith("for a model added with")
+    True
+    >>> infra_fix("hub", ["'gpt2'@main is not in the cache; run `mlcheck cache warm`"])[:22]
+    'run `mlcheck cache war'
+    """
+    fix = INFRA_CAUSES.get(kind, ("", ""))[1]
+    if kind != "hub":
+        return fix
+    local = [bool(LOCAL_MODEL_MISS.search(m)) for m in messages]
+    if local and all(local):
+        return HUB_LOCAL_FIX
+    return f"{fix}; {HUB_LOCAL_FIX}" if any(local) else fix
 
 
 def code(text: str, limit: int = 80) -> str:

