@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 from .. import constants
@@ -109,22 +106,15 @@ def handle(args: argparse.Namespace) -> int:
         if not Path(path.split("::")[0]).exists():
             raise MissingFile(f"path {path!r} does not exist")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    started = time.monotonic()
-    scratch = Path(tempfile.mkdtemp(prefix="mlcheck-calibrate-"))  # outside the project
-    try:
-        print(f"mlcheck calibrate: {len(seeds)} seeds per test ...", file=sys.stderr)
-        lines = calibrate.run(
-            paths,
-            seeds,
-            scratch,
-            tier=args.tier,
-            workers=_parse_workers(args.workers),
-            extra=args.passthrough,
-            environ=os.environ,
-        )
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    result = calibrate.aggregate(lines, seeds, args.target, time.monotonic() - started)
+    result = calibrate.measure(
+        paths,
+        seeds,
+        args.target,
+        tier=args.tier,
+        workers=_parse_workers(args.workers),
+        extra=args.passthrough,
+        environ=os.environ,
+    )
     kills = _kills(args.results_dir / "mutation.json")
     path = calibrate.write(result, args.results_dir, kills)
     print(calibrate.markdown(result, kills))

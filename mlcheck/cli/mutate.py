@@ -196,22 +196,16 @@ def _calibrate(
     from ..power.calibrate import kills_from_mutation
 
     seeds = list(range(args.calibrate))
-    started = time.monotonic()
-    scratch = Path(tempfile.mkdtemp(prefix="mlcheck-calibrate-"))  # outside the project
-    try:
-        print(f"mlcheck mutate: calibrating, {len(seeds)} seeds per test ...", file=sys.stderr)
-        lines = calibrate.run(
-            paths,
-            seeds,
-            scratch,
-            tier=args.tier,
-            workers=_parse_workers(args.workers),
-            extra=args.passthrough,
-            environ=os.environ,
-        )
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    result = calibrate.aggregate(lines, seeds, 1e-3, time.monotonic() - started)
+    result = calibrate.measure(
+        paths,
+        seeds,
+        1e-3,
+        tier=args.tier,
+        workers=_parse_workers(args.workers),
+        extra=args.passthrough,
+        environ=os.environ,
+        who="mlcheck mutate: calibrating,",
+    )
     kills = kills_from_mutation(mutation)
     path = calibrate.write(result, args.results_dir, kills)
     print(calibrate.markdown(result, kills))

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
+import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -164,6 +167,30 @@ def aggregate(
             )
         )
     return Calibration(tuple(tests), tuple(seeds), target, duration)
+
+
+def measure(
+    paths: Sequence[str],
+    seeds: Sequence[int],
+    target: float,
+    *,
+    tier: str | None,
+    workers: int | str | None,
+    extra: Sequence[str],
+    environ: Mapping[str, str],
+    who: str = "mlcheck calibrate",
+) -> Calibration:
+    """Run ``paths`` under every seed (in a scratch folder outside the project, removed after)
+    and aggregate the outcomes: what ``mlcheck calibrate`` and ``mlcheck mutate --calibrate``
+    both measure."""
+    started = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix="mlcheck-calibrate-"))  # outside the project
+    try:
+        print(f"{who}: {plural(len(seeds), 'seed')} per test ...", file=sys.stderr)
+        lines = run(paths, seeds, scratch, tier=tier, workers=workers, extra=extra, environ=environ)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return aggregate(lines, seeds, target, time.monotonic() - started)
 
 
 def run(
