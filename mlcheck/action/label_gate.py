@@ -43,10 +43,11 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from ..errors import UsageError
-from ..publish.options import resolve_author
+from ..publish.options import SETTLE, resolve_author
 from ..redact import inline
 from ..report import messages
 from ..results.untrusted_files import NotPlainFile, read_beneath
+from ..text import OBJECT_ID_RE
 from ..tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW, SCHEDULED_TIERS, tier_key
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class ScheduleOptions:
     tier: str = SCHEDULED_TIERS
     workspace: Path = Path(".")  # the base branch's checkout (pull_request_target)
     author: str | None = None  # who the sticky comment is by (default: from the token)
-    settle: float = 1.0
+    settle: float = SETTLE  # the sticky loop's re-read delay (publish.options)
     # the last full run's results (measured gpu peaks) for sizing with gpu_runners
     sizing_results: Path | None = None
 
@@ -130,7 +131,6 @@ def base_safety(workspace: Path, pr_head_sha: str | None = None) -> SafetyOption
 
 _GIT_FILE_BYTES = 4096  # HEAD, a loose ref, .git as a file, commondir
 _PACKED_REFS_BYTES = 64 * 1024 * 1024
-_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _REF = re.compile(r"refs/[A-Za-z0-9._/-]+")
 
 
@@ -161,7 +161,7 @@ def git_head(workspace: Path) -> str:
             pass
         head = _read_git(gitdir, "HEAD").strip()
         for _ in range(5):  # a symbolic ref may name another one
-            if _OBJECT_ID.fullmatch(head):
+            if OBJECT_ID_RE.fullmatch(head):
                 return head
             ref = head.removeprefix("ref:").strip()
             if not head.startswith("ref:") or not _REF.fullmatch(ref) or ".." in ref:
@@ -194,7 +194,7 @@ def _resolve_ref(gitdir: Path, common: Path, ref: str) -> str:
         raise FileNotFoundError(f"the ref {ref} is neither a file nor in packed-refs") from None
     for line in packed.splitlines():
         sha, _, name = line.partition(" ")
-        if name == ref and _OBJECT_ID.fullmatch(sha):
+        if name == ref and OBJECT_ID_RE.fullmatch(sha):
             return sha
     raise FileNotFoundError(f"the ref {ref} is neither a file nor in packed-refs")
 
