@@ -32,7 +32,7 @@ REDACTED = "***"
 ZWSP = "\u200b"  # breaks GitHub's autolinking of @user and #123 without changing what people read
 
 # Environment variables whose values are secrets whatever they look like (one list, in
-# constants.py: pr_code.py keeps the same ones from the project under test).
+# constants.py: action/sandbox.py keeps the same ones from the project under test).
 SECRET_ENV_VARS = constants.SECRET_ENV_VARS
 # Any variable with one of these in its name is treated as a secret too.
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE_KEY|CREDENTIAL", re.I)

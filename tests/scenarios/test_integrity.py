@@ -424,7 +424,7 @@ def _rank_pids(root: Path) -> list[int]:
     return [
         pid
         for pid in _pytest_pids(root)
-        if b"_distributed_rank" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"mlcheck.distributed.rank" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
 
 
