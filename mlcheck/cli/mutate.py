@@ -204,7 +204,7 @@ def _calibrate(
         workers=_parse_workers(args.workers),
         extra=args.passthrough,
         environ=os.environ,
-        who="mlcheck mutate: calibrating,",
+        label="mlcheck mutate: calibrating,",
     )
     kills = kills_from_mutation(mutation)
     path = calibrate.write(result, args.results_dir, kills)

@@ -178,7 +178,7 @@ def measure(
     workers: int | str | None,
     extra: Sequence[str],
     environ: Mapping[str, str],
-    who: str = "mlcheck calibrate",
+    label: str = "mlcheck calibrate:",
 ) -> Calibration:
     """Run ``paths`` under every seed (in a scratch folder outside the project, removed after)
     and aggregate the outcomes: what ``mlcheck calibrate`` and ``mlcheck mutate --calibrate``
@@ -186,7 +186,7 @@ def measure(
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix="mlcheck-calibrate-"))  # outside the project
     try:
-        print(f"{who}: {plural(len(seeds), 'seed')} per test ...", file=sys.stderr)
+        print(f"{label} {plural(len(seeds), 'seed')} per test ...", file=sys.stderr)
         lines = run(paths, seeds, scratch, tier=tier, workers=workers, extra=extra, environ=environ)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
