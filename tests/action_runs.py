@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from github_server import ACTIONS_BOT, GitHubServer
 
-from mlcheck.action.main import INPUT_DEFAULTS, input_env_name
+from mlcheck.action.inputs import INPUT_DEFAULTS, input_env_name
 from mlcheck.github.workflow import read_output
 from mlcheck.publish import BASE_KEY, base_digests, issue_body
 from mlcheck.results.schema import Outcome, RunInfo, RunResults, TestResult

@@ -60,23 +60,7 @@ if TYPE_CHECKING:
     from .file_commands import FileCommands
     from .sandbox import Sandbox
 
-from .inputs import (  # noqa: F401  (re-exported: the action's inputs, one home)
-    CLI_OUTPUTS,
-    COMMANDS,
-    FAIL_ON,
-    FILE_MAP_NAME,
-    INPUT_DEFAULTS,
-    MUTATE,
-    OUTPUTS,
-    SELECT_MODES,
-    Inputs,
-    Plan,
-    _choice,
-    cli_args,
-    input_env_name,
-    plan,
-    selection_args,
-)
+from .inputs import CLI_OUTPUTS, MUTATE, OUTPUTS, Inputs, Plan, cli_args, plan, selection_args
 
 # `mlcheck publish` exit codes after which it has written the summary and annotations
 # (0 published, 1 tests failed with --fail-on, 3 GitHub failed); 2 means it stopped first.

@@ -23,15 +23,8 @@ from action_runs import (
 )
 from github_server import ACTIONS_BOT, GitHubServer
 
-from mlcheck.action.main import (
-    Inputs,
-    cli_args,
-    give_back,
-    input_env_name,
-    main,
-    plan,
-    should_publish,
-)
+from mlcheck.action.inputs import Inputs, cli_args, input_env_name, plan
+from mlcheck.action.main import give_back, main, should_publish
 from mlcheck.errors import UsageError
 from mlcheck.github.event import parse_event
 

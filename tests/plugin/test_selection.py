@@ -14,7 +14,7 @@ import pytest
 from cmarkgfm.cmark import Options
 from selection_history import replay
 
-from mlcheck.action.main import Inputs, Plan, selection_args
+from mlcheck.action.inputs import Inputs, Plan, selection_args
 from mlcheck.errors import UsageError
 from mlcheck.github.event import Event, parse_event
 from mlcheck.plugin.selection import Change, FileMap, _manifest_changes, function_body_lines, select

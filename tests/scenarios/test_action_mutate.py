@@ -20,8 +20,9 @@ import pytest
 from action_runs import REPO, SHA, action_environ, action_outputs, pr_payload, to_server
 from github_server import ACTIONS_BOT, GitHubServer
 
-from mlcheck.action.main import Inputs as ActionInputs
-from mlcheck.action.main import cli_args, main, plan
+from mlcheck.action.inputs import Inputs as ActionInputs
+from mlcheck.action.inputs import cli_args, plan
+from mlcheck.action.main import main
 from mlcheck.github.event import parse_event
 from mlcheck.power import report as power_report
 from mlcheck.power.runner import Kill, MutantResult, Status

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlcheck.action import main as action
+from mlcheck.action import inputs as action
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_FILES = sorted(

@@ -120,7 +120,7 @@ def test_every_writer_of_tiers_agrees(tmp_path, text):
     """However the tiers are spelled (the action's `tier:` input, a dispatch's `tier`), what the
     action passes to `mlcheck run --tier` and `mlcheck schedule --tier`, the section it
     publishes under, and the section the plugin's results fall in are written one way."""
-    from mlcheck.action.main import Inputs, cli_args, plan
+    from mlcheck.action.inputs import Inputs, cli_args, plan
     from mlcheck.github.event import parse_event
     from mlcheck.results import merge
     from mlcheck.results.schema import RunInfo
@@ -164,8 +164,8 @@ def test_the_scheduled_tiers_have_one_name():
 def test_the_gpu_label_has_one_default():
     """Every place that names the GPU label by default takes it from tiers, and a configured
     label replaces it in every message (the accelerator error named the default once)."""
+    from mlcheck.action import inputs as action
     from mlcheck.action import label_gate as gpu_label
-    from mlcheck.action import main as action
     from mlcheck.cli import build_parser
     from mlcheck.publish import PublishOptions
     from mlcheck.tiers import DEFAULT_GPU_LABEL
