@@ -10,16 +10,6 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
-import pytest
-
-from .tiers import Needs
-
-# What the plugin keeps on each test item (``item.stash``): fixtures read them from here, so
-# none of them imports the plugin (which imports them).
-NEEDS_KEY = pytest.StashKey[Needs]()
-NOT_RUN_KEY = pytest.StashKey[str]()
-FACTS_KEY = pytest.StashKey[dict[str, Any]]()
-
 _current: ContextVar[dict[str, Any] | None] = ContextVar("mlcheck_record", default=None)
 
 

@@ -18,6 +18,7 @@ import pytest
 from .. import records as _record
 from ..errors import GoldenMismatch, UsageError
 from ..results.builder import installed_versions
+from ..stash import NEEDS_KEY
 from ..tiers import detect_accelerator
 from . import store
 from .values import Tolerance, compare, encode
@@ -239,7 +240,7 @@ def golden(request: pytest.FixtureRequest) -> Golden:
     explicit = config.getoption("mlcheck_golden_key")
     if explicit is not None and not store.KEY_RE.match(explicit):
         raise UsageError(f"--golden-key {explicit!r}: use cpu, cuda:sm90, cuda, default, ...")
-    needs = node.stash.get(_record.NEEDS_KEY, None)
+    needs = node.stash.get(NEEDS_KEY, None)
     # The tier says which hardware made the numbers: gpu tests the accelerator, others the CPU
     # (fast and real tiers run on CPU even on a GPU runner).
     key = explicit or hardware_key(bool(needs and needs.gpu))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from .. import constants
-from ..records import NEEDS_KEY
+from ..stash import NEEDS_KEY
 from ..tiers import Tier
 from .session import MlcheckState, project_of
 

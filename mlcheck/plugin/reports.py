@@ -7,8 +7,8 @@ from collections.abc import Generator
 
 import pytest
 
-from ..records import FACTS_KEY
 from ..results.failure_kinds import classify_exception
+from ..stash import FACTS_KEY
 from .session import MlcheckState
 
 

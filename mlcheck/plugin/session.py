@@ -26,12 +26,12 @@ from .. import constants
 from .. import records as _record
 from ..errors import MlcheckError
 from ..progress import Progress
-from ..records import FACTS_KEY, NEEDS_KEY, NOT_RUN_KEY
 from ..report.messages import test_headline  # the line that heads a test in every report
 from ..results.builder import ResultsBuilder, installed_versions
 from ..results.failure_kinds import FailureKind, classify_text, crash_kind, oom_kill_count
 from ..results.schema import JOURNAL_FILE, DeviceInfo, RunInfo, RunResults, RunStatus
 from ..results.schema import write as write_results
+from ..stash import FACTS_KEY, NEEDS_KEY, NOT_RUN_KEY
 from ..tiers import (
     MarkInfo,
     Tier,

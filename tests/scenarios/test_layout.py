@@ -222,7 +222,7 @@ def test_every_env_name_in_constants_is_documented() -> None:
 # below the manifest (manifest, lock, cache), and must load without pytest.
 PYTEST_SIDE = re.compile(
     r"mlcheck(\.(plugin(\..+)?|tiers\.decorators|models(\..+)?|shrinking|serving|results\.shard"
-    r"|progress|records|checks(\..+)?|golden(\..+)?"
+    r"|progress|stash|checks(\..+)?|golden(\..+)?"
     r"|power\.(activate|seeds)))?$"  # the pytest plugins `mlcheck mutate` / `calibrate` load
 )
 NETWORK = {"httpx", "requests", "urllib3", "http", "socket", "huggingface_hub", "mlcheck.github"}
