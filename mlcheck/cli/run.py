@@ -345,7 +345,8 @@ def _salvage(
     from dataclasses import replace
 
     from ..results.builder import ResultsBuilder
-    from ..results.schema import RunInfo, RunResults, RunStatus, read, write, write_junit
+    from ..results.junit import reconcile, write_junit
+    from ..results.schema import RunInfo, RunResults, RunStatus, read, write
 
     builder = ResultsBuilder.replay(results_dir / JOURNAL_FILE)
     now = time.time()
@@ -380,7 +381,9 @@ def _salvage(
     )
     results = RunResults(run=run, tests=builder.build())
     write(results, results_dir)
-    if not (results_dir / JUNIT_FILE).exists():
+    if (results_dir / JUNIT_FILE).exists():  # pytest's, from a session that ended (SIGINT)
+        reconcile(results, results_dir / JUNIT_FILE)
+    else:
         write_junit(results, results_dir / JUNIT_FILE)
     _write_reports(results, results_dir)
     return exit_code if status is RunStatus.INTERRUPTED else max(exit_code, results.exit_code())
@@ -439,6 +442,7 @@ def _exit_code(
 ) -> int:
     from dataclasses import replace
 
+    from ..results.junit import reconcile
     from ..results.schema import Outcome, read, write
 
     if pytest_code == 5:
@@ -454,6 +458,7 @@ def _exit_code(
         names = {2: "interrupted", 3: "an internal error", 4: "a usage error"}
         raise EnvironmentProblem(f"pytest stopped with {names[pytest_code]} (exit {pytest_code})")
     results = read(results_dir)
+    reconcile(results, results_dir / JUNIT_FILE)  # one test, one outcome: as results.json says
     if verified:
         results = replace(results, run=replace(results.run, verified=verified))
         write(results, results_dir)

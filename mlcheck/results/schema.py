@@ -379,54 +379,6 @@ def write(results: RunResults, directory: Path) -> Path:
     return path
 
 
-def write_junit(results: RunResults, path: Path) -> Path:
-    """A JUnit XML file (xunit2, as pytest writes it) for a run pytest could not finish.
-
-    pytest writes ``junit.xml`` itself at the end of its session; a run killed before then
-    gets this one, built from the journal, so CI tools that read JUnit still see what ran.
-    """
-    import xml.etree.ElementTree as ET
-
-    counts = results.counts()
-    failures = counts[Outcome.FAILED.value]
-    errors = counts[Outcome.ERROR.value]
-    skipped = sum(counts[o.value] for o in (Outcome.SKIPPED, Outcome.NOT_RUN, Outcome.XFAILED))
-    suite = ET.Element(
-        "testsuite",
-        name="mlcheck",
-        tests=str(len(results.tests)),
-        failures=str(failures),
-        errors=str(errors),
-        skipped=str(skipped),
-        time=f"{results.run.duration:.3f}",
-    )
-    for t in results.tests:
-        classname, _, name = t.nodeid.rpartition("::")
-        case = ET.SubElement(
-            suite,
-            "testcase",
-            classname=classname.replace("/", ".").removesuffix(".py"),
-            name=name,
-            time=f"{t.duration:.3f}",
-        )
-        if t.outcome is Outcome.FAILED:
-            ET.SubElement(case, "failure", message=t.message[:500]).text = t.traceback
-        elif t.outcome is Outcome.ERROR:
-            ET.SubElement(case, "error", message=t.message[:500]).text = t.traceback
-        elif t.outcome in (Outcome.SKIPPED, Outcome.NOT_RUN, Outcome.XFAILED):
-            ET.SubElement(case, "skipped", message=t.message[:500])
-    if results.run.status is not RunStatus.COMPLETE:
-        running = ", ".join(r.nodeid for r in results.run.running) or "none"
-        ET.SubElement(suite, "system-err").text = (
-            f"mlcheck: run {results.run.status.value} ({results.run.signal or '?'}); "
-            f"running: {running}"
-        )
-    root = ET.Element("testsuites")
-    root.append(suite)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
-    return path
-
-
 def read(path: Path) -> RunResults:
     """Read a results file or a results directory; clear errors for anything else.
 

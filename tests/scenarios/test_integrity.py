@@ -54,6 +54,11 @@ class TestSub(unittest.TestCase):
         for i in range(2):
             with self.subTest(i=i):
                 self.skipTest("no model here")
+    def test_partly_skipped(self):
+        for i in range(2):
+            with self.subTest(i=i):
+                if i:
+                    self.skipTest("no accelerator here")
 def test_subtests_fixture(subtests):
     for i in range(3):
         with subtests.test(msg="m", i=i):
@@ -152,6 +157,9 @@ def test_accounting_matches_pytest(zoo: Path, workers: str | None) -> None:
         reference.pop("test_crash")
     # one test = one outcome: exactly the tests pytest reported, each once
     assert sorted(ours) == sorted(reference), (sorted(ours), sorted(reference))
+    # pytest's JUnit says skipped for a test whose subtests partly skipped (its terminal says
+    # PASSED); mlcheck says passed in both its files (below)
+    assert reference.pop("test_partly_skipped") == {"skipped"}
     for name, verdicts in reference.items():
         t = ours[name]
         if "error" in verdicts and "passed" not in verdicts and len(verdicts) == 1:
@@ -189,8 +197,30 @@ def test_accounting_matches_pytest(zoo: Path, workers: str | None) -> None:
     )
     sub_skips = sum(s.outcome is Outcome.SKIPPED for t in results.tests for s in t.subtests)
     suite = ET.parse(zoo / "plain.xml").getroot().find("testsuite")
-    assert suite is not None and int(suite.get("skipped", "-1")) == own + sub_skips == 4
-    assert f"subtests: 8 passed, 2 failed, {sub_skips} skipped" in proc.stdout
+    assert suite is not None and int(suite.get("skipped", "-1")) == own + sub_skips == 5
+    assert f"subtests: 9 passed, 2 failed, {sub_skips} skipped" in proc.stdout
+    # a test whose subtests partly skipped passed: pytest's JUnit adds a <skipped> to it (so
+    # JUnit readers show it skipped); mlcheck's junit.xml says what results.json says, one
+    # outcome per test, with the skipped subtest named in its output
+    partly = ours["test_partly_skipped"]
+    assert partly.outcome is Outcome.PASSED
+    mine = ET.parse(zoo / "mlcheck-results" / "junit.xml").getroot()
+    cases = {c.get("name"): c for c in mine.iter("testcase")}
+    for name, t in ours.items():
+        kinds = {e.tag for e in cases[name] if e.tag in ("failure", "error", "skipped")}
+        verdict = "skipped" if "skipped" in kinds and len(kinds) == 1 else None
+        verdict = verdict or ("failed" if kinds & {"failure", "error"} else "passed")
+        expected = {Outcome.SKIPPED: "skipped", Outcome.XFAILED: "skipped"}.get(
+            t.outcome, "failed" if t.outcome.is_failure else "passed"
+        )
+        assert verdict == expected, (name, t.outcome, kinds)
+    out = cases["test_partly_skipped"].find("system-out")
+    assert out is not None and "1 of 2 subtests skipped" in (out.text or "")
+    assert "no accelerator here" in (out.text or "")
+    skipped_tests = sum(t.outcome in (Outcome.SKIPPED, Outcome.XFAILED) for t in ours.values())
+    suite_mine = mine.find("testsuite")
+    assert suite_mine is not None and int(suite_mine.get("skipped", "-1")) == skipped_tests
+    assert int(suite_mine.get("tests", "-1")) == len(mine.findall(".//testcase"))
     # attempts count only real reruns
     assert [len(ours[n].attempts) for n in ("test_rerun_pass", "test_rerun_fail", "test_pass")] == [
         2,
@@ -202,7 +232,7 @@ def test_accounting_matches_pytest(zoo: Path, workers: str | None) -> None:
         crash = ours["test_crash"]
         assert (crash.outcome, len(crash.attempts)) == (Outcome.FAILED, 1)
         assert "crashed" in crash.message
-    assert results.run.status is RunStatus.COMPLETE and results.run.collected == 15
+    assert results.run.status is RunStatus.COMPLETE and results.run.collected == 16
 
 
 SLOW = """
