@@ -69,7 +69,7 @@ def reconcile(results: RunResults, path: Path) -> int:
     try:
         tree = ET.parse(path)
     except ET.ParseError:
-        return 0  # not pytest's XML (the tests' process wrote it): left as it is, results.json rules
+        return 0  # not pytest's XML (the tests wrote it): left as it is; results.json rules
     changed = 0
     for suite in tree.getroot().iter("testsuite"):
         cases = suite.findall("testcase")
