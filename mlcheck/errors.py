@@ -171,17 +171,19 @@ def cache_add_command(model_id: str, revision: str | None) -> str:
 
 
 class RealWeightsInFastTest(UsageError):
-    """``models.real`` in a test whose tier is fast: CI's fast job fetches no weights, so the
-    test would pass where the weights happen to be cached and fail in CI. The marker fixes it.
+    """``models.real`` (or a test's own load of a declared model's weights) in a test whose
+    tier is fast: CI's fast job fetches no weights, so the test would pass where the weights
+    happen to be cached and fail in CI. The marker fixes it.
 
     >>> print(RealWeightsInFastTest("org/name", "tests/test_a.py::test_b"))  # doctest: +ELLIPSIS
     models.real('org/name') in tests/test_a.py::test_b, a fast-tier test: ...
     """
 
-    def __init__(self, model_id: str, nodeid: str) -> None:
+    def __init__(self, model_id: str, nodeid: str, what: str | None = None) -> None:
         self.model_id = model_id
+        what = what or f"models.real({model_id!r})"
         super().__init__(
-            f"models.real({model_id!r}) in {nodeid}, a fast-tier test: the fast tier has no "
+            f"{what} in {nodeid}, a fast-tier test: the fast tier has no "
             "weights (CI's fast job fetches none, so this fails there even where the weights "
             f'are cached here); mark the test `@pytest.mark.real_model("{model_id}")` to run it '
             "in the real tier (`mlcheck run --tier real`), or use models.random / models.config"

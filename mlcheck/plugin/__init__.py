@@ -163,9 +163,11 @@ def _pin_hub_loads(config: pytest.Config) -> None:
 
     if importlib.util.find_spec("huggingface_hub") is None:
         return  # nothing loads from a hub
-    from .pinned_loads import PinnedLoads, install
+    from .pinned_loads import PinnedLoads, TierHooks, install
 
-    config.add_cleanup(install(PinnedLoads(partial(project_of, config), fail=_fail_test)))
+    pins = PinnedLoads(partial(project_of, config), fail=_fail_test)
+    config.add_cleanup(install(pins))
+    config.pluginmanager.register(TierHooks(pins), "mlcheck-pinned-loads")
 
 
 def _fail_test(message: str) -> NoReturn:

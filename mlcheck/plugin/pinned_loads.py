@@ -36,27 +36,45 @@ fail-open ``except Exception`` around ``resolve_revision`` (which would fall bac
 unpinned path) and a suite's own ``except OSError: self.skipTest(...)`` (a corrupted or undeclared
 model must not read as a skip), shown as one line.
 
+In a fast-tier test, reading a declared model's **weights** fails as ``models.real`` does there
+(:class:`~mlcheck.errors.RealWeightsInFastTest`): CI's fast job fetches no weights, so such a
+test would pass on a warm cache here and fail there. transformers reads each file of a pinned
+commit through its own imported name ``transformers.utils.hub.try_to_load_from_cache`` (no
+huggingface_hub hook sees which file), so that name is wrapped too, once transformers is
+imported (:meth:`PinnedLoads.wrap_late`, at each test's start).
+
 Loads into another ``cache_dir`` than the project's cache, of datasets or spaces, and of local
 folders are left alone.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import pytest
+
 from ..constants import hf_hub_cache
-from ..errors import LocalModelMissing, MlcheckError, ModelNotCached, ModelNotLocked
+from ..errors import (
+    LocalModelMissing,
+    MlcheckError,
+    ModelNotCached,
+    ModelNotLocked,
+    RealWeightsInFastTest,
+)
 from ..project.cache import snapshot_dir
 from ..project.verify import already_verified, check_files, mark_verified, raise_first
 from ..project.weights import is_weights_file
+from ..stash import NEEDS_KEY
+from ..tiers import Tier
 
 if TYPE_CHECKING:
     from ..project.lock import LockedModel, Project
 
-__all__ = ["PinnedLoads", "install"]
+__all__ = ["PinnedLoads", "TierHooks", "install"]
 
 
 def undeclared_hint(model_id: str) -> str:
@@ -90,6 +108,9 @@ class PinnedLoads:
         self.cache = Path(cache) if cache is not None else hf_hub_cache()
         self._checked: set[str] = set()  # model ids whose cached files were checked
         self._lock = threading.Lock()  # loads may run in threads (sharded weights)
+        # the running test's node id while its tier is fast (set by the plugin around each test)
+        self.fast_test: str | None = None
+        self.wrap_late: Callable[[], None] = lambda: None  # set by install()
 
     def applies(self, repo_id: str, repo_type: str | None, cache_dir: Any) -> bool:
         """Whether the load is one this module pins: a model id (not a folder) in the cache."""
@@ -128,6 +149,17 @@ class PinnedLoads:
             )
         self._check(entry)
         return entry.commit
+
+    def check_tier(self, repo_id: str, filename: str) -> None:
+        """A fast-tier test reading weights fails here as it would in CI's fast job."""
+        if self.fast_test is not None and is_weights_file(filename):
+            self._fail(
+                str(
+                    RealWeightsInFastTest(
+                        repo_id, self.fast_test, what=f"loading {filename} of {repo_id!r}"
+                    )
+                )
+            )
 
     def check_file(self, repo_id: str, filename: str) -> None:
         """Before ``hf_hub_download`` reads one file of a pinned model: a locked file missing
@@ -199,6 +231,24 @@ class PinnedLoads:
             self._checked.add(entry.model_id)
 
 
+class TierHooks:
+    """Tells the pinned loads whether the running test is a fast-tier one (its weights loads
+    then fail as in CI's fast job), and wraps transformers once a test file imported it."""
+
+    def __init__(self, pins: PinnedLoads) -> None:
+        self.pins = pins
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
+        needs = item.stash.get(NEEDS_KEY, None)
+        self.pins.wrap_late()
+        self.pins.fast_test = item.nodeid if needs is not None and needs.tier is Tier.FAST else None
+        try:
+            return (yield)
+        finally:
+            self.pins.fast_test = None
+
+
 def _resolved(path: Any) -> Path:
     return Path(path).expanduser().resolve()
 
@@ -240,6 +290,7 @@ def install(pins: PinnedLoads) -> Callable[[], None]:
     ) -> Any:
         if pins.applies(repo_id, repo_type, cache_dir):
             revision = pins.commit_for(repo_id, revision)
+            pins.check_tier(repo_id, filename)
             pins.check_file(repo_id, filename)
         return original_download(
             cache_dir=cache_dir,
@@ -250,11 +301,36 @@ def install(pins: PinnedLoads) -> Callable[[], None]:
             **kwargs,
         )
 
+    wrapped: dict[str, Any] = {}  # transformers.utils.hub's try_to_load_from_cache, once loaded
+
+    def wrap_late() -> None:
+        hub = sys.modules.get("transformers.utils.hub")
+        if hub is None or "try_to_load_from_cache" in wrapped:
+            return
+        original_try = wrapped["try_to_load_from_cache"] = hub.try_to_load_from_cache
+
+        def try_to_load_from_cache(
+            repo_id: str, filename: str, cache_dir: Any = None, *args: Any, **kwargs: Any
+        ) -> Any:
+            found = original_try(repo_id, filename, cache_dir, *args, **kwargs)
+            repo_type = kwargs.get("repo_type", args[1] if len(args) > 1 else None)
+            fast = pins.fast_test is not None and isinstance(found, str)  # a file that is there
+            if fast and pins.applies(repo_id, repo_type, cache_dir):
+                pins.check_tier(repo_id, filename)
+            return found
+
+        hub.try_to_load_from_cache = try_to_load_from_cache  # type: ignore[attr-defined]
+
     HfApi.resolve_revision = resolve_revision  # type: ignore[method-assign]
     file_download._hf_hub_download_to_cache_dir = download_to_cache_dir
+    pins.wrap_late = wrap_late
+    wrap_late()
 
     def undo() -> None:
         HfApi.resolve_revision = original_resolve  # type: ignore[method-assign]
         file_download._hf_hub_download_to_cache_dir = original_download
+        hub = sys.modules.get("transformers.utils.hub")
+        if hub is not None and "try_to_load_from_cache" in wrapped:
+            hub.try_to_load_from_cache = wrapped.pop("try_to_load_from_cache")  # type: ignore[attr-defined]
 
     return undo

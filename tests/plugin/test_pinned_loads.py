@@ -51,6 +51,10 @@ def test_undeclared():
     AutoConfig.from_pretrained("hf-internal-testing/tiny-random-undeclared")
 
 
+def test_fast_test_loads_weights():
+    AutoModel.from_pretrained(MODEL)  # cached here; CI's fast job fetches no weights
+
+
 def test_undeclared_skips_itself_on_oserror():
     try:
         AutoModel.from_pretrained("hf-internal-testing/tiny-random-undeclared")
@@ -108,15 +112,21 @@ def declared(
 def test_declared_loads_are_pinned_and_undeclared_ones_name_the_fix(
     declared: tuple[Path, dict[str, str], str, str], tmp_path: Path
 ) -> None:
-    root, env, _, _ = declared
+    root, env, model, _ = declared
     # plain pytest with the plugin: the hub is reachable, yet every load is offline and pinned
     plain = pytest_run(root, env, "-q", "--mlcheck-tier", "fast,real", "-rfEs")
     assert plain.returncode == 1, plain.stdout + plain.stderr
-    assert "2 failed, 2 passed" in plain.stdout, plain.stdout
+    assert "3 failed, 2 passed" in plain.stdout, plain.stdout
     # each failure is the one line, in full, not a hub traceback
     # (in the failures section: the short summary repeats it in full where $CI is set)
     failures = plain.stdout.split("short test summary info")[0]
     assert failures.count(f"{HINT} (tests load only") == 2, plain.stdout
+    # weights in a fast test fail here as in CI's fast job, though they are cached here
+    fast_weights = (
+        f"loading model.safetensors of '{model}' in tests/test_suite.py::"
+        "test_fast_test_loads_weights, a fast-tier test: the fast tier has no weights"
+    )
+    assert failures.count(fast_weights) == 1, plain.stdout
     assert "Traceback" not in plain.stdout and "huggingface_hub.errors" not in plain.stdout
 
     # `mlcheck run`: the same outcomes, the same one line
@@ -130,8 +140,11 @@ def test_declared_loads_are_pinned_and_undeclared_ones_name_the_fix(
         "test_config_is_the_locked_one": "passed",
         "test_model_and_pipeline": "passed",
         "test_undeclared": "failed",
+        "test_fast_test_loads_weights": "failed",
         "test_undeclared_skips_itself_on_oserror": "failed",
     }
+    assert fast_weights in by_name["test_fast_test_loads_weights"]["message"]
+    assert '`@pytest.mark.real_model("' in by_name["test_fast_test_loads_weights"]["message"]
     for name in ("test_undeclared", "test_undeclared_skips_itself_on_oserror"):
         assert HINT in by_name[name]["message"]
         # the fix is in the project (declare it), not in the hub or the cache: not infrastructure
@@ -184,7 +197,8 @@ def test_hf_hub_download_names_the_fix_for_missing_and_unpinned_files(
     cache = tmp_path / "empty-cache"
     cache.mkdir()
     project = Project.read(root)
-    undo = install(PinnedLoads(lambda: project, fail_test, cache))
+    pins = PinnedLoads(lambda: project, fail_test, cache)
+    undo = install(pins)
     try:
         with pytest.raises(
             pytest.fail.Exception, match=r"missing config\.json\); run `mlcheck cache warm`"
@@ -201,6 +215,17 @@ def test_hf_hub_download_names_the_fix_for_missing_and_unpinned_files(
         )
         with pytest.raises(pytest.fail.Exception, match=r"mlcheck add org/other --needs weights"):
             hf_hub_download("org/other", "config.json", cache_dir=cache)
+        # CI's fast job (no weights cached) fails a fast test's weights load with the same line
+        # a warm local cache gets (test_declared_loads_are_pinned_...); configs still load
+        pins.fast_test = "tests/test_a.py::test_b"
+        with pytest.raises(
+            pytest.fail.Exception,
+            match=r"loading model\.safetensors of '.*' in tests/test_a\.py::test_b, a fast-tier",
+        ):
+            hf_hub_download(model, "model.safetensors", cache_dir=cache)
+        with pytest.raises(pytest.fail.Exception, match=r"missing config\.json"):
+            hf_hub_download(model, "config.json", cache_dir=cache)
+        pins.fast_test = None
         # another cache_dir than the project's is the test's own business: left alone
         with pytest.raises(Exception) as other:
             hf_hub_download(
