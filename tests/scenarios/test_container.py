@@ -197,6 +197,9 @@ def act_env() -> dict[str, str]:
 def user_repo(tmp_path: Path, image: str) -> Iterator[Path]:
     """A user's repository: the example project plus the ready-to-copy workflows, committed."""
     repo = copy_example(tmp_path / "repo")
+    # The example's DDP test (two CPU ranks, the slowest of its fast tier: 30 s and more under
+    # load, once per act run) says nothing about the workflows; test_example.py runs it.
+    (repo / "tests" / "test_ddp.py").unlink()
     shutil.copytree(WORKFLOWS, repo / ".github" / "workflows")
     # act's workflow schema predates `concurrency: queue:` (GitHub, May 2026) and refuses it;
     # act ignores concurrency groups anyway. Only that key goes, the rest runs unchanged.
