@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -22,12 +23,15 @@ class GitHubServer:
         self,
         spec: Spec | None = None,
         *,
-        token: str = "ghs_localtestTOKEN0123456789",
+        token: str | None = None,
         prefix: str = "",
     ) -> None:
         self.spec = spec or shared_spec()
         self.prefix = prefix.rstrip("/")  # "/api/v3" serves like GitHub Enterprise Server
         self.state = State()
+        # One token per server: a token hunt in one scenario must not find another scenario's
+        # token in /proc when two run at once (xdist).
+        token = token or f"ghs_localtest{secrets.token_hex(12)}"
         self.token = token
         self.tokens: dict[str, Identity] = {token: Identity(ACTIONS_BOT)}
         self.faults = Faults()
