@@ -24,6 +24,7 @@ RESULTS = "results.json"
 DEFAULT_WORKFLOW = "mlcheck-nightly.yml"
 DEFAULT_ARTIFACT = "mlcheck-results-nightly"
 DEFAULT_MAX_MB = 64.0
+WITHOUT = "a selection by change then runs every test, and runner sizing uses the models"
 
 HELP = "fetch the last good nightly's file map and results (for select: changed and sizing)"
 DESCRIPTION = """\
@@ -119,13 +120,13 @@ def handle(args: argparse.Namespace) -> int:
                 download(client, repo, nightly, zip_path, max(MAX_ZIP_BYTES, 8 * max_bytes))
                 files = _checked(zip_path, Path(tmp), max_bytes)
         except NothingToFetch as why:
-            print(f"mlcheck: no nightly file map: {why}; select: changed runs every test")
+            print(f"mlcheck: nothing fetched from the nightly: {why}; {WITHOUT}")
             return 0
         except (GitHubAuthError, GitHubPermissionError) as exc:
             print(f"mlcheck: error: {exc}", file=sys.stderr)
             return 3
         except GitHubError as exc:  # anything else GitHub answered: nothing to use, say why
-            print(f"mlcheck: no nightly file map: {exc}; select: changed runs every test")
+            print(f"mlcheck: nothing fetched from the nightly: {exc}; {WITHOUT}")
             return 0
     for name, data in files.items():
         (out / name).write_bytes(data)

@@ -140,7 +140,7 @@ def test_nothing_to_fetch_writes_nothing_and_says_why(
     assert "HTTP 500 'Server Error'" in capsys.readouterr().out
     assert _fetch(out, "--branch", "main") == 0  # the runs listing
     said = capsys.readouterr().out
-    assert "GitHub did not answer" in said and "select: changed runs every test" in said
+    assert "GitHub did not answer" in said and "selection by change then runs every test" in said
     assert list(out.iterdir()) == []
 
 
