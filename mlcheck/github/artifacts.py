@@ -121,7 +121,7 @@ def _is_good(run: dict[str, Any], repo: str, branch: str) -> bool:
     return (
         run.get("conclusion") == "success"
         and run.get("head_branch") == branch
-        and head.get("full_name") == repo
+        and str(head.get("full_name", "")).lower() == repo.lower()  # GitHub's names ignore case
     )
 
 
