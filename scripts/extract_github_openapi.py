@@ -47,6 +47,10 @@ OPERATIONS: tuple[tuple[str, str], ...] = (
     ("/repos/{owner}/{repo}/commits/{commit_sha}/pulls", "get"),
     ("/repos/{owner}/{repo}/collaborators/{username}/permission", "get"),
     ("/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches", "post"),
+    # `mlcheck nightly fetch` (mlcheck/github/artifacts.py): the last good nightly's artifact
+    ("/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs", "get"),
+    ("/repos/{owner}/{repo}/actions/runs/{run_id}/artifacts", "get"),
+    ("/repos/{owner}/{repo}/actions/artifacts/{artifact_id}/{archive_format}", "get"),
 )
 
 # Keys that carry prose only; dropped everywhere except as property names.
@@ -122,7 +126,9 @@ def subset(description: dict[str, Any], version: str) -> dict[str, Any]:
             "x-generated-by": "scripts/extract_github_openapi.py",
         },
         "paths": dict(sorted(paths.items())),
-        "components": {kind: dict(sorted(items.items())) for kind, items in components.items()},
+        "components": {
+            kind: dict(sorted(items.items())) for kind, items in sorted(components.items())
+        },
     }
 
 

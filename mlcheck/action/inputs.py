@@ -23,7 +23,9 @@ from ..github.event import PUBLISH, RUN, SCHEDULE, TIER_ALL, Event
 from ..tiers import DEFAULT_GPU_LABEL, DEFAULT_GPU_WORKFLOW, parse_tiers, tier_key
 
 MUTATE = "mutate"  # issue 24: `mlcheck mutate` in the sandbox, its report posted by root
-COMMANDS = ("auto", RUN, SCHEDULE, PUBLISH, MUTATE)
+# issue 25: `mlcheck nightly fetch` into results-dir (a trusted job with `actions: read`)
+NIGHTLY = "nightly"
+COMMANDS = ("auto", RUN, SCHEDULE, PUBLISH, MUTATE, NIGHTLY)
 FAIL_ON = ("failures", "never")
 SELECT_MODES = ("all", "changed")
 # Where a nightly run records its per-test file map: inside the results, so the results
@@ -227,6 +229,10 @@ def cli_args(inputs: Inputs, p: Plan) -> list[str]:
         if inputs.fail_under:
             args += ["--fail-under", inputs.fail_under]
         return [*args, *inputs.paths]
+    if p.command == NIGHTLY:
+        # The last successful nightly's file-map.json and results.json, for a later job: the
+        # GPU run's selection (--file-map), the scheduler's runner sizing (sizing-results)
+        return ["nightly", "fetch", "--out", inputs.results_dir]
     if p.command == SCHEDULE:
         # The workspace is the base branch's checkout (pull_request_target): the safety
         # options the comment shows come from its manifest, never from the PR.

@@ -60,7 +60,17 @@ if TYPE_CHECKING:
     from .file_commands import FileCommands
     from .sandbox import Sandbox
 
-from .inputs import CLI_OUTPUTS, MUTATE, OUTPUTS, Inputs, Plan, cli_args, plan, selection_args
+from .inputs import (
+    CLI_OUTPUTS,
+    MUTATE,
+    NIGHTLY,
+    OUTPUTS,
+    Inputs,
+    Plan,
+    cli_args,
+    plan,
+    selection_args,
+)
 
 # `mlcheck publish` exit codes after which it has written the summary and annotations
 # (0 published, 1 tests failed with --fail-on, 3 GitHub failed); 2 means it stopped first.
@@ -354,7 +364,11 @@ def _run_sandboxed(
             if owner is not None:
                 # Root's own processes create nothing in the workspace: only the project's
                 # files go back (and root's when the project ran as root, MLCHECK_PR_USER=0).
-                uids = (sandbox.user.uid,) if sandbox.user.uid is not None else (0,)
+                uids: tuple[int, ...] = (
+                    (sandbox.user.uid,) if sandbox.user.uid is not None else (0,)
+                )
+                if p.command == NIGHTLY:  # no project code ran: what root fetched goes back too
+                    uids = (*uids, 0)
                 give_files_back(p.workspace, owner, uids)
         finally:
             sandbox.close()

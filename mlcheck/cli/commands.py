@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import add, cache, calibrate, golden, lock, mutate, publish, report, run, schedule
+from . import add, cache, calibrate, golden, lock, mutate, nightly, publish, report, run, schedule
 
 # Order is the order in `mlcheck --help`.
 COMMAND_MODULES: list[ModuleType] = [run, add, lock, cache, report, schedule, publish, golden]
 COMMAND_MODULES += [mutate, calibrate]  # test power (mlcheck.power)
+COMMAND_MODULES += [nightly]  # the nightly's file map for select: changed (issue 25)

@@ -7,7 +7,9 @@
 - :mod:`~mlcheck.github.event` — the run's event, parsed once from the Actions environment
   (what ``command: auto`` and ``tier: auto`` become);
 - :mod:`~mlcheck.github.workflow` — what a step hands back to the workflow (outputs, job
-  summary, workflow commands).
+  summary, workflow commands);
+- :mod:`~mlcheck.github.artifacts` — another run's artifact (the last good nightly's file map
+  and results), found, downloaded and read safely.
 
 Nothing here imports :mod:`mlcheck.report` or :mod:`mlcheck.publish`: what the comment says
 and how its sections are kept is theirs (the sticky loop is

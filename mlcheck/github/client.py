@@ -26,6 +26,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
@@ -41,6 +42,7 @@ from mlcheck.errors import (
     GitHubRateLimited,
     GitHubUnavailable,
     GitHubValidationFailed,
+    TooLarge,
 )
 from mlcheck.github.payloads import (
     Comment,
@@ -61,6 +63,7 @@ ACTIONS_BOT = "github-actions[bot]"
 PERM_PULL_REQUESTS = "pull-requests: write"
 PERM_ISSUES = "issues: write"
 PERM_ACTIONS = "actions: write"
+PERM_ACTIONS_READ = "actions: read"  # other runs and their artifacts (the nightly's file map)
 _RETRY_STATUSES = {500, 502, 503, 504}
 _FORK_HINT = (
     "; pull_request runs from forks always get a read-only token: publish from a "
@@ -379,6 +382,70 @@ class GitHubClient:
         self.request(
             "POST", path, json={"ref": ref, "inputs": dict(inputs)}, permission=PERM_ACTIONS
         )
+
+    # -- workflow runs and their artifacts (mlcheck.github.artifacts) ------------------------------
+
+    def workflow_runs(
+        self, repo: str, workflow: str, *, branch: str, status: str, per_page: int = 10
+    ) -> list[dict[str, Any]]:
+        """The newest ``per_page`` runs of ``workflow`` (file name or id) on ``branch`` with
+        ``status`` (a status or a conclusion, e.g. ``success``), newest first; raw objects."""
+        path = f"/repos/{_repo(repo)}/actions/workflows/{quote(workflow, safe='')}/runs"
+        params = {"branch": branch, "status": status, "per_page": per_page}
+        data = self._json("GET", path, params=params, permission=PERM_ACTIONS_READ)
+        return list(data["workflow_runs"])
+
+    def run_artifacts(self, repo: str, run_id: int, name: str) -> list[dict[str, Any]]:
+        """The artifacts named ``name`` of run ``run_id``; raw objects."""
+        path = f"/repos/{_repo(repo)}/actions/runs/{int(run_id)}/artifacts"
+        params = {"name": name, "per_page": 100}
+        data = self._json("GET", path, params=params, permission=PERM_ACTIONS_READ)
+        return list(data["artifacts"])
+
+    def artifact_zip_location(self, repo: str, artifact_id: int) -> str:
+        """Where GitHub serves artifact ``artifact_id``'s zip: the ``Location`` of its 302, a
+        short-lived signed URL to fetch **without** the token (it is off the API host). An
+        expired artifact raises :class:`GitHubError` with ``status`` 410."""
+        path = f"/repos/{_repo(repo)}/actions/artifacts/{int(artifact_id)}/zip"
+        response = self.request("GET", path, permission=PERM_ACTIONS_READ)
+        assert response is not None
+        location = response.headers.get("location", "")
+        if response.status_code != 302 or not location:
+            raise GitHubError(
+                f"GET {path}: HTTP {response.status_code} without a redirect to the zip",
+                status=response.status_code,
+                method="GET",
+                path=path,
+            )
+        return location
+
+    def download_signed(self, url: str, dest: Path, max_bytes: int) -> None:
+        """Write what ``url`` (a signed URL the API redirected to) serves into ``dest``, at most
+        ``max_bytes`` (:class:`TooLarge` beyond, checked while streaming). A client of its own:
+        the token is never sent off the API host, and no redirect is followed."""
+        scheme = urlsplit(url).scheme
+        # http only where the API itself is plain http (a test server, a LAN Enterprise Server)
+        if scheme != "https" and not (scheme == "http" and self.api_url.startswith("http://")):
+            raise GitHubError(f"refusing to download from a non-https URL ({scheme}://...)")
+        written = 0
+        try:
+            with (
+                httpx.Client(timeout=self._http.timeout, follow_redirects=False) as plain,
+                plain.stream("GET", url) as response,
+            ):
+                if response.status_code != 200:
+                    raise GitHubUnavailable(
+                        f"the signed download answered HTTP {response.status_code}",
+                        status=response.status_code,
+                    )
+                with dest.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise TooLarge(f"the download is over {max_bytes:,} bytes", written)
+                        out.write(chunk)
+        except httpx.HTTPError as exc:  # the signed URL is never shown: it grants the download
+            raise GitHubUnavailable(f"the signed download failed: {type(exc).__name__}") from None
 
     # -- issues (nightly tracking issue) ----------------------------------------------------------
 

@@ -197,9 +197,16 @@ class Change:
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")
 
 
-def changes_since(root: Path, base: str) -> list[Change]:
+# Untracked files that running the tests makes, and that never change what a test does:
+# bytecode (used only beside its source) and the metadata `pip install -e .` derives from the
+# (compared) pyproject.toml. Without these a CI checkout with no .gitignore would run all.
+GENERATED = ("*/__pycache__/*", "__pycache__/*", "*.egg-info/*")
+
+
+def changes_since(root: Path, base: str, ignore: Sequence[str] = ()) -> list[Change]:
     """Files changed between commit ``base`` and the working tree (committed or not, untracked
-    included), with the lines of ``base``'s version that each change touches."""
+    included), with the lines of ``base``'s version that each change touches. Untracked files
+    in the ``ignore`` folders (this run's results) and :data:`GENERATED` ones are not changes."""
     status = _git(root, "diff", "--name-status", "--no-renames", base, "--")
     changes: dict[str, Change] = {}
     for line in status.splitlines():
@@ -210,7 +217,10 @@ def changes_since(root: Path, base: str) -> list[Change]:
             changes[path] = Change(path, "deleted")
         else:
             changes[path] = Change(path, "modified", _touched(root, base, path))
+    skip = tuple(f"{folder.rstrip('/')}/" for folder in ignore if folder not in ("", "."))
     for path in _git(root, "ls-files", "--others", "--exclude-standard").splitlines():
+        if path.startswith(skip) or any(fnmatch.fnmatch(path, g) for g in GENERATED):
+            continue
         changes.setdefault(path, Change(path, "added"))
     return sorted(changes.values(), key=lambda c: c.path)
 
@@ -397,10 +407,12 @@ def select_in_repo(
     map_path: Path | None,
     collected: Mapping[str, tuple[str, Iterable[str]]],
     core: Sequence[str] = (),
+    ignore: Sequence[str] = (),
 ) -> Selection:
     """:func:`select` for the project in ``root`` against ``base`` (a git ref), with the map at
     ``map_path``: what changed since the map's commit, the lock at ``base``, the models whose
-    entries changed."""
+    entries changed. ``ignore``: folders (relative to ``root``) this run writes, whose untracked
+    files are not changes (the results folder, when it is inside the checkout)."""
     _git(root, "rev-parse", "--verify", f"{base}^{{commit}}")  # an unknown ref is a usage error
     file_map = FileMap.read(map_path) if map_path is not None and map_path.is_file() else None
     if file_map is None:
@@ -412,7 +424,7 @@ def select_in_repo(
         return _all(project_changed)
     return select(
         file_map,
-        changes_since(root, file_map.commit),
+        changes_since(root, file_map.commit, ignore),
         collected,
         old_source=lambda path: show(root, file_map.commit, path),
         lock_at_base=show(root, base, LOCK_FILE),

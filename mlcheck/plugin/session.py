@@ -152,13 +152,22 @@ class MlcheckState:
         }
         map_option = self.config.getoption("mlcheck_file_map")
         core = self.manifest_extra.get("select_core", [])
+        root = self.config.rootpath
+        own = [self.results_dir] if self.results_dir is not None else []
+        # this run's results folder, when inside the checkout: its journal is no change
+        ignore = [
+            p.resolve().relative_to(root.resolve()).as_posix()
+            for p in own
+            if p.resolve().is_relative_to(root.resolve())
+        ]
         try:
             selection = select_in_repo(
-                self.config.rootpath,
+                root,
                 base,
                 Path(map_option) if map_option else None,
                 collected,
                 core=[str(c) for c in core] if isinstance(core, list) else [str(core)],
+                ignore=ignore,
             )
         except MlcheckError as exc:
             raise pytest.UsageError(f"mlcheck: --mlcheck-changed-since: {exc}") from exc

@@ -332,6 +332,36 @@ def test_pull_request_run_publishes_once_compared_with_the_tracking_issue(
     assert server.token not in out + summary + Path(env["GITHUB_OUTPUT"]).read_text()
 
 
+def test_command_nightly_fetches_the_last_good_nightlys_map_into_results_dir(
+    workspace: Path, server: GitHubServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The GPU workflow's `file-map` job: `command: nightly` is `mlcheck nightly fetch`, with
+    the action's token, into `results-dir` (handed on as an artifact of the run)."""
+    import io
+    import zipfile
+
+    from mlcheck.cli import build_parser
+    from mlcheck.plugin.selection import FileMap
+
+    run = server.state.add_run("mlcheck-nightly.yml", head_sha=SHA)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("file-map.json", FileMap(SHA, None, {}).to_json())
+    server.state.add_artifact(run, "mlcheck-results-nightly", buffer.getvalue())
+    payload = {"inputs": {"sha": SHA, "pr": "7"}}
+    inputs = {"command": "nightly", "results_dir": "mlcheck-nightly"}
+    env = to_server(server, action_environ(workspace, "workflow_dispatch", payload, **inputs))
+    args = cli_args(
+        Inputs.from_env(env), plan(Inputs.from_env(env), parse_event("push", {}, env), env)
+    )
+    assert args == ["nightly", "fetch", "--out", "mlcheck-nightly"]
+    build_parser().parse_args(args)
+    assert main(env) == 0
+    assert FileMap.read(workspace / "mlcheck-nightly" / "file-map.json").commit == SHA
+    out = capfd.readouterr().out
+    assert f"nightly run #1 of {SHA[:7]}" in out and server.token not in out
+
+
 def test_fork_pull_request_posts_nothing_but_still_compares(
     workspace: Path, server: GitHubServer, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,7 +5,9 @@ It serves the endpoints mlcheck calls (``tests/data/github-openapi-subset.json``
 127.0.0.1, with a thread per connection so several publishers can race. Every request is
 validated (path parameters, query, JSON body) and refused like GitHub would (400/422) when it
 does not match; every response body is validated too, and a mismatch is recorded in
-``server.errors`` (the ``github`` fixture fails the test at teardown).
+``server.errors`` (the ``github`` fixture fails the test at teardown). Artifact downloads answer
+302 to a signed URL under ``/_blobs/`` (off the REST paths, like GitHub's storage URLs); a
+request there that carries the token is recorded in ``server.errors`` too.
 
 Faults are injected per request, before or after the request takes effect: 5xx, 429 with
 ``retry-after``, secondary (403 + ``retry-after``) and primary (``x-ratelimit-remaining: 0``)

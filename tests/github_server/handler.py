@@ -69,6 +69,8 @@ class Handler(BaseHTTPRequestHandler):
         raw_body = self.rfile.read(length) if length else b""
         auth = self.headers.get("Authorization", "")
         token = auth.split(" ", 1)[1] if " " in auth else ""
+        if split.path.startswith("/_blobs/"):
+            return self._blob(split.path, split.query, bool(auth))
         version = self.headers.get("X-GitHub-Api-Version")
         matched = app.spec.match(self.command, split.path)
         op = f"{self.command} {matched[0] if matched else split.path}"
@@ -99,6 +101,28 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(fault.status, {"message": fault.message}, fault.headers)
         self._log(op, status, token, version, None)
         self._send(status, body, headers)
+
+    def _blob(self, path: str, query: str, sent_auth: bool) -> None:
+        """A signed artifact URL: the zip, for a GET with the right signature. A request that
+        carries an Authorization header is an error of the client (the token left the API)."""
+        app = self.app
+        name = path.removeprefix("/_blobs/").removesuffix(".zip")
+        fault = app.faults.pick(f"{self.command} /_blobs/")
+        with app.lock:
+            artifact = app.state.artifacts.get(int(name)) if name.isdigit() else None
+            app.state.downloads.append({"path": path, "auth": sent_auth})
+            if sent_auth:
+                app.errors.append(f"GET {path}: the token was sent to the signed download URL")
+        if fault and fault.kind == "status":
+            return self._send(fault.status, {"message": fault.message})
+        if artifact is None or self.command != "GET" or query != f"sig=signed{name}":
+            return self._send(403, {"message": "AuthenticationFailed"})
+        data = artifact["zip"]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/zip")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _log(
         self, op: str, status: int, token: str, version: str | None, fault: Fault | None

@@ -62,6 +62,11 @@ class Routes:
             "POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches": (
                 self.dispatch_workflow
             ),
+            "GET /repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs": self.list_runs,
+            "GET /repos/{owner}/{repo}/actions/runs/{run_id}/artifacts": self.list_artifacts,
+            "GET /repos/{owner}/{repo}/actions/artifacts/{artifact_id}/{archive_format}": (
+                self.download_artifact
+            ),
         }[f"{method} {template}"]
         return handler()
 
@@ -88,7 +93,8 @@ class Routes:
         query = {
             k: v
             for k, v in self.params.items()
-            if k not in ("owner", "repo", "page", "issue_number", "commit_sha")
+            if k
+            not in ("owner", "repo", "page", "issue_number", "commit_sha", "workflow_id", "run_id")
         }
         query["per_page"] = per_page
 
@@ -297,3 +303,48 @@ class Routes:
             }
         )
         return 204, None, []
+
+    # -- workflow runs and artifacts (reading needs `actions: read`, which every token here has)
+
+    def list_runs(self) -> tuple[int, Any, list[tuple[str, str]]]:
+        workflow = str(self.params["workflow_id"])
+        if workflow not in self.state.workflows:
+            raise ApiError(404, "Not Found")
+        want = self.params.get("status")
+        found = [
+            r
+            for r in sorted(self.state.runs.values(), key=lambda r: r["id"], reverse=True)
+            if r["workflow"] == workflow
+            and self.params.get("branch", r["head_branch"]) == r["head_branch"]
+            and self.params.get("event", r["event"]) == r["event"]
+            and (want is None or want in (r["status"], r["conclusion"]))
+        ]
+        path = f"{self.repo_path()}/actions/workflows/{quote(workflow, safe='')}/runs"
+        status, chunk, headers = self.page(found, path)
+        runs = [self.app.workflow_run(r) for r in chunk]
+        return status, {"total_count": len(found), "workflow_runs": runs}, headers
+
+    def list_artifacts(self) -> tuple[int, Any, list[tuple[str, str]]]:
+        run_id = self.params["run_id"]
+        if run_id not in self.state.runs:
+            raise ApiError(404, "Not Found")
+        name = self.params.get("name")
+        found = [
+            a
+            for a in sorted(self.state.artifacts.values(), key=lambda a: a["id"], reverse=True)
+            if a["run"] == run_id and name in (None, a["name"])
+        ]
+        status, chunk, headers = self.page(
+            found, f"{self.repo_path()}/actions/runs/{run_id}/artifacts"
+        )
+        artifacts = [self.app.artifact(a) for a in chunk]
+        return status, {"total_count": len(found), "artifacts": artifacts}, headers
+
+    def download_artifact(self) -> tuple[int, Any, list[tuple[str, str]]]:
+        artifact = self.state.artifacts.get(self.params["artifact_id"])
+        if artifact is None or self.params["archive_format"] != "zip":
+            raise ApiError(404, "Not Found")
+        if artifact["expired"]:
+            raise ApiError(410, "Artifact has expired")
+        # Like GitHub: a 302 to a short-lived signed URL, served off the API (here /_blobs/)
+        return 302, None, [("Location", self.app.signed_url(artifact["id"]))]

@@ -15,6 +15,8 @@ from .handler import Handler, Logged
 from .spec import Spec, shared_spec
 from .state import ACTIONS_BOT, Identity, State
 
+BLOBS = "/_blobs/"  # the signed artifact URLs (not part of the REST API)
+
 
 class GitHubServer:
     """The server; ``with GitHubServer() as gh`` starts it on a free 127.0.0.1 port."""
@@ -270,3 +272,84 @@ class GitHubServer:
             )
         }
         return filled
+
+    def minimal_repository(self, full_name: str) -> Any:
+        owner, name = full_name.split("/")
+        return self.spec.fill(
+            {"$ref": self.spec.schema_name("minimal-repository")},
+            {
+                "id": 42 if full_name == self.state.full_name else 43,
+                "node_id": f"R_{full_name}",
+                "name": name,
+                "full_name": full_name,
+                "owner": self.user(owner),
+                "private": self.state.private,
+                "fork": full_name != self.state.full_name,
+                "html_url": f"{self.web()}/{full_name}",
+                "url": f"{self.url}/repos/{full_name}",
+            },
+        )
+
+    def workflow_run(self, r: dict[str, Any]) -> Any:
+        full = self.state.full_name
+        api = f"{self.url}/repos/{full}/actions/runs/{r['id']}"
+        workflow = r["workflow"]
+        return self.spec.fill(
+            {"$ref": self.spec.schema_name("workflow-run")},
+            {
+                "id": r["id"],
+                "node_id": f"WFR_{r['id']}",
+                "name": workflow,
+                "head_branch": r["head_branch"],
+                "head_sha": r["head_sha"],
+                "path": f".github/workflows/{workflow}",
+                "display_title": workflow,
+                "run_number": r["run_number"],
+                "event": r["event"],
+                "status": r["status"],
+                "conclusion": r["conclusion"],
+                "workflow_id": sum(map(ord, workflow)),
+                "url": api,
+                "html_url": f"{self.web()}/{full}/actions/runs/{r['id']}",
+                "created_at": r["created_at"],
+                "updated_at": r["created_at"],
+                "head_commit": None,
+                "head_repository": self.minimal_repository(r["head_repo"]),
+                "repository": self.minimal_repository(full),
+                "jobs_url": f"{api}/jobs",
+                "logs_url": f"{api}/logs",
+                "check_suite_url": f"{self.url}/repos/{full}/check-suites/{r['id']}",
+                "cancel_url": f"{api}/cancel",
+                "rerun_url": f"{api}/rerun",
+                "artifacts_url": f"{api}/artifacts",
+                "workflow_url": f"{self.url}/repos/{full}/actions/workflows/{workflow}",
+                "pull_requests": [],
+            },
+        )
+
+    def artifact(self, a: dict[str, Any]) -> dict[str, Any]:
+        api = f"{self.url}/repos/{self.state.full_name}/actions/artifacts/{a['id']}"
+        run = self.state.runs[a["run"]]
+        return {
+            "id": a["id"],
+            "node_id": f"MDg6QXJ0aWZhY3Q{a['id']}",
+            "name": a["name"],
+            "size_in_bytes": len(a["zip"]),
+            "url": api,
+            "archive_download_url": f"{api}/zip",
+            "expired": a["expired"],
+            "created_at": a["created_at"],
+            "expires_at": None,
+            "updated_at": a["created_at"],
+            "workflow_run": {
+                "id": run["id"],
+                "repository_id": 42,
+                "head_repository_id": 42,
+                "head_branch": run["head_branch"],
+                "head_sha": run["head_sha"],
+            },
+        }
+
+    def signed_url(self, artifact_id: int) -> str:
+        """Where the zip is served: off the API's paths, needing no token (like GitHub's)."""
+        return f"{self.url}{BLOBS}{artifact_id}.zip?sig=signed{artifact_id}"

@@ -1,5 +1,6 @@
 """The in-memory resources behind the API: the repository, its issues, pull requests,
-comments, labels, collaborators and workflow dispatches, and who each token belongs to."""
+comments, labels, collaborators, workflow dispatches, workflow runs and their artifacts, and
+who each token belongs to."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class State:
     comments: dict[int, dict[str, Any]] = field(default_factory=dict)
     dispatches: list[dict[str, Any]] = field(default_factory=list)
     removed_labels: list[tuple[int, str]] = field(default_factory=list)
+    runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # workflow runs by id
+    artifacts: dict[int, dict[str, Any]] = field(default_factory=dict)  # by id, with the zip
+    downloads: list[dict[str, Any]] = field(default_factory=list)  # signed URLs fetched
     next_number: int = 1
     next_id: int = 1000
     ticks: int = 0
@@ -112,6 +116,47 @@ class State:
             "updated_at": now,
         }
         return comment_id
+
+    def add_run(
+        self,
+        workflow: str = "mlcheck-nightly.yml",
+        *,
+        head_sha: str = "c" * 40,
+        conclusion: str | None = "success",
+        branch: str | None = None,
+        event: str = "schedule",
+        head_repo: str | None = None,
+    ) -> int:
+        """A completed run of ``workflow`` (``conclusion`` None: still in progress); newer
+        runs get larger ids and later times, like GitHub's."""
+        self.workflows.setdefault(workflow, set())
+        run_id = self.new_id()
+        self.runs[run_id] = {
+            "id": run_id,
+            "workflow": workflow,
+            "run_number": len(self.runs) + 1,
+            "head_sha": head_sha,
+            "head_branch": branch or self.default_branch,
+            "head_repo": head_repo or self.full_name,
+            "event": event,
+            "status": "completed" if conclusion else "in_progress",
+            "conclusion": conclusion,
+            "created_at": self.now(),
+        }
+        return run_id
+
+    def add_artifact(self, run_id: int, name: str, data: bytes, *, expired: bool = False) -> int:
+        """Artifact ``name`` of run ``run_id``, whose zip is ``data``."""
+        artifact_id = self.new_id()
+        self.artifacts[artifact_id] = {
+            "id": artifact_id,
+            "run": run_id,
+            "name": name,
+            "zip": data,
+            "expired": expired,
+            "created_at": self.now(),
+        }
+        return artifact_id
 
     def comments_on(self, number: int) -> list[dict[str, Any]]:
         return sorted(

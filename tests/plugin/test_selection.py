@@ -17,7 +17,14 @@ from selection_history import replay
 from mlcheck.action.inputs import Inputs, Plan, selection_args
 from mlcheck.errors import UsageError
 from mlcheck.github.event import Event, parse_event
-from mlcheck.plugin.selection import Change, FileMap, _manifest_changes, function_body_lines, select
+from mlcheck.plugin.selection import (
+    Change,
+    FileMap,
+    _manifest_changes,
+    changes_since,
+    function_body_lines,
+    select,
+)
 from mlcheck.report import RenderContext, render_section
 from mlcheck.results import schema as results
 from mlcheck.results.schema import Outcome
@@ -272,6 +279,30 @@ def test_selected_by_change_in_results_and_comment_and_all_when_unsure(tmp_path:
     assert unsure.run.selection is not None
     assert unsure.run.selection.startswith("ran all 3 real tests: ")
     assert unsure.run.selection in _html(unsure).replace("\\", "")
+
+
+def test_what_the_run_itself_writes_is_no_change(tmp_path: Path) -> None:
+    """The results folder inside the checkout (the action's and the GPU workflow's), bytecode
+    and pip's egg-info are written by the run, not by the change: without this, every run with
+    results in the checkout ran everything ("journal.jsonl changed")."""
+    root = tmp_path / "proj"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "m.py").write_text("X = 1\n")
+    _git(root, "init", "-q")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "base")
+    base = _git(root, "rev-parse", "HEAD")
+    for made in (
+        "mlcheck-results/journal.jsonl",
+        "pkg/__pycache__/m.cpython-311.pyc",
+        "src/proj.egg-info/PKG-INFO",
+        "data.csv",  # a file the change added: tests may read it
+    ):
+        (root / made).parent.mkdir(parents=True, exist_ok=True)
+        (root / made).write_text("x")
+    found = [c.path for c in changes_since(root, base, ["mlcheck-results"])]
+    assert found == ["data.csv"]
+    assert "mlcheck-results/journal.jsonl" in [c.path for c in changes_since(root, base)]
 
 
 # --- the action's `select` input

@@ -142,10 +142,56 @@ def test_gpu_workflow_is_dispatchable_and_runs_pr_code_without_write_access() ->
     )
     assert with_secret[0] < sandboxed
     assert "secrets." not in yaml.safe_dump({k: v for k, v in job.items() if k != "steps"})
+    # the nightly's file map: fetched by a job of its own that runs no PR code, the only job
+    # with a token that reads other runs; the gpu job takes it as this run's artifact, no token
+    fetch = gpu["jobs"]["file-map"]
+    assert fetch["permissions"] == {"contents": "read", "actions": "read"}
+    assert not _checkouts(fetch) and not any("run" in s for s in fetch["steps"])
+    ours = [s for s in fetch["steps"] if OUR_ACTION.match(s.get("uses", ""))]
+    assert [s["with"]["command"] for s in ours] == ["nightly"]
+    assert all("github-token" not in s.get("with", {}) for s in fetch["steps"])
+    assert [n for n, j in gpu["jobs"].items() if "actions" in j.get("permissions", {})] == [
+        "file-map"
+    ]
+    assert job["needs"] == "file-map" and job["if"] == "${{ !cancelled() }}"
+    download = next(s for s in job["steps"] if "download-artifact" in s.get("uses", ""))
+    assert set(download["with"]) == {"name", "path"}  # this run's artifact: no token, no run-id
+    assert download["with"]["name"] == next(
+        s["with"]["name"] for s in fetch["steps"] if "upload-artifact" in s.get("uses", "")
+    )
+    assert download["continue-on-error"] is True  # no map: every test runs, and says why
+    assert job["steps"].index(download) < sandboxed
+    assert checkout["with"]["fetch-depth"] == 0  # the map's commit and the base, for git diff
+    # the base is this workflow's own commit, as `select: changed` in the action (selection_args)
+    assert job["env"]["BASE_SHA"] == "${{ github.sha }}"
+    run = " ".join(job["steps"][sandboxed]["run"].split())
+    assert '--changed-since "$BASE_SHA"' in run
+    assert '--file-map "$RUNNER_TEMP/mlcheck-nightly/file-map.json"' in run
     # posting is a separate job that runs no PR code
     publish = gpu["jobs"]["publish"]
     assert publish["permissions"].get("pull-requests") == "write"
     assert not any(s.get("uses", "").startswith("actions/checkout") for s in publish["steps"])
+
+
+def test_the_nightly_records_the_map_that_the_gpu_run_and_the_scheduler_fetch() -> None:
+    """`mlcheck nightly fetch`'s defaults name the nightly's file and artifact; the nightly
+    records the file map into that artifact; the scheduler fetches the results for sizing."""
+    from mlcheck.action.inputs import FILE_MAP_NAME
+    from mlcheck.cli.nightly import DEFAULT_ARTIFACT, DEFAULT_WORKFLOW
+
+    nightly = _workflow(DEFAULT_WORKFLOW)["jobs"]["all"]
+    run = " ".join(
+        next(s["run"] for s in nightly["steps"] if "mlcheck run" in s.get("run", "")).split()
+    )
+    upload = next(s for s in nightly["steps"] if "upload-artifact" in s.get("uses", ""))
+    assert upload["with"]["name"] == DEFAULT_ARTIFACT
+    assert f"--record-map {upload['with']['path']}/{FILE_MAP_NAME}" in run
+    steps = _workflow("mlcheck-schedule.yml")["jobs"]["schedule"]["steps"]
+    ours = [s for s in steps if OUR_ACTION.match(s.get("uses", ""))]
+    fetch, schedule = ours
+    assert fetch["with"]["command"] == "nightly" and schedule["with"]["command"] == "schedule"
+    assert fetch["continue-on-error"] is True  # a failed fetch never stops the scheduling
+    assert schedule["with"]["sizing-results"] == f"{fetch['with']['results-dir']}/results.json"
 
 
 # The jobs that write the PR comment and run no tests: one queue per PR (README: "Comment
@@ -237,6 +283,7 @@ def _permissions(workflow: dict[str, Any], job: str) -> dict[str, str]:
         ("mlcheck.yml", "default-branch", {"pull-requests": "write", "issues": "write"}),
         ("mlcheck-schedule.yml", "schedule", {"pull-requests": "write", "actions": "write"}),
         ("mlcheck-gpu.yml", "gpu", {"contents": "read"}),
+        ("mlcheck-gpu.yml", "file-map", {"actions": "read"}),
         ("mlcheck-gpu.yml", "publish", {"pull-requests": "write", "issues": "read"}),
         ("mlcheck-publish.yml", "publish", {"actions": "read", "pull-requests": "write"}),
         ("mlcheck-nightly.yml", "publish", {"issues": "write"}),
