@@ -97,7 +97,7 @@ def test_failing_subtest_fails_the_test_and_adds_no_attempt(tmp_path):
 
 
 def test_subtests_past_the_cap_are_counted_though_not_recorded():
-    """HF's test_bc_torch_dtype runs ~3,400 subTests: pytest counts every one, so must we."""
+    """HF's test_bc_torch_dtype runs thousands of subTests: pytest counts every one, so must we."""
     from mlcheck.report.common import subtests_line
     from mlcheck.results.schema import MAX_SUBTESTS
 
