@@ -277,6 +277,8 @@ def subtests_line(results: RunResults) -> str:
     'subtests: 2 skipped'
     """
     counts = Counter(s.outcome.value for t in results.tests for s in t.subtests)
+    for t in results.tests:
+        counts.update(t.subtests_omitted)  # past the recorded ones: counted all the same
     if not counts:
         return ""
     order = (Outcome.PASSED, Outcome.FAILED, Outcome.SKIPPED, Outcome.XFAILED)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,8 @@ class _Pending:
     phases: set[Phase] = field(default_factory=set)  # seen in the attempt in progress
     subtests: list[Subtest] = field(default_factory=list)  # of the attempt in progress
     finished_subtests: tuple[Subtest, ...] = ()  # of the last closed attempt
+    # outcome -> count of the last attempt's subtests past MAX_SUBTESTS
+    finished_omitted: dict[str, int] = field(default_factory=dict)
 
     def fail(self, phase: Phase, message: str, traceback: str) -> None:
         if self.current is None or not self.current.is_failure:  # the first failure decides
@@ -81,6 +84,8 @@ class _Pending:
         )
         self.current, self.phase, self.attempt_duration, self.phases = None, None, 0.0, set()
         self.finished_subtests = tuple(self.subtests[:MAX_SUBTESTS])
+        # only the first MAX_SUBTESTS are kept, but every one is counted (pytest counts them all)
+        self.finished_omitted = dict(Counter(s.outcome.value for s in self.subtests[MAX_SUBTESTS:]))
         self.subtests = []
         if outcome is Outcome.PASSED:
             self.message = ""
@@ -291,7 +296,11 @@ def _finish(test: _Pending) -> TestResult:
     if outcome is Outcome.PASSED and earlier_failed:
         outcome = Outcome.FLAKY
     subtests = test.finished_subtests
-    all_skipped = bool(subtests) and all(s.outcome is Outcome.SKIPPED for s in subtests)
+    all_skipped = (
+        bool(subtests)
+        and all(s.outcome is Outcome.SKIPPED for s in subtests)
+        and set(test.finished_omitted) <= {Outcome.SKIPPED.value}
+    )
     if outcome is Outcome.PASSED and all_skipped:
         # Nothing it checked ran: skipped, as pytest's JUnit XML says (results.json and
         # junit.xml agree); its reason is its first subtest's. A failed or flaky test keeps
@@ -329,6 +338,7 @@ def _finish(test: _Pending) -> TestResult:
         loss_curve=tuple(float(x) for x in curve) if curve is not None else None,
         run=facts.get("run"),
         subtests=test.finished_subtests,
+        subtests_omitted=test.finished_omitted,
         failure_kind=str(facts.get("failure_kind") or "code") if outcome.is_failure else None,
         golden=golden_use(facts["golden"]) if facts.get("golden") else None,
         gpu_peak_bytes=_peak(facts.get("gpu_peak_bytes")),

@@ -156,6 +156,8 @@ class TestResult:
     loss_curve: tuple[float, ...] | None = None
     run: str | None = None  # which job/section produced it (e.g. "fast", "gpu"); set on merge
     subtests: tuple[Subtest, ...] = ()
+    # outcome -> count of the subtests past the first MAX_SUBTESTS (not recorded one by one)
+    subtests_omitted: Mapping[str, int] = field(default_factory=dict)
     # failed/errored tests only: code, hub, oom, device, crash, timeout (results/failure_kinds)
     failure_kind: str | None = None
     golden: GoldenUse | None = None  # only for tests that used the `golden` fixture
@@ -257,6 +259,10 @@ def _test_to_dict(test: TestResult) -> dict[str, Any]:
         data["subtests"] = [dict(vars(s), params=dict(s.params)) for s in test.subtests]
     else:
         del data["subtests"]
+    if test.subtests_omitted:
+        data["subtests_omitted"] = dict(test.subtests_omitted)
+    else:
+        del data["subtests_omitted"]  # optional: only tests with more than MAX_SUBTESTS
     if test.failure_kind is None:
         del data["failure_kind"]  # optional: only failed and errored tests have a kind
     if test.gpu_peak_bytes is None:
@@ -323,6 +329,7 @@ def _test_from_dict(t: Mapping[str, Any]) -> TestResult:
         )
         for s in t.get("subtests") or ()
     )
+    t["subtests_omitted"] = {str(k): int(v) for k, v in (t.get("subtests_omitted") or {}).items()}
     if t.get("loss_curve") is not None:
         t["loss_curve"] = tuple(float(x) for x in t["loss_curve"])
     t["golden"] = golden_use(t["golden"]) if t.get("golden") is not None else None

@@ -96,6 +96,30 @@ def test_failing_subtest_fails_the_test_and_adds_no_attempt(tmp_path):
     assert from_dict(data) == results
 
 
+def test_subtests_past_the_cap_are_counted_though_not_recorded():
+    """HF's test_bc_torch_dtype runs thousands of subTests: pytest counts every one, so must we."""
+    from mlcheck.report.common import subtests_line
+    from mlcheck.results.schema import MAX_SUBTESTS
+
+    b = ResultsBuilder()
+    b.report(nodeid="t::many", when="setup", outcome="passed")
+    outcomes = ["skipped"] * MAX_SUBTESTS + ["passed"] * 3 + ["skipped"] * 2
+    for i, outcome in enumerate(outcomes):
+        b.report(nodeid="t::many", when="call", outcome=outcome, subtest={"params": {"i": str(i)}})
+    b.report(nodeid="t::many", when="call", outcome="passed")
+    b.report(nodeid="t::many", when="teardown", outcome="passed")
+    (t,) = b.build()
+    assert len(t.subtests) == MAX_SUBTESTS
+    assert dict(t.subtests_omitted) == {"passed": 3, "skipped": 2}
+    # three subtests past the cap passed: not "all subtests skipped"
+    assert t.outcome is Outcome.PASSED
+    results = RunResults(RunInfo(), (t,))
+    data = to_dict(results)
+    jsonschema.validate(data, SCHEMA)
+    assert from_dict(data) == results
+    assert subtests_line(results) == f"subtests: 3 passed, {MAX_SUBTESTS + 2:,} skipped"
+
+
 def test_journal_replay_rebuilds_what_the_builder_saw(tmp_path):
     journal = tmp_path / "journal.jsonl"
     live = ResultsBuilder(journal=journal)

@@ -205,6 +205,25 @@ def test_origin_is_checked_and_the_manifest_extends_the_list(tmp_path: Path) -> 
     assert [t.tier for t in tiers_of(decorated_mod.mine, None, rules({"slow": "gpu"}))] == ["gpu"]
 
 
+def test_reading_an_unregistered_pytest_mark_adds_no_warning_of_its_own(tmp_path: Path) -> None:
+    """`@pytest.mark.flash_attn_test` (unregistered) warns once, where the test module wrote it;
+    reading the decorators must not warn again from mlcheck's own source."""
+    import sys
+    import warnings
+
+    source = tmp_path / "marked_mod.py"
+    source.write_text("import pytest\n@pytest.mark.not_registered_here\ndef test_x(): pass\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.warns(pytest.PytestUnknownMarkWarning):
+            import marked_mod  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tiers_of(marked_mod.test_x, None, rules()) == []
+
+
 # Accelerator-sounding helpers of the installed transformers and accelerate that still run on a
 # CPU-only machine (they check a dtype, a version or a library, or skip on an accelerator):
 # they leave a test in its tier.
