@@ -45,8 +45,11 @@ def junit_names(nodeid: str) -> tuple[str, str]:
 
 def _skipped_subtests_note(test: TestResult) -> str:
     skipped = [s for s in test.subtests if s.outcome is Outcome.SKIPPED]
+    omitted = test.subtests_omitted  # past the subtests recorded one by one: counted only
+    total = len(test.subtests) + sum(omitted.values())
     lines = [
-        f"mlcheck: {len(skipped)} of {len(test.subtests)} subtests skipped; the test "
+        f"mlcheck: {len(skipped) + omitted.get(Outcome.SKIPPED.value, 0)} of {total} subtests "
+        "skipped; the test "
         f"{test.outcome.value.replace('_', ' ')} (results.json):"
     ]
     lines += [f"  {s.describe()}: {s.message}" for s in skipped]
@@ -63,6 +66,7 @@ def reconcile(results: RunResults, path: Path) -> int:
         junit_names(t.nodeid): t
         for t in results.tests
         if any(s.outcome is Outcome.SKIPPED for s in t.subtests)
+        or t.subtests_omitted.get(Outcome.SKIPPED.value)
     }
     if not with_skips or not path.is_file():
         return 0
