@@ -105,3 +105,23 @@ def test_opted_in_rules(tmp_path: Path) -> None:
     assert opted_in(["--mlcheck-allow-missing"], [], {})
     assert opted_in([], [], {"MLCHECK_TIER": "real"})
     assert not opted_in(["--mlcheckx"], [], {"MLCHECK_TIER": ""})
+
+
+def test_an_in_process_run_leaves_the_hub_setting_as_it_was(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run is offline; the process after it is not (pytest.main, pytester): a later download
+    in the same process must reach the hub."""
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    pytester.makepyprojecttoml('[project]\nname = "p"\n\n[tool.mlcheck]\n')
+    pytester.makepyfile(
+        "import os, huggingface_hub.constants as c\n"
+        "def test_offline():\n"
+        "    assert os.environ['HF_HUB_OFFLINE'] == '1' and c.HF_HUB_OFFLINE is True\n"
+    )
+    pytester.inline_run("-p", "no:cacheprovider").assertoutcome(passed=1)
+    assert "HF_HUB_OFFLINE" not in os.environ
+    assert hub_constants.HF_HUB_OFFLINE is False
