@@ -297,6 +297,14 @@ def get(name: str, environ: Mapping[str, str] | None = None) -> str | None:
     return value or None
 
 
+def restore(name: str, value: str | None) -> None:
+    """Put a variable back as :func:`get` read it before (``None``: unset)."""
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
 def env_tier(environ: Mapping[str, str] | None = None) -> str | None:
     return get(ENV_TIER, environ)
 

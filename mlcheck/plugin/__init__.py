@@ -110,7 +110,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) 
         return  # inert: plain pytest stays exactly as without mlcheck
     # Tests run offline (SPEC §2). huggingface_hub reads this at import, so set it before any
     # conftest can import it; `mlcheck run` also sets it in the test process's environment.
-    early_config.stash[_OFFLINE_BEFORE_KEY] = os.environ.get(constants.ENV_HF_HUB_OFFLINE)
+    early_config.stash[_OFFLINE_BEFORE_KEY] = constants.get(constants.ENV_HF_HUB_OFFLINE)
     os.environ[constants.ENV_HF_HUB_OFFLINE] = "1"
     _set_run_slow(early_config)
 
@@ -137,7 +137,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ShowHubCauses(), "mlcheck-hub-causes")
     if not _opted_in(config, config.invocation_params.args):
         return  # markers and fixtures stay available; no hooks, no environment changes
-    before = config.stash.get(_OFFLINE_BEFORE_KEY, os.environ.get(constants.ENV_HF_HUB_OFFLINE))
+    before = config.stash.get(_OFFLINE_BEFORE_KEY, constants.get(constants.ENV_HF_HUB_OFFLINE))
     os.environ[constants.ENV_HF_HUB_OFFLINE] = "1"
     hub_constants = sys.modules.get("huggingface_hub.constants")
     if hub_constants is not None:
@@ -176,10 +176,7 @@ def _pin_hub_loads(config: pytest.Config) -> None:
 def _back_online(before: str | None) -> None:
     """After the run, the process's hub setting is what it was: a process that runs pytest in
     process (pytest.main, pytester) and then downloads is not left offline."""
-    if before is None:
-        os.environ.pop(constants.ENV_HF_HUB_OFFLINE, None)
-    else:
-        os.environ[constants.ENV_HF_HUB_OFFLINE] = before
+    constants.restore(constants.ENV_HF_HUB_OFFLINE, before)
     hub_constants = sys.modules.get("huggingface_hub.constants")
     if hub_constants is not None:  # huggingface_hub's own reading of the variable
         offline = (before or "").upper() in ("1", "ON", "YES", "TRUE")

@@ -441,6 +441,11 @@ def test_the_readmes_first_test_passes(pytester: pytest.Pytester, monkeypatch) -
     cache = pytester.path / "hf-cache"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what the plugin sets; restored afterwards
+    import huggingface_hub.constants as hub_constants
+
+    # the inner run leaves huggingface_hub's constant as this environment had it ("1"):
+    # restored afterwards too, or this worker's later downloads stay offline
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", hub_constants.HF_HUB_OFFLINE)
     pytester.makepyprojecttoml(
         '[tool.mlcheck.models]\ngpt2 = { revision = "main", needs = "config" }\n'
     )
