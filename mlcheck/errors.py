@@ -395,3 +395,15 @@ class ServerFailed(CheckFailed):
 class ServeRequestFailed(MlcheckError):
     """``assert_serves``' POST got no answer, an HTTP error or no JSON; reported as the
     :class:`CheckFailed` of the check that sent it, never raised to a test."""
+
+
+class NothingToFetch(MlcheckError, LookupError):
+    """``mlcheck nightly fetch`` found nothing to fetch, for the reason the message gives: not
+    an error (exit code 0; selection then runs every test and says why)."""
+
+    exit_code = 0
+
+
+class ArtifactRefused(MlcheckError, ValueError):
+    """A nightly's artifact is not what a nightly uploads (an unsafe entry, over a limit):
+    nothing of it was written (exit code 2)."""

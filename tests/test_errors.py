@@ -50,6 +50,8 @@ BUILTIN_OF: dict[type[MlcheckError], type[Exception]] = {
     errors.GitHubRateLimited: RuntimeError,
     errors.GitHubUnavailable: ConnectionError,
     errors.StickyCommentConflict: RuntimeError,
+    errors.NothingToFetch: LookupError,
+    errors.ArtifactRefused: ValueError,
     errors.NotPlainFile: OSError,
     errors.TooLarge: OSError,
     errors.UnmutatedRunFailed: RuntimeError,

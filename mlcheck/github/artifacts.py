@@ -31,11 +31,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import (
+    ArtifactRefused,
     GitHubError,
     GitHubNotFound,
     GitHubRateLimited,
     GitHubUnavailable,
-    MlcheckError,
+    NothingToFetch,
     TooLarge,
 )
 from .client import GitHubClient
@@ -43,15 +44,6 @@ from .client import GitHubClient
 MAX_ZIP_BYTES = 512 * 1024 * 1024  # the whole results artifact, as downloaded
 MAX_ENTRIES = 10_000  # entries in its zip: a results folder has a handful
 RUNS_LOOKED_AT = 5  # successful runs tried, newest first, for one whose artifact is there
-
-
-class NothingToFetch(Exception):
-    """There is nothing to fetch, for a reason the message gives (not an error: exit 0)."""
-
-
-class ArtifactRefused(MlcheckError):
-    """The artifact is not what a nightly uploads (an unsafe entry, over a limit): nothing of
-    it was written (exit code 2)."""
 
 
 @dataclass(frozen=True)
