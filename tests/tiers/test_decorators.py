@@ -205,12 +205,19 @@ def test_origin_is_checked_and_the_manifest_extends_the_list(tmp_path: Path) -> 
     assert [t.tier for t in tiers_of(decorated_mod.mine, None, rules({"slow": "gpu"}))] == ["gpu"]
 
 
-def test_reading_an_unregistered_pytest_mark_adds_no_warning_of_its_own(tmp_path: Path) -> None:
+def test_reading_an_unregistered_pytest_mark_adds_no_warning_of_its_own(
+    tmp_path: Path, pytestconfig: pytest.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`@pytest.mark.flash_attn_test` (unregistered) warns once, where the test module wrote it;
     reading the decorators must not warn again from mlcheck's own source."""
     import sys
     import warnings
 
+    from _pytest.mark.structures import MARK_GEN
+
+    # pytest warns of unknown marks only while a session's config is set on `pytest.mark`; an
+    # earlier in-process pytester run in this worker may have left it unset
+    monkeypatch.setattr(MARK_GEN, "_config", pytestconfig)
     source = tmp_path / "marked_mod.py"
     source.write_text("import pytest\n@pytest.mark.not_registered_here\ndef test_x(): pass\n")
     sys.path.insert(0, str(tmp_path))
