@@ -18,9 +18,10 @@ from pathlib import Path
 from ..action.inputs import FILE_MAP_NAME
 from ..constants import ENV_GITHUB_REPOSITORY, get, github_token
 from ..errors import GitHubAuthError, GitHubError, GitHubPermissionError, UsageError
+from ..results.schema import RESULTS_FILE
 
 FILE_MAP = FILE_MAP_NAME  # where a nightly run records its file map, in its results
-RESULTS = "results.json"
+RESULTS = RESULTS_FILE
 DEFAULT_WORKFLOW = "mlcheck-nightly.yml"
 DEFAULT_ARTIFACT = "mlcheck-results-nightly"
 DEFAULT_MAX_MB = 64.0

@@ -178,9 +178,8 @@ def _back_online(before: str | None) -> None:
     process (pytest.main, pytester) and then downloads is not left offline."""
     constants.restore(constants.ENV_HF_HUB_OFFLINE, before)
     hub_constants = sys.modules.get("huggingface_hub.constants")
-    if hub_constants is not None:  # huggingface_hub's own reading of the variable
-        offline = (before or "").upper() in ("1", "ON", "YES", "TRUE")
-        hub_constants.HF_HUB_OFFLINE = offline  # type: ignore[attr-defined]
+    if hub_constants is not None:  # read back as huggingface_hub reads the variable
+        hub_constants.HF_HUB_OFFLINE = hub_constants._is_true(before)  # type: ignore[attr-defined]
 
 
 def _fail_test(message: str) -> NoReturn:

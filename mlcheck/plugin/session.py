@@ -153,13 +153,12 @@ class MlcheckState:
         map_option = self.config.getoption("mlcheck_file_map")
         core = self.manifest_extra.get("select_core", [])
         root = self.config.rootpath
-        own = [self.results_dir] if self.results_dir is not None else []
         # this run's results folder, when inside the checkout: its journal is no change
-        ignore = [
-            p.resolve().relative_to(root.resolve()).as_posix()
-            for p in own
-            if p.resolve().is_relative_to(root.resolve())
-        ]
+        ignore: list[str] = []
+        if self.results_dir is not None:
+            results, checkout = self.results_dir.resolve(), root.resolve()
+            if results.is_relative_to(checkout):
+                ignore.append(results.relative_to(checkout).as_posix())
         try:
             selection = select_in_repo(
                 root,

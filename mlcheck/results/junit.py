@@ -43,13 +43,17 @@ def junit_names(nodeid: str) -> tuple[str, str]:
     return ".".join(names[:-1]), names[-1]
 
 
+def _skipped_subtests(test: TestResult) -> int:
+    """How many of the test's subtests skipped, those past the recorded ones included."""
+    recorded = sum(s.outcome is Outcome.SKIPPED for s in test.subtests)
+    return recorded + test.subtests_omitted.get(Outcome.SKIPPED.value, 0)
+
+
 def _skipped_subtests_note(test: TestResult) -> str:
     skipped = [s for s in test.subtests if s.outcome is Outcome.SKIPPED]
-    omitted = test.subtests_omitted  # past the subtests recorded one by one: counted only
-    total = len(test.subtests) + sum(omitted.values())
+    total = len(test.subtests) + sum(test.subtests_omitted.values())
     lines = [
-        f"mlcheck: {len(skipped) + omitted.get(Outcome.SKIPPED.value, 0)} of {total} subtests "
-        "skipped; the test "
+        f"mlcheck: {_skipped_subtests(test)} of {total} subtests skipped; the test "
         f"{test.outcome.value.replace('_', ' ')} (results.json):"
     ]
     lines += [f"  {s.describe()}: {s.message}" for s in skipped]
@@ -62,12 +66,7 @@ def reconcile(results: RunResults, path: Path) -> int:
     subtests added, a skipped one keeps one, each gets a note naming its skipped subtests, and
     the suite's counts become one per test. Returns the number of testcases changed; the file
     is rewritten only when one was."""
-    with_skips = {
-        junit_names(t.nodeid): t
-        for t in results.tests
-        if any(s.outcome is Outcome.SKIPPED for s in t.subtests)
-        or t.subtests_omitted.get(Outcome.SKIPPED.value)
-    }
+    with_skips = {junit_names(t.nodeid): t for t in results.tests if _skipped_subtests(t)}
     if not with_skips or not path.is_file():
         return 0
     try:
@@ -115,7 +114,7 @@ def write_junit(results: RunResults, path: Path) -> Path:
     counts = results.counts()
     failures = counts[Outcome.FAILED.value]
     errors = counts[Outcome.ERROR.value]
-    skipped = sum(counts[o.value] for o in (Outcome.SKIPPED, Outcome.NOT_RUN, Outcome.XFAILED))
+    skipped = sum(counts[o.value] for o in _SKIPPED_LIKE)
     suite = ET.Element(
         "testsuite",
         name="mlcheck",
@@ -134,9 +133,9 @@ def write_junit(results: RunResults, path: Path) -> Path:
             ET.SubElement(case, "failure", message=t.message[:500]).text = t.traceback
         elif t.outcome is Outcome.ERROR:
             ET.SubElement(case, "error", message=t.message[:500]).text = t.traceback
-        elif t.outcome in (Outcome.SKIPPED, Outcome.NOT_RUN, Outcome.XFAILED):
+        elif t.outcome in _SKIPPED_LIKE:
             ET.SubElement(case, "skipped", message=t.message[:500])
-        elif any(s.outcome is Outcome.SKIPPED for s in t.subtests):
+        elif _skipped_subtests(t):
             ET.SubElement(case, "system-out").text = _skipped_subtests_note(t)
     if results.run.status is not RunStatus.COMPLETE:
         running = ", ".join(r.nodeid for r in results.run.running) or "none"
